@@ -1,0 +1,294 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxErrorBody bounds how much of an error response the client reads.
+const maxErrorBody = 64 << 10
+
+// Client is a typed client of one node's HTTP API. Any node serves any
+// request: it forwards to the channel (or meta) leader itself. A Client is
+// safe for concurrent use.
+type Client struct {
+	base  string // scheme://host[:port], no trailing slash
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client of the node at addr ("http://host:port", or
+// "host:port" for plain HTTP). A non-empty token is sent as
+// "Authorization: Bearer <token>". httpClient may be nil; it should have no
+// overall Timeout when blocking reads are used, since they wait up to 5
+// minutes: bound calls with their context instead.
+func NewClient(addr, token string, httpClient *http.Client) *Client {
+	if httpClient == nil {
+		httpClient = &http.Client{}
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{base: strings.TrimRight(addr, "/"), token: token, hc: httpClient}
+}
+
+// Addr returns the base URL the client talks to.
+func (c *Client) Addr() string { return c.base }
+
+// PutOptions tunes Put.
+type PutOptions struct {
+	// CAS, when set, makes the write conditional on the key's modify
+	// index: 0 means the key must not exist. A mismatch is a 409
+	// cas_mismatch (see IsCASMismatch).
+	CAS *uint64
+}
+
+// DeleteOptions tunes Delete.
+type DeleteOptions struct {
+	CAS *uint64 // as PutOptions.CAS
+}
+
+// GetOptions tunes Get.
+type GetOptions struct {
+	Consistency Consistency // "" is linearizable
+	// WaitIndex and Wait make the read blocking: it returns once the key's
+	// modify index is above WaitIndex, or after Wait (the server caps it at
+	// 5 minutes and adds up to ±1/16 of jitter; 0 is the cap) with the
+	// current value. The read is blocking when either is set.
+	WaitIndex uint64
+	Wait      time.Duration
+}
+
+// Health checks GET /v1/health: liveness, or readiness when ready is true.
+func (c *Client) Health(ctx context.Context, ready bool) error {
+	q := url.Values{}
+	if ready {
+		q.Set("ready", "1")
+	}
+	var h Health
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/health", q, nil, &h)
+	return err
+}
+
+// Status describes the node the client talks to.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/status", nil, nil, &s)
+	return s, err
+}
+
+// Nodes lists the cluster's members.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var ns []Node
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/nodes", nil, nil, &ns)
+	return ns, err
+}
+
+// CreateChannel creates a channel; the answer carries its placement and,
+// once, its token.
+func (c *Client) CreateChannel(ctx context.Context, req CreateChannelRequest) (Channel, error) {
+	var ch Channel
+	_, err := c.doJSON(ctx, http.MethodPost, "/v1/channels", nil, req, &ch)
+	return ch, err
+}
+
+// Channels lists every channel.
+func (c *Client) Channels(ctx context.Context) ([]Channel, error) {
+	var chs []Channel
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/channels", nil, nil, &chs)
+	return chs, err
+}
+
+// Channel describes one channel.
+func (c *Client) Channel(ctx context.Context, name string) (Channel, error) {
+	var ch Channel
+	_, err := c.doJSON(ctx, http.MethodGet, channelPath(name), nil, nil, &ch)
+	return ch, err
+}
+
+// DeleteChannel deletes a channel and its data.
+func (c *Client) DeleteChannel(ctx context.Context, name string) error {
+	_, err := c.doJSON(ctx, http.MethodDelete, channelPath(name), nil, nil, nil)
+	return err
+}
+
+// Put writes value under key and returns the index of the write.
+func (c *Client) Put(ctx context.Context, channel, key string, value []byte, opts PutOptions) (uint64, error) {
+	q := url.Values{}
+	if opts.CAS != nil {
+		q.Set("cas", strconv.FormatUint(*opts.CAS, 10))
+	}
+	resp, err := c.do(ctx, http.MethodPut, kvPath(channel, key), q, bytes.NewReader(value), "application/octet-stream")
+	if err != nil {
+		return 0, err
+	}
+	var w WriteResponse
+	if err := decodeBody(resp, &w); err != nil {
+		return 0, err
+	}
+	return w.Index, nil
+}
+
+// Get reads key and returns its value and modify index. A missing key is an
+// *Error with IsNotFound true whose Index is the replica's applied index.
+func (c *Client) Get(ctx context.Context, channel, key string, opts GetOptions) ([]byte, uint64, error) {
+	q := url.Values{}
+	if opts.Consistency != "" {
+		q.Set("consistency", string(opts.Consistency))
+	}
+	if opts.WaitIndex > 0 || opts.Wait > 0 {
+		q.Set("index", strconv.FormatUint(opts.WaitIndex, 10))
+		if opts.Wait > 0 {
+			q.Set("wait", opts.Wait.String())
+		}
+	}
+	resp, err := c.do(ctx, http.MethodGet, kvPath(channel, key), q, nil, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	value, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("api: read value of %q: %w", key, err)
+	}
+	return value, headerIndex(resp.Header), nil
+}
+
+// Delete removes key and returns the index of the delete. A missing key is
+// a 404 key_not_found.
+func (c *Client) Delete(ctx context.Context, channel, key string, opts DeleteOptions) (uint64, error) {
+	q := url.Values{}
+	if opts.CAS != nil {
+		q.Set("cas", strconv.FormatUint(*opts.CAS, 10))
+	}
+	var w WriteResponse
+	_, err := c.doJSON(ctx, http.MethodDelete, kvPath(channel, key), q, nil, &w)
+	return w.Index, err
+}
+
+// List returns up to limit keys (0: the server's default, 100; at most
+// 1000) that start with prefix and sort after after. Pass the answer's Next
+// as after to read the next page; Next is "" on the last page.
+func (c *Client) List(ctx context.Context, channel, prefix, after string, limit int, consistency Consistency) (ListResponse, error) {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if consistency != "" {
+		q.Set("consistency", string(consistency))
+	}
+	var l ListResponse
+	_, err := c.doJSON(ctx, http.MethodGet, channelPath(channel)+"/kv/", q, nil, &l)
+	return l, err
+}
+
+// Txn runs a transaction. A failed compare is not an error: Succeeded is
+// false and the failure ops ran.
+func (c *Client) Txn(ctx context.Context, channel string, req TxnRequest) (TxnResponse, error) {
+	var r TxnResponse
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/txn", nil, req, &r)
+	return r, err
+}
+
+func channelPath(name string) string { return "/v1/channels/" + url.PathEscape(name) }
+
+func kvPath(channel, key string) string { return channelPath(channel) + "/kv/" + EscapeKey(key) }
+
+// doJSON sends in (when non-nil) as JSON and decodes the answer into out
+// (when non-nil).
+func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, in, out any) (*http.Response, error) {
+	var body io.Reader
+	ctype := ""
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("api: encode %s %s: %w", method, path, err)
+		}
+		body, ctype = bytes.NewReader(b), "application/json"
+	}
+	resp, err := c.do(ctx, method, path, q, body, ctype)
+	if err != nil {
+		return nil, err
+	}
+	return resp, decodeBody(resp, out)
+}
+
+func decodeBody(resp *http.Response, out any) error {
+	defer resp.Body.Close()
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("api: decode answer of %s %s: %w", resp.Request.Method, resp.Request.URL.Path, err)
+	}
+	return nil
+}
+
+// do sends one request; an answer of 400 or above becomes an *Error.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("api: %s %s: %w", method, path, err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("api: %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 400 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, readError(resp)
+}
+
+func readError(resp *http.Response) *Error {
+	e := &Error{Status: resp.StatusCode, Index: headerIndex(resp.Header)}
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+			e.RetryAfter = time.Duration(n) * time.Second
+		}
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var body ErrorBody
+	if json.Unmarshal(raw, &body) == nil && body.Error.Code != "" {
+		e.Code, e.Message = body.Error.Code, body.Error.Message
+		return e
+	}
+	// Not one of ours (a proxy in between, say): keep what it said.
+	e.Code = "http_" + strconv.Itoa(resp.StatusCode)
+	e.Message = strings.TrimSpace(string(raw))
+	if e.Message == "" {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+func headerIndex(h http.Header) uint64 {
+	n, _ := strconv.ParseUint(h.Get(HeaderIndex), 10, 64)
+	return n
+}

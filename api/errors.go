@@ -1,0 +1,109 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Error codes of the API: the "code" of an error body. A client branches on
+// the code (or the status), never on the message.
+const (
+	CodeBadRequest       = "invalid_request"    // 400: a malformed parameter or body
+	CodeInvalidChannel   = "invalid_channel"    // 400: channel name not [a-z0-9-]{1,63}
+	CodeInvalidKey       = "invalid_key"        // 400: empty, not UTF-8, NUL, bad escape
+	CodeKeyTooLarge      = "key_too_large"      // 400: key over 1 KiB
+	CodeUnauthorized     = "unauthorized"       // 401
+	CodeNotFound         = "not_found"          // 404: no such endpoint
+	CodeKeyNotFound      = "key_not_found"      // 404
+	CodeChannelNotFound  = "channel_not_found"  // 404
+	CodeNodeNotFound     = "node_not_found"     // 404
+	CodeMethodNotAllowed = "method_not_allowed" // 405
+	CodeCASMismatch      = "cas_mismatch"       // 409: ?cas=N did not match
+	CodeChannelExists    = "channel_exists"     // 409
+	CodeNotEnoughNodes   = "not_enough_nodes"   // 409: more replicas than eligible nodes
+	CodeValueTooLarge    = "value_too_large"    // 413: value over 1 MiB
+	CodeTxnTooLarge      = "txn_too_large"      // 413: over 128 ops or 4 MiB of keys and values
+	CodeBodyTooLarge     = "body_too_large"     // 413: a JSON body over its limit
+	CodeOverloaded       = "overloaded"         // 429: too many proposals in flight
+	CodeTooManyWatchers  = "too_many_watchers"  // 429: blocking reads per node bounded
+	CodeInternal         = "internal"           // 500
+	CodeNoLeader         = "no_leader"          // 503: no leader (yet); retry
+	CodeOutcomeUnknown   = "outcome_unknown"    // 503: the write may or may not have been applied
+	CodeUnavailable      = "unavailable"        // 503: a node could not be reached, or is stopping
+	CodeTimeout          = "timeout"            // 503: the request ran out of time
+	CodeNotReady         = "not_ready"          // 503: GET /v1/health?ready=1 on a node not ready
+)
+
+// ErrorBody is the JSON body of every error response:
+// {"error": {"code": "...", "message": "..."}}.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// Error is an error answered by the API. The client returns it as *Error.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+
+	Status     int           `json:"-"` // the HTTP status
+	RetryAfter time.Duration `json:"-"` // from Retry-After; 0 when absent
+	Index      uint64        `json:"-"` // from X-Shardnet-Index; 0 when absent
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
+}
+
+// AsError returns the *Error inside err, or nil.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+func hasStatus(err error, status int) bool {
+	e := AsError(err)
+	return e != nil && e.Status == status
+}
+
+func hasCode(err error, code string) bool {
+	e := AsError(err)
+	return e != nil && e.Code == code
+}
+
+// IsNotFound reports a 404: a missing key, channel, node or endpoint.
+func IsNotFound(err error) bool { return hasStatus(err, 404) }
+
+// IsConflict reports a 409: a CAS mismatch, an existing channel, or not
+// enough nodes for a placement.
+func IsConflict(err error) bool { return hasStatus(err, 409) }
+
+// IsCASMismatch reports a 409 whose cause is a ?cas=N that did not match.
+func IsCASMismatch(err error) bool { return hasCode(err, CodeCASMismatch) }
+
+// IsUnauthorized reports a 401.
+func IsUnauthorized(err error) bool { return hasStatus(err, 401) }
+
+// IsTooLarge reports a 413.
+func IsTooLarge(err error) bool { return hasStatus(err, 413) }
+
+// IsNoLeader reports a 503 answered while a channel (or the meta group) had
+// no reachable leader; the request was not applied and may be retried.
+func IsNoLeader(err error) bool { return hasCode(err, CodeNoLeader) }
+
+// IsOutcomeUnknown reports a write whose outcome is unknown: it may or may
+// not have been applied (DESIGN decision 3).
+func IsOutcomeUnknown(err error) bool { return hasCode(err, CodeOutcomeUnknown) }
+
+// IsRetryable reports an error after which the same request may be sent
+// again without risk: 429, or a 503 other than outcome_unknown.
+func IsRetryable(err error) bool {
+	e := AsError(err)
+	if e == nil {
+		return false
+	}
+	return e.Status == 429 || (e.Status == 503 && e.Code != CodeOutcomeUnknown && e.Code != CodeTimeout)
+}

@@ -1,0 +1,152 @@
+package api
+
+// Header names of the API.
+const (
+	// HeaderIndex carries a Raft index on channel data responses: the
+	// modify index of the key read, the index of the entry written, or the
+	// replica's applied index for listings and missing keys.
+	HeaderIndex = "X-Shardnet-Index"
+	// HeaderCreateIndex carries the create index of the key read.
+	HeaderCreateIndex = "X-Shardnet-Create-Index"
+	// HeaderLag carries, on stale reads, the milliseconds since the replica
+	// that answered last heard from its leader.
+	HeaderLag = "X-Shardnet-Lag"
+	// HeaderForwarded marks a request one node forwarded to another (its
+	// value is the forwarding node's id). A node never forwards such a
+	// request again, so forwarding cannot loop.
+	HeaderForwarded = "X-Shardnet-Forwarded"
+)
+
+// DefaultAddr is the HTTP address the CLI uses when neither -addr nor
+// SHARDNET_ADDR says otherwise.
+const DefaultAddr = "http://127.0.0.1:8500"
+
+// Consistency is the read level of a KV read (DESIGN decision 7).
+type Consistency string
+
+const (
+	// Linearizable reads see every write acknowledged before they started.
+	// It is the default and never writes the Raft log.
+	Linearizable Consistency = "linearizable"
+	// Lease reads are linearizable reads served by the leader without a
+	// heartbeat round while its lease holds.
+	Lease Consistency = "lease"
+	// Stale reads are served by any replica from what it has applied; the
+	// answer carries X-Shardnet-Lag.
+	Stale Consistency = "stale"
+)
+
+// Status describes the node that answered GET /v1/status.
+type Status struct {
+	NodeID         string `json:"node_id"`
+	Role           string `json:"role"` // "core" or "resource"
+	Zone           string `json:"zone,omitempty"`
+	ClusterAddr    string `json:"cluster_addr"`
+	HTTPAddr       string `json:"http_addr"`
+	GossipAddr     string `json:"gossip_addr,omitempty"`
+	ClusterID      string `json:"cluster_id,omitempty"`
+	MetaLeader     string `json:"meta_leader"`      // node id; "" while there is none
+	MetaLeaderHTTP string `json:"meta_leader_http"` // its HTTP address
+	Replicas       int    `json:"replicas"`         // channel replicas hosted here
+	Version        string `json:"version"`
+}
+
+// Node is one member of the cluster as the meta group records it.
+type Node struct {
+	ID          string    `json:"id"`
+	Role        string    `json:"role"`  // "core" or "resource"
+	Zone        string    `json:"zone"`  // "" when none was configured
+	State       string    `json:"state"` // alive, suspect, dead, draining, left
+	ClusterAddr string    `json:"cluster_addr"`
+	HTTPAddr    string    `json:"http_addr"`
+	GossipAddr  string    `json:"gossip_addr"`
+	Capacity    Capacity  `json:"capacity"`
+	Usage       NodeUsage `json:"usage"`
+	Stake       uint64    `json:"stake"`
+	Score       float64   `json:"score"`
+}
+
+// Capacity is what a node offers to channels.
+type Capacity struct {
+	DiskBytes   uint64 `json:"disk_bytes"`
+	MaxReplicas int    `json:"max_replicas"`
+}
+
+// NodeUsage is what a node holds.
+type NodeUsage struct {
+	Replicas  int    `json:"replicas"`
+	DiskBytes uint64 `json:"disk_bytes"`
+}
+
+// CreateChannelRequest is the body of POST /v1/channels.
+type CreateChannelRequest struct {
+	Name       string   `json:"name"`                  // [a-z0-9-]{1,63}
+	Replicas   int      `json:"replicas,omitempty"`    // 1..7; 0: 3, or one per pinned node
+	Dedicated  bool     `json:"dedicated,omitempty"`   // on nodes no other channel uses
+	Zones      []string `json:"zones,omitempty"`       // only nodes of these zones
+	Nodes      []string `json:"nodes,omitempty"`       // pin to these node ids
+	QuotaBytes uint64   `json:"quota_bytes,omitempty"` // 0: no quota
+}
+
+// Channel describes a channel: its Raft group, placement and health.
+type Channel struct {
+	Name        string       `json:"name"`
+	GroupID     uint64       `json:"group_id"`
+	Replicas    int          `json:"replicas"`
+	Dedicated   bool         `json:"dedicated,omitempty"`
+	Zones       []string     `json:"zones,omitempty"`
+	Nodes       []string     `json:"nodes,omitempty"`
+	QuotaBytes  uint64       `json:"quota_bytes,omitempty"`
+	Placement   []Replica    `json:"placement"`
+	Leader      string       `json:"leader"` // node id; "" while there is none
+	Voters      []string     `json:"voters"` // node ids
+	Health      string       `json:"health"`
+	Usage       ChannelUsage `json:"usage"`
+	CreateIndex uint64       `json:"create_index"`
+	// Token is the channel's access token. Only the create response
+	// carries it, and only once: the cluster keeps a hash.
+	Token string `json:"token,omitempty"`
+}
+
+// Replica is one placed replica of a channel.
+type Replica struct {
+	NodeID   string `json:"node_id"`
+	ServerID string `json:"server_id"`
+	Voter    bool   `json:"voter"`
+	Applied  uint64 `json:"applied"` // the replica's applied index, as last reported
+	State    string `json:"state"`   // leader, follower, candidate, starting, ...
+	Healthy  bool   `json:"healthy"`
+}
+
+// ChannelUsage is how much a channel stores.
+type ChannelUsage struct {
+	Keys  uint64 `json:"keys"`
+	Bytes uint64 `json:"bytes"`
+}
+
+// KV is one key of a listing. Value is base64 in JSON, as encoding/json
+// encodes []byte.
+type KV struct {
+	Key         string `json:"key"`
+	Value       []byte `json:"value"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// ListResponse is a page of GET /v1/channels/{ch}/kv/?prefix=. Next is the
+// cursor to pass as after= for the next page, "" when this page is the last.
+type ListResponse struct {
+	Items []KV   `json:"items"`
+	Next  string `json:"next"`
+	Index uint64 `json:"index"` // the replica's applied index when listed
+}
+
+// WriteResponse is the answer to a KV PUT or DELETE.
+type WriteResponse struct {
+	Index uint64 `json:"index"` // the Raft index of the entry
+}
+
+// Health is the answer of GET /v1/health.
+type Health struct {
+	Status string `json:"status"` // "ok"
+}

@@ -1,0 +1,316 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// What the HTTP server calls. Every method answers from this node's state
+// or with a *shard.RedirectError naming the node that can answer; the
+// server forwards (once).
+
+// Status describes this node and the meta leader.
+func (n *Node) Status(ctx context.Context) (api.Status, error) {
+	st := api.Status{
+		NodeID: n.cfg.Name, Role: n.cfg.Role, Zone: n.cfg.Zone,
+		ClusterAddr: n.ClusterAddr(), HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.GossipAddr(),
+		ClusterID: n.meta.fsm.ClusterID(), Replicas: len(n.shards.Replicas()), Version: Version,
+	}
+	if _, id := n.meta.raft.LeaderWithID(); id != "" {
+		st.MetaLeader = shard.NodeOf(id)
+		if nd, ok := n.meta.fsm.Node(st.MetaLeader); ok {
+			st.MetaLeaderHTTP = nd.HTTPAddr
+		}
+	}
+	return st, nil
+}
+
+// Ready reports whether the node can serve: it knows a meta leader.
+func (n *Node) Ready(ctx context.Context) error {
+	if _, id := n.meta.raft.LeaderWithID(); id == "" {
+		return ErrNoMetaLeader
+	}
+	return nil
+}
+
+// Nodes lists the registry with each node's replica count.
+func (n *Node) Nodes(ctx context.Context) ([]api.Node, error) {
+	load := map[string]int{}
+	for _, ch := range n.meta.fsm.Channels() {
+		for _, r := range ch.Placement {
+			load[r.NodeID]++
+		}
+	}
+	var out []api.Node
+	for _, nd := range n.meta.fsm.Nodes() {
+		out = append(out, api.Node{
+			ID: nd.ID, Role: nd.Role, Zone: nd.Zone, State: nd.State,
+			ClusterAddr: nd.ClusterAddr, HTTPAddr: nd.HTTPAddr, GossipAddr: nd.GossipAddr,
+			Capacity: api.Capacity{DiskBytes: nd.DiskBytes, MaxReplicas: nd.MaxReplicas},
+			Usage:    api.NodeUsage{Replicas: load[nd.ID]},
+			Stake:    nd.Stake,
+		})
+	}
+	return out, nil
+}
+
+// CreateChannel places and records a channel; only the meta leader may.
+func (n *Node) CreateChannel(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error) {
+	if !fsm.ValidChannelName(req.Name) {
+		return api.Channel{}, fmt.Errorf("%w: channel name %q must be 1-63 characters of a-z, 0-9 and -", ErrInvalidRequest, req.Name)
+	}
+	if req.Replicas == 0 {
+		req.Replicas = 3
+		if len(req.Nodes) > 0 {
+			req.Replicas = len(req.Nodes)
+		}
+	}
+	if req.Replicas < 1 || req.Replicas > 7 {
+		return api.Channel{}, fmt.Errorf("%w: replicas must be 1..7, not %d", ErrInvalidRequest, req.Replicas)
+	}
+	if len(req.Nodes) > 0 && len(req.Nodes) != req.Replicas {
+		return api.Channel{}, fmt.Errorf("%w: %d pinned nodes for %d replicas", ErrInvalidRequest, len(req.Nodes), req.Replicas)
+	}
+	if n.meta.raft.State() != raft.Leader {
+		return api.Channel{}, n.metaRedirect()
+	}
+	if _, ok := n.meta.fsm.Channel(req.Name); ok {
+		return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelExists, req.Name)
+	}
+	placement, err := place(n.meta.fsm.Nodes(), n.meta.fsm.Channels(), PlaceRequest{
+		Replicas: req.Replicas, Dedicated: req.Dedicated, Zones: req.Zones, Nodes: req.Nodes,
+	})
+	if err != nil {
+		return api.Channel{}, err
+	}
+	res, err := n.proposeMeta(ctx, &fsm.CreateChannel{Channel: fsm.ChannelRecord{
+		Name: req.Name, Replicas: req.Replicas, Dedicated: req.Dedicated, Zones: req.Zones,
+		Nodes: req.Nodes, QuotaBytes: req.QuotaBytes, Placement: placement,
+	}})
+	if err != nil {
+		return api.Channel{}, err
+	}
+	if errors.Is(res.Err, fsm.ErrChannelExists) {
+		return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelExists, req.Name)
+	} else if res.Err != nil {
+		return api.Channel{}, res.Err
+	}
+	ch, _ := n.meta.fsm.Channel(req.Name)
+	n.log.Info("channel created", "channel", ch.Name, "group", ch.GroupID, "placement", nodeIDs(ch.Placement))
+	return n.describe(ctx, ch, false), nil
+}
+
+func nodeIDs(rs []fsm.Replica) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.NodeID
+	}
+	return out
+}
+
+// DeleteChannel forgets a channel; every replica removes itself.
+func (n *Node) DeleteChannel(ctx context.Context, name string) error {
+	if n.meta.raft.State() != raft.Leader {
+		return n.metaRedirect()
+	}
+	res, err := n.proposeMeta(ctx, &fsm.DeleteChannel{Name: name})
+	if err != nil {
+		return err
+	}
+	if errors.Is(res.Err, fsm.ErrChannelNotFound) {
+		return fmt.Errorf("%w: %q", ErrChannelNotFound, name)
+	}
+	return res.Err
+}
+
+// Channels lists every channel with what this node knows of its health.
+func (n *Node) Channels(ctx context.Context) ([]api.Channel, error) {
+	out := []api.Channel{}
+	for _, ch := range n.meta.fsm.Channels() {
+		out = append(out, n.describe(ctx, ch, false))
+	}
+	return out, nil
+}
+
+// Channel describes one channel, asking each replica for its state.
+func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
+	ch, ok := n.meta.fsm.Channel(name)
+	if !ok {
+		return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelNotFound, name)
+	}
+	return n.describe(ctx, ch, true), nil
+}
+
+func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) api.Channel {
+	out := api.Channel{
+		Name: ch.Name, GroupID: ch.GroupID, Replicas: ch.Replicas, Dedicated: ch.Dedicated,
+		Zones: ch.Zones, Nodes: ch.Nodes, QuotaBytes: ch.QuotaBytes, CreateIndex: ch.CreateIndex,
+		Placement: []api.Replica{}, Voters: []string{},
+	}
+	healthy := 0
+	for _, r := range ch.Placement {
+		rep := api.Replica{NodeID: r.NodeID, ServerID: r.ServerID, State: "unknown"}
+		nd, ok := n.meta.fsm.Node(r.NodeID)
+		local := r.NodeID == n.cfg.Name
+		if ok && (askAll || local) && (local || nd.State == fsm.NodeAlive) {
+			if info, err := n.replicaInfo(ctx, nd, ch.GroupID); err == nil {
+				rep.Applied, rep.State = info.Applied, stateName(info.State)
+				rep.Healthy = info.State == "Leader" || (info.State == "Follower" && info.Leader != "")
+				if info.Leader != "" && out.Leader == "" {
+					out.Leader = info.Leader
+				}
+				if len(out.Voters) == 0 {
+					out.Voters = append(out.Voters, info.Voters...)
+				}
+				if local {
+					st := rep
+					_ = st
+					stats := n.localStats(ch.GroupID)
+					out.Usage = api.ChannelUsage{Keys: stats.Keys, Bytes: stats.Bytes}
+				}
+			} else if errors.Is(err, shard.ErrNotHosted) {
+				rep.State = "starting"
+			}
+		}
+		for _, v := range out.Voters {
+			if v == r.NodeID {
+				rep.Voter = true
+			}
+		}
+		if rep.Healthy {
+			healthy++
+		}
+		out.Placement = append(out.Placement, rep)
+	}
+	for i := range out.Placement {
+		for _, v := range out.Voters {
+			if v == out.Placement[i].NodeID {
+				out.Placement[i].Voter = true
+			}
+		}
+	}
+	switch {
+	case !askAll && out.Leader == "":
+		out.Health = "unknown"
+	case out.Leader == "":
+		out.Health = "no_leader"
+	case healthy == len(ch.Placement):
+		out.Health = "healthy"
+	case healthy > len(ch.Placement)/2:
+		out.Health = "degraded"
+	default:
+		out.Health = "unavailable"
+	}
+	return out
+}
+
+func stateName(s string) string {
+	switch s {
+	case "Leader":
+		return "leader"
+	case "Follower":
+		return "follower"
+	case "Candidate":
+		return "candidate"
+	case "Shutdown":
+		return "stopped"
+	}
+	return s
+}
+
+func (n *Node) localStats(gid uint64) fsm.ChannelStats {
+	if rep, ok := n.shards.Replica(gid); ok {
+		return rep.FSM().Stats()
+	}
+	return fsm.ChannelStats{}
+}
+
+// Propose commits a channel command on the local leader replica.
+func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
+	rep, err := n.localReplica(ctx, channel, true)
+	if err != nil {
+		return nil, err
+	}
+	return rep.Propose(ctx, cmd)
+}
+
+// Get reads one key from the local replica once a read at level is allowed.
+func (n *Node) Get(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (fsm.Entry, bool, uint64, error) {
+	rep, err := n.readable(ctx, channel, level)
+	if err != nil {
+		return fsm.Entry{}, false, 0, err
+	}
+	applied := rep.FSM().Applied()
+	e, found, err := rep.FSM().Get(key)
+	return e, found, applied, err
+}
+
+// List reads a page of keys from the local replica once a read at level is
+// allowed.
+func (n *Node) List(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) ([]fsm.Entry, bool, uint64, error) {
+	rep, err := n.readable(ctx, channel, level)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	applied := rep.FSM().Applied()
+	es, more, err := rep.FSM().List(prefix, after, limit)
+	return es, more, applied, err
+}
+
+// WaitKey blocks until key changes past index in the local replica.
+func (n *Node) WaitKey(ctx context.Context, channel string, key []byte, index uint64) error {
+	rep, err := n.localReplica(ctx, channel, false)
+	if err != nil {
+		return err
+	}
+	return rep.FSM().WaitKey(ctx, key, index)
+}
+
+// Lag is how long ago the local replica of channel last heard its leader.
+func (n *Node) Lag(channel string) time.Duration {
+	ch, ok := n.meta.fsm.Channel(channel)
+	if !ok {
+		return 0
+	}
+	if rep, ok := n.shards.Replica(ch.GroupID); ok {
+		return rep.Lag()
+	}
+	return 0
+}
+
+func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLevel) (*shard.Replica, error) {
+	rep, err := n.localReplica(ctx, channel, level != shard.Stale)
+	if err != nil {
+		return nil, err
+	}
+	if err := rep.ReadBarrier(ctx, level); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool) (*shard.Replica, error) {
+	ch, ok := n.meta.fsm.Channel(channel)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
+	}
+	rep, ok := n.shards.Replica(ch.GroupID)
+	if !ok {
+		return nil, n.remoteRedirect(ctx, ch, wantLeader)
+	}
+	return rep, nil
+}
+
+// DialNode opens a stream to another node over the cluster port.
+func (n *Node) DialNode(ctx context.Context, addr string) (net.Conn, error) {
+	return n.trans.DialApp(ctx, addr)
+}

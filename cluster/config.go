@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Version is the release this binary reports.
+var Version = "0.1.0-dev"
+
+// Config is one node's configuration.
+type Config struct {
+	Name        string // node id, unique in the cluster
+	Role        string // fsm.RoleCore or fsm.RoleResource
+	Zone        string
+	DataDir     string
+	BindAddr    string // IP to bind gossip and cluster ports on
+	Advertise   string // IP peers use to reach us (default BindAddr)
+	GossipPort  int
+	ClusterPort int
+	HTTPAddr    string // the advertised HTTP address (host:port) of this node's API
+
+	BootstrapExpect int      // core nodes to wait for before bootstrapping the meta group
+	Join            []string // gossip addresses of nodes to join
+
+	Stake        uint64
+	CapacityDisk uint64
+	MaxReplicas  int
+
+	ClusterKey []byte // shared secret of the cluster port and gossip encryption
+
+	// LocalGossip selects memberlist's fast loopback timings (dev mode, tests).
+	LocalGossip bool
+	// ChannelRaft tunes every channel group; zero values take defaults.
+	ChannelRaft shard.RaftTiming
+	// MetaRaft tunes the meta group; zero values take defaults.
+	MetaRaft shard.RaftTiming
+
+	Logger   hclog.Logger
+	Registry *prometheus.Registry
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("name is required"))
+	}
+	if c.Role != fsm.RoleCore && c.Role != fsm.RoleResource {
+		errs = append(errs, fmt.Errorf("role must be %q or %q, not %q", fsm.RoleCore, fsm.RoleResource, c.Role))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 5 {
+		errs = append(errs, errors.New("bootstrap-expect must be 0..5"))
+	}
+	if c.BootstrapExpect > 0 && c.Role != fsm.RoleCore {
+		errs = append(errs, errors.New("only core nodes bootstrap the meta group"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) withDefaults() {
+	if c.BindAddr == "" {
+		c.BindAddr = "127.0.0.1"
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.BindAddr
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.MaxReplicas == 0 {
+		c.MaxReplicas = 2000
+	}
+}
+
+const (
+	maxMetaVoters     = 5
+	leaderLoopEvery   = 500 * time.Millisecond
+	reconcileEvery    = 2 * time.Second
+	leaderCacheTTL    = 2 * time.Second
+	internalCallLimit = 3 * time.Second
+)

@@ -1,0 +1,8 @@
+// Package cluster owns the node: the memberlist gossip overlay, the meta Raft
+// group (control plane), the allocator that places channels, the reconciler
+// that makes this node run the replicas placed on it, and the Backend the
+// HTTP server calls.
+//
+// It leaves running the replicas to package shard, the state machines to
+// package fsm and HTTP to package server; see DESIGN.md beside this file.
+package cluster

@@ -1,0 +1,14 @@
+package cluster
+
+import "errors"
+
+// Sentinel errors of the control plane, mapped to HTTP statuses in server.
+var (
+	ErrNotMetaLeader   = errors.New("cluster: not the meta leader")
+	ErrNoMetaLeader    = errors.New("cluster: no meta leader")
+	ErrChannelExists   = errors.New("cluster: channel already exists")
+	ErrChannelNotFound = errors.New("cluster: channel not found")
+	ErrNotEnoughNodes  = errors.New("cluster: not enough eligible nodes")
+	ErrInvalidRequest  = errors.New("cluster: invalid request")
+	ErrNodeNotFound    = errors.New("cluster: node not found")
+)

@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+)
+
+// nodeMeta is what a node tells the others through gossip. It is advice:
+// the meta leader turns it into registry entries; nobody acts on it alone
+// except the one-time meta bootstrap.
+type nodeMeta struct {
+	ID          string `json:"id"`
+	ServerID    string `json:"sid"`
+	Role        string `json:"role"`
+	Zone        string `json:"zone,omitempty"`
+	ClusterAddr string `json:"cl"`
+	HTTPAddr    string `json:"http"`
+	DiskBytes   uint64 `json:"disk,omitempty"`
+	MaxReplicas int    `json:"maxr,omitempty"`
+	Stake       uint64 `json:"stake,omitempty"`
+	ClusterID   string `json:"cid,omitempty"`  // set once the node's meta FSM knows it
+	MetaIndex   uint64 `json:"midx,omitempty"` // the node's meta log last index, for promotion
+	HasState    bool   `json:"hs,omitempty"`   // has meta Raft state: never bootstrap with it
+}
+
+// member is one gossip member as this node last heard of it.
+type member struct {
+	meta       nodeMeta
+	gossipAddr string
+	state      memberlist.NodeStateType
+}
+
+// gossip wraps memberlist: it publishes our nodeMeta and keeps the latest
+// view of every member, poking the node when something changes.
+type gossip struct {
+	ml  *memberlist.Memberlist
+	log hclog.Logger
+
+	mu      sync.Mutex
+	self    nodeMeta
+	members map[string]member
+	poke    chan struct{}
+}
+
+func newGossip(cfg *Config, self nodeMeta, poke chan struct{}) (*gossip, error) {
+	g := &gossip{log: cfg.Logger.Named("gossip"), self: self, members: map[string]member{}, poke: poke}
+	var mc *memberlist.Config
+	if cfg.LocalGossip {
+		mc = memberlist.DefaultLocalConfig()
+	} else {
+		mc = memberlist.DefaultLANConfig()
+	}
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.GossipPort
+	mc.AdvertiseAddr = cfg.Advertise
+	mc.AdvertisePort = cfg.GossipPort
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug})
+	if len(cfg.ClusterKey) > 0 {
+		k := sha256.Sum256(append([]byte("shardnet-gossip:"), cfg.ClusterKey...))
+		mc.SecretKey = k[:]
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.GossipPort, err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// addr is the gossip address peers join.
+func (g *gossip) addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+func (g *gossip) join(addrs []string) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	_, err := g.ml.Join(addrs)
+	if err != nil {
+		return fmt.Errorf("cluster: join %v: %w", addrs, err)
+	}
+	return nil
+}
+
+// update changes our advertised meta and gossips it if it changed.
+func (g *gossip) update(f func(*nodeMeta)) {
+	g.mu.Lock()
+	old := g.self
+	f(&g.self)
+	changed := old != g.self
+	g.mu.Unlock()
+	if changed {
+		if err := g.ml.UpdateNode(2 * time.Second); err != nil {
+			g.log.Debug("gossip update", "error", err)
+		}
+	}
+}
+
+// snapshot returns every member we know, sorted by id.
+func (g *gossip) snapshot() []member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].meta.ID < out[j].meta.ID })
+	return out
+}
+
+func (g *gossip) leave() {
+	if err := g.ml.Leave(2 * time.Second); err != nil {
+		g.log.Debug("gossip leave", "error", err)
+	}
+	_ = g.ml.Shutdown()
+}
+
+func (g *gossip) shutdown() { _ = g.ml.Shutdown() }
+
+// --- memberlist.Delegate ---
+
+func (g *gossip) NodeMeta(limit int) []byte {
+	g.mu.Lock()
+	b, _ := json.Marshal(g.self)
+	g.mu.Unlock()
+	if len(b) > limit {
+		g.log.Error("gossip metadata too large", "bytes", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+
+func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+// --- memberlist.EventDelegate ---
+
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n) }
+
+func (g *gossip) record(n *memberlist.Node) {
+	var meta nodeMeta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.ID == "" {
+		g.log.Warn("ignoring gossip member with bad metadata", "member", n.Name)
+		return
+	}
+	g.mu.Lock()
+	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: n.State}
+	g.mu.Unlock()
+	select {
+	case g.poke <- struct{}{}:
+	default:
+	}
+}

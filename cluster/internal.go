@@ -1,0 +1,138 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// InternalPrefix is the path prefix of node-to-node calls. They are served
+// only on streams of the cluster port, whose peers proved the cluster key,
+// never on the public HTTP port.
+const InternalPrefix = "/internal/"
+
+// InternalHandler serves node-to-node calls: GET /internal/replicas/{gid}
+// answers this node's view of one of its replicas.
+func (n *Node) InternalHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /internal/replicas/{gid}", func(w http.ResponseWriter, r *http.Request) {
+		gid, err := strconv.ParseUint(r.PathValue("gid"), 10, 64)
+		if err != nil {
+			http.Error(w, "bad group id", http.StatusBadRequest)
+			return
+		}
+		rep, ok := n.shards.Replica(gid)
+		if !ok {
+			http.Error(w, "not hosted", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rep.Info())
+	})
+	return mux
+}
+
+// replicaInfo asks a node (or this one) for its replica of gid.
+func (n *Node) replicaInfo(ctx context.Context, nd fsm.NodeRecord, gid uint64) (shard.ReplicaInfo, error) {
+	if nd.ID == n.cfg.Name {
+		rep, ok := n.shards.Replica(gid)
+		if !ok {
+			return shard.ReplicaInfo{}, shard.ErrNotHosted
+		}
+		return rep.Info(), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, internalCallLimit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+nd.ClusterAddr+InternalPrefix+"replicas/"+strconv.FormatUint(gid, 10), nil)
+	if err != nil {
+		return shard.ReplicaInfo{}, err
+	}
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return shard.ReplicaInfo{}, fmt.Errorf("cluster: ask %s about group %d: %w", nd.ID, gid, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return shard.ReplicaInfo{}, shard.ErrNotHosted
+	}
+	if resp.StatusCode != http.StatusOK {
+		return shard.ReplicaInfo{}, fmt.Errorf("cluster: ask %s about group %d: HTTP %d", nd.ID, gid, resp.StatusCode)
+	}
+	var info shard.ReplicaInfo
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		return info, fmt.Errorf("cluster: ask %s about group %d: %w", nd.ID, gid, err)
+	}
+	return info, nil
+}
+
+// leaderCache remembers, for channels this node does not host, which node
+// leads them, so a request is forwarded straight to the leader in one hop.
+type leaderCache struct {
+	mu sync.Mutex
+	m  map[uint64]leaderHint
+}
+
+type leaderHint struct {
+	nodeID, addr string
+	at           time.Time
+}
+
+func newLeaderCache() *leaderCache { return &leaderCache{m: map[uint64]leaderHint{}} }
+
+func (c *leaderCache) get(gid uint64) (leaderHint, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.m[gid]
+	if !ok || time.Since(h.at) > leaderCacheTTL {
+		return leaderHint{}, false
+	}
+	return h, true
+}
+
+func (c *leaderCache) put(gid uint64, h leaderHint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h.at = time.Now()
+	c.m[gid] = h
+}
+
+// remoteRedirect finds where a request for a channel this node does not
+// host should go: its leader if a replica names one, else a hosting node.
+func (n *Node) remoteRedirect(ctx context.Context, ch fsm.ChannelRecord, wantLeader bool) error {
+	if h, ok := n.leaders.get(ch.GroupID); ok {
+		return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: h.nodeID, Addr: h.addr}
+	}
+	var fallback *fsm.NodeRecord
+	for _, nd := range n.placedNodes(ch) {
+		if nd.State != fsm.NodeAlive {
+			continue
+		}
+		if fallback == nil {
+			nd := nd
+			fallback = &nd
+		}
+		info, err := n.replicaInfo(ctx, nd, ch.GroupID)
+		if err != nil || info.Leader == "" {
+			continue
+		}
+		if leader, ok := n.meta.fsm.Node(info.Leader); ok {
+			n.leaders.put(ch.GroupID, leaderHint{nodeID: leader.ID, addr: leader.ClusterAddr})
+			return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: leader.ID, Addr: leader.ClusterAddr}
+		}
+	}
+	if fallback != nil && !wantLeader {
+		return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: fallback.ID, Addr: fallback.ClusterAddr}
+	}
+	return shard.ErrNoLeader
+}
+
+// isInternal reports whether a path is a node-to-node call.
+func isInternal(path string) bool { return strings.HasPrefix(path, InternalPrefix) }

@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+func (n *Node) leaderPoke() chan struct{} { return n.lpoke }
+
+// runLeaderLoop is the meta leader's control loop: it turns gossip into
+// registry entries and meta group membership. Gossip is advice; only this
+// loop, on the meta leader, writes node state.
+func (n *Node) runLeaderLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(leaderLoopEvery)
+	defer tick.Stop()
+	var readyTerm uint64
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		case <-n.lpoke:
+		}
+		if n.meta.raft.State() != raft.Leader {
+			readyTerm = 0
+			continue
+		}
+		if term := n.meta.raft.CurrentTerm(); term != readyTerm {
+			// Our FSM must reflect every committed entry before we act on it.
+			if err := n.meta.raft.Barrier(5 * time.Second).Error(); err != nil {
+				continue
+			}
+			readyTerm = term
+			n.log.Info("leading the meta group", "term", term)
+		}
+		n.leaderStep()
+	}
+}
+
+func (n *Node) leaderStep() {
+	if n.meta.fsm.ClusterID() == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		if _, err := n.proposeMeta(context.Background(), &fsm.SetClusterID{ID: hex.EncodeToString(b[:])}); err != nil {
+			n.log.Warn("set cluster id", "error", err)
+			return
+		}
+	}
+	members := n.gossip.snapshot()
+	for _, m := range members {
+		want := fsm.NodeRecord{
+			ID: m.meta.ID, ServerID: m.meta.ServerID, Role: m.meta.Role, Zone: m.meta.Zone,
+			ClusterAddr: m.meta.ClusterAddr, HTTPAddr: m.meta.HTTPAddr, GossipAddr: m.gossipAddr,
+			DiskBytes: m.meta.DiskBytes, MaxReplicas: m.meta.MaxReplicas, Stake: m.meta.Stake,
+			State: gossipState(m.state),
+		}
+		have, ok := n.meta.fsm.Node(m.meta.ID)
+		if ok {
+			want.CreateIndex, want.ModifyIndex = have.CreateIndex, have.ModifyIndex
+			if have.State == fsm.NodeDraining && want.State == fsm.NodeAlive {
+				want.State = fsm.NodeDraining // an operator decision gossip does not undo
+			}
+			if have == want {
+				continue
+			}
+		}
+		if _, err := n.proposeMeta(context.Background(), &fsm.UpsertNode{Node: want}); err != nil {
+			n.log.Warn("register node", "node", m.meta.ID, "error", err)
+			return
+		}
+		if !ok {
+			n.log.Info("node registered", "node", m.meta.ID, "role", m.meta.Role, "zone", m.meta.Zone)
+		} else if have.State != want.State {
+			n.log.Info("node state changed", "node", m.meta.ID, "from", have.State, "to", want.State)
+		}
+	}
+	n.reconcileMetaMembership(members)
+}
+
+func gossipState(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return fsm.NodeAlive
+	case memberlist.StateSuspect:
+		return fsm.NodeSuspect
+	case memberlist.StateLeft:
+		return fsm.NodeLeft
+	default:
+		return fsm.NodeDead
+	}
+}
+
+// reconcileMetaMembership adds every live node to the meta group as a
+// non-voter and promotes core nodes once caught up, up to five voters
+// (RAFT-NOTES §6: AddVoter has no catch-up stage of its own).
+func (n *Node) reconcileMetaMembership(members []member) {
+	f := n.meta.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	servers := map[raft.ServerID]raft.ServerSuffrage{}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		servers[s.ID] = s.Suffrage
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	commit := n.meta.raft.CommitIndex()
+	for _, m := range members {
+		sid := raft.ServerID(m.meta.ServerID)
+		addr := raft.ServerAddress(m.meta.ClusterAddr)
+		suffrage, in := servers[sid]
+		switch {
+		case m.state == memberlist.StateLeft && in:
+			if err := n.meta.raft.RemoveServer(sid, 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("remove left node from meta group", "node", m.meta.ID, "error", err)
+			}
+			return
+		case m.state != memberlist.StateAlive:
+			continue
+		case !in:
+			// A wiped disk comes back with a new incarnation: retire the old id.
+			for id := range servers {
+				if shard.NodeOf(id) == m.meta.ID && id != sid {
+					if err := n.meta.raft.RemoveServer(id, 0, 5*time.Second).Error(); err != nil {
+						n.log.Warn("remove old incarnation", "server", id, "error", err)
+						return
+					}
+				}
+			}
+			if err := n.meta.raft.AddNonvoter(sid, addr, 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("add node to meta group", "node", m.meta.ID, "error", err)
+			}
+			return // one change at a time
+		case suffrage == raft.Nonvoter && m.meta.Role == fsm.RoleCore && voters < maxMetaVoters && m.meta.MetaIndex+8 >= commit:
+			if err := n.meta.raft.AddVoter(sid, addr, 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("promote meta voter", "node", m.meta.ID, "error", err)
+			} else {
+				n.log.Info("meta voter added", "node", m.meta.ID)
+			}
+			return
+		}
+	}
+}
+
+// proposeMeta commits a meta command on this node, which must lead the meta
+// group.
+func (n *Node) proposeMeta(ctx context.Context, cmd fsm.MetaCommand) (*fsm.MetaResult, error) {
+	b, err := fsm.EncodeMeta(cmd)
+	if err != nil {
+		return nil, err
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	fut := n.meta.raft.Apply(b, timeout)
+	if err := fut.Error(); err != nil {
+		if err == raft.ErrNotLeader {
+			return nil, n.metaRedirect()
+		}
+		return nil, fmt.Errorf("%w: meta: %v", shard.ErrOutcomeUnknown, err)
+	}
+	res, ok := fut.Response().(*fsm.MetaResult)
+	if !ok {
+		return nil, fmt.Errorf("cluster: unexpected meta response %T", fut.Response())
+	}
+	return res, nil
+}
+
+// metaRedirect points at the meta leader, or says there is none.
+func (n *Node) metaRedirect() error {
+	addr, id := n.meta.raft.LeaderWithID()
+	if id == "" {
+		return ErrNoMetaLeader
+	}
+	return &shard.RedirectError{Err: ErrNotMetaLeader, NodeID: shard.NodeOf(id), Addr: string(addr)}
+}

@@ -1,0 +1,164 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard/transport"
+)
+
+// metaGroupID is the transport group of the meta Raft group; channel groups
+// start at 1.
+const metaGroupID = 0
+
+// metaGroup is this node's member of the meta Raft group. Core nodes are
+// voters (up to five) and every other node a non-voter, so each node holds a
+// committed copy of the registry and placements that its reconciler reads
+// locally (see DESIGN.md: the meta log carries control-plane changes only).
+type metaGroup struct {
+	raft     *raft.Raft
+	fsm      *fsm.Meta
+	store    *raftboltdb.BoltStore
+	trans    *transport.GroupTransport
+	hadState bool
+}
+
+func openMeta(n *Node) (*metaGroup, error) {
+	dir := filepath.Join(n.cfg.DataDir, "meta")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: create meta dir: %w", err)
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open meta log: %w", err)
+	}
+	logger := n.log.Named("meta").Named("raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: meta snapshots: %w", err)
+	}
+	cache, err := raft.NewLogCache(256, store)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	has, err := raft.HasExistingState(cache, store, snaps)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: meta state: %w", err)
+	}
+	trans, err := n.trans.Group(metaGroupID)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: meta transport: %w", err)
+	}
+	t := n.cfg.MetaRaft
+	if t.CommitTimeout == 0 {
+		t.CommitTimeout = 50 * time.Millisecond
+	}
+	if t.SnapshotThreshold == 0 {
+		t.SnapshotThreshold = 1024
+	}
+	if t.TrailingLogs == 0 {
+		t.TrailingLogs = 1024
+	}
+	conf := t.RaftConfig(n.serverID, logger)
+	// The meta FSM lives in memory: it must be rebuilt from the snapshot.
+	conf.NoSnapshotRestoreOnStart = false
+	m := &metaGroup{fsm: fsm.NewMeta(), store: store, trans: trans, hadState: has}
+	m.raft, err = raft.NewRaft(conf, m.fsm, cache, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("cluster: start meta group: %w", err)
+	}
+	return m, nil
+}
+
+func (m *metaGroup) shutdown() error {
+	err := m.raft.Shutdown().Error()
+	m.trans.Close()
+	return errors.Join(err, m.store.Close())
+}
+
+// runMetaLoop publishes this node's view of the meta group in gossip and,
+// on a core node with -bootstrap-expect and no Raft state, bootstraps the
+// meta group once enough core nodes are seen (DESIGN decision 8).
+func (n *Node) runMetaLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	bootstrapped := n.meta.hadState
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.poke:
+		case <-tick.C:
+		case <-n.meta.fsm.Changed():
+		}
+		n.gossip.update(func(m *nodeMeta) {
+			m.ClusterID = n.meta.fsm.ClusterID()
+			m.MetaIndex = n.meta.raft.LastIndex()
+		})
+		if !bootstrapped && n.cfg.BootstrapExpect > 0 {
+			bootstrapped = n.tryBootstrap()
+		}
+		// The leader loop also watches gossip.
+		select {
+		case n.leaderPoke() <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// tryBootstrap bootstraps the meta group when BootstrapExpect core nodes
+// are alive in gossip, none belongs to an existing cluster, and this node is
+// among the BootstrapExpect lowest ids. Every such node bootstraps the same
+// voter set, which hashicorp/raft allows.
+func (n *Node) tryBootstrap() bool {
+	var cores []member
+	for _, m := range n.gossip.snapshot() {
+		if m.state != memberlist.StateAlive || m.meta.Role != fsm.RoleCore {
+			continue
+		}
+		if m.meta.ClusterID != "" || m.meta.HasState {
+			// An existing cluster: its leader will add us.
+			n.log.Info("found an existing meta group; not bootstrapping", "via", m.meta.ID)
+			return true
+		}
+		cores = append(cores, m)
+	}
+	if len(cores) < n.cfg.BootstrapExpect {
+		return false
+	}
+	sort.Slice(cores, func(i, j int) bool { return cores[i].meta.ID < cores[j].meta.ID })
+	cores = cores[:n.cfg.BootstrapExpect]
+	var servers []raft.Server
+	self := false
+	for _, c := range cores {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(c.meta.ServerID), Address: raft.ServerAddress(c.meta.ClusterAddr)})
+		self = self || c.meta.ID == n.cfg.Name
+	}
+	if !self {
+		return true // the others bootstrap; their leader adds us
+	}
+	err := n.meta.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		n.log.Error("meta bootstrap failed", "error", err)
+		return false
+	}
+	n.log.Info("bootstrapped the meta group", "voters", len(servers))
+	n.gossip.update(func(m *nodeMeta) { m.HasState = true })
+	return true
+}

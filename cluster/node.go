@@ -1,0 +1,259 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+	"github.com/shardnet/shardnet/shard/transport"
+)
+
+// identity is what a data dir remembers about the node that owns it.
+type identity struct {
+	Format      int    `json:"format"`
+	NodeID      string `json:"node_id"`
+	Incarnation string `json:"incarnation"`
+}
+
+// Node is one shardnet node: gossip, the meta group, its channel replicas.
+type Node struct {
+	cfg      Config
+	log      hclog.Logger
+	serverID raft.ServerID
+
+	trans  *transport.Node
+	shards *shard.Manager
+	meta   *metaGroup
+	gossip *gossip
+
+	peers   *http.Client // internal calls to other nodes over the cluster port
+	leaders *leaderCache
+
+	poke     chan struct{}
+	lpoke    chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New starts a node: transport, local replicas (without waiting for the
+// meta group, DESIGN decision 9), the meta group and gossip.
+func New(cfg Config) (*Node, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("cluster: config: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: create data dir: %w", err)
+	}
+	id, err := loadIdentity(cfg.DataDir, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		serverID: shard.ServerIDFor(cfg.Name, id.Incarnation),
+		poke:     make(chan struct{}, 1),
+		lpoke:    make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		leaders:  newLeaderCache(),
+	}
+	if len(cfg.ClusterKey) == 0 {
+		n.log.Warn("no cluster key: the cluster port and gossip are unauthenticated; set -cluster-key or -token")
+	}
+	n.trans, err = transport.New(transport.Config{
+		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.ClusterPort)),
+		AdvertiseAddr: advertise(cfg.Advertise, cfg.ClusterPort),
+		ClusterKey:    cfg.ClusterKey,
+		Logger:        cfg.Logger.Named("transport"),
+		Registerer:    cfg.Registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start transport: %w", err)
+	}
+	n.peers = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return n.trans.DialApp(ctx, addr)
+		},
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     30 * time.Second,
+	}}
+	n.shards, err = shard.Open(shard.Config{
+		DataDir:   cfg.DataDir,
+		NodeID:    cfg.Name,
+		ServerID:  n.serverID,
+		Transport: n.trans,
+		Logger:    cfg.Logger.Named("shard"),
+		Registry:  cfg.Registry,
+		Raft:      cfg.ChannelRaft,
+	})
+	if err != nil {
+		n.trans.Close()
+		return nil, err
+	}
+	if err := n.shards.StartExisting(); err != nil {
+		n.shards.Close()
+		n.trans.Close()
+		return nil, err
+	}
+	n.meta, err = openMeta(n)
+	if err != nil {
+		n.shards.Close()
+		n.trans.Close()
+		return nil, err
+	}
+	n.gossip, err = newGossip(&n.cfg, n.selfMeta(), n.poke)
+	if err != nil {
+		n.meta.shutdown()
+		n.shards.Close()
+		n.trans.Close()
+		return nil, err
+	}
+	n.wg.Add(3)
+	go n.runMetaLoop()
+	go n.runLeaderLoop()
+	go n.runReconciler()
+	if err := n.gossip.join(cfg.Join); err != nil {
+		// Not fatal: peers may come up later and join us.
+		n.log.Warn("initial join failed; waiting for peers to join", "error", err)
+	}
+	n.log.Info("node started", "id", cfg.Name, "role", cfg.Role, "cluster", n.trans.Addr(),
+		"gossip", n.gossip.addr(), "http", cfg.HTTPAddr, "server_id", n.serverID)
+	return n, nil
+}
+
+func advertise(host string, port int) string {
+	if port == 0 {
+		return ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+func (n *Node) selfMeta() nodeMeta {
+	return nodeMeta{
+		ID: n.cfg.Name, ServerID: string(n.serverID), Role: n.cfg.Role, Zone: n.cfg.Zone,
+		ClusterAddr: string(n.trans.Addr()), HTTPAddr: n.cfg.HTTPAddr,
+		DiskBytes: n.cfg.CapacityDisk, MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
+		ClusterID: n.meta.fsm.ClusterID(), HasState: n.meta.hadState,
+	}
+}
+
+// ID is the node's name.
+func (n *Node) ID() string { return n.cfg.Name }
+
+// ClusterAddr is the address of the node's cluster port.
+func (n *Node) ClusterAddr() string { return string(n.trans.Addr()) }
+
+// GossipAddr is the address other nodes -join.
+func (n *Node) GossipAddr() string { return n.gossip.addr() }
+
+// AppListener yields the streams peers open to forward requests to this
+// node; the server serves them.
+func (n *Node) AppListener() net.Listener { return n.trans.AppListener() }
+
+// Shards exposes the node's replica manager (tests, bench).
+func (n *Node) Shards() *shard.Manager { return n.shards }
+
+// Meta exposes the node's copy of the meta state.
+func (n *Node) Meta() *fsm.Meta { return n.meta.fsm }
+
+// IsMetaLeader reports whether this node leads the meta group.
+func (n *Node) IsMetaLeader() bool { return n.meta.raft.State() == raft.Leader }
+
+// Close shuts the node down gracefully: leaves gossip, hands over the
+// leadership of its groups, then stops replicas, the meta group and the
+// transport.
+func (n *Node) Close() error {
+	var err error
+	n.stopOnce.Do(func() {
+		close(n.stop)
+		n.gossip.leave()
+		n.wg.Wait()
+		errs := []error{n.shards.Close()}
+		if n.meta.raft.State() == raft.Leader {
+			_ = n.meta.raft.LeadershipTransfer().Error()
+		}
+		errs = append(errs, n.meta.shutdown(), n.trans.Close())
+		err = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return err
+}
+
+// Kill stops the node as a crash would: no gossip leave, no leadership
+// hand-over; peers see it vanish. Files are closed so the same process can
+// start it again (tests).
+func (n *Node) Kill() error {
+	var err error
+	n.stopOnce.Do(func() {
+		close(n.stop)
+		n.gossip.shutdown()
+		err = n.trans.Close()
+		n.wg.Wait()
+		err = errors.Join(err, n.shards.Kill(), n.meta.shutdown())
+	})
+	return err
+}
+
+func (n *Node) pokeLoops() {
+	select {
+	case n.poke <- struct{}{}:
+	default:
+	}
+}
+
+func loadIdentity(dir, name string) (identity, error) {
+	path := filepath.Join(dir, "node.json")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var id identity
+		if err := json.Unmarshal(b, &id); err != nil {
+			return id, fmt.Errorf("cluster: read %s: %w", path, err)
+		}
+		if id.Format != 1 {
+			return id, fmt.Errorf("cluster: %s: unknown format %d", path, id.Format)
+		}
+		if id.NodeID != name {
+			return id, fmt.Errorf("cluster: data dir %s belongs to node %q, not %q", dir, id.NodeID, name)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return identity{}, fmt.Errorf("cluster: read %s: %w", path, err)
+	}
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return identity{}, err
+	}
+	id := identity{Format: 1, NodeID: name, Incarnation: hex.EncodeToString(rnd[:])}
+	b, _ = json.Marshal(id)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return id, fmt.Errorf("cluster: write identity: %w", err)
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		_ = f.Sync()
+		f.Close()
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return id, fmt.Errorf("cluster: write identity: %w", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"github.com/shardnet/shardnet/cluster"
+	"github.com/shardnet/shardnet/internal/agent"
+)
+
+// agentConfig is a node's configuration: defaults, then the HCL file of
+// -config, then the flags actually given. HCL attribute names are the flag
+// names with '_' for '-'.
+type agentConfig struct {
+	Name            string   `hcl:"name,optional"`
+	Role            string   `hcl:"role,optional"`
+	Zone            string   `hcl:"zone,optional"`
+	DataDir         string   `hcl:"data_dir,optional"`
+	Bind            string   `hcl:"bind,optional"`
+	Advertise       string   `hcl:"advertise,optional"`
+	GossipPort      int      `hcl:"gossip_port,optional"`
+	ClusterPort     int      `hcl:"cluster_port,optional"`
+	HTTPAddr        string   `hcl:"http_addr,optional"`
+	BootstrapExpect int      `hcl:"bootstrap_expect,optional"`
+	Join            []string `hcl:"join,optional"`
+	Stake           uint64   `hcl:"stake,optional"`
+	CapacityDisk    uint64   `hcl:"capacity_disk,optional"`
+	MaxReplicas     int      `hcl:"max_replicas,optional"`
+	Token           string   `hcl:"token,optional"`
+	ClusterKey      string   `hcl:"cluster_key,optional"`
+	LogLevel        string   `hcl:"log_level,optional"`
+	LogJSON         bool     `hcl:"log_json,optional"`
+}
+
+func defaultAgentConfig() agentConfig {
+	return agentConfig{
+		Role:        "core",
+		Bind:        "127.0.0.1",
+		GossipPort:  7946,
+		ClusterPort: 7947,
+		HTTPAddr:    "127.0.0.1:8500",
+		LogLevel:    "info",
+	}
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.StringVar(configPath, "config", "", "HCL config file; flags given on the command line win over it")
+	fs.StringVar(&c.Name, "name", c.Name, "node id, unique in the cluster (required)")
+	fs.StringVar(&c.Role, "role", c.Role, "core (runs the control plane, stakes) or resource (hosts data)")
+	fs.StringVar(&c.Zone, "zone", c.Zone, "failure zone; the allocator spreads replicas across zones")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for this node's data (required)")
+	fs.StringVar(&c.Bind, "bind", c.Bind, "IP address to bind the gossip and cluster ports to")
+	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "IP address other nodes use to reach this one (default: -bind)")
+	fs.IntVar(&c.GossipPort, "gossip-port", c.GossipPort, "gossip (memberlist) port, TCP and UDP")
+	fs.IntVar(&c.ClusterPort, "cluster-port", c.ClusterPort, "cluster port: Raft and forwarding between nodes")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "host:port of the HTTP API")
+	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "core nodes to wait for before forming the meta group (core nodes only)")
+	join := (*stringList)(&c.Join)
+	fs.Var(join, "join", "gossip address (host:port) of a node to join; repeatable")
+	fs.Uint64Var(&c.Stake, "stake", c.Stake, "stake of a core node")
+	fs.Uint64Var(&c.CapacityDisk, "capacity-disk", c.CapacityDisk, "disk bytes this node offers to channels")
+	fs.IntVar(&c.MaxReplicas, "max-replicas", c.MaxReplicas, "most channel replicas this node hosts (0: 2000)")
+	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth)")
+	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster and gossip ports (default: derived from -token)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "trace, debug, info, warn or error")
+	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
+	return fs
+}
+
+// loadAgentConfig applies defaults, then the HCL file, then the flags
+// actually set: the flags are parsed twice, the second time over the values
+// the file produced, so only flags given on the command line override it.
+func loadAgentConfig(args []string) (agentConfig, error) {
+	var path string
+	probe := defaultAgentConfig()
+	fs := agentFlags(&probe, &path)
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return probe, err
+	}
+	if fs.NArg() > 0 {
+		return probe, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg := defaultAgentConfig()
+	if path != "" {
+		file, diags := hclparse.NewParser().ParseHCLFile(path)
+		if diags.HasErrors() {
+			return cfg, fmt.Errorf("config %s: %s", path, diags.Error())
+		}
+		if diags := gohcl.DecodeBody(file.Body, nil, &cfg); diags.HasErrors() {
+			return cfg, fmt.Errorf("config %s: %s", path, hcl.Diagnostics(diags).Error())
+		}
+	}
+	var ignored string
+	fs = agentFlags(&cfg, &ignored)
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	var errs []error
+	if cfg.Name == "" {
+		errs = append(errs, errors.New("-name is required"))
+	}
+	if cfg.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is required"))
+	}
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("-http-addr %q: %w", cfg.HTTPAddr, err))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// clusterKey is the explicit key, or one derived from the operator token so
+// a cluster started with -token is authenticated without another secret.
+func (c agentConfig) clusterKey() []byte {
+	if c.ClusterKey != "" {
+		return []byte(c.ClusterKey)
+	}
+	if c.Token != "" {
+		k := sha256.Sum256([]byte("shardnet-cluster-key:" + c.Token))
+		return k[:]
+	}
+	return nil
+}
+
+func newLogger(level string, json bool) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "shardnet",
+		Level:      hclog.LevelFromString(level),
+		JSONFormat: json,
+		Output:     os.Stderr,
+	})
+}
+
+func runAgent(args []string) int {
+	cfg, err := loadAgentConfig(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 2
+	}
+	logger := newLogger(cfg.LogLevel, cfg.LogJSON)
+	httpAdvertise := cfg.HTTPAddr
+	if host, port, _ := net.SplitHostPort(cfg.HTTPAddr); host == "" || host == "0.0.0.0" || host == "::" {
+		adv := cfg.Advertise
+		if adv == "" {
+			adv = cfg.Bind
+		}
+		httpAdvertise = net.JoinHostPort(adv, port)
+	}
+	a, err := agent.Start(agent.Options{
+		Cluster: cluster.Config{
+			Name: cfg.Name, Role: cfg.Role, Zone: cfg.Zone, DataDir: cfg.DataDir,
+			BindAddr: cfg.Bind, Advertise: cfg.Advertise,
+			GossipPort: cfg.GossipPort, ClusterPort: cfg.ClusterPort, HTTPAddr: httpAdvertise,
+			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
+			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
+			ClusterKey: cfg.clusterKey(), Logger: logger,
+		},
+		HTTPBind: cfg.HTTPAddr,
+		Token:    cfg.Token,
+	})
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return 1
+	}
+	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr())
+	waitForSignal()
+	logger.Info("shutting down")
+	if err := a.Close(); err != nil {
+		logger.Error("shutdown", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func waitForSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	signal.Stop(sig)
+}

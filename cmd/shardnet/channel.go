@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/shardnet/shardnet/api"
+)
+
+var channelCommands = map[string]command{
+	"create": {"create a channel", runChannelCreate},
+	"ls":     {"list channels", runChannelList},
+	"get":    {"describe a channel: placement, leader, voters, applied indexes", runChannelGet},
+	"rm":     {"delete a channel and its data", runChannelRemove},
+}
+
+// runChannel: shardnet channel create|ls|get|rm
+func runChannel(ctx context.Context, c *cli, args []string) int {
+	return subcommands(ctx, c, "channel", channelCommands, args)
+}
+
+func runChannelCreate(ctx context.Context, c *cli, args []string) int {
+	f := c.newFlags("channel create", "NAME",
+		"Create a channel (NAME: 1 to 63 of a-z, 0-9 and -). It prints the placement and, once, the channel token.").withJSON()
+	var req api.CreateChannelRequest
+	var zones, nodes listFlag
+	f.IntVar(&req.Replicas, "replicas", 0, "replicas, 1 to 7 (default 3, or one per -nodes entry)")
+	f.BoolVar(&req.Dedicated, "dedicated", false, "place on nodes no other channel uses")
+	f.Var(&zones, "zones", "only place in these zones (comma-separated)")
+	f.Var(&nodes, "nodes", "pin to these node ids (comma-separated)")
+	f.Uint64Var(&req.QuotaBytes, "quota", 0, "quota in bytes (0: none)")
+	pos, code, ok := f.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	req.Name, req.Zones, req.Nodes = pos[0], zones, nodes
+	ch, err := f.client().CreateChannel(ctx, req)
+	if err != nil {
+		return c.fail(err)
+	}
+	if f.json {
+		return c.printJSON(ch)
+	}
+	c.printChannel(ch)
+	if ch.Token != "" {
+		fmt.Fprintf(c.stdout, "\nToken: %s\n(shown once: keep it)\n", ch.Token)
+	}
+	return 0
+}
+
+func runChannelList(ctx context.Context, c *cli, args []string) int {
+	f := c.newFlags("channel ls", "", "List every channel.").withJSON()
+	if _, code, ok := f.parse(args, 0, 0); !ok {
+		return code
+	}
+	chs, err := f.client().Channels(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	if f.json {
+		return c.printJSON(chs)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tGROUP\tREPLICAS\tLEADER\tHEALTH\tKEYS\tBYTES")
+	for _, ch := range chs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%d\n",
+			ch.Name, ch.GroupID, ch.Replicas, orDash(ch.Leader), orDash(ch.Health), ch.Usage.Keys, ch.Usage.Bytes)
+	}
+	if err := tw.Flush(); err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+func runChannelGet(ctx context.Context, c *cli, args []string) int {
+	f := c.newFlags("channel get", "NAME", "Describe a channel: its placement, leader, voters and each replica's applied index.").withJSON()
+	pos, code, ok := f.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	ch, err := f.client().Channel(ctx, pos[0])
+	if err != nil {
+		return c.fail(err)
+	}
+	if f.json {
+		return c.printJSON(ch)
+	}
+	c.printChannel(ch)
+	return 0
+}
+
+func (c *cli) printChannel(ch api.Channel) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	rows := [][2]string{
+		{"Name", ch.Name}, {"Group", fmt.Sprint(ch.GroupID)}, {"Replicas", fmt.Sprint(ch.Replicas)},
+		{"Leader", orDash(ch.Leader)}, {"Voters", orDash(strings.Join(ch.Voters, ", "))},
+		{"Health", orDash(ch.Health)}, {"Usage", fmt.Sprintf("%d keys, %d bytes", ch.Usage.Keys, ch.Usage.Bytes)},
+	}
+	if ch.Dedicated {
+		rows = append(rows, [2]string{"Dedicated", "yes"})
+	}
+	if len(ch.Zones) > 0 {
+		rows = append(rows, [2]string{"Zones", strings.Join(ch.Zones, ", ")})
+	}
+	if ch.QuotaBytes > 0 {
+		rows = append(rows, [2]string{"Quota", fmt.Sprintf("%d bytes", ch.QuotaBytes)})
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(c.stdout)
+	tw = tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSERVER\tROLE\tVOTER\tAPPLIED\tHEALTHY")
+	for _, r := range ch.Placement {
+		role := orDash(r.State)
+		if r.NodeID == ch.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%v\n", r.NodeID, orDash(r.ServerID), role, r.Voter, r.Applied, r.Healthy)
+	}
+	_ = tw.Flush()
+}
+
+func runChannelRemove(ctx context.Context, c *cli, args []string) int {
+	f := c.newFlags("channel rm", "NAME", "Delete a channel and all its data.")
+	pos, code, ok := f.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	if err := f.client().DeleteChannel(ctx, pos[0]); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "Channel %s deleted.\n", pos[0])
+	return 0
+}

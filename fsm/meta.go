@@ -1,0 +1,336 @@
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// Node states in the registry. Only the meta leader writes them, from what
+// gossip tells it; gossip is advice, the registry is the decision.
+const (
+	NodeAlive    = "alive"
+	NodeSuspect  = "suspect"
+	NodeDead     = "dead"
+	NodeDraining = "draining"
+	NodeLeft     = "left"
+)
+
+// Node roles.
+const (
+	RoleCore     = "core"
+	RoleResource = "resource"
+)
+
+// Meta sentinel errors, returned in MetaResult.Err.
+var (
+	ErrChannelExists   = errors.New("fsm: channel already exists")
+	ErrChannelNotFound = errors.New("fsm: channel not found")
+	ErrNodeNotFound    = errors.New("fsm: node not found")
+)
+
+// NodeRecord is one node of the registry.
+type NodeRecord struct {
+	ID          string `json:"id"`
+	ServerID    string `json:"server_id"` // Raft server id: node id + incarnation, never reused
+	Role        string `json:"role"`
+	Zone        string `json:"zone,omitempty"`
+	ClusterAddr string `json:"cluster_addr"`
+	HTTPAddr    string `json:"http_addr"`
+	GossipAddr  string `json:"gossip_addr"`
+	DiskBytes   uint64 `json:"disk_bytes,omitempty"`
+	MaxReplicas int    `json:"max_replicas,omitempty"`
+	Stake       uint64 `json:"stake,omitempty"`
+	State       string `json:"state"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// Replica is one placed replica of a channel.
+type Replica struct {
+	NodeID   string `json:"node_id"`
+	ServerID string `json:"server_id"`
+}
+
+// ChannelRecord is one channel: its Raft group and where it is placed.
+type ChannelRecord struct {
+	Name        string    `json:"name"`
+	GroupID     uint64    `json:"group_id"`
+	Replicas    int       `json:"replicas"`
+	Dedicated   bool      `json:"dedicated,omitempty"`
+	Zones       []string  `json:"zones,omitempty"`
+	Nodes       []string  `json:"nodes,omitempty"` // operator pins
+	QuotaBytes  uint64    `json:"quota_bytes,omitempty"`
+	Placement   []Replica `json:"placement"`
+	CreateIndex uint64    `json:"create_index"`
+	ModifyIndex uint64    `json:"modify_index"`
+}
+
+// HasNode reports whether the channel is placed on node id.
+func (c *ChannelRecord) HasNode(id string) bool {
+	for _, r := range c.Placement {
+		if r.NodeID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// MetaResult is what the meta FSM's Apply returns.
+type MetaResult struct {
+	Index   uint64
+	Err     error
+	GroupID uint64 // CreateChannel: the group id assigned
+}
+
+type metaState struct {
+	Version     int                       `json:"version"`
+	ClusterID   string                    `json:"cluster_id"`
+	NextGroupID uint64                    `json:"next_group_id"`
+	Nodes       map[string]*NodeRecord    `json:"nodes"`
+	Channels    map[string]*ChannelRecord `json:"channels"`
+}
+
+const metaSnapshotVersion = 1
+
+// Meta is the control plane's state machine: the node registry and the
+// channels with their placements. It lives in memory; hashicorp/raft's
+// snapshots and the meta log (raft-boltdb) make it durable. It is small: it
+// holds control-plane decisions only, never channel data.
+type Meta struct {
+	mu      sync.RWMutex
+	st      metaState
+	applied uint64
+	changed chan struct{}
+}
+
+// NewMeta returns an empty meta FSM.
+func NewMeta() *Meta {
+	return &Meta{st: emptyMetaState(), changed: make(chan struct{})}
+}
+
+func emptyMetaState() metaState {
+	return metaState{
+		Version:     metaSnapshotVersion,
+		NextGroupID: 1,
+		Nodes:       map[string]*NodeRecord{},
+		Channels:    map[string]*ChannelRecord{},
+	}
+}
+
+// Apply applies one committed meta log entry.
+func (m *Meta) Apply(l *raft.Log) interface{} {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	cmd, err := DecodeMeta(l.Data)
+	if err != nil {
+		if errors.Is(err, errSkippable) {
+			return &MetaResult{Index: l.Index}
+		}
+		panic(fmt.Sprintf("fsm: meta: committed entry %d cannot be decoded: %v", l.Index, err))
+	}
+	m.mu.Lock()
+	res := m.apply(l.Index, cmd)
+	m.applied = l.Index
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+	return res
+}
+
+func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
+	res := &MetaResult{Index: index}
+	switch c := cmd.(type) {
+	case *SetClusterID:
+		if m.st.ClusterID == "" {
+			m.st.ClusterID = c.ID
+		}
+	case *UpsertNode:
+		n := c.Node
+		if old, ok := m.st.Nodes[n.ID]; ok {
+			n.CreateIndex = old.CreateIndex
+			if n.State == "" {
+				n.State = old.State
+			}
+		} else {
+			n.CreateIndex = index
+			if n.State == "" {
+				n.State = NodeAlive
+			}
+		}
+		n.ModifyIndex = index
+		m.st.Nodes[n.ID] = &n
+	case *SetNodeState:
+		n, ok := m.st.Nodes[c.ID]
+		if !ok {
+			res.Err = ErrNodeNotFound
+			return res
+		}
+		n.State = c.State
+		n.ModifyIndex = index
+	case *RemoveNode:
+		if _, ok := m.st.Nodes[c.ID]; !ok {
+			res.Err = ErrNodeNotFound
+			return res
+		}
+		delete(m.st.Nodes, c.ID)
+	case *CreateChannel:
+		ch := c.Channel
+		if _, ok := m.st.Channels[ch.Name]; ok {
+			res.Err = ErrChannelExists
+			return res
+		}
+		ch.GroupID = m.st.NextGroupID
+		m.st.NextGroupID++
+		ch.CreateIndex, ch.ModifyIndex = index, index
+		ch.Placement = slices.Clone(ch.Placement)
+		m.st.Channels[ch.Name] = &ch
+		res.GroupID = ch.GroupID
+	case *DeleteChannel:
+		if _, ok := m.st.Channels[c.Name]; !ok {
+			res.Err = ErrChannelNotFound
+			return res
+		}
+		delete(m.st.Channels, c.Name)
+	}
+	return res
+}
+
+// Applied is the index of the last entry applied.
+func (m *Meta) Applied() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.applied
+}
+
+// Changed returns a channel closed at the next apply or restore.
+func (m *Meta) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changed
+}
+
+// ClusterID is the id the first meta leader committed ("" before that).
+func (m *Meta) ClusterID() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.ClusterID
+}
+
+// Nodes returns copies of every node record, sorted by id.
+func (m *Meta) Nodes() []NodeRecord {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]NodeRecord, 0, len(m.st.Nodes))
+	for _, n := range m.st.Nodes {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Node returns a copy of one node record.
+func (m *Meta) Node(id string) (NodeRecord, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n, ok := m.st.Nodes[id]
+	if !ok {
+		return NodeRecord{}, false
+	}
+	return *n, true
+}
+
+// Channels returns copies of every channel record, sorted by name.
+func (m *Meta) Channels() []ChannelRecord {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]ChannelRecord, 0, len(m.st.Channels))
+	for _, c := range m.st.Channels {
+		out = append(out, cloneChannel(c))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Channel returns a copy of one channel record.
+func (m *Meta) Channel(name string) (ChannelRecord, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, ok := m.st.Channels[name]
+	if !ok {
+		return ChannelRecord{}, false
+	}
+	return cloneChannel(c), true
+}
+
+func cloneChannel(c *ChannelRecord) ChannelRecord {
+	cp := *c
+	cp.Placement = slices.Clone(c.Placement)
+	cp.Zones = slices.Clone(c.Zones)
+	cp.Nodes = slices.Clone(c.Nodes)
+	return cp
+}
+
+// Snapshot captures the state; it is small, so a deep copy is enough.
+func (m *Meta) Snapshot() (raft.FSMSnapshot, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b, err := json.Marshal(&m.st) // encoding/json sorts map keys: deterministic bytes
+	if err != nil {
+		return nil, fmt.Errorf("fsm: meta snapshot: %w", err)
+	}
+	return metaSnapshot(b), nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (m *Meta) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st := emptyMetaState()
+	dec := json.NewDecoder(rc)
+	if err := dec.Decode(&st); err != nil {
+		return fmt.Errorf("fsm: meta restore: %w", err)
+	}
+	if st.Version != metaSnapshotVersion {
+		return fmt.Errorf("fsm: meta restore: unknown snapshot version %d", st.Version)
+	}
+	if st.Nodes == nil {
+		st.Nodes = map[string]*NodeRecord{}
+	}
+	if st.Channels == nil {
+		st.Channels = map[string]*ChannelRecord{}
+	}
+	m.mu.Lock()
+	m.st = st
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+	return nil
+}
+
+type metaSnapshot []byte
+
+func (s metaSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("fsm: meta persist: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s metaSnapshot) Release() {}
+
+// ValidChannelName reports whether name is [a-z0-9-]{1,63}.
+func ValidChannelName(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+}

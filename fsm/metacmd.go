@@ -1,0 +1,104 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Meta command type bytes (0x40..0x7F; see codec.go). Bodies are JSON: meta
+// entries are rare control-plane decisions, and JSON lets a later release add
+// fields that older nodes ignore.
+const (
+	metaSetClusterID  byte = 0x40
+	metaUpsertNode    byte = 0x41
+	metaSetNodeState  byte = 0x42
+	metaRemoveNode    byte = 0x43
+	metaCreateChannel byte = 0x44
+	metaDeleteChannel byte = 0x45
+)
+
+var errSkippable = errors.New("fsm: entry may be skipped")
+
+// MetaCommand is one decoded meta command.
+type MetaCommand interface{ metaType() byte }
+
+// SetClusterID names the cluster; only the first one sticks.
+type SetClusterID struct {
+	ID string `json:"id"`
+}
+
+// UpsertNode adds a node to the registry or updates its addresses and capacity.
+type UpsertNode struct {
+	Node NodeRecord `json:"node"`
+}
+
+// SetNodeState moves a node between alive, suspect, dead, draining and left.
+type SetNodeState struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+}
+
+// RemoveNode forgets a node.
+type RemoveNode struct {
+	ID string `json:"id"`
+}
+
+// CreateChannel records a channel and its placement; the FSM assigns the group id.
+type CreateChannel struct {
+	Channel ChannelRecord `json:"channel"`
+}
+
+// DeleteChannel forgets a channel; its group id is never reused.
+type DeleteChannel struct {
+	Name string `json:"name"`
+}
+
+func (*SetClusterID) metaType() byte  { return metaSetClusterID }
+func (*UpsertNode) metaType() byte    { return metaUpsertNode }
+func (*SetNodeState) metaType() byte  { return metaSetNodeState }
+func (*RemoveNode) metaType() byte    { return metaRemoveNode }
+func (*CreateChannel) metaType() byte { return metaCreateChannel }
+func (*DeleteChannel) metaType() byte { return metaDeleteChannel }
+
+// EncodeMeta returns the log entry bytes of a meta command.
+func EncodeMeta(c MetaCommand) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encode meta command: %w", err)
+	}
+	return append([]byte{c.metaType()}, body...), nil
+}
+
+// DecodeMeta parses a meta log entry.
+func DecodeMeta(b []byte) (MetaCommand, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty meta entry", ErrDecode)
+	}
+	var c MetaCommand
+	switch b[0] {
+	case metaSetClusterID:
+		c = &SetClusterID{}
+	case metaUpsertNode:
+		c = &UpsertNode{}
+	case metaSetNodeState:
+		c = &SetNodeState{}
+	case metaRemoveNode:
+		c = &RemoveNode{}
+	case metaCreateChannel:
+		c = &CreateChannel{}
+	case metaDeleteChannel:
+		c = &DeleteChannel{}
+	default:
+		if b[0]&0x80 != 0 {
+			return nil, errSkippable
+		}
+		return nil, fmt.Errorf("%w: unknown meta type 0x%02x", ErrDecode, b[0])
+	}
+	dec := json.NewDecoder(bytes.NewReader(b[1:]))
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%w: meta type 0x%02x: %v", ErrDecode, b[0], err)
+	}
+	return c, nil
+}

@@ -1,0 +1,117 @@
+// Package agent assembles one shardnet process's node: the cluster node,
+// the HTTP API server on its public port, and the server for requests other
+// nodes forward over the cluster port.
+//
+// It leaves configuration parsing to cmd/shardnet and everything a node does
+// to packages cluster and server; `shardnet agent`, `shardnet dev` and the
+// in-process test clusters all start nodes through it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/shardnet/shardnet/cluster"
+	"github.com/shardnet/shardnet/server"
+)
+
+// Options configure one agent.
+type Options struct {
+	Cluster  cluster.Config
+	HTTPBind string // host:port the API listens on (":0" style ports allowed)
+	Token    string // operator token; "" disables auth
+}
+
+// Agent is a running node with its HTTP servers.
+type Agent struct {
+	Node   *cluster.Node
+	Server *server.Server
+	log    hclog.Logger
+	http   *http.Server
+	fwd    *http.Server
+	url    string
+}
+
+// Start listens on the HTTP port, starts the node and serves.
+func Start(opts Options) (*Agent, error) {
+	cfg := opts.Cluster
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	ln, err := net.Listen("tcp", opts.HTTPBind)
+	if err != nil {
+		return nil, fmt.Errorf("agent: listen for HTTP on %s: %w", opts.HTTPBind, err)
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = ln.Addr().String()
+	}
+	node, err := cluster.New(cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv := server.New(server.Config{
+		Backend:  node,
+		Token:    opts.Token,
+		NodeID:   cfg.Name,
+		Logger:   cfg.Logger.Named("http"),
+		Registry: cfg.Registry,
+	})
+	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: "http://" + cfg.HTTPAddr}
+	a.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: cfg.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
+	internal := node.InternalHandler()
+	public := srv.Handler()
+	a.fwd = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, cluster.InternalPrefix) {
+			internal.ServeHTTP(w, r)
+			return
+		}
+		public.ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: cfg.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
+	go a.serve(a.http, ln)
+	go a.serve(a.fwd, node.AppListener())
+	return a, nil
+}
+
+func (a *Agent) serve(s *http.Server, ln net.Listener) {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		a.log.Error("http server stopped", "error", err)
+	}
+}
+
+// URL is the base URL of the node's HTTP API.
+func (a *Agent) URL() string { return a.url }
+
+// Close stops serving new requests, lets running ones finish (bounded),
+// then shuts the node down gracefully.
+func (a *Agent) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.http.Shutdown(ctx)
+	err := a.Node.Close()
+	_ = a.fwd.Close()
+	return err
+}
+
+// Kill stops the node as a crash would (tests): connections drop, nothing
+// is handed over.
+func (a *Agent) Kill() error {
+	_ = a.http.Close()
+	_ = a.fwd.Close()
+	return a.Node.Kill()
+}

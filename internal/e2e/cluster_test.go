@@ -1,0 +1,257 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/internal/testcluster"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// putRetry writes through any running node, retrying answers that say the
+// write was not applied (no leader yet, forwarded to a stopped node).
+func putRetry(t *testing.T, c *testcluster.Cluster, ch, key string, val []byte) uint64 {
+	t.Helper()
+	var idx uint64
+	c.WaitFor(20*time.Second, func() error {
+		var err error
+		for i, nd := range c.Nodes {
+			if nd.Agent() == nil {
+				continue
+			}
+			idx, err = c.Client(i).Put(context.Background(), ch, key, val, api.PutOptions{})
+			if err == nil {
+				return nil
+			}
+		}
+		return err
+	})
+	return idx
+}
+
+func TestMembersAndChannelPlacement(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3})
+	ctx := ctxT(t)
+	nodes, err := c.Client(4).Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, n := range nodes {
+		roles[n.Role]++
+		if n.State != "alive" || n.ClusterAddr == "" || n.HTTPAddr == "" || n.GossipAddr == "" {
+			t.Errorf("node %+v: want alive with addresses", n)
+		}
+	}
+	if roles["core"] != 3 || roles["resource"] != 3 {
+		t.Fatalf("roles = %v, want 3 core and 3 resource", roles)
+	}
+
+	ch := c.CreateChannel("nft", 3)
+	if len(ch.Placement) != 3 || ch.GroupID == 0 {
+		t.Fatalf("placement = %+v", ch)
+	}
+	// Every node can describe it, with a leader among the placed nodes
+	// and every replica's applied index.
+	c.WaitFor(20*time.Second, func() error {
+		got, err := c.Client(5).Channel(ctx, "nft")
+		if err != nil {
+			return err
+		}
+		if got.Leader == "" || len(got.Voters) != 3 || got.Health != "healthy" {
+			return fmt.Errorf("channel = %+v", got)
+		}
+		for _, r := range got.Placement {
+			if r.Applied == 0 || !r.Voter {
+				return fmt.Errorf("replica %+v not caught up", r)
+			}
+		}
+		return nil
+	})
+
+	// Duplicate: 409; too many replicas: 409 that says so; bad names: 400.
+	_, err = c.Client(1).CreateChannel(ctx, api.CreateChannelRequest{Name: "nft", Replicas: 3})
+	if e := api.AsError(err); e == nil || e.Status != 409 || e.Code != api.CodeChannelExists {
+		t.Errorf("duplicate create: %v", err)
+	}
+	_, err = c.Client(2).CreateChannel(ctx, api.CreateChannelRequest{Name: "big", Replicas: 7})
+	if e := api.AsError(err); e == nil || e.Status != 409 || e.Code != api.CodeNotEnoughNodes {
+		t.Errorf("7 replicas on 6 nodes: %v", err)
+	}
+	for _, bad := range []api.CreateChannelRequest{{Name: "Bad_Name", Replicas: 1}, {Name: "", Replicas: 1}, {Name: "ok", Replicas: 8}, {Name: "ok", Replicas: -1}} {
+		_, err = c.Client(0).CreateChannel(ctx, bad)
+		if e := api.AsError(err); e == nil || e.Status != 400 {
+			t.Errorf("create %+v: %v, want 400", bad, err)
+		}
+	}
+
+	// Data written through one node is read through every other one.
+	for i := range c.Nodes {
+		key := "k" + strconv.Itoa(i)
+		if _, err := c.Client(i).Put(ctx, "nft", key, []byte("v"+key), api.PutOptions{}); err != nil {
+			t.Fatalf("put via %s: %v", c.Nodes[i].Name, err)
+		}
+	}
+	for i := range c.Nodes {
+		for j := range c.Nodes {
+			key := "k" + strconv.Itoa(j)
+			v, _, err := c.Client(i).Get(ctx, "nft", key, api.GetOptions{})
+			if err != nil || string(v) != "v"+key {
+				t.Fatalf("get %s via %s = %q, %v", key, c.Nodes[i].Name, v, err)
+			}
+		}
+	}
+	// Deleting the channel removes it everywhere.
+	if err := c.Client(3).DeleteChannel(ctx, "nft"); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(20*time.Second, func() error {
+		for i, nd := range c.Nodes {
+			if n := len(nd.Agent().Node.Shards().Replicas()); n != 0 {
+				return fmt.Errorf("%s still runs %d replicas", nd.Name, n)
+			}
+			if _, err := c.Client(i).Channel(ctx, "nft"); !api.IsNotFound(err) {
+				return fmt.Errorf("%s: channel still there: %v", nd.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// (a) The channel leader's node stops hard: the others elect a leader and
+// take writes within seconds, and every acknowledged write is still there.
+func TestLeaderKilledAckedWritesSurvive(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 0})
+	c.CreateChannel("orders", 3)
+	ctx := ctxT(t)
+	acked := map[string]string{}
+	for i := range 50 {
+		k, v := fmt.Sprintf("order/%03d", i), fmt.Sprintf("value-%d", i)
+		if _, err := c.Client(i%3).Put(ctx, "orders", k, []byte(v), api.PutOptions{}); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+		acked[k] = v
+	}
+	leader := c.WaitLeader("orders")
+	killedAt := time.Now()
+	c.Kill(c.Index(leader))
+	putRetry(t, c, "orders", "after-failover", []byte("x"))
+	t.Logf("first write after killing leader %s took %v", leader, time.Since(killedAt))
+	newLeader := c.WaitLeader("orders")
+	if newLeader == leader {
+		t.Fatalf("leader did not change")
+	}
+	for i, nd := range c.Nodes {
+		if nd.Agent() == nil {
+			continue
+		}
+		for k, v := range acked {
+			got, _, err := c.Client(i).Get(ctx, "orders", k, api.GetOptions{})
+			if err != nil || string(got) != v {
+				t.Fatalf("%s: get %s = %q, %v; want %q", nd.Name, k, got, err, v)
+			}
+		}
+	}
+	// The killed node comes back and catches up.
+	c.Start(c.Index(leader))
+	c.WaitFor(20*time.Second, func() error {
+		v, _, err := c.Client(c.Index(leader)).Get(ctx, "orders", "after-failover", api.GetOptions{Consistency: api.Stale})
+		if err != nil || string(v) != "x" {
+			return fmt.Errorf("restarted node: %q %v", v, err)
+		}
+		return nil
+	})
+}
+
+// (b) Every node stops and starts again from its data dir: channels and
+// data come back.
+func TestFullRestartKeepsEverything(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 2})
+	ctx := ctxT(t)
+	c.CreateChannel("a", 3)
+	c.CreateChannel("b", 1)
+	want := map[string]map[string]string{"a": {}, "b": {}}
+	for i := range 30 {
+		for _, ch := range []string{"a", "b"} {
+			k, v := fmt.Sprintf("key-%d", i), fmt.Sprintf("%s-%d", ch, i)
+			if _, err := c.Client(i%5).Put(ctx, ch, k, []byte(v), api.PutOptions{}); err != nil {
+				t.Fatalf("put %s/%s: %v", ch, k, err)
+			}
+			want[ch][k] = v
+		}
+	}
+	if _, err := c.Client(0).Delete(ctx, "a", "key-0", api.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(want["a"], "key-0")
+	for i := range c.Nodes {
+		c.Kill(i)
+	}
+	for i := range c.Nodes {
+		c.Start(i)
+	}
+	c.WaitLeader("a")
+	c.WaitLeader("b")
+	for ch, kv := range want {
+		c.WaitFor(20*time.Second, func() error {
+			list, err := c.Client(4).List(ctx, ch, "key-", "", 1000, api.Linearizable)
+			if err != nil {
+				return err
+			}
+			if len(list.Items) != len(kv) {
+				return fmt.Errorf("%s: %d keys after restart, want %d", ch, len(list.Items), len(kv))
+			}
+			for _, it := range list.Items {
+				if kv[it.Key] != string(it.Value) {
+					return fmt.Errorf("%s/%s = %q, want %q", ch, it.Key, it.Value, kv[it.Key])
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// (c) One node hosts 200 channel replicas: they all start, elect and serve,
+// also after a restart.
+func TestTwoHundredChannelsOnOneNode(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 1})
+	ctx := ctxT(t)
+	const n = 200
+	for i := range n {
+		name := fmt.Sprintf("ch-%03d", i)
+		if _, err := c.Client(0).CreateChannel(ctx, api.CreateChannelRequest{Name: name, Replicas: 1}); err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+	}
+	check := func() {
+		for i := range n {
+			name := fmt.Sprintf("ch-%03d", i)
+			c.WaitFor(30*time.Second, func() error {
+				_, err := c.Client(0).Put(ctx, name, "k", []byte(name), api.PutOptions{})
+				return err
+			})
+			v, _, err := c.Client(0).Get(ctx, name, "k", api.GetOptions{})
+			if err != nil || string(v) != name {
+				t.Fatalf("%s: get = %q, %v", name, v, err)
+			}
+		}
+	}
+	check()
+	if got := len(c.Nodes[0].Agent().Node.Shards().Replicas()); got != n {
+		t.Fatalf("replicas = %d, want %d", got, n)
+	}
+	c.Stop(0)
+	start := time.Now()
+	c.Start(0)
+	check()
+	t.Logf("restart with %d replicas: all serving after %v", n, time.Since(start))
+}

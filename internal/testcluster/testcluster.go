@@ -1,0 +1,379 @@
+// Package testcluster starts real shardnet nodes in-process on loopback,
+// each with its own data dir, TCP ports and HTTP API, for tests of
+// multi-node behaviour.
+//
+// It leaves what to test to the tests: it only starts, kills, restarts and
+// waits. Everything between nodes is real TCP, real disks and real fsync.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/cluster"
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/internal/agent"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Options shape a test cluster.
+type Options struct {
+	Core     int    // core nodes (the meta group); at least 1
+	Resource int    // resource nodes
+	Token    string // operator token; "" disables auth
+	// ChannelRaft overrides the test defaults for channel groups.
+	ChannelRaft shard.RaftTiming
+	// LogLevel of the nodes' logs, written through t.Log (default: warn;
+	// SHARDNET_TEST_LOG overrides).
+	LogLevel string
+}
+
+// FastRaft are channel-group timings that make failover tests quick.
+func FastRaft() shard.RaftTiming {
+	return shard.RaftTiming{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+	}
+}
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	Nodes []*Node
+	key   []byte
+	log   hclog.Logger
+}
+
+// Node is one node of the test cluster; it keeps its ports and data dir
+// across restarts.
+type Node struct {
+	Name        string
+	Role        string
+	Dir         string
+	httpPort    int
+	gossipPort  int
+	clusterPort int
+	bootstrap   int
+	join        []string
+
+	mu    sync.Mutex
+	agent *agent.Agent
+}
+
+// New starts a cluster and waits until every node is registered alive.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Core < 1 {
+		opts.Core = 1
+	}
+	if opts.ChannelRaft == (shard.RaftTiming{}) {
+		opts.ChannelRaft = FastRaft()
+	}
+	level := opts.LogLevel
+	if env := os.Getenv("SHARDNET_TEST_LOG"); env != "" {
+		level = env
+	}
+	if level == "" {
+		level = "warn"
+	}
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.closed.Store(true) })
+	c := &Cluster{t: t, opts: opts, key: []byte("test-cluster-key"),
+		log: hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.LevelFromString(level), Output: w})}
+	dir := t.TempDir()
+	for i := 0; i < opts.Core+opts.Resource; i++ {
+		role, name := fsm.RoleCore, fmt.Sprintf("core%d", i+1)
+		if i >= opts.Core {
+			role, name = fsm.RoleResource, fmt.Sprintf("res%d", i-opts.Core+1)
+		}
+		nd := &Node{Name: name, Role: role, Dir: filepath.Join(dir, name),
+			httpPort: freePort(t), gossipPort: freePort(t), clusterPort: freePort(t)}
+		if role == fsm.RoleCore {
+			nd.bootstrap = opts.Core
+		}
+		c.Nodes = append(c.Nodes, nd)
+	}
+	// Every node joins every other, so any one restarting alone still finds
+	// the cluster.
+	for i, nd := range c.Nodes {
+		for j, other := range c.Nodes {
+			if j != i {
+				nd.join = append(nd.join, net.JoinHostPort("127.0.0.1", strconv.Itoa(other.gossipPort)))
+			}
+		}
+	}
+	for _, nd := range c.Nodes {
+		if err := c.start(nd); err != nil {
+			c.Close()
+			t.Fatalf("start %s: %v", nd.Name, err)
+		}
+	}
+	t.Cleanup(c.Close)
+	c.WaitFor(60*time.Second, func() error { return c.allRegistered() })
+	return c
+}
+
+func (c *Cluster) start(nd *Node) error {
+	cfg := cluster.Config{
+		Name: nd.Name, Role: nd.Role, DataDir: nd.Dir, BindAddr: "127.0.0.1",
+		GossipPort: nd.gossipPort, ClusterPort: nd.clusterPort,
+		BootstrapExpect: nd.bootstrap, Join: nd.join,
+		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
+		Logger: c.log.Named(nd.Name),
+	}
+	a, err := agent.Start(agent.Options{Cluster: cfg, HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.httpPort)), Token: c.opts.Token})
+	if err != nil {
+		return err
+	}
+	nd.mu.Lock()
+	nd.agent = a
+	nd.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) allRegistered() error {
+	for _, nd := range c.Nodes {
+		a := nd.Agent()
+		if a == nil {
+			continue
+		}
+		if err := a.Node.Ready(context.Background()); err != nil {
+			return fmt.Errorf("%s: %w", nd.Name, err)
+		}
+		nodes, _ := a.Node.Nodes(context.Background())
+		alive := 0
+		for _, n := range nodes {
+			if n.State == fsm.NodeAlive {
+				alive++
+			}
+		}
+		if alive < c.running() {
+			return fmt.Errorf("%s sees %d alive nodes, want %d", nd.Name, alive, c.running())
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) running() int {
+	n := 0
+	for _, nd := range c.Nodes {
+		if nd.Agent() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Agent returns the node's running agent, or nil while it is stopped.
+func (nd *Node) Agent() *agent.Agent {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.agent
+}
+
+// URL is the node's HTTP API base URL (stable across restarts).
+func (nd *Node) URL() string { return "http://127.0.0.1:" + strconv.Itoa(nd.httpPort) }
+
+// Client returns an API client for node i.
+func (c *Cluster) Client(i int) *api.Client {
+	return api.NewClient(c.Nodes[i].URL(), c.opts.Token, nil)
+}
+
+// Node returns the test node named name.
+func (c *Cluster) Node(name string) *Node {
+	for _, nd := range c.Nodes {
+		if nd.Name == name {
+			return nd
+		}
+	}
+	c.t.Fatalf("no node %q", name)
+	return nil
+}
+
+// Index returns the position of the node named name.
+func (c *Cluster) Index(name string) int {
+	for i, nd := range c.Nodes {
+		if nd.Name == name {
+			return i
+		}
+	}
+	c.t.Fatalf("no node %q", name)
+	return -1
+}
+
+// Kill stops node i as a crash would.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	nd := c.Nodes[i]
+	nd.mu.Lock()
+	a := nd.agent
+	nd.agent = nil
+	nd.mu.Unlock()
+	if a != nil {
+		if err := a.Kill(); err != nil {
+			c.t.Logf("kill %s: %v", nd.Name, err)
+		}
+	}
+}
+
+// Stop shuts node i down gracefully.
+func (c *Cluster) Stop(i int) {
+	c.t.Helper()
+	nd := c.Nodes[i]
+	nd.mu.Lock()
+	a := nd.agent
+	nd.agent = nil
+	nd.mu.Unlock()
+	if a != nil {
+		if err := a.Close(); err != nil {
+			c.t.Logf("stop %s: %v", nd.Name, err)
+		}
+	}
+}
+
+// Start starts a stopped node i again from its data dir and ports.
+func (c *Cluster) Start(i int) {
+	c.t.Helper()
+	nd := c.Nodes[i]
+	var err error
+	// A port of the killed node may linger briefly in the kernel.
+	c.WaitFor(20*time.Second, func() error { err = c.start(nd); return err })
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for i := range c.Nodes {
+		wg.Add(1)
+		go func(i int) { defer wg.Done(); c.Stop(i) }(i)
+	}
+	wg.Wait()
+}
+
+// CreateChannel creates a channel through node 0 and waits until it has a
+// leader.
+func (c *Cluster) CreateChannel(name string, replicas int) api.Channel {
+	c.t.Helper()
+	ctx := context.Background()
+	var ch api.Channel
+	c.WaitFor(30*time.Second, func() error {
+		var err error
+		ch, err = c.Client(c.anyRunning()).CreateChannel(ctx, api.CreateChannelRequest{Name: name, Replicas: replicas})
+		if api.IsConflict(err) {
+			ch, err = c.Client(c.anyRunning()).Channel(ctx, name)
+		}
+		return err
+	})
+	c.WaitLeader(name)
+	return ch
+}
+
+// WaitLeader waits until the channel reports a leader and returns its
+// node name.
+func (c *Cluster) WaitLeader(name string) string {
+	c.t.Helper()
+	var leader string
+	c.WaitFor(30*time.Second, func() error {
+		ch, err := c.Client(c.anyRunning()).Channel(context.Background(), name)
+		if err != nil {
+			return err
+		}
+		if ch.Leader == "" {
+			return fmt.Errorf("channel %s has no leader yet", name)
+		}
+		for _, nd := range c.Nodes {
+			if nd.Name == ch.Leader && nd.Agent() == nil {
+				return fmt.Errorf("channel %s: leader %s is stopped", name, ch.Leader)
+			}
+		}
+		leader = ch.Leader
+		return nil
+	})
+	return leader
+}
+
+func (c *Cluster) anyRunning() int {
+	for i, nd := range c.Nodes {
+		if nd.Agent() != nil {
+			return i
+		}
+	}
+	c.t.Fatalf("no node is running")
+	return -1
+}
+
+// WaitFor polls cond until it returns nil or the deadline (scaled for slow
+// CI machines by SHARDNET_TEST_TIMEOUT_SCALE) passes, then fails the test
+// with cond's last error.
+func (c *Cluster) WaitFor(timeout time.Duration, cond func() error) {
+	c.t.Helper()
+	WaitFor(c.t, timeout, cond)
+}
+
+// WaitFor polls cond until it returns nil or the scaled deadline passes.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	if s, err := strconv.ParseFloat(os.Getenv("SHARDNET_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
+		timeout = time.Duration(float64(timeout) * s)
+	}
+	deadline := time.Now().Add(timeout)
+	wait := 10 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(wait)
+		if wait < 200*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		// memberlist also needs the UDP port.
+		if u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatalf("no free port")
+	return 0
+}
+
+type testWriter struct {
+	t      testing.TB
+	closed atomic.Bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	if !w.closed.Load() {
+		w.t.Log(string(p))
+	}
+	return len(p), nil
+}

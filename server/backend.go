@@ -1,0 +1,49 @@
+package server
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Backend is what the server needs from the node (package cluster
+// implements it). Any method may return a *shard.RedirectError when another
+// node can serve the call and this one did nothing: the server then forwards
+// the original request there, once. Errors are matched with errors.Is against
+// the sentinels of fsm, shard and cluster (see errorTable).
+//
+// The read methods take no reader object on purpose: an interface type
+// declared here could not be named by package cluster without importing
+// server, so every type in these signatures comes from api, fsm or shard.
+type Backend interface {
+	// Status describes this node and the meta leader it knows of.
+	Status(ctx context.Context) (api.Status, error)
+	// Ready returns nil once the node can serve requests (joined, meta leader known), else why not.
+	Ready(ctx context.Context) error
+	// Nodes lists the members the meta group records.
+	Nodes(ctx context.Context) ([]api.Node, error)
+	// CreateChannel places a channel (the request is validated and defaulted); on a non-leader, a *shard.RedirectError wrapping cluster.ErrNotMetaLeader.
+	CreateChannel(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error)
+	// Channels lists every channel from this node's copy of the meta state.
+	Channels(ctx context.Context) ([]api.Channel, error)
+	// Channel describes one channel, or cluster.ErrChannelNotFound.
+	Channel(ctx context.Context, name string) (api.Channel, error)
+	// DeleteChannel deletes a channel; meta leader only, as CreateChannel.
+	DeleteChannel(ctx context.Context, name string) error
+	// Propose commits an fsm.Encode'd command on the channel's local leader replica and returns its result once applied; a *shard.RedirectError only when it was not proposed.
+	Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error)
+	// Get reads key from the local replica once level allows (RAFT-NOTES item 5), returning the entry, whether it exists and the replica's applied index at the read.
+	Get(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (e fsm.Entry, found bool, applied uint64, err error)
+	// List returns up to limit entries whose keys start with prefix and sort after after, whether more follow, and the applied index, under the same rules as Get.
+	List(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) (es []fsm.Entry, more bool, applied uint64, err error)
+	// WaitKey blocks until an entry with an index above index writes or deletes key in the local replica, or ctx ends (then ctx.Err()).
+	WaitKey(ctx context.Context, channel string, key []byte, index uint64) error
+	// Lag is the time since the local replica of channel last heard from its leader (0 on the leader), reported by stale reads.
+	Lag(channel string) time.Duration
+	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection; the far end serves it with ServeForwarded.
+	DialNode(ctx context.Context, addr string) (net.Conn, error)
+}

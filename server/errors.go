@@ -1,0 +1,145 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/cluster"
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Sentinel errors of the server itself: requests refused before anything
+// reached the backend.
+var (
+	errBadRequest       = errors.New("server: invalid request")
+	errInvalidChannel   = errors.New("server: invalid channel name")
+	errBodyTooLarge     = errors.New("server: request body too large")
+	errUnauthorized     = errors.New("server: unauthorized")
+	errRouteNotFound    = errors.New("server: no such endpoint")
+	errMethodNotAllowed = errors.New("server: method not allowed")
+	errTooManyWatchers  = errors.New("server: too many blocking reads on this node")
+	errNotReady         = errors.New("server: node not ready")
+	errUnreachable      = errors.New("server: cannot reach the node to forward to")
+	errStopping         = errors.New("server: shutting down")
+)
+
+// errorTable maps every error the API can answer to its status and code,
+// first match wins (errors.Is). Nothing else in the package chooses a status
+// for an error. retry adds "Retry-After: 1": the request was not applied
+// and may be sent again.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+	retry  bool
+}{
+	// Client mistakes (4xx: nothing was applied).
+	{errBadRequest, http.StatusBadRequest, api.CodeBadRequest, false},
+	{errInvalidChannel, http.StatusBadRequest, api.CodeInvalidChannel, false},
+	{fsm.ErrInvalidKey, http.StatusBadRequest, api.CodeInvalidKey, false},
+	{fsm.ErrKeyTooLarge, http.StatusBadRequest, api.CodeKeyTooLarge, false},
+	{fsm.ErrInvalidCommand, http.StatusBadRequest, api.CodeBadRequest, false},
+	{cluster.ErrInvalidRequest, http.StatusBadRequest, api.CodeBadRequest, false},
+	{errUnauthorized, http.StatusUnauthorized, api.CodeUnauthorized, false},
+	{errRouteNotFound, http.StatusNotFound, api.CodeNotFound, false},
+	{fsm.ErrKeyNotFound, http.StatusNotFound, api.CodeKeyNotFound, false},
+	{cluster.ErrChannelNotFound, http.StatusNotFound, api.CodeChannelNotFound, false},
+	{cluster.ErrNodeNotFound, http.StatusNotFound, api.CodeNodeNotFound, false},
+	{errMethodNotAllowed, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, false},
+	{fsm.ErrCASMismatch, http.StatusConflict, api.CodeCASMismatch, false},
+	{cluster.ErrChannelExists, http.StatusConflict, api.CodeChannelExists, false},
+	{cluster.ErrNotEnoughNodes, http.StatusConflict, api.CodeNotEnoughNodes, false},
+	{fsm.ErrValueLarge, http.StatusRequestEntityTooLarge, api.CodeValueTooLarge, false},
+	{fsm.ErrTxnTooLarge, http.StatusRequestEntityTooLarge, api.CodeTxnTooLarge, false},
+	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
+	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
+	{errTooManyWatchers, http.StatusTooManyRequests, api.CodeTooManyWatchers, true},
+
+	// Unavailable (5xx). outcome_unknown first: a write that may have been
+	// applied must never look retryable (DESIGN decision 3).
+	{shard.ErrOutcomeUnknown, http.StatusServiceUnavailable, api.CodeOutcomeUnknown, false},
+	{shard.ErrNoLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{cluster.ErrNoMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	// A redirect reaches this table only when the request was already
+	// forwarded once: the leader moved again, or is not known yet.
+	{shard.ErrNotLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{shard.ErrNotHosted, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{cluster.ErrNotMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{errUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{shard.ErrStopped, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{errStopping, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{errNotReady, http.StatusServiceUnavailable, api.CodeNotReady, true},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, api.CodeTimeout, false},
+	{context.Canceled, http.StatusServiceUnavailable, api.CodeUnavailable, false},
+}
+
+// statusOf returns the status, code and retry flag of err; anything not in
+// the table is a 500 internal.
+func statusOf(err error) (status int, code string, retry bool) {
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			return e.status, e.code, e.retry
+		}
+	}
+	return http.StatusInternalServerError, api.CodeInternal, false
+}
+
+// requestError is a mistake found in a request; its message is meant for
+// the client as it is, and it matches its sentinel with errors.Is.
+type requestError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) Unwrap() error { return e.sentinel }
+
+// invalid returns a 400 invalid_request error saying what is wrong.
+func invalid(format string, args ...any) error {
+	return &requestError{errBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// refuse returns an error matching sentinel with a message for the client.
+func refuse(sentinel error, format string, args ...any) error {
+	return &requestError{sentinel, fmt.Sprintf(format, args...)}
+}
+
+// indexedError carries the index that an error response reports in
+// X-Shardnet-Index (a missing key: the applied index; a CAS mismatch: the
+// index of the refused entry).
+type indexedError struct {
+	err   error
+	index uint64
+}
+
+func (e *indexedError) Error() string { return e.err.Error() }
+func (e *indexedError) Unwrap() error { return e.err }
+
+func withIndex(err error, index uint64) error { return &indexedError{err, index} }
+
+// writeError answers err as {"error": {"code", "message"}}.
+func writeError(w http.ResponseWriter, err error) {
+	status, code, retry := statusOf(err)
+	h := w.Header()
+	var ie *indexedError
+	if errors.As(err, &ie) {
+		h.Set(api.HeaderIndex, strconv.FormatUint(ie.index, 10))
+	}
+	if retry {
+		h.Set("Retry-After", "1")
+	}
+	if status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="shardnet"`)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(api.ErrorBody{Error: api.Error{Code: code, Message: err.Error()}})
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/shardnet/shardnet/fsm"
+)
+
+// Route templates: the metrics' route label and the docs' names.
+const (
+	routeHealth   = "/v1/health"
+	routeStatus   = "/v1/status"
+	routeNodes    = "/v1/nodes"
+	routeChannels = "/v1/channels"
+	routeChannel  = "/v1/channels/{ch}"
+	routeKVList   = "/v1/channels/{ch}/kv/"
+	routeKV       = "/v1/channels/{ch}/kv/{key}"
+	routeTxn      = "/v1/channels/{ch}/txn"
+	routeMetrics  = "/metrics"
+)
+
+// route is one path template and what each method does there.
+type route struct {
+	template string
+	methods  map[string]endpoint // GET also answers HEAD
+}
+
+// endpoint is one method of a route: a handler, or a raw http.Handler
+// (/metrics), with the limit of its body.
+type endpoint struct {
+	h        handlerFunc
+	raw      http.Handler
+	maxBody  int64
+	tooLarge error // what a body over maxBody is
+}
+
+func (rt *route) allow() string {
+	ms := make([]string, 0, len(rt.methods)+1)
+	for m := range rt.methods {
+		ms = append(ms, m)
+		if m == http.MethodGet {
+			ms = append(ms, http.MethodHead)
+		}
+	}
+	slices.Sort(ms)
+	return strings.Join(ms, ", ")
+}
+
+func (s *Server) routeTable() map[string]*route {
+	small := func(h handlerFunc) endpoint {
+		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge}
+	}
+	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge}
+	routes := []*route{
+		{routeHealth, map[string]endpoint{http.MethodGet: small(s.health)}},
+		{routeStatus, map[string]endpoint{http.MethodGet: small(s.status)}},
+		{routeNodes, map[string]endpoint{http.MethodGet: small(s.nodes)}},
+		{routeChannels, map[string]endpoint{
+			http.MethodGet:  small(s.listChannels),
+			http.MethodPost: small(s.createChannel),
+		}},
+		{routeChannel, map[string]endpoint{
+			http.MethodGet:    small(s.getChannel),
+			http.MethodDelete: small(s.deleteChannel),
+		}},
+		// PUT and DELETE on kv/ reach the key handlers, which refuse the
+		// empty key with 400 invalid_key rather than a puzzling 405.
+		{routeKVList, map[string]endpoint{
+			http.MethodGet:    small(s.kvList),
+			http.MethodPut:    put,
+			http.MethodDelete: small(s.kvDelete),
+		}},
+		{routeKV, map[string]endpoint{
+			http.MethodGet:    small(s.kvGet),
+			http.MethodPut:    put,
+			http.MethodDelete: small(s.kvDelete),
+		}},
+		{routeTxn, map[string]endpoint{
+			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge},
+		}},
+		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH}}},
+	}
+	byName := make(map[string]*route, len(routes))
+	for _, r := range routes {
+		byName[r.template] = r
+	}
+	return byName
+}
+
+// match finds the route of an escaped path (r.URL.EscapedPath(), never a
+// cleaned one: DESIGN decision 11) and returns the escaped channel segment
+// and key. The key is everything after "/kv/", so it may hold "/", "//",
+// ".." or escapes.
+func (s *Server) match(path string) (rt *route, ch, rawKey string) {
+	byName := func(name string) *route { return s.routes[name] }
+	if path == routeMetrics {
+		return byName(routeMetrics), "", ""
+	}
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		return nil, "", ""
+	}
+	switch rest {
+	case "health":
+		return byName(routeHealth), "", ""
+	case "status":
+		return byName(routeStatus), "", ""
+	case "nodes":
+		return byName(routeNodes), "", ""
+	case "channels":
+		return byName(routeChannels), "", ""
+	}
+	rest, ok = strings.CutPrefix(rest, "channels/")
+	if !ok {
+		return nil, "", ""
+	}
+	ch, rest, more := strings.Cut(rest, "/")
+	if ch == "" {
+		return nil, "", ""
+	}
+	switch {
+	case !more:
+		return byName(routeChannel), ch, ""
+	case rest == "txn":
+		return byName(routeTxn), ch, ""
+	case rest == "kv" || rest == "kv/":
+		return byName(routeKVList), ch, ""
+	case strings.HasPrefix(rest, "kv/"):
+		return byName(routeKV), ch, rest[len("kv/"):]
+	}
+	return nil, "", ""
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Defaults and limits of the API (docs/api.md lists them).
+const (
+	DefaultMaxWatchers    = 4096
+	DefaultRequestTimeout = 10 * time.Second
+
+	// MaxWait caps a blocking read's wait; a request without wait= waits
+	// this long. The effective wait is jittered by ±1/16 (as Consul does)
+	// so that watchers started together do not all return together.
+	MaxWait = 5 * time.Minute
+
+	// MaxTxnBodyBytes bounds a transaction's JSON body. fsm.MaxTxnBytes (4
+	// MiB of keys and values) is the real limit; base64 makes a value a
+	// third larger in JSON, hence the margin.
+	MaxTxnBodyBytes = 6 << 20
+	// MaxJSONBodyBytes bounds every other request body.
+	MaxJSONBodyBytes = 64 << 10
+
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+	DefaultReplicas  = 3
+	MaxReplicas      = 7
+)
+
+// Config configures a Server. Only Backend is required.
+type Config struct {
+	Backend Backend
+	// NodeID is this node's id, sent in the hop header of forwarded
+	// requests.
+	NodeID string
+	// Token, when set, is the operator token every /v1 request (but GET
+	// /v1/health) and /metrics must present as "Authorization: Bearer".
+	Token  string
+	Logger hclog.Logger // default: a null logger
+	// Registry receives the server's metrics and is what GET /metrics
+	// serves; default: a fresh registry (one per node: DESIGN decision 12).
+	Registry *prometheus.Registry
+	// MaxWatchers bounds the blocking reads waiting on this node at once;
+	// beyond, 429. Default DefaultMaxWatchers.
+	MaxWatchers int
+	// RequestTimeout bounds each backend call of a request (a blocking
+	// read's wait is bounded by MaxWait instead). Default
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+}
+
+// Server serves the HTTP API v1. Create it with New; it is an http.Handler.
+type Server struct {
+	b        Backend
+	nodeID   string
+	hasToken bool
+	token    [sha256.Size]byte
+	log      hclog.Logger
+	metrics  *metrics
+	reg      *prometheus.Registry
+	promH    http.Handler
+	routes   map[string]*route // by template
+
+	maxWatchers int64
+	watchers    atomic.Int64
+	timeout     time.Duration
+
+	fwd *http.Transport // forwarding, dialled over the cluster connection
+
+	closing context.Context // done once Shutdown starts: blocking reads answer early
+	close   context.CancelFunc
+
+	mu      sync.Mutex
+	servers []*http.Server
+}
+
+// New returns a Server. It panics when cfg.Backend is nil.
+func New(cfg Config) *Server {
+	if cfg.Backend == nil {
+		panic("server: Config.Backend is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.MaxWatchers <= 0 {
+		cfg.MaxWatchers = DefaultMaxWatchers
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	s := &Server{
+		b:           cfg.Backend,
+		nodeID:      cfg.NodeID,
+		log:         cfg.Logger.Named("http"),
+		maxWatchers: int64(cfg.MaxWatchers),
+		timeout:     cfg.RequestTimeout,
+	}
+	if s.nodeID == "" {
+		s.nodeID = "unknown"
+	}
+	if cfg.Token != "" {
+		s.hasToken, s.token = true, sha256.Sum256([]byte(cfg.Token))
+	}
+	s.reg = cfg.Registry
+	s.metrics = newMetrics(cfg.Registry, s.log)
+	s.promH = promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})
+	s.routes = s.routeTable()
+	s.closing, s.close = context.WithCancel(context.Background())
+	s.fwd = &http.Transport{
+		DialContext:         s.dialNode,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return s
+}
+
+// Handler returns the server as an http.Handler.
+func (s *Server) Handler() http.Handler { return s }
+
+// Serve answers API requests on l (the node's public HTTP listener) until
+// Shutdown; it returns nil after Shutdown.
+func (s *Server) Serve(l net.Listener) error { return s.serve(l, "public") }
+
+// ServeForwarded answers the requests other nodes forward over the cluster
+// connection (the streams Backend.DialNode opens on their side). It is the
+// same handler: forwarded requests carry the client's Authorization and are
+// checked as usual, and their hop header keeps them from being forwarded
+// again. It returns nil after Shutdown.
+func (s *Server) ServeForwarded(l net.Listener) error { return s.serve(l, "forwarded") }
+
+func (s *Server) serve(l net.Listener, name string) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: blocking reads answer after up to MaxWait.
+		ErrorLog: s.log.Named(name).StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	s.mu.Lock()
+	if s.closing.Err() != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("server: serve %s HTTP on %s: %w", name, l.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops every listener started with Serve and ServeForwarded:
+// blocking reads answer at once with the current value, then in-flight
+// requests finish (bounded by ctx).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.close()
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, hs := range servers {
+		if err := hs.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.fwd.CloseIdleConnections()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server: shutdown: %w", err)
+	}
+	return nil
+}
+
+// request is what a handler sees: the matched route's parameters, the
+// buffered body and the query.
+type request struct {
+	r      *http.Request
+	ch     string // the channel path segment, as received (escaped)
+	rawKey string // the key part of the path, as received (escaped)
+	body   []byte
+	query  url.Values
+}
+
+// response is what a handler returns; the one wrapper writes it.
+type response struct {
+	status int // 0: 200
+	header http.Header
+	body   any    // written as JSON unless raw
+	raw    []byte // written as application/octet-stream when isRaw
+	isRaw  bool
+}
+
+func jsonResponse(status int, body any) *response {
+	return &response{status: status, body: body, header: http.Header{}}
+}
+
+// handlerFunc serves one method of one route.
+type handlerFunc func(ctx context.Context, req *request) (*response, error)
+
+// ServeHTTP is the one wrapper every request goes through: recover,
+// metrics, auth, routing, body buffering, the handler, forwarding, and
+// writing the answer or the error.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	routeName := "unmatched"
+	defer func() {
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler {
+			s.log.Error("panic serving a request", "method", r.Method, "route", routeName,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if !rec.wroteHeader {
+				writeError(rec, errors.New("server: internal error (the node logged it)"))
+			}
+		}
+		code := rec.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		elapsed := time.Since(start)
+		s.metrics.requests.WithLabelValues(methodLabel(r.Method), routeName, strconv.Itoa(code)).Inc()
+		s.metrics.seconds.WithLabelValues(routeName).Observe(elapsed.Seconds())
+		s.log.Debug("request", "method", r.Method, "route", routeName, "status", code,
+			"duration", elapsed, "forwarded_by", r.Header.Get(api.HeaderForwarded))
+		if p == http.ErrAbortHandler {
+			panic(p) // let net/http abort the connection
+		}
+	}()
+	s.dispatch(rec, r, &routeName)
+}
+
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *string) {
+	path := r.URL.EscapedPath()
+	rt, ch, rawKey := s.match(path)
+	if rt != nil {
+		*routeName = rt.template
+	}
+	if s.hasToken && needsAuth(r, path) && !s.authorized(r) {
+		writeError(w, refuse(errUnauthorized, "missing or wrong bearer token"))
+		return
+	}
+	if rt == nil {
+		writeError(w, refuse(errRouteNotFound, "no endpoint %s", path))
+		return
+	}
+	method := r.Method
+	if method == http.MethodHead {
+		method = http.MethodGet
+	}
+	ep, ok := rt.methods[method]
+	if !ok {
+		w.Header().Set("Allow", rt.allow())
+		writeError(w, refuse(errMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", r.Method, rt.template, rt.allow()))
+		return
+	}
+	if ep.raw != nil {
+		ep.raw.ServeHTTP(w, r)
+		return
+	}
+	body, err := readBody(w, r, ep.maxBody, ep.tooLarge)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: r.URL.Query()}
+	resp, err := ep.h(r.Context(), req)
+	if err != nil {
+		var re *shard.RedirectError
+		if errors.As(err, &re) {
+			if by := r.Header.Get(api.HeaderForwarded); by != "" {
+				// Forwarded once already: answer rather than loop.
+				s.metrics.forwarded.WithLabelValues("refused").Inc()
+				err = fmt.Errorf("%w (the request was already forwarded by node %s)", err, by)
+			} else if re.Addr != "" && re.NodeID != s.nodeID {
+				s.forward(w, r, body, re)
+				return
+			}
+		}
+		if status, _, _ := statusOf(err); status >= 500 {
+			s.log.Debug("request failed", "method", r.Method, "route", rt.template, "error", err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeResponse(w, resp)
+}
+
+// needsAuth says whether the token protects the request: every /v1 path
+// but GET /v1/health (load balancers probe it), and /metrics.
+func needsAuth(r *http.Request, path string) bool {
+	if path == "/v1/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		return false
+	}
+	return path == "/v1" || strings.HasPrefix(path, "/v1/") || path == "/metrics"
+}
+
+// authorized compares the bearer token in constant time (hashes of equal
+// length, so not even the length leaks).
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(scheme):])))
+	return subtle.ConstantTimeCompare(got[:], s.token[:]) == 1
+}
+
+// readBody buffers the body (so that a forward can send it again), refusing
+// one over limit with tooLarge.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, refuse(tooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, limit)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, refuse(tooLarge, "request body is over the limit of %d bytes", limit)
+		}
+		return nil, invalid("cannot read the request body: %v", err)
+	}
+	return b, nil
+}
+
+func writeResponse(w http.ResponseWriter, resp *response) {
+	h := w.Header()
+	for k, v := range resp.header {
+		h[k] = v
+	}
+	status := resp.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	switch {
+	case resp.isRaw:
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Length", strconv.Itoa(len(resp.raw)))
+		w.WriteHeader(status)
+		_, _ = w.Write(resp.raw)
+	case resp.body == nil:
+		w.WriteHeader(status)
+	default:
+		b, err := json.Marshal(resp.body)
+		if err != nil {
+			writeError(w, fmt.Errorf("server: encode answer: %w", err))
+			return
+		}
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write(append(b, '\n'))
+	}
+}
+
+// recorder remembers the status for metrics and whether anything was
+// written (a panic after that cannot send an error body).
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController (flushing, used by the reverse proxy)
+// reach the real writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// opContext bounds one backend call.
+func (s *Server) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}

@@ -1,0 +1,125 @@
+package shard
+
+import (
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardnet/shardnet/shard/transport"
+)
+
+// Config is what a Manager needs from the node.
+type Config struct {
+	DataDir   string          // the node's data dir; the manager uses DataDir/{raftlog,state,replicas}
+	NodeID    string          // this node's name
+	ServerID  raft.ServerID   // this node's Raft server id: node id + incarnation
+	Transport *transport.Node // the node's cluster transport (shared with the meta group)
+	Logger    hclog.Logger
+	Registry  prometheus.Registerer // optional
+	Raft      RaftTiming
+
+	// Back-pressure per replica (DESIGN decision 12): beyond either bound a
+	// proposal is refused with ErrOverloaded instead of queueing without end.
+	MaxInFlight      int
+	MaxInFlightBytes int64
+}
+
+// RaftTiming holds the per-group Raft settings. Defaults trade idle cost
+// (RAFT-NOTES §7) against failover time; see DESIGN.md.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+}
+
+// DefaultRaftTiming is used for every channel group unless the node says
+// otherwise.
+func DefaultRaftTiming() RaftTiming {
+	return RaftTiming{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		// CommitTimeout only delays when idle followers learn the commit
+		// index; at the library's 50 ms it is the larger half of the idle
+		// RPC load (RAFT-NOTES §7).
+		CommitTimeout:     250 * time.Millisecond,
+		MaxAppendEntries:  256,
+		SnapshotInterval:  60 * time.Second,
+		SnapshotThreshold: 4096,
+		TrailingLogs:      2048,
+	}
+}
+
+func (t RaftTiming) withDefaults() RaftTiming {
+	d := DefaultRaftTiming()
+	if t.HeartbeatTimeout == 0 {
+		t.HeartbeatTimeout = d.HeartbeatTimeout
+	}
+	if t.ElectionTimeout == 0 {
+		t.ElectionTimeout = d.ElectionTimeout
+	}
+	if t.LeaderLeaseTimeout == 0 {
+		t.LeaderLeaseTimeout = d.LeaderLeaseTimeout
+	}
+	if t.CommitTimeout == 0 {
+		t.CommitTimeout = d.CommitTimeout
+	}
+	if t.MaxAppendEntries == 0 {
+		t.MaxAppendEntries = d.MaxAppendEntries
+	}
+	if t.SnapshotInterval == 0 {
+		t.SnapshotInterval = d.SnapshotInterval
+	}
+	if t.SnapshotThreshold == 0 {
+		t.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if t.TrailingLogs == 0 {
+		t.TrailingLogs = d.TrailingLogs
+	}
+	return t
+}
+
+// RaftConfig builds a hashicorp/raft config for one group of this node.
+func (t RaftTiming) RaftConfig(id raft.ServerID, logger hclog.Logger) *raft.Config {
+	t = t.withDefaults()
+	c := raft.DefaultConfig()
+	c.LocalID = id
+	c.Logger = logger
+	c.HeartbeatTimeout = t.HeartbeatTimeout
+	c.ElectionTimeout = t.ElectionTimeout
+	c.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	c.CommitTimeout = t.CommitTimeout
+	c.MaxAppendEntries = t.MaxAppendEntries
+	c.SnapshotInterval = t.SnapshotInterval
+	c.SnapshotThreshold = t.SnapshotThreshold
+	c.TrailingLogs = t.TrailingLogs
+	c.BatchApplyCh = true
+	// The FSM persists its applied index with its data (RAFT-NOTES §1, trap 1).
+	c.NoSnapshotRestoreOnStart = true
+	c.NoLegacyTelemetry = true
+	return c
+}
+
+// ServerIDFor joins a node id and its incarnation into a Raft server id that
+// is never reused after a wiped disk (RAFT-NOTES §6).
+func ServerIDFor(nodeID, incarnation string) raft.ServerID {
+	return raft.ServerID(nodeID + "@" + incarnation)
+}
+
+// NodeOf returns the node id part of a Raft server id.
+func NodeOf(id raft.ServerID) string {
+	s := string(id)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '@' {
+			return s[:i]
+		}
+	}
+	return s
+}

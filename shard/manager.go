@@ -1,0 +1,449 @@
+package shard
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard/logstore"
+)
+
+// replicaFormat is the version of replica.json; bump it with a migration.
+const replicaFormat = 1
+
+// ReplicaSpec says which replica to run.
+type ReplicaSpec struct {
+	GroupID uint64
+	Channel string
+	// Peers is the group's initial voter set, used to bootstrap a group
+	// that has no Raft state yet. Nil: join an existing group (a leader
+	// adds this replica).
+	Peers []raft.Server
+	// MetaIndex is the meta log index that created the placement; a
+	// replica is removed only by a meta state newer than it.
+	MetaIndex uint64
+}
+
+// record is what a replica keeps on disk beside its snapshots, so a node
+// can start its replicas at boot without the meta group (DESIGN decision 9).
+type record struct {
+	Format    int    `json:"format"`
+	GroupID   uint64 `json:"group_id"`
+	Channel   string `json:"channel"`
+	ServerID  string `json:"server_id"`
+	MetaIndex uint64 `json:"meta_index"`
+}
+
+// Manager runs every channel replica of one node.
+type Manager struct {
+	cfg     Config
+	log     hclog.Logger
+	logs    *logstore.DB
+	state   *fsm.Store
+	metrics *metrics
+
+	mu       sync.RWMutex
+	replicas map[uint64]*Replica
+	records  map[uint64]record
+	closed   bool
+}
+
+// Open opens the node's log and state databases and finishes any replica
+// removal a crash interrupted. It starts no replica: call StartExisting.
+func Open(cfg Config) (*Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	cfg.Raft = cfg.Raft.withDefaults()
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 4096
+	}
+	if cfg.MaxInFlightBytes == 0 {
+		cfg.MaxInFlightBytes = 64 << 20
+	}
+	m := &Manager{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  newMetrics(cfg.Registry),
+		replicas: map[uint64]*Replica{},
+		records:  map[uint64]record{},
+	}
+	if err := os.MkdirAll(m.replicasDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("shard: create replicas dir: %w", err)
+	}
+	logs, err := logstore.Open(filepath.Join(cfg.DataDir, "raftlog"), logstore.Options{
+		Logger: cfg.Logger.Named("logstore"), Registerer: cfg.Registry,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("shard: open log store: %w", err)
+	}
+	state, err := fsm.OpenStore(filepath.Join(cfg.DataDir, "state"), fsm.StoreOptions{
+		Logger: cfg.Logger.Named("fsm"), Registerer: cfg.Registry,
+	})
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("shard: open state store: %w", err)
+	}
+	m.logs, m.state = logs, state
+	if err := m.scan(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) replicasDir() string { return filepath.Join(m.cfg.DataDir, "replicas") }
+
+func (m *Manager) replicaDir(gid uint64) string {
+	return filepath.Join(m.replicasDir(), strconv.FormatUint(gid, 10))
+}
+
+// scan loads replica records, finishes interrupted removals, and deletes
+// log or state data that belongs to no replica.
+func (m *Manager) scan() error {
+	ents, err := os.ReadDir(m.replicasDir())
+	if err != nil {
+		return fmt.Errorf("shard: read replicas dir: %w", err)
+	}
+	for _, e := range ents {
+		gid, err := strconv.ParseUint(e.Name(), 10, 64)
+		if err != nil || !e.IsDir() {
+			continue
+		}
+		dir := m.replicaDir(gid)
+		if _, err := os.Stat(filepath.Join(dir, "REMOVING")); err == nil {
+			m.log.Info("finishing interrupted replica removal", "group", gid)
+			if err := m.purge(gid); err != nil {
+				return err
+			}
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "replica.json"))
+		if err != nil {
+			// Created but never recorded: nothing was acknowledged from it.
+			m.log.Warn("replica dir without record, removing", "group", gid, "error", err)
+			if err := m.purge(gid); err != nil {
+				return err
+			}
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return fmt.Errorf("shard: replica %d: decode replica.json: %w", gid, err)
+		}
+		if rec.Format != replicaFormat {
+			return fmt.Errorf("shard: replica %d: unknown replica.json format %d", gid, rec.Format)
+		}
+		m.records[gid] = rec
+	}
+	groups, err := m.logs.Groups()
+	if err != nil {
+		return fmt.Errorf("shard: list log groups: %w", err)
+	}
+	for _, gid := range groups {
+		if _, ok := m.records[gid]; !ok {
+			m.log.Warn("raft log without replica, removing", "group", gid)
+			if err := m.logs.DeleteGroup(gid); err != nil {
+				return fmt.Errorf("shard: delete orphan log %d: %w", gid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// StartExisting starts every replica found on disk.
+func (m *Manager) StartExisting() error {
+	m.mu.RLock()
+	recs := make([]record, 0, len(m.records))
+	for _, r := range m.records {
+		recs = append(recs, r)
+	}
+	m.mu.RUnlock()
+	sort.Slice(recs, func(i, j int) bool { return recs[i].GroupID < recs[j].GroupID })
+	for _, rec := range recs {
+		if _, err := m.Ensure(ReplicaSpec{GroupID: rec.GroupID, Channel: rec.Channel, MetaIndex: rec.MetaIndex}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ensure starts the replica if it is not running, bootstrapping the group
+// when spec.Peers is set and the replica has no Raft state.
+func (m *Manager) Ensure(spec ReplicaSpec) (*Replica, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrStopped
+	}
+	if r, ok := m.replicas[spec.GroupID]; ok {
+		return r, nil
+	}
+	r, err := m.start(spec)
+	if err != nil {
+		return nil, fmt.Errorf("shard: start replica %d (%s): %w", spec.GroupID, spec.Channel, err)
+	}
+	m.replicas[spec.GroupID] = r
+	m.metrics.replicas.Set(float64(len(m.replicas)))
+	return r, nil
+}
+
+func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
+	gid := spec.GroupID
+	if gid == 0 {
+		return nil, errors.New("group id 0 is reserved for the meta group")
+	}
+	dir := m.replicaDir(gid)
+	rec, known := m.records[gid]
+	if !known {
+		rec = record{Format: replicaFormat, GroupID: gid, Channel: spec.Channel,
+			ServerID: string(m.cfg.ServerID), MetaIndex: spec.MetaIndex}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := writeFileSync(filepath.Join(dir, "replica.json"), rec); err != nil {
+			return nil, err
+		}
+		m.records[gid] = rec
+	}
+	logger := m.log.Named("raft").With("channel", rec.Channel, "group", gid)
+	if m.log.IsInfo() && !m.log.IsDebug() {
+		// Elections of hundreds of groups would flood INFO.
+		logger.SetLevel(hclog.Warn)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 1, logger)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot store: %w", err)
+	}
+	ch, err := m.state.Channel(gid)
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	fail := func(err error) (*Replica, error) {
+		ch.Close()
+		return nil, err
+	}
+	if err := restoreIfBehind(ch, snaps); err != nil {
+		return fail(err)
+	}
+	store := m.logs.Group(gid)
+	cache, err := raft.NewLogCache(512, store)
+	if err != nil {
+		return fail(err)
+	}
+	trans, err := m.cfg.Transport.Group(gid)
+	if err != nil {
+		return fail(fmt.Errorf("transport: %w", err))
+	}
+	conf := m.cfg.Raft.RaftConfig(raft.ServerID(rec.ServerID), logger)
+	if len(spec.Peers) > 0 {
+		has, err := raft.HasExistingState(cache, store, snaps)
+		if err != nil {
+			trans.Close()
+			return fail(err)
+		}
+		if !has {
+			if err := raft.BootstrapCluster(conf, cache, store, snaps, trans, raft.Configuration{Servers: spec.Peers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				trans.Close()
+				return fail(fmt.Errorf("bootstrap: %w", err))
+			}
+		}
+	}
+	rf, err := raft.NewRaft(conf, ch, cache, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		return fail(fmt.Errorf("new raft: %w", err))
+	}
+	return &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
+		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m}, nil
+}
+
+// restoreIfBehind restores the FSM from the newest snapshot when the FSM's
+// persisted state is older than it: raft will not replay entries the
+// snapshot covers (RAFT-NOTES §1).
+func restoreIfBehind(ch *fsm.Channel, snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	if ch.Applied() >= list[0].Index {
+		return nil
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
+	}
+	if err := ch.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
+	}
+	return nil
+}
+
+// Replica returns the running replica of a group.
+func (m *Manager) Replica(gid uint64) (*Replica, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, ok := m.replicas[gid]
+	return r, ok
+}
+
+// Replicas returns every running replica, by group id.
+func (m *Manager) Replicas() []*Replica {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Replica, 0, len(m.replicas))
+	for _, r := range m.replicas {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GroupID < out[j].GroupID })
+	return out
+}
+
+// MetaIndex returns the meta index recorded for a local replica.
+func (m *Manager) MetaIndex(gid uint64) (uint64, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	rec, ok := m.records[gid]
+	return rec.MetaIndex, ok
+}
+
+// Remove stops a replica and deletes all of its data: a durable tombstone
+// first, so a crash halfway is finished at the next boot (DESIGN decision 9).
+func (m *Manager) Remove(gid uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.records[gid]; !ok {
+		return nil
+	}
+	dir := m.replicaDir(gid)
+	if err := writeFileSync(filepath.Join(dir, "REMOVING"), struct{}{}); err != nil {
+		return fmt.Errorf("shard: tombstone replica %d: %w", gid, err)
+	}
+	if r, ok := m.replicas[gid]; ok {
+		r.stop()
+		delete(m.replicas, gid)
+		m.metrics.replicas.Set(float64(len(m.replicas)))
+	}
+	return m.purge(gid)
+}
+
+func (m *Manager) purge(gid uint64) error {
+	if err := m.state.DeleteChannel(gid); err != nil {
+		return fmt.Errorf("shard: delete state of %d: %w", gid, err)
+	}
+	if err := m.logs.DeleteGroup(gid); err != nil {
+		return fmt.Errorf("shard: delete log of %d: %w", gid, err)
+	}
+	if err := os.RemoveAll(m.replicaDir(gid)); err != nil {
+		return fmt.Errorf("shard: delete replica dir %d: %w", gid, err)
+	}
+	delete(m.records, gid)
+	return nil
+}
+
+func (r *Replica) stop() {
+	if err := r.raft.Shutdown().Error(); err != nil {
+		r.m.log.Warn("raft shutdown", "group", r.GroupID, "error", err)
+	}
+	r.trans.Close()
+	r.fsm.Close()
+}
+
+// Close stops every replica, leaders first handing leadership to a follower
+// so the group does not wait an election timeout, then closes the databases.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	reps := make([]*Replica, 0, len(m.replicas))
+	for _, r := range m.replicas {
+		reps = append(reps, r)
+	}
+	m.replicas = map[uint64]*Replica{}
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, r := range reps {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(r *Replica) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if r.raft.State() == raft.Leader {
+				f := r.raft.LeadershipTransfer()
+				done := make(chan struct{})
+				go func() { _ = f.Error(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(2 * time.Second):
+				}
+			}
+			r.stop()
+		}(r)
+	}
+	wg.Wait()
+	var errs []error
+	if m.state != nil {
+		errs = append(errs, m.state.Close())
+	}
+	if m.logs != nil {
+		errs = append(errs, m.logs.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Kill stops every replica without handing over leadership, as a crash
+// would, but still closes files (tests use it to simulate a hard stop).
+func (m *Manager) Kill() error {
+	m.mu.Lock()
+	m.closed = true
+	reps := m.replicas
+	m.replicas = map[uint64]*Replica{}
+	m.mu.Unlock()
+	for _, r := range reps {
+		r.stop()
+	}
+	return errors.Join(m.state.Close(), m.logs.Close())
+}
+
+func writeFileSync(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

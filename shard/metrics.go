@@ -1,0 +1,41 @@
+package shard
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	replicas        prometheus.Gauge
+	proposals       prometheus.Counter
+	proposalErrors  *prometheus.CounterVec
+	proposalSeconds prometheus.Histogram
+	readBarriers    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		replicas: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "replicas",
+			Help: "Channel replicas running on this node.",
+		}),
+		proposals: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "proposals_total",
+			Help: "Channel commands committed and applied through this node as leader.",
+		}),
+		proposalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "proposal_errors_total",
+			Help: "Proposals that failed, by reason (overloaded, unknown).",
+		}, []string{"reason"}),
+		proposalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "proposal_seconds",
+			Help:    "Time from proposal to apply on the leader.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}),
+		readBarriers: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "read_barriers_total",
+			Help: "Linearizable read barriers (heartbeat rounds, no log writes).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.readBarriers)
+	}
+	return m
+}

@@ -1,0 +1,321 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// GroupTransport is one Raft group's view of the node transport. It
+// implements raft.Transport, raft.WithPreVote and raft.WithClose. An idle
+// group costs its consumer channel and one entry in the node's group map:
+// no goroutine and no buffer of its own.
+type GroupTransport struct {
+	node      *Node
+	gid       uint64
+	consumeCh chan raft.RPC
+	closed    chan struct{}
+	closeOnce sync.Once
+	heartbeat atomic.Pointer[func(raft.RPC)]
+}
+
+var (
+	_ raft.Transport   = (*GroupTransport)(nil)
+	_ raft.WithPreVote = (*GroupTransport)(nil)
+	_ raft.WithClose   = (*GroupTransport)(nil)
+)
+
+// ID returns the group id the transport routes by.
+func (g *GroupTransport) ID() uint64 { return g.gid }
+
+// Consumer implements raft.Transport.
+func (g *GroupTransport) Consumer() <-chan raft.RPC { return g.consumeCh }
+
+// LocalAddr implements raft.Transport: the node's advertised address, shared
+// by every group on the node (the group id routes, not the address).
+func (g *GroupTransport) LocalAddr() raft.ServerAddress { return g.node.addr }
+
+// EncodePeer implements raft.Transport: the address bytes as they are.
+func (g *GroupTransport) EncodePeer(_ raft.ServerID, addr raft.ServerAddress) []byte {
+	return []byte(addr)
+}
+
+// DecodePeer implements raft.Transport.
+func (g *GroupTransport) DecodePeer(b []byte) raft.ServerAddress { return raft.ServerAddress(b) }
+
+// SetHeartbeatHandler implements raft.Transport. Heartbeats for the group are
+// handed to cb on the stream's goroutine, never queued behind the consumer.
+func (g *GroupTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
+	if cb == nil {
+		g.heartbeat.Store(nil)
+		return
+	}
+	g.heartbeat.Store(&cb)
+}
+
+// Close implements raft.WithClose: it unregisters the group from the node and
+// fails its pending RPCs, inbound and outbound. Sessions and streams other
+// groups use stay open. The node accepts a new registration of the same id
+// afterwards (a replica restarting).
+func (g *GroupTransport) Close() error {
+	g.closeOnce.Do(func() {
+		// Close first so trackStream admits nothing after the sweep.
+		g.node.inflightMu.Lock()
+		close(g.closed)
+		g.node.inflightMu.Unlock()
+		g.node.unregister(g)
+		g.node.abortGroupStreams(g)
+	})
+	return nil
+}
+
+func (g *GroupTransport) isClosed() bool {
+	select {
+	case <-g.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *GroupTransport) errClosed() error {
+	return fmt.Errorf("%w: group %d", ErrClosed, g.gid)
+}
+
+// AppendEntries implements raft.Transport.
+func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	label := labelAppendEntries
+	if isHeartbeat(args) {
+		label = labelHeartbeat
+	}
+	body, err := g.call(target, typeAppendEntries, label, func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
+	if err == nil {
+		err = decodeAppendEntriesResponse(body, resp)
+	}
+	return g.result(label, target, err)
+}
+
+// RequestVote implements raft.Transport.
+func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	body, err := g.call(target, typeRequestVote, labelRequestVote, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
+	if err == nil {
+		err = decodeRequestVoteResponse(body, resp)
+	}
+	return g.result(labelRequestVote, target, err)
+}
+
+// RequestPreVote implements raft.WithPreVote.
+func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	body, err := g.call(target, typeRequestPreVote, labelRequestPreVote, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
+	if err == nil {
+		err = decodeRequestPreVoteResponse(body, resp)
+	}
+	return g.result(labelRequestPreVote, target, err)
+}
+
+// TimeoutNow implements raft.Transport.
+func (g *GroupTransport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	body, err := g.call(target, typeTimeoutNow, labelTimeoutNow, func(b []byte) []byte { return appendTimeoutNowRequest(b, args) })
+	if err == nil {
+		err = decodeTimeoutNowResponse(body, resp)
+	}
+	return g.result(labelTimeoutNow, target, err)
+}
+
+// result counts a failed RPC and gives its error context.
+func (g *GroupTransport) result(label int, target raft.ServerAddress, err error) error {
+	if err == nil {
+		return nil
+	}
+	g.node.metrics.errors[label].Inc()
+	if g.isClosed() && !errors.Is(err, ErrClosed) {
+		err = fmt.Errorf("%w (%v)", g.errClosed(), err)
+	}
+	return fmt.Errorf("transport: %s to %s (group %d): %w", labelNames[label], target, g.gid, err)
+}
+
+// call sends one request frame on an RPC stream of its own and returns the
+// response body. The stream goes back to the peer's idle pool only after a
+// complete exchange; any failure aborts it, since a late response could
+// otherwise be read by the next RPC.
+func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, encode func([]byte) []byte) ([]byte, error) {
+	n := g.node
+	n.metrics.sent[label].Inc()
+	if g.isClosed() {
+		return nil, g.errClosed()
+	}
+	deadline := time.Now().Add(n.cfg.RPCTimeout)
+	p, err := n.peer(string(target))
+	if err != nil {
+		return nil, err
+	}
+	st, fresh, err := p.stream(deadline)
+	if err != nil {
+		return nil, err
+	}
+	if !n.trackStream(st, g) {
+		_ = st.Close()
+		return nil, g.errClosed()
+	}
+	defer n.untrackStream(st)
+
+	buf := getBuf()
+	b := (*buf)[:0]
+	if fresh {
+		b = append(b, kindRPC)
+	}
+	off := len(b)
+	b = appendRequestHeader(b, g.gid, typ)
+	b = encode(b)
+	if err := finishRequest(b, off); err != nil {
+		putBuf(buf, b)
+		_ = st.Close()
+		return nil, err
+	}
+	_ = st.SetDeadline(deadline)
+	err = writeChunked(st, b)
+	putBuf(buf, b)
+	if err != nil {
+		abortStream(st)
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	body, err := readResponse(st)
+	if err != nil {
+		var remote *RemoteError
+		if !errors.As(err, &remote) {
+			abortStream(st)
+			return nil, fmt.Errorf("receive: %w", err)
+		}
+	}
+	_ = st.SetDeadline(time.Time{})
+	p.release(st)
+	return body, err
+}
+
+// InstallSnapshot implements raft.Transport. The snapshot goes on a stream of
+// its own: the request frame, the peer's go-ahead (so an unknown group is
+// refused before any data moves), then exactly args.Size bytes read from data
+// in small chunks, then the final response. Nothing is buffered beyond one
+// chunk, and no other RPC waits behind it.
+func (g *GroupTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	err := g.installSnapshot(target, args, resp, data)
+	return g.result(labelInstallSnapshot, target, err)
+}
+
+func (g *GroupTransport) installSnapshot(target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	n := g.node
+	n.metrics.sent[labelInstallSnapshot].Inc()
+	if g.isClosed() {
+		return g.errClosed()
+	}
+	if args.Size < 0 {
+		return fmt.Errorf("transport: negative snapshot size %d", args.Size)
+	}
+	timeout := n.cfg.RPCTimeout
+	p, err := n.peer(string(target))
+	if err != nil {
+		return err
+	}
+	sess, err := p.session(context.Background(), time.Now().Add(timeout))
+	if err != nil {
+		return err
+	}
+	st, err := sess.OpenStream()
+	if err != nil {
+		return fmt.Errorf("open snapshot stream: %w", err)
+	}
+	if !n.trackStream(st, g) {
+		_ = st.Close()
+		return g.errClosed()
+	}
+	defer func() {
+		n.untrackStream(st)
+		abortStream(st)
+	}()
+
+	buf := getBuf()
+	defer func() { putBuf(buf, (*buf)[:0]) }()
+	b := append((*buf)[:0], kindSnapshot)
+	b = appendRequestHeader(b, g.gid, typeInstallSnapshot)
+	b = appendInstallSnapshotRequest(b, args)
+	if err := finishRequest(b, 1); err != nil {
+		return err
+	}
+	_ = st.SetDeadline(time.Now().Add(timeout))
+	if err := writeChunked(st, b); err != nil {
+		return fmt.Errorf("send snapshot request: %w", err)
+	}
+	if _, err := readResponse(st); err != nil {
+		return fmt.Errorf("snapshot refused: %w", err)
+	}
+
+	if cap(b) < writeChunk {
+		b = make([]byte, writeChunk)
+	}
+	chunk := b[:writeChunk]
+	*buf = b[:0]
+	for left := args.Size; left > 0; {
+		m, rerr := io.ReadFull(data, chunk[:min(int64(len(chunk)), left)])
+		if m > 0 {
+			// An idle deadline: a large snapshot may take long in total,
+			// but every chunk must move within the RPC timeout.
+			_ = st.SetWriteDeadline(time.Now().Add(timeout))
+			if _, err := st.Write(chunk[:m]); err != nil {
+				return fmt.Errorf("send snapshot data: %w", err)
+			}
+			left -= int64(m)
+		}
+		if rerr != nil && left > 0 {
+			return fmt.Errorf("read snapshot at %d of %d bytes: %w", args.Size-left, args.Size, rerr)
+		}
+	}
+
+	_ = st.SetReadDeadline(time.Now().Add(snapshotTimeout(timeout, args.Size)))
+	body, err := readResponse(st)
+	if err != nil {
+		return fmt.Errorf("snapshot response: %w", err)
+	}
+	return decodeInstallSnapshotResponse(body, resp)
+}
+
+// snapshotTimeout is how long the receiver may take to spool and restore a
+// snapshot of size bytes before answering.
+func snapshotTimeout(base time.Duration, size int64) time.Duration {
+	return base * time.Duration(max(1, size/snapshotTimeoutScale))
+}
+
+// AppendEntriesPipeline implements raft.Transport; see pipeline.go.
+func (g *GroupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	n := g.node
+	if g.isClosed() {
+		return nil, g.errClosed()
+	}
+	p, err := n.peer(string(target))
+	if err != nil {
+		return nil, err
+	}
+	sess, err := p.session(context.Background(), time.Now().Add(n.cfg.RPCTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", target, g.gid, err)
+	}
+	st, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", target, g.gid, err)
+	}
+	if !n.trackStream(st, g) {
+		_ = st.Close()
+		return nil, g.errClosed()
+	}
+	pl := newPipeline(g, target, st)
+	if !n.goFunc(pl.decodeLoop) {
+		pl.Close()
+		return nil, ErrClosed
+	}
+	return pl, nil
+}

@@ -1,0 +1,72 @@
+package transport
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RPC kinds as metric labels. Heartbeats are counted apart from
+// AppendEntries because they are most of an idle node's traffic. No group
+// label: a node hosts 1000+ groups.
+const (
+	labelAppendEntries = iota
+	labelHeartbeat
+	labelRequestVote
+	labelRequestPreVote
+	labelInstallSnapshot
+	labelTimeoutNow
+	numLabels
+)
+
+var labelNames = [numLabels]string{
+	labelAppendEntries:   "append_entries",
+	labelHeartbeat:       "heartbeat",
+	labelRequestVote:     "request_vote",
+	labelRequestPreVote:  "request_pre_vote",
+	labelInstallSnapshot: "install_snapshot",
+	labelTimeoutNow:      "timeout_now",
+}
+
+type metrics struct {
+	sent              [numLabels]prometheus.Counter
+	errors            [numLabels]prometheus.Counter
+	handshakeFailures prometheus.Counter
+	sessions          prometheus.Gauge
+}
+
+// newMetrics creates the node's collectors and registers them when reg is
+// non-nil. The per-label counters are resolved once here so the RPC path
+// does no label lookup.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "shardnet", Subsystem: "transport", Name: "rpcs_sent_total",
+		Help: "Raft RPCs this node sent, by type (pipelined AppendEntries included).",
+	}, []string{"type"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "shardnet", Subsystem: "transport", Name: "rpc_errors_total",
+		Help: "Raft RPCs this node sent that failed (network, timeout or remote error), by type.",
+	}, []string{"type"})
+	m := &metrics{
+		handshakeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "handshake_failures_total",
+			Help: "Cluster connections (inbound or outbound) dropped because the peer did not prove the cluster key or spoke another protocol.",
+		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "sessions",
+			Help: "Open multiplexed cluster connections, inbound and outbound.",
+		}),
+	}
+	for i, name := range labelNames {
+		m.sent[i] = sent.WithLabelValues(name)
+		m.errors[i] = errs.WithLabelValues(name)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{sent, errs, m.handshakeFailures, m.sessions} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("transport: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

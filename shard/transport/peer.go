@@ -1,0 +1,226 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// peer is this node's outbound side towards one cluster address: one yamux
+// session, dialed lazily and re-dialed after it breaks, and a small pool of
+// idle RPC streams on it.
+type peer struct {
+	n    *Node
+	addr string
+
+	mu        sync.Mutex
+	closed    bool
+	sess      *yamux.Session
+	idle      []*yamux.Stream
+	dialing   chan struct{} // non-nil while a dial runs; closed when it ends
+	lastErr   error         // the last dial failure, kept for dialBackoff
+	lastErrAt time.Time
+
+	// Prober state (probe.go).
+	lastUsed atomic.Int64 // unix nanos of the last RPC or PeerHealthy call
+	probing  bool         // a probe goroutine is running
+	lastOK   time.Time    // the last answered probe
+	healthy  bool         // as of the last probe tick
+}
+
+// peer returns the peer for addr, creating it on first use.
+func (n *Node) peer(addr string) (*peer, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	p := n.peers[addr]
+	if p == nil {
+		p = &peer{n: n, addr: addr}
+		n.peers[addr] = p
+	}
+	p.lastUsed.Store(time.Now().UnixNano())
+	return p, nil
+}
+
+// session returns the live session to the peer, dialing if needed. Dials
+// are shared: concurrent callers wait for the one in progress, each until its
+// own deadline or ctx.
+func (p *peer) session(ctx context.Context, deadline time.Time) (*yamux.Session, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if p.sess != nil && !p.sess.IsClosed() {
+			s := p.sess
+			p.mu.Unlock()
+			return s, nil
+		}
+		if p.dialing == nil {
+			if since := time.Since(p.lastErrAt); p.lastErr != nil && since < dialBackoff {
+				err := p.lastErr
+				p.mu.Unlock()
+				return nil, fmt.Errorf("transport: %s unreachable (dial failed %v ago): %w", p.addr, since.Round(time.Millisecond), err)
+			}
+			p.dialing = make(chan struct{})
+			ch := p.dialing
+			if !p.n.goFunc(func() { p.dial(ch) }) {
+				p.dialing = nil
+				p.mu.Unlock()
+				return nil, ErrClosed
+			}
+		}
+		ch := p.dialing
+		p.mu.Unlock()
+
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-ch:
+			timer.Stop()
+			p.mu.Lock()
+			err := p.lastErr
+			fresh := p.sess != nil && !p.sess.IsClosed()
+			p.mu.Unlock()
+			if !fresh && err != nil {
+				return nil, err
+			}
+		case <-timer.C:
+			return nil, fmt.Errorf("transport: dial %s: %w", p.addr, context.DeadlineExceeded)
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("transport: dial %s: %w", p.addr, ctx.Err())
+		}
+	}
+}
+
+// dial connects, authenticates and starts a yamux client session, then
+// publishes it (or the error) and closes ch.
+func (p *peer) dial(ch chan struct{}) {
+	n := p.n
+	sess, err := n.dialSession(p.addr)
+	p.mu.Lock()
+	p.dialing = nil
+	if err != nil {
+		p.lastErr, p.lastErrAt = err, time.Now()
+	} else if p.closed {
+		_ = sess.Close()
+		p.lastErr = ErrClosed
+		sess = nil
+	} else {
+		p.lastErr = nil
+		p.sess = sess
+		p.idle = nil
+	}
+	close(ch)
+	p.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	n.metrics.sessions.Inc()
+	// Watch the session so the gauge is right and the dead session's idle
+	// streams are dropped at once, not on the next RPC.
+	<-sess.CloseChan()
+	n.metrics.sessions.Dec()
+	p.mu.Lock()
+	if p.sess == sess {
+		p.sess = nil
+		p.idle = nil
+	}
+	p.mu.Unlock()
+}
+
+func (n *Node) dialSession(addr string) (*yamux.Session, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if n.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+	}
+	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	err = clientHandshake(conn, n.cfg.ClusterKey)
+	if !stop() {
+		_ = conn.Close()
+		return nil, ErrClosed
+	}
+	if err != nil {
+		_ = conn.Close()
+		if errors.Is(err, ErrHandshake) {
+			n.metrics.handshakeFailures.Inc()
+			n.logger.Warn("cluster peer failed the handshake", "peer", addr, "error", err)
+		}
+		return nil, fmt.Errorf("transport: connect to %s: %w", addr, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	sess, err := yamux.Client(conn, n.ymux)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("transport: start session to %s: %w", addr, err)
+	}
+	n.logger.Debug("connected to peer", "peer", addr)
+	return sess, nil
+}
+
+// stream returns an idle RPC stream to the peer, or opens one (fresh: its
+// kind byte has not been written yet).
+func (p *peer) stream(deadline time.Time) (st *yamux.Stream, fresh bool, err error) {
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		st = p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		if st.Session() == p.sess && !p.sess.IsClosed() {
+			p.mu.Unlock()
+			return st, false, nil
+		}
+		_ = st.Close()
+	}
+	p.mu.Unlock()
+	sess, err := p.session(context.Background(), deadline)
+	if err != nil {
+		return nil, false, err
+	}
+	st, err = sess.OpenStream()
+	if err != nil {
+		return nil, false, fmt.Errorf("transport: open stream to %s: %w", p.addr, err)
+	}
+	return st, true, nil
+}
+
+// release returns a healthy RPC stream to the idle pool, or closes it when
+// the pool is full or the session changed.
+func (p *peer) release(st *yamux.Stream) {
+	st.Shrink()
+	p.mu.Lock()
+	if !p.closed && st.Session() == p.sess && len(p.idle) < maxIdleStreams {
+		p.idle = append(p.idle, st)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	_ = st.Close()
+}
+
+func (p *peer) close() {
+	p.mu.Lock()
+	p.closed = true
+	sess := p.sess
+	p.sess, p.idle = nil, nil
+	p.mu.Unlock()
+	if sess != nil {
+		_ = sess.Close()
+	}
+}

@@ -1,0 +1,161 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/hashicorp/yamux"
+)
+
+// pipeline is one group's AppendEntries pipeline to one follower: a
+// dedicated RPC stream on which requests are written in order while one
+// goroutine reads the responses in the same order. The receiving side needs
+// nothing special: it serves the stream like any RPC stream, one frame after
+// the other, and the requests that arrive meanwhile wait in the stream's
+// receive window.
+type pipeline struct {
+	g      *GroupTransport
+	target raft.ServerAddress
+	st     *yamux.Stream
+
+	// inflight holds the futures whose responses are still to be read; its
+	// capacity bounds the requests in flight (back-pressure on Raft).
+	inflight chan *appendFuture
+	done     chan raft.AppendFuture
+
+	writeMu sync.Mutex
+	fresh   bool // kind byte not yet written
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func newPipeline(g *GroupTransport, target raft.ServerAddress, st *yamux.Stream) *pipeline {
+	return &pipeline{
+		g:        g,
+		target:   target,
+		st:       st,
+		inflight: make(chan *appendFuture, pipelineDepth),
+		done:     make(chan raft.AppendFuture, pipelineDepth),
+		fresh:    true,
+		closed:   make(chan struct{}),
+	}
+}
+
+// AppendEntries implements raft.AppendPipeline. It blocks while
+// pipelineDepth requests await their responses.
+func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	n := p.g.node
+	n.metrics.sent[labelAppendEntries].Inc()
+	f := &appendFuture{start: time.Now(), req: args, resp: resp, ready: make(chan struct{})}
+	select {
+	case <-p.closed:
+		n.metrics.errors[labelAppendEntries].Inc()
+		return nil, raft.ErrPipelineShutdown
+	default:
+	}
+	// Queue before writing, so the decoder knows the future before its
+	// response can arrive; AppendEntries has a single caller (Raft's
+	// replication goroutine), so queue order is write order.
+	select {
+	case p.inflight <- f:
+	case <-p.closed:
+		n.metrics.errors[labelAppendEntries].Inc()
+		return nil, raft.ErrPipelineShutdown
+	}
+
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	buf := getBuf()
+	b := (*buf)[:0]
+	if p.fresh {
+		b = append(b, kindRPC)
+	}
+	off := len(b)
+	b = appendRequestHeader(b, p.g.gid, typeAppendEntries)
+	b = appendAppendEntriesRequest(b, args)
+	err := finishRequest(b, off)
+	if err == nil {
+		_ = p.st.SetWriteDeadline(time.Now().Add(n.cfg.RPCTimeout))
+		err = writeChunked(p.st, b)
+	}
+	putBuf(buf, b)
+	if err != nil {
+		// The stream may hold half a frame: nothing more can be sent on it.
+		// Aborting it also fails the queued future in the decoder.
+		n.metrics.errors[labelAppendEntries].Inc()
+		abortStream(p.st)
+		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", p.target, p.g.gid, err)
+	}
+	p.fresh = false
+	return f, nil
+}
+
+// decodeLoop reads the responses in order and hands each future to Raft.
+// After a stream failure every queued future fails too (Raft then closes the
+// pipeline and falls back to plain AppendEntries).
+func (p *pipeline) decodeLoop() {
+	n := p.g.node
+	for {
+		var f *appendFuture
+		select {
+		case f = <-p.inflight:
+		case <-p.closed:
+			return
+		}
+		_ = p.st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
+		body, err := readResponse(p.st)
+		if err == nil {
+			err = decodeAppendEntriesResponse(body, f.resp)
+		}
+		if err != nil {
+			n.metrics.errors[labelAppendEntries].Inc()
+			var remote *RemoteError
+			if !errors.As(err, &remote) {
+				abortStream(p.st)
+			}
+			f.err = fmt.Errorf("transport: pipeline to %s (group %d): %w", p.target, p.g.gid, err)
+		}
+		close(f.ready)
+		select {
+		case p.done <- f:
+		case <-p.closed:
+			return
+		}
+	}
+}
+
+// Consumer implements raft.AppendPipeline.
+func (p *pipeline) Consumer() <-chan raft.AppendFuture { return p.done }
+
+// Close implements raft.AppendPipeline: it aborts the stream (in-flight
+// requests get no answer) and stops the decoder.
+func (p *pipeline) Close() error {
+	p.closeOnce.Do(func() {
+		close(p.closed)
+		p.g.node.untrackStream(p.st)
+		abortStream(p.st)
+	})
+	return nil
+}
+
+// appendFuture implements raft.AppendFuture.
+type appendFuture struct {
+	start time.Time
+	req   *raft.AppendEntriesRequest
+	resp  *raft.AppendEntriesResponse
+	err   error
+	ready chan struct{}
+}
+
+func (f *appendFuture) Error() error {
+	<-f.ready
+	return f.err
+}
+
+func (f *appendFuture) Start() time.Time                      { return f.start }
+func (f *appendFuture) Request() *raft.AppendEntriesRequest   { return f.req }
+func (f *appendFuture) Response() *raft.AppendEntriesResponse { return f.resp }
