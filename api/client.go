@@ -16,6 +16,10 @@ import (
 // maxErrorBody bounds how much of an error response the client reads.
 const maxErrorBody = 64 << 10
 
+// maxValueBytes is the server's value limit (fsm.MaxValueBytes; this
+// package imports only the standard library).
+const maxValueBytes = 1 << 20
+
 // Client is a typed client of one node's HTTP API. Any node serves any
 // request: it forwards to the channel (or meta) leader itself. A Client is
 // safe for concurrent use.
@@ -126,7 +130,7 @@ func (c *Client) Put(ctx context.Context, channel, key string, value []byte, opt
 	if opts.CAS != nil {
 		q.Set("cas", strconv.FormatUint(*opts.CAS, 10))
 	}
-	resp, err := c.do(ctx, http.MethodPut, kvPath(channel, key), q, bytes.NewReader(value), "application/octet-stream")
+	resp, err := c.do(ctx, http.MethodPut, kvPath(channel, key), q, bytes.NewReader(value), "application/octet-stream", len(value) > maxValueBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -150,7 +154,7 @@ func (c *Client) Get(ctx context.Context, channel, key string, opts GetOptions) 
 			q.Set("wait", opts.Wait.String())
 		}
 	}
-	resp, err := c.do(ctx, http.MethodGet, kvPath(channel, key), q, nil, "")
+	resp, err := c.do(ctx, http.MethodGet, kvPath(channel, key), q, nil, "", false)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -220,7 +224,7 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 		}
 		body, ctype = bytes.NewReader(b), "application/json"
 	}
-	resp, err := c.do(ctx, method, path, q, body, ctype)
+	resp, err := c.do(ctx, method, path, q, body, ctype, false)
 	if err != nil {
 		return nil, err
 	}
@@ -239,8 +243,11 @@ func decodeBody(resp *http.Response, out any) error {
 	return nil
 }
 
-// do sends one request; an answer of 400 or above becomes an *Error.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
+// do sends one request; an answer of 400 or above becomes an *Error. With
+// expect, the body waits for "100 Continue": the node refuses an oversized
+// body before reading it, and without the handshake the client could see the
+// connection reset mid-upload instead of the 413.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string, expect bool) (*http.Response, error) {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -254,6 +261,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if expect {
+		req.Header.Set("Expect", "100-continue")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

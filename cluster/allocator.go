@@ -80,6 +80,11 @@ func place(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, req PlaceReques
 		if load[eligible[i].ID] != load[eligible[j].ID] {
 			return load[eligible[i].ID] < load[eligible[j].ID]
 		}
+		// At equal load, resource nodes first: hosting data is their job,
+		// and core nodes keep their headroom for the control plane.
+		if ri, rj := eligible[i].Role == fsm.RoleResource, eligible[j].Role == fsm.RoleResource; ri != rj {
+			return ri
+		}
 		return eligible[i].ID < eligible[j].ID
 	})
 	// Greedy: the least loaded node of a zone not used yet; once every zone

@@ -13,6 +13,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb"
 
 	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
 	"github.com/shardnet/shardnet/shard/transport"
 )
 
@@ -41,7 +42,7 @@ func openMeta(n *Node) (*metaGroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open meta log: %w", err)
 	}
-	logger := n.log.Named("meta").Named("raft")
+	logger := shard.Quiet(n.log.Named("meta").Named("raft"))
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger)
 	if err != nil {
 		store.Close()

@@ -129,13 +129,33 @@ func New(cfg Config) (*Node, error) {
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()
-	if err := n.gossip.join(cfg.Join); err != nil {
-		// Not fatal: peers may come up later and join us.
-		n.log.Warn("initial join failed; waiting for peers to join", "error", err)
+	if len(cfg.Join) > 0 {
+		n.wg.Add(1)
+		go n.retryJoin()
 	}
 	n.log.Info("node started", "id", cfg.Name, "role", cfg.Role, "cluster", n.trans.Addr(),
 		"gossip", n.gossip.addr(), "http", cfg.HTTPAddr, "server_id", n.serverID)
 	return n, nil
+}
+
+// retryJoin joins the -join addresses, retrying until one answers: peers
+// may start after us (Consul's retry-join).
+func (n *Node) retryJoin() {
+	defer n.wg.Done()
+	for attempt := 0; ; attempt++ {
+		err := n.gossip.join(n.cfg.Join)
+		if err == nil || len(n.gossip.snapshot()) > 1 {
+			return
+		}
+		if attempt == 5 {
+			n.log.Warn("still cannot join any peer; retrying", "join", n.cfg.Join, "error", err)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func advertise(host string, port int) string {

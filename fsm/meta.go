@@ -92,6 +92,7 @@ type MetaResult struct {
 
 type metaState struct {
 	Version     int                       `json:"version"`
+	Applied     uint64                    `json:"applied"` // the index the snapshot reflects
 	ClusterID   string                    `json:"cluster_id"`
 	NextGroupID uint64                    `json:"next_group_id"`
 	Nodes       map[string]*NodeRecord    `json:"nodes"`
@@ -133,6 +134,9 @@ func (m *Meta) Apply(l *raft.Log) interface{} {
 	cmd, err := DecodeMeta(l.Data)
 	if err != nil {
 		if errors.Is(err, errSkippable) {
+			m.mu.Lock()
+			m.applied = l.Index
+			m.mu.Unlock()
 			return &MetaResult{Index: l.Index}
 		}
 		panic(fmt.Sprintf("fsm: meta: committed entry %d cannot be decoded: %v", l.Index, err))
@@ -281,8 +285,9 @@ func cloneChannel(c *ChannelRecord) ChannelRecord {
 
 // Snapshot captures the state; it is small, so a deep copy is enough.
 func (m *Meta) Snapshot() (raft.FSMSnapshot, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st.Applied = m.applied
 	b, err := json.Marshal(&m.st) // encoding/json sorts map keys: deterministic bytes
 	if err != nil {
 		return nil, fmt.Errorf("fsm: meta snapshot: %w", err)
@@ -309,6 +314,7 @@ func (m *Meta) Restore(rc io.ReadCloser) error {
 	}
 	m.mu.Lock()
 	m.st = st
+	m.applied = st.Applied
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()

@@ -73,6 +73,7 @@ var errorTable = []struct {
 	{cluster.ErrNotMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	{errUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{shard.ErrStopped, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{fsm.ErrClosed, http.StatusServiceUnavailable, api.CodeUnavailable, true}, // a read of a replica being closed
 	{errStopping, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{errNotReady, http.StatusServiceUnavailable, api.CodeNotReady, true},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, api.CodeTimeout, false},

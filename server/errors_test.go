@@ -45,6 +45,7 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("%w: %w", shard.ErrOutcomeUnknown, context.DeadlineExceeded), 503, api.CodeOutcomeUnknown, false},
 		{shard.ErrOverloaded, 429, api.CodeOverloaded, true},
 		{shard.ErrStopped, 503, api.CodeUnavailable, true},
+		{fsm.ErrClosed, 503, api.CodeUnavailable, true},
 		{context.DeadlineExceeded, 503, api.CodeTimeout, false},
 		{errors.New("disk on fire"), 500, api.CodeInternal, false},
 	}
@@ -95,6 +96,15 @@ func TestBusinessOutcomes(t *testing.T) {
 	if got := resp.Header.Get(api.HeaderIndex); got != "3" {
 		t.Errorf("missing key X-Shardnet-Index %q, want the applied index 3", got)
 	}
+	// A result of a replica closed under the proposal: outcome unknown.
+	f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
+		return &fsm.Result{Index: 9, Err: fsm.ErrClosed}, nil
+	}
+	resp = do(t, hs.URL, "PUT", "/v1/channels/nft/kv/a", []byte("v"), nil)
+	if resp.StatusCode != 503 || errorBody(t, resp).Code != api.CodeOutcomeUnknown || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("ErrClosed result: %d, want 503 outcome_unknown without Retry-After", resp.StatusCode)
+	}
+	f.propose = nil
 	resp = do(t, hs.URL, "GET", "/v1/channels/other/kv/a", nil, nil)
 	if resp.StatusCode != 404 || errorBody(t, resp).Code != api.CodeChannelNotFound {
 		t.Fatalf("get in a missing channel: %d, want 404 channel_not_found", resp.StatusCode)

@@ -60,6 +60,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re
 			pr.Out.URL.Host = re.Addr
 			pr.Out.Host = re.Addr
 			pr.Out.Header.Set(api.HeaderForwarded, s.nodeID)
+			// The body is already here: the client got its 100 Continue.
+			pr.Out.Header.Del("Expect")
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil
 			if len(body) == 0 {

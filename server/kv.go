@@ -173,7 +173,11 @@ func (s *Server) propose(ctx context.Context, ch string, cmd fsm.Command) (*fsm.
 	if res == nil {
 		return nil, errors.New("server: the backend returned no result for a proposal")
 	}
-	if res.Err != nil {
+	switch {
+	case errors.Is(res.Err, fsm.ErrClosed):
+		// The replica closed under the proposal: it may be applied elsewhere.
+		return nil, fmt.Errorf("%w: %w", shard.ErrOutcomeUnknown, res.Err)
+	case res.Err != nil:
 		return nil, withIndex(res.Err, res.Index)
 	}
 	return res, nil

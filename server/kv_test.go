@@ -19,7 +19,8 @@ import (
 func clientFor(t *testing.T, cfg Config) (*api.Client, *Server, string) {
 	t.Helper()
 	s, hs := testServer(t, cfg)
-	return api.NewClient(hs.URL, cfg.Token, hs.Client()), s, hs.URL
+	// A nil http.Client: the default transport honours Expect: 100-continue.
+	return api.NewClient(hs.URL, cfg.Token, nil), s, hs.URL
 }
 
 func u64(n uint64) *uint64 { return &n }

@@ -387,7 +387,7 @@ type recorder struct {
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if !r.wroteHeader {
+	if !r.wroteHeader && code >= 200 { // 1xx are interim, not the answer
 		r.status, r.wroteHeader = code, true
 	}
 	r.ResponseWriter.WriteHeader(code)

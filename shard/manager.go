@@ -206,21 +206,16 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	dir := m.replicaDir(gid)
 	rec, known := m.records[gid]
 	if !known {
+		// replica.json is written only once the group is bootstrapped (below):
+		// a crash before that leaves a dir without a record, or a log without
+		// a replica, and scan() removes both, so the reconciler starts over.
 		rec = record{Format: replicaFormat, GroupID: gid, Channel: spec.Channel,
 			ServerID: string(m.cfg.ServerID), MetaIndex: spec.MetaIndex}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := writeFileSync(filepath.Join(dir, "replica.json"), rec); err != nil {
-			return nil, err
-		}
-		m.records[gid] = rec
 	}
-	logger := m.log.Named("raft").With("channel", rec.Channel, "group", gid)
-	if m.log.IsInfo() && !m.log.IsDebug() {
-		// Elections of hundreds of groups would flood INFO.
-		logger.SetLevel(hclog.Warn)
-	}
+	logger := Quiet(m.log.Named("raft").With("channel", rec.Channel, "group", gid))
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 1, logger)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
@@ -258,6 +253,13 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 				return fail(fmt.Errorf("bootstrap: %w", err))
 			}
 		}
+	}
+	if !known {
+		if err := writeFileSync(filepath.Join(dir, "replica.json"), rec); err != nil {
+			trans.Close()
+			return fail(err)
+		}
+		m.records[gid] = rec
 	}
 	rf, err := raft.NewRaft(conf, ch, cache, store, snaps, trans)
 	if err != nil {

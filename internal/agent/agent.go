@@ -67,7 +67,7 @@ func Start(opts Options) (*Agent, error) {
 		Backend:  node,
 		Token:    opts.Token,
 		NodeID:   cfg.Name,
-		Logger:   cfg.Logger.Named("http"),
+		Logger:   cfg.Logger,
 		Registry: cfg.Registry,
 	})
 	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: "http://" + cfg.HTTPAddr}

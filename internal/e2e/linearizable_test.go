@@ -27,6 +27,7 @@ func TestLinearizableReadsAcrossLeaderChange(t *testing.T) {
 	wg.Add(1)
 	go func() { // the single writer: 1, 2, 3, ... (bounded)
 		defer wg.Done()
+		node := 0
 		for v := int64(1); v <= 5000; v++ {
 			for {
 				select {
@@ -34,7 +35,8 @@ func TestLinearizableReadsAcrossLeaderChange(t *testing.T) {
 					return
 				default:
 				}
-				_, err := c.Client(int(v)%3).Put(ctx, "lin", "counter", []byte(strconv.FormatInt(v, 10)), api.PutOptions{})
+				node = (node + 1) % 3
+				_, err := c.Client(node).Put(ctx, "lin", "counter", []byte(strconv.FormatInt(v, 10)), api.PutOptions{})
 				if err == nil {
 					acked.Store(v)
 					break

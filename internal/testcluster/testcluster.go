@@ -347,17 +347,29 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	}
 }
 
+// nextPort hands out ports below Linux's ephemeral range (32768+), so a
+// port chosen for a node cannot be taken meanwhile by an outgoing
+// connection; each test process starts at its own offset.
+var nextPort atomic.Int64
+
+func init() { nextPort.Store(int64(20000 + (os.Getpid()*97)%10000)) }
+
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
+	for range 200 {
+		port := int(nextPort.Add(1))
+		if port >= 32000 {
+			nextPort.Store(20000)
+			continue
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
 		ln.Close()
 		// memberlist also needs the UDP port.
-		if u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+		if u, err := net.ListenPacket("udp", addr); err == nil {
 			u.Close()
 			return port
 		}

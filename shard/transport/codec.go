@@ -179,6 +179,16 @@ func appendTimeoutNowResponse(b []byte, r *raft.TimeoutNowResponse) []byte {
 	return appendHeader(b, &r.RPCHeader)
 }
 
+// appendEntriesSizeHint is a close upper bound of the encoded size, so the
+// encode buffer is allocated once instead of doubling through a large batch.
+func appendEntriesSizeHint(r *raft.AppendEntriesRequest) int {
+	n := 64 + len(r.ID) + len(r.Addr) + len(r.Leader)
+	for _, e := range r.Entries {
+		n += 48 + len(e.Data) + len(e.Extensions)
+	}
+	return n
+}
+
 // ---- decoding ----
 
 // decoder reads fields from a body; the first failure sticks, so callers

@@ -47,6 +47,12 @@ const (
 	// maxPooledBuf: encode buffers larger than this are left to the GC
 	// rather than kept in the pool.
 	maxPooledBuf = 1 << 20
+
+	// shrinkAfter: after reading a frame body larger than this, the stream
+	// gives yamux's receive buffer back, so an idle pooled stream does not
+	// hold the memory of the largest frame it ever carried. Smaller frames
+	// keep it: reallocating it costs three allocations per frame.
+	shrinkAfter = 32 << 10
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -115,7 +121,9 @@ func readBody(r io.Reader, n uint32) ([]byte, error) {
 	b := make([]byte, 0, eagerAlloc)
 	for len(b) < int(n) {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)] // let append pick the growth
+			nb := make([]byte, len(b), min(2*cap(b), int(n)))
+			copy(nb, b)
+			b = nb
 		}
 		end := min(cap(b), int(n))
 		m, err := io.ReadFull(r, b[len(b):end])
@@ -127,10 +135,11 @@ func readBody(r io.Reader, n uint32) ([]byte, error) {
 	return b, nil
 }
 
-// readRequest reads one request frame.
-func readRequest(r io.Reader) (gid uint64, typ uint8, body []byte, err error) {
-	var h [reqHeaderSize]byte
-	if _, err = io.ReadFull(r, h[:]); err != nil {
+// readRequest reads one request frame. scratch (at least reqHeaderSize
+// bytes) holds the header, so reading does not allocate one.
+func readRequest(r io.Reader, scratch []byte) (gid uint64, typ uint8, body []byte, err error) {
+	h := scratch[:reqHeaderSize]
+	if _, err = io.ReadFull(r, h); err != nil {
 		return 0, 0, nil, err
 	}
 	gid = binary.BigEndian.Uint64(h[:8])
@@ -139,11 +148,12 @@ func readRequest(r io.Reader) (gid uint64, typ uint8, body []byte, err error) {
 	return gid, typ, body, err
 }
 
-// readResponse reads one response frame. A remote error is returned as
+// readResponse reads one response frame into a new body; scratch (at least
+// respHeaderSize bytes) holds the header. A remote error is returned as
 // *RemoteError; err is then the only result.
-func readResponse(r io.Reader) ([]byte, error) {
-	var h [respHeaderSize]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+func readResponse(r io.Reader, scratch []byte) ([]byte, error) {
+	h := scratch[:respHeaderSize]
+	if _, err := io.ReadFull(r, h); err != nil {
 		return nil, err
 	}
 	body, err := readBody(r, binary.BigEndian.Uint32(h[1:]))

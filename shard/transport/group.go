@@ -51,6 +51,8 @@ func (g *GroupTransport) DecodePeer(b []byte) raft.ServerAddress { return raft.S
 
 // SetHeartbeatHandler implements raft.Transport. Heartbeats for the group are
 // handed to cb on the stream's goroutine, never queued behind the consumer.
+// cb must respond before it returns, as Raft's does; a heartbeat it returns
+// from unanswered fails.
 func (g *GroupTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	if cb == nil {
 		g.heartbeat.Store(nil)
@@ -94,7 +96,7 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 	if isHeartbeat(args) {
 		label = labelHeartbeat
 	}
-	body, err := g.call(target, typeAppendEntries, label, func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
+	body, err := g.call(target, typeAppendEntries, label, appendEntriesSizeHint(args), func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
 	if err == nil {
 		err = decodeAppendEntriesResponse(body, resp)
 	}
@@ -103,7 +105,7 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 
 // RequestVote implements raft.Transport.
 func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	body, err := g.call(target, typeRequestVote, labelRequestVote, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
+	body, err := g.call(target, typeRequestVote, labelRequestVote, 0, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestVoteResponse(body, resp)
 	}
@@ -112,7 +114,7 @@ func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress,
 
 // RequestPreVote implements raft.WithPreVote.
 func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	body, err := g.call(target, typeRequestPreVote, labelRequestPreVote, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
+	body, err := g.call(target, typeRequestPreVote, labelRequestPreVote, 0, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestPreVoteResponse(body, resp)
 	}
@@ -121,7 +123,7 @@ func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddre
 
 // TimeoutNow implements raft.Transport.
 func (g *GroupTransport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	body, err := g.call(target, typeTimeoutNow, labelTimeoutNow, func(b []byte) []byte { return appendTimeoutNowRequest(b, args) })
+	body, err := g.call(target, typeTimeoutNow, labelTimeoutNow, 0, func(b []byte) []byte { return appendTimeoutNowRequest(b, args) })
 	if err == nil {
 		err = decodeTimeoutNowResponse(body, resp)
 	}
@@ -143,8 +145,8 @@ func (g *GroupTransport) result(label int, target raft.ServerAddress, err error)
 // call sends one request frame on an RPC stream of its own and returns the
 // response body. The stream goes back to the peer's idle pool only after a
 // complete exchange; any failure aborts it, since a late response could
-// otherwise be read by the next RPC.
-func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, encode func([]byte) []byte) ([]byte, error) {
+// otherwise be read by the next RPC. sizeHint pre-sizes the encode buffer.
+func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
 	n := g.node
 	n.metrics.sent[label].Inc()
 	if g.isClosed() {
@@ -167,25 +169,28 @@ func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, e
 
 	buf := getBuf()
 	b := (*buf)[:0]
+	if need := 1 + reqHeaderSize + sizeHint; cap(b) < need {
+		b = make([]byte, 0, need)
+	}
 	if fresh {
 		b = append(b, kindRPC)
 	}
 	off := len(b)
 	b = appendRequestHeader(b, g.gid, typ)
 	b = encode(b)
+	defer func() { putBuf(buf, b) }()
 	if err := finishRequest(b, off); err != nil {
-		putBuf(buf, b)
 		_ = st.Close()
 		return nil, err
 	}
+	// No deadline is cleared afterwards: the next user of the stream sets
+	// its own, and each set allocates in yamux.
 	_ = st.SetDeadline(deadline)
-	err = writeChunked(st, b)
-	putBuf(buf, b)
-	if err != nil {
+	if err := writeChunked(st, b); err != nil {
 		abortStream(st)
 		return nil, fmt.Errorf("send: %w", err)
 	}
-	body, err := readResponse(st)
+	body, err := readResponse(st, b)
 	if err != nil {
 		var remote *RemoteError
 		if !errors.As(err, &remote) {
@@ -193,8 +198,7 @@ func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, e
 			return nil, fmt.Errorf("receive: %w", err)
 		}
 	}
-	_ = st.SetDeadline(time.Time{})
-	p.release(st)
+	p.release(st, len(body))
 	return body, err
 }
 
@@ -251,7 +255,7 @@ func (g *GroupTransport) installSnapshot(target raft.ServerAddress, args *raft.I
 	if err := writeChunked(st, b); err != nil {
 		return fmt.Errorf("send snapshot request: %w", err)
 	}
-	if _, err := readResponse(st); err != nil {
+	if _, err := readResponse(st, b); err != nil {
 		return fmt.Errorf("snapshot refused: %w", err)
 	}
 
@@ -277,7 +281,7 @@ func (g *GroupTransport) installSnapshot(target raft.ServerAddress, args *raft.I
 	}
 
 	_ = st.SetReadDeadline(time.Now().Add(snapshotTimeout(timeout, args.Size)))
-	body, err := readResponse(st)
+	body, err := readResponse(st, chunk)
 	if err != nil {
 		return fmt.Errorf("snapshot response: %w", err)
 	}

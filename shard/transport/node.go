@@ -344,7 +344,7 @@ func (n *Node) serveConn(conn net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Server(conn, n.ymux)
+	sess, err := yamux.Server(newCoalescingConn(conn, n.goFunc), n.ymux)
 	if err != nil { // only a config error
 		_ = conn.Close()
 		n.logger.Error("start session", "error", err)

@@ -165,7 +165,7 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 		return nil, fmt.Errorf("transport: connect to %s: %w", addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(conn, n.ymux)
+	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc), n.ymux)
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("transport: start session to %s: %w", addr, err)
@@ -201,9 +201,12 @@ func (p *peer) stream(deadline time.Time) (st *yamux.Stream, fresh bool, err err
 }
 
 // release returns a healthy RPC stream to the idle pool, or closes it when
-// the pool is full or the session changed.
-func (p *peer) release(st *yamux.Stream) {
-	st.Shrink()
+// the pool is full or the session changed. last is the size of the response
+// just read (see shrinkAfter).
+func (p *peer) release(st *yamux.Stream, last int) {
+	if last > shrinkAfter {
+		st.Shrink()
+	}
 	p.mu.Lock()
 	if !p.closed && st.Session() == p.sess && len(p.idle) < maxIdleStreams {
 		p.idle = append(p.idle, st)

@@ -71,6 +71,9 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	defer p.writeMu.Unlock()
 	buf := getBuf()
 	b := (*buf)[:0]
+	if need := 1 + reqHeaderSize + appendEntriesSizeHint(args); cap(b) < need {
+		b = make([]byte, 0, need)
+	}
 	if p.fresh {
 		b = append(b, kindRPC)
 	}
@@ -99,6 +102,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 // pipeline and falls back to plain AppendEntries).
 func (p *pipeline) decodeLoop() {
 	n := p.g.node
+	var scratch [respHeaderSize]byte
 	for {
 		var f *appendFuture
 		select {
@@ -107,7 +111,10 @@ func (p *pipeline) decodeLoop() {
 			return
 		}
 		_ = p.st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
-		body, err := readResponse(p.st)
+		body, err := readResponse(p.st, scratch[:])
+		if len(body) > shrinkAfter {
+			p.st.Shrink()
+		}
 		if err == nil {
 			err = decodeAppendEntriesResponse(body, f.resp)
 		}
