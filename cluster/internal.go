@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -133,6 +132,3 @@ func (n *Node) remoteRedirect(ctx context.Context, ch fsm.ChannelRecord, wantLea
 	}
 	return shard.ErrNoLeader
 }
-
-// isInternal reports whether a path is a node-to-node call.
-func isInternal(path string) bool { return strings.HasPrefix(path, InternalPrefix) }

@@ -231,13 +231,6 @@ func (n *Node) Kill() error {
 	return err
 }
 
-func (n *Node) pokeLoops() {
-	select {
-	case n.poke <- struct{}{}:
-	default:
-	}
-}
-
 func loadIdentity(dir, name string) (identity, error) {
 	path := filepath.Join(dir, "node.json")
 	b, err := os.ReadFile(path)

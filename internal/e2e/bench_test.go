@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/internal/testcluster"
+)
+
+// The KV benchmarks run against a real 3-node cluster on loopback (in this
+// process, over real TCP and fsync'd disks), through the HTTP API:
+//
+//	go test -run '^$' -bench . -benchtime 5s ./internal/e2e/
+//
+// Requests go to a follower node, so writes and linearizable reads include
+// one forwarding hop, as a client that does not track leaders would see.
+
+const benchKeys = 10000
+
+func benchCluster(b *testing.B) (*testcluster.Cluster, *api.Client) {
+	b.Helper()
+	c := testcluster.New(b, testcluster.Options{Core: 3})
+	c.CreateChannel("bench", 3)
+	leader := c.WaitLeader("bench")
+	// A non-leader, so the numbers include forwarding.
+	idx := (c.Index(leader) + 1) % 3
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	return c, api.NewClient(c.Nodes[idx].URL(), "", hc)
+}
+
+func randKey() string {
+	n, _ := rand.Int(rand.Reader, big.NewInt(benchKeys))
+	return fmt.Sprintf("key-%05d", n.Int64())
+}
+
+var value256 = make([]byte, 256)
+
+func BenchmarkPutSequential(b *testing.B) {
+	_, cl := benchCluster(b)
+	ctx := context.Background()
+	b.SetBytes(256)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := cl.Put(ctx, "bench", randKey(), value256, api.PutOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPutConcurrent16(b *testing.B) { benchPutParallel(b, 16) }
+func BenchmarkPutConcurrent64(b *testing.B) { benchPutParallel(b, 64) }
+
+func benchPutParallel(b *testing.B, clients int) {
+	_, cl := benchCluster(b)
+	ctx := context.Background()
+	b.SetBytes(256)
+	b.SetParallelism((clients + 1) / 2) // GOMAXPROCS is 2 here
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := cl.Put(ctx, "bench", randKey(), value256, api.PutOptions{}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkGetLinearizableSequential(b *testing.B) {
+	benchGet(b, 1, api.Linearizable)
+}
+
+func BenchmarkGetLinearizableConcurrent16(b *testing.B) {
+	benchGet(b, 16, api.Linearizable)
+}
+
+func BenchmarkGetStaleConcurrent16(b *testing.B) {
+	benchGet(b, 16, api.Stale)
+}
+
+func benchGet(b *testing.B, clients int, level api.Consistency) {
+	_, cl := benchCluster(b)
+	ctx := context.Background()
+	for i := 0; i < 200; i++ {
+		if _, err := cl.Put(ctx, "bench", fmt.Sprintf("key-%05d", i), value256, api.PutOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// A stale read on a follower sees what it has applied: wait for it.
+	testcluster.WaitFor(b, 10*time.Second, func() error {
+		_, _, err := cl.Get(ctx, "bench", "key-00199", api.GetOptions{Consistency: api.Stale})
+		return err
+	})
+	get := func(i int) {
+		if _, _, err := cl.Get(ctx, "bench", fmt.Sprintf("key-%05d", i%200), api.GetOptions{Consistency: level}); err != nil {
+			b.Error(err)
+		}
+	}
+	b.ResetTimer()
+	if clients == 1 {
+		for i := 0; i < b.N; i++ {
+			get(i)
+		}
+		return
+	}
+	b.SetParallelism((clients + 1) / 2)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			get(i)
+			i++
+		}
+	})
+}
