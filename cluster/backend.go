@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -150,59 +152,83 @@ func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
 	return n.describe(ctx, ch, true), nil
 }
 
+// describe builds a channel's description. With askAll every placed replica
+// is asked for its state (GET /v1/channels/{ch}); otherwise only one, the
+// local replica or the first alive placed node, which tells the leader,
+// voters and usage but not each replica's health (the listing).
 func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) api.Channel {
 	out := api.Channel{
 		Name: ch.Name, GroupID: ch.GroupID, Replicas: ch.Replicas, Dedicated: ch.Dedicated,
 		Zones: ch.Zones, Nodes: ch.Nodes, QuotaBytes: ch.QuotaBytes, CreateIndex: ch.CreateIndex,
 		Placement: []api.Replica{}, Voters: []string{},
 	}
-	healthy := 0
-	for _, r := range ch.Placement {
-		rep := api.Replica{NodeID: r.NodeID, ServerID: r.ServerID, State: "unknown"}
-		nd, ok := n.meta.fsm.Node(r.NodeID)
-		local := r.NodeID == n.cfg.Name
-		if ok && (askAll || local) && (local || nd.State == fsm.NodeAlive) {
-			if info, err := n.replicaInfo(ctx, nd, ch.GroupID); err == nil {
-				rep.Applied, rep.State = info.Applied, stateName(info.State)
-				rep.Healthy = info.State == "Leader" || (info.State == "Follower" && info.Leader != "")
-				if info.Leader != "" && out.Leader == "" {
-					out.Leader = info.Leader
-				}
-				if len(out.Voters) == 0 {
-					out.Voters = append(out.Voters, info.Voters...)
-				}
-				if local {
-					st := rep
-					_ = st
-					stats := n.localStats(ch.GroupID)
-					out.Usage = api.ChannelUsage{Keys: stats.Keys, Bytes: stats.Bytes}
-				}
-			} else if errors.Is(err, shard.ErrNotHosted) {
-				rep.State = "starting"
+	var ask []fsm.NodeRecord
+	for _, nd := range n.placedNodes(ch) {
+		if nd.ID == n.cfg.Name || nd.State == fsm.NodeAlive {
+			ask = append(ask, nd)
+		}
+	}
+	if !askAll {
+		for _, nd := range ask {
+			if nd.ID == n.cfg.Name {
+				ask = []fsm.NodeRecord{nd}
+				break
 			}
 		}
-		for _, v := range out.Voters {
-			if v == r.NodeID {
-				rep.Voter = true
+		if len(ask) > 1 {
+			ask = ask[:1]
+		}
+	}
+	infos := make([]*shard.ReplicaInfo, len(ask))
+	errs := make([]error, len(ask))
+	var wg sync.WaitGroup
+	for i, nd := range ask {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := n.replicaInfo(ctx, nd, ch.GroupID)
+			infos[i], errs[i] = &info, err
+		}()
+	}
+	wg.Wait()
+	byNode := map[string]*shard.ReplicaInfo{}
+	starting := map[string]bool{}
+	var best *shard.ReplicaInfo // the leader's view if we have it
+	for i, nd := range ask {
+		switch {
+		case errs[i] == nil:
+			byNode[nd.ID] = infos[i]
+			if best == nil || infos[i].State == "Leader" {
+				best = infos[i]
 			}
+		case errors.Is(errs[i], shard.ErrNotHosted):
+			starting[nd.ID] = true
+		}
+	}
+	if best != nil {
+		out.Leader = best.Leader
+		out.Voters = append(out.Voters, best.Voters...)
+		out.Usage = api.ChannelUsage{Keys: best.Keys, Bytes: best.Bytes}
+	}
+	healthy := 0
+	for _, r := range ch.Placement {
+		rep := api.Replica{NodeID: r.NodeID, ServerID: r.ServerID, State: "unknown", Voter: slices.Contains(out.Voters, r.NodeID)}
+		if info, ok := byNode[r.NodeID]; ok {
+			rep.Applied, rep.State = info.Applied, stateName(info.State)
+			rep.Healthy = info.State == "Leader" || (info.State == "Follower" && info.Leader != "")
+		} else if starting[r.NodeID] {
+			rep.State = "starting"
 		}
 		if rep.Healthy {
 			healthy++
 		}
 		out.Placement = append(out.Placement, rep)
 	}
-	for i := range out.Placement {
-		for _, v := range out.Voters {
-			if v == out.Placement[i].NodeID {
-				out.Placement[i].Voter = true
-			}
-		}
-	}
 	switch {
-	case !askAll && out.Leader == "":
-		out.Health = "unknown"
 	case out.Leader == "":
 		out.Health = "no_leader"
+	case !askAll:
+		out.Health = "ok" // a leader is known; `channel get` checks each replica
 	case healthy == len(ch.Placement):
 		out.Health = "healthy"
 	case healthy > len(ch.Placement)/2:
@@ -225,13 +251,6 @@ func stateName(s string) string {
 		return "stopped"
 	}
 	return s
-}
-
-func (n *Node) localStats(gid uint64) fsm.ChannelStats {
-	if rep, ok := n.shards.Replica(gid); ok {
-		return rep.FSM().Stats()
-	}
-	return fsm.ChannelStats{}
 }
 
 // Propose commits a channel command on the local leader replica.

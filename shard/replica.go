@@ -214,6 +214,8 @@ type ReplicaInfo struct {
 	Voters      []string // node ids
 	NonVoters   []string
 	LastContact time.Time
+	Keys        uint64 // live keys in this replica's state
+	Bytes       uint64 // their keys' and values' bytes
 }
 
 // Info reports the replica's current Raft state.
@@ -234,6 +236,8 @@ func (r *Replica) Info() ReplicaInfo {
 	if id != "" {
 		info.Leader = NodeOf(id)
 	}
+	st := r.fsm.Stats()
+	info.Keys, info.Bytes = st.Keys, st.Bytes
 	if f := r.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
 			if s.Suffrage == raft.Voter {
