@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -83,9 +84,12 @@ func runDev(args []string) int {
 	}
 	var agents []*agent.Agent
 	stopAll := func() {
-		for i := len(agents) - 1; i >= 0; i-- {
-			_ = agents[i].Close()
+		var wg sync.WaitGroup
+		for _, a := range agents {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = a.Close() }()
 		}
+		wg.Wait()
 	}
 	for i, s := range specs {
 		var join []string
