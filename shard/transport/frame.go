@@ -79,7 +79,7 @@ func appendRequestHeader(b []byte, gid uint64, typ uint8) []byte {
 func finishRequest(b []byte, off int) error {
 	n := len(b) - off - reqHeaderSize
 	if n > maxFrameSize {
-		return fmt.Errorf("transport: request of %d bytes exceeds the %d byte frame limit", n, maxFrameSize)
+		return fmt.Errorf("request of %d bytes exceeds the %d byte frame limit", n, maxFrameSize)
 	}
 	binary.BigEndian.PutUint32(b[off+9:], uint32(n))
 	return nil

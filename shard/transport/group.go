@@ -219,7 +219,7 @@ func (g *GroupTransport) installSnapshot(target raft.ServerAddress, args *raft.I
 		return g.errClosed()
 	}
 	if args.Size < 0 {
-		return fmt.Errorf("transport: negative snapshot size %d", args.Size)
+		return fmt.Errorf("negative snapshot size %d", args.Size)
 	}
 	timeout := n.cfg.RPCTimeout
 	p, err := n.peer(string(target))
@@ -230,9 +230,9 @@ func (g *GroupTransport) installSnapshot(target raft.ServerAddress, args *raft.I
 	if err != nil {
 		return err
 	}
-	st, err := sess.OpenStream()
+	st, err := p.openStream(sess)
 	if err != nil {
-		return fmt.Errorf("open snapshot stream: %w", err)
+		return err
 	}
 	if !n.trackStream(st, g) {
 		_ = st.Close()
@@ -308,7 +308,7 @@ func (g *GroupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", target, g.gid, err)
 	}
-	st, err := sess.OpenStream()
+	st, err := p.openStream(sess)
 	if err != nil {
 		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", target, g.gid, err)
 	}

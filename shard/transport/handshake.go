@@ -50,11 +50,11 @@ func clientHandshake(conn net.Conn, key []byte) error {
 	hello = append(hello, handshakeVersion)
 	nc := make([]byte, nonceSize)
 	if _, err := rand.Read(nc); err != nil {
-		return fmt.Errorf("transport: nonce: %w", err)
+		return fmt.Errorf("nonce: %w", err)
 	}
 	hello = append(hello, nc...)
 	if _, err := conn.Write(hello); err != nil {
-		return fmt.Errorf("transport: send hello: %w", err)
+		return fmt.Errorf("send hello: %w", err)
 	}
 	reply := make([]byte, nonceSize+macSize)
 	if _, err := io.ReadFull(conn, reply); err != nil {
@@ -66,7 +66,7 @@ func clientHandshake(conn net.Conn, key []byte) error {
 		return fmt.Errorf("%w: peer did not prove the cluster key", ErrHandshake)
 	}
 	if _, err := conn.Write(handshakeMAC(key, "client", nc, ns)); err != nil {
-		return fmt.Errorf("transport: send client proof: %w", err)
+		return fmt.Errorf("send client proof: %w", err)
 	}
 	return nil
 }
@@ -91,11 +91,11 @@ func serverHandshake(conn net.Conn, key []byte) error {
 	}
 	ns := make([]byte, nonceSize)
 	if _, err := rand.Read(ns); err != nil {
-		return fmt.Errorf("transport: nonce: %w", err)
+		return fmt.Errorf("nonce: %w", err)
 	}
 	reply := append(ns, handshakeMAC(key, "server", nc, ns)...)
 	if _, err := conn.Write(reply); err != nil {
-		return fmt.Errorf("transport: send server proof: %w", err)
+		return fmt.Errorf("send server proof: %w", err)
 	}
 	mac := make([]byte, macSize)
 	if _, err := io.ReadFull(conn, mac); err != nil {

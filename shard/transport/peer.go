@@ -69,7 +69,7 @@ func (p *peer) session(ctx context.Context, deadline time.Time) (*yamux.Session,
 			if since := time.Since(p.lastErrAt); p.lastErr != nil && since < dialBackoff {
 				err := p.lastErr
 				p.mu.Unlock()
-				return nil, fmt.Errorf("transport: %s unreachable (dial failed %v ago): %w", p.addr, since.Round(time.Millisecond), err)
+				return nil, fmt.Errorf("peer unreachable, dial failed %v ago: %w", since.Round(time.Millisecond), err)
 			}
 			p.dialing = make(chan struct{})
 			ch := p.dialing
@@ -94,10 +94,10 @@ func (p *peer) session(ctx context.Context, deadline time.Time) (*yamux.Session,
 				return nil, err
 			}
 		case <-timer.C:
-			return nil, fmt.Errorf("transport: dial %s: %w", p.addr, context.DeadlineExceeded)
+			return nil, fmt.Errorf("waiting for dial: %w", context.DeadlineExceeded)
 		case <-ctx.Done():
 			timer.Stop()
-			return nil, fmt.Errorf("transport: dial %s: %w", p.addr, ctx.Err())
+			return nil, fmt.Errorf("waiting for dial: %w", ctx.Err())
 		}
 	}
 }
@@ -147,7 +147,7 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 		if n.ctx.Err() != nil {
 			return nil, ErrClosed
 		}
-		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+		return nil, err // a *net.OpError, which names the address
 	}
 	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -159,16 +159,15 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 	if err != nil {
 		_ = conn.Close()
 		if errors.Is(err, ErrHandshake) {
-			n.metrics.handshakeFailures.Inc()
-			n.logger.Warn("cluster peer failed the handshake", "peer", addr, "error", err)
+			n.handshakeFailed("cluster peer failed the handshake", "peer", addr, "error", err)
 		}
-		return nil, fmt.Errorf("transport: connect to %s: %w", addr, err)
+		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
 	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc), n.ymux)
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("transport: start session to %s: %w", addr, err)
+		return nil, fmt.Errorf("start session: %w", err)
 	}
 	n.logger.Debug("connected to peer", "peer", addr)
 	return sess, nil
@@ -193,11 +192,20 @@ func (p *peer) stream(deadline time.Time) (st *yamux.Stream, fresh bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	st, err = sess.OpenStream()
+	st, err = p.openStream(sess)
+	return st, err == nil, err
+}
+
+// openStream opens a stream on sess. A session that cannot open streams is
+// closed, so the next call dials a new one: that covers a session that went
+// away and one that used up its 2^31 stream ids.
+func (p *peer) openStream(sess *yamux.Session) (*yamux.Stream, error) {
+	st, err := sess.OpenStream()
 	if err != nil {
-		return nil, false, fmt.Errorf("transport: open stream to %s: %w", p.addr, err)
+		_ = sess.Close()
+		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	return st, true, nil
+	return st, nil
 }
 
 // release returns a healthy RPC stream to the idle pool, or closes it when

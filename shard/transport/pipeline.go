@@ -65,6 +65,9 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	case <-p.closed:
 		n.metrics.errors[labelAppendEntries].Inc()
 		return nil, raft.ErrPipelineShutdown
+	case <-p.g.closed:
+		n.metrics.errors[labelAppendEntries].Inc()
+		return nil, p.g.errClosed()
 	}
 
 	p.writeMu.Lock()
@@ -91,7 +94,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		// Aborting it also fails the queued future in the decoder.
 		n.metrics.errors[labelAppendEntries].Inc()
 		abortStream(p.st)
-		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", p.target, p.g.gid, err)
+		return nil, fmt.Errorf("transport: pipeline to %s (group %d): send: %w", p.target, p.g.gid, err)
 	}
 	p.fresh = false
 	return f, nil
@@ -108,6 +111,10 @@ func (p *pipeline) decodeLoop() {
 		select {
 		case f = <-p.inflight:
 		case <-p.closed:
+			return
+		case <-p.g.closed:
+			return
+		case <-n.done:
 			return
 		}
 		_ = p.st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
@@ -127,9 +134,15 @@ func (p *pipeline) decodeLoop() {
 			f.err = fmt.Errorf("transport: pipeline to %s (group %d): %w", p.target, p.g.gid, err)
 		}
 		close(f.ready)
+		// The group or node closing must not leave this goroutine waiting
+		// for a Raft that no longer consumes.
 		select {
 		case p.done <- f:
 		case <-p.closed:
+			return
+		case <-p.g.closed:
+			return
+		case <-n.done:
 			return
 		}
 	}

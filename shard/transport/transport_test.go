@@ -686,3 +686,40 @@ func TestPeerProbe(t *testing.T) {
 		return ok && !a.PeerHealthy(addr)
 	})
 }
+
+// Node.Close returns promptly while a pipeline has requests in flight and
+// nobody consumes its futures (a Raft that was not shut down first).
+func TestNodeCloseWithBusyPipeline(t *testing.T) {
+	a, b := newTestNode(t, "k"), newTestNode(t, "k")
+	ga, _ := a.Group(1)
+	_, _ = b.Group(1) // never answers
+	p, err := ga.AppendEntriesPipeline("b", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range 3 * pipelineDepth {
+			req := &raft.AppendEntriesRequest{Term: 2, LeaderCommitIndex: 1, Entries: []*raft.Log{{Index: uint64(i + 1)}}}
+			if _, err := p.AppendEntries(req, new(raft.AppendEntriesResponse)); err != nil {
+				return
+			}
+		}
+	}()
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("Node.Close hung on a busy pipeline")
+	}
+	select {
+	case <-sent:
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("pipeline AppendEntries still blocked after Node.Close")
+	}
+}
