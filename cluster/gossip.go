@@ -42,8 +42,9 @@ type member struct {
 // gossip wraps memberlist: it publishes our nodeMeta and keeps the latest
 // view of every member, poking the node when something changes.
 type gossip struct {
-	ml  *memberlist.Memberlist
-	log hclog.Logger
+	ml      *memberlist.Memberlist
+	log     hclog.Logger
+	addrStr string // our gossip address; memberlist's LocalNode() races with UpdateNode
 
 	mu      sync.Mutex
 	self    nodeMeta
@@ -76,14 +77,13 @@ func newGossip(cfg *Config, self nodeMeta, poke chan struct{}) (*gossip, error) 
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.GossipPort, err)
 	}
 	g.ml = ml
+	n := ml.LocalNode()
+	g.addrStr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	return g, nil
 }
 
 // addr is the gossip address peers join.
-func (g *gossip) addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *gossip) addr() string { return g.addrStr }
 
 func (g *gossip) join(addrs []string) error {
 	if len(addrs) == 0 {
