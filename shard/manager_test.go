@@ -1,0 +1,282 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard/transport"
+)
+
+type testNode struct {
+	id    string
+	dir   string
+	trans *transport.Node
+	m     *Manager
+}
+
+func fastTiming() RaftTiming {
+	return RaftTiming{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 20 * time.Millisecond}
+}
+
+func startNode(t *testing.T, id, dir, addr string) *testNode {
+	t.Helper()
+	tr, err := transport.New(transport.Config{BindAddr: addr, ClusterKey: []byte("k"), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(Config{DataDir: dir, NodeID: id, ServerID: ServerIDFor(id, "1"), Transport: tr, Raft: fastTiming()})
+	if err != nil {
+		tr.Close()
+		t.Fatal(err)
+	}
+	if err := m.StartExisting(); err != nil {
+		t.Fatal(err)
+	}
+	return &testNode{id: id, dir: dir, trans: tr, m: m}
+}
+
+func (n *testNode) stop(t *testing.T) {
+	t.Helper()
+	if err := n.m.Close(); err != nil {
+		t.Errorf("close manager %s: %v", n.id, err)
+	}
+	n.trans.Close()
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func put(t *testing.T, r *Replica, k, v string) *fsm.Result {
+	t.Helper()
+	cmd, err := fsm.Encode(&fsm.Put{Key: []byte(k), Value: []byte(v)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res *fsm.Result
+	waitFor(t, 10*time.Second, func() error {
+		res, err = r.Propose(context.Background(), cmd)
+		return err
+	})
+	return res
+}
+
+func TestReplicaLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, "n1", dir, "127.0.0.1:0")
+	addr := string(n.trans.Addr())
+	peers := []raft.Server{{Suffrage: raft.Voter, ID: ServerIDFor("n1", "1"), Address: raft.ServerAddress(addr)}}
+	r, err := n.m.Ensure(ReplicaSpec{GroupID: 7, Channel: "c", Peers: peers, MetaIndex: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := n.m.Ensure(ReplicaSpec{GroupID: 7, Channel: "c", Peers: peers}); again != r {
+		t.Fatal("Ensure of a running replica must return it")
+	}
+	var last *fsm.Result
+	for i := range 20 {
+		last = put(t, r, fmt.Sprintf("k%d", i), "v")
+	}
+	if err := r.ReadBarrier(context.Background(), Linearizable); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok, _ := r.FSM().Get([]byte("k19")); !ok || e.ModifyIndex != last.Index {
+		t.Fatalf("k19 = %+v %v, want modify index %d", e, ok, last.Index)
+	}
+	applied := r.FSM().Applied()
+	n.stop(t)
+
+	// Restart: the replica starts from disk without any spec, its FSM
+	// already at the applied index (nothing re-applied from index 1).
+	n = startNode(t, "n1", dir, addr)
+	r, ok := n.m.Replica(7)
+	if !ok {
+		t.Fatal("replica not started from disk")
+	}
+	if got := r.FSM().Applied(); got != applied {
+		t.Fatalf("applied after restart = %d, want %d", got, applied)
+	}
+	if mi, _ := n.m.MetaIndex(7); mi != 3 {
+		t.Fatalf("meta index = %d", mi)
+	}
+	put(t, r, "after", "restart")
+
+	if err := n.m.Remove(7); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.m.Replica(7); ok {
+		t.Fatal("replica still running after Remove")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "replicas", "7")); !os.IsNotExist(err) {
+		t.Fatalf("replica dir still there: %v", err)
+	}
+	if groups, _ := n.m.logs.Groups(); len(groups) != 0 {
+		t.Fatalf("log groups after remove: %v", groups)
+	}
+	// The group can be created again from scratch (fresh state).
+	r, err = n.m.Ensure(ReplicaSpec{GroupID: 7, Channel: "c", Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if r.Raft().State() != raft.Leader {
+			return errors.New("no leader")
+		}
+		return nil
+	})
+	if _, ok, _ := r.FSM().Get([]byte("k1")); ok {
+		t.Fatal("old data visible in a re-created group")
+	}
+	n.stop(t)
+}
+
+func TestBootCleansInterruptedRemovalAndOrphans(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, "n1", dir, "127.0.0.1:0")
+	addr := string(n.trans.Addr())
+	peers := []raft.Server{{Suffrage: raft.Voter, ID: ServerIDFor("n1", "1"), Address: raft.ServerAddress(addr)}}
+	for _, gid := range []uint64{1, 2} {
+		r, err := n.m.Ensure(ReplicaSpec{GroupID: gid, Channel: "c", Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(t, r, "k", "v")
+	}
+	n.stop(t)
+	// A removal of group 1 that crashed after its tombstone, and a replica
+	// dir that never got its record.
+	if err := os.WriteFile(filepath.Join(dir, "replicas", "1", "REMOVING"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "replicas", "9"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, "n1", dir, addr)
+	defer n.stop(t)
+	if _, ok := n.m.Replica(1); ok {
+		t.Fatal("group 1 started despite its tombstone")
+	}
+	if _, ok := n.m.Replica(2); !ok {
+		t.Fatal("group 2 not started")
+	}
+	for _, gid := range []string{"1", "9"} {
+		if _, err := os.Stat(filepath.Join(dir, "replicas", gid)); !os.IsNotExist(err) {
+			t.Errorf("replicas/%s still there", gid)
+		}
+	}
+	if groups, _ := n.m.logs.Groups(); len(groups) != 1 || groups[0] != 2 {
+		t.Fatalf("log groups = %v, want [2]", groups)
+	}
+}
+
+func TestFollowersRedirectToTheLeader(t *testing.T) {
+	var nodes []*testNode
+	var peers []raft.Server
+	for i := range 3 {
+		n := startNode(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0")
+		defer n.stop(t)
+		nodes = append(nodes, n)
+		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
+	}
+	var reps []*Replica
+	for _, n := range nodes {
+		r, err := n.m.Ensure(ReplicaSpec{GroupID: 5, Channel: "c", Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, r)
+	}
+	var leader int
+	waitFor(t, 10*time.Second, func() error {
+		for i, r := range reps {
+			if r.Raft().State() == raft.Leader {
+				leader = i
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	res := put(t, reps[leader], "k", "v")
+	follower := reps[(leader+1)%3]
+	cmd, _ := fsm.Encode(&fsm.Put{Key: []byte("x"), Value: []byte("y")})
+	waitFor(t, 5*time.Second, func() error {
+		_, err := follower.Propose(context.Background(), cmd)
+		var re *RedirectError
+		if !errors.As(err, &re) || !errors.Is(err, ErrNotLeader) {
+			return fmt.Errorf("follower propose: %v", err)
+		}
+		if re.NodeID != nodes[leader].id || re.Addr != string(nodes[leader].trans.Addr()) {
+			return fmt.Errorf("redirect to %s at %s, want %s", re.NodeID, re.Addr, nodes[leader].id)
+		}
+		return nil
+	})
+	if err := follower.ReadBarrier(context.Background(), Linearizable); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("linearizable read on a follower: %v", err)
+	}
+	if err := follower.ReadBarrier(context.Background(), Stale); err != nil {
+		t.Fatalf("stale read on a follower: %v", err)
+	}
+	// The follower catches up; its info reports the leader and voters.
+	waitFor(t, 10*time.Second, func() error {
+		info := follower.Info()
+		if info.Applied < res.Index || info.Leader != nodes[leader].id || len(info.Voters) != 3 {
+			return fmt.Errorf("follower info %+v", info)
+		}
+		return nil
+	})
+}
+
+func TestInFlightBounds(t *testing.T) {
+	r := &Replica{m: &Manager{cfg: Config{MaxInFlight: 2, MaxInFlightBytes: 100}}}
+	if !r.acquire(10) || !r.acquire(10) {
+		t.Fatal("first two proposals refused")
+	}
+	if r.acquire(10) {
+		t.Fatal("third proposal accepted beyond MaxInFlight")
+	}
+	r.release(10)
+	if r.acquire(95) {
+		t.Fatal("proposal accepted beyond MaxInFlightBytes")
+	}
+	if !r.acquire(50) {
+		t.Fatal("proposal within bounds refused")
+	}
+	r.release(10)
+	r.release(50)
+	// One proposal larger than the byte bound alone still goes through:
+	// the bound limits queueing, not the size of a single command.
+	if !r.acquire(500) {
+		t.Fatal("a lone large proposal refused")
+	}
+	if r.inflight.Load() != 1 || r.inflightBytes.Load() != 500 {
+		t.Fatalf("counters = %d, %d", r.inflight.Load(), r.inflightBytes.Load())
+	}
+}
+
+func TestServerIDs(t *testing.T) {
+	id := ServerIDFor("node-a@b", "1f")
+	if NodeOf(id) != "node-a@b" || NodeOf("plain") != "plain" {
+		t.Fatalf("NodeOf(%q) = %q", id, NodeOf(id))
+	}
+}
