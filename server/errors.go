@@ -59,6 +59,7 @@ var errorTable = []struct {
 	{fsm.ErrTxnTooLarge, http.StatusRequestEntityTooLarge, api.CodeTxnTooLarge, false},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
 	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
+	{shard.ErrDiskFull, http.StatusInsufficientStorage, api.CodeDiskFull, false},
 	{errTooManyWatchers, http.StatusTooManyRequests, api.CodeTooManyWatchers, true},
 
 	// Unavailable (5xx). outcome_unknown first: a write that may have been

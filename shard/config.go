@@ -24,6 +24,10 @@ type Config struct {
 	// proposal is refused with ErrOverloaded instead of queueing without end.
 	MaxInFlight      int
 	MaxInFlightBytes int64
+
+	// MinFreeDisk is the free space below which proposals are refused with
+	// ErrDiskFull (default 256 MiB).
+	MinFreeDisk uint64
 }
 
 // RaftTiming holds the per-group Raft settings. Defaults trade idle cost

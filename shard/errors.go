@@ -14,6 +14,7 @@ var (
 	ErrOutcomeUnknown = errors.New("shard: outcome unknown")
 	ErrOverloaded     = errors.New("shard: too many proposals in flight")
 	ErrStopped        = errors.New("shard: replica stopped")
+	ErrDiskFull       = errors.New("shard: disk almost full, writes refused")
 )
 
 // RedirectError says that another node can serve the request: the leader of

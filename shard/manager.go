@@ -51,6 +51,7 @@ type Manager struct {
 	logs    *logstore.DB
 	state   *fsm.Store
 	metrics *metrics
+	disk    *diskGuard
 
 	mu       sync.RWMutex
 	replicas map[uint64]*Replica
@@ -70,6 +71,9 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxInFlightBytes == 0 {
 		cfg.MaxInFlightBytes = 64 << 20
+	}
+	if cfg.MinFreeDisk == 0 {
+		cfg.MinFreeDisk = 256 << 20
 	}
 	m := &Manager{
 		cfg:      cfg,
@@ -95,6 +99,7 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("shard: open state store: %w", err)
 	}
 	m.logs, m.state = logs, state
+	m.disk = newDiskGuard(cfg.DataDir, cfg.MinFreeDisk, cfg.Logger)
 	if err := m.scan(); err != nil {
 		m.Close()
 		return nil, err
@@ -395,6 +400,9 @@ func (m *Manager) Close() error {
 	}
 	wg.Wait()
 	var errs []error
+	if m.disk != nil {
+		m.disk.close()
+	}
 	if m.state != nil {
 		errs = append(errs, m.state.Close())
 	}
@@ -415,6 +423,7 @@ func (m *Manager) Kill() error {
 	for _, r := range reps {
 		r.stop()
 	}
+	m.disk.close()
 	return errors.Join(m.state.Close(), m.logs.Close())
 }
 

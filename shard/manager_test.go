@@ -280,3 +280,34 @@ func TestServerIDs(t *testing.T) {
 		t.Fatalf("NodeOf(%q) = %q", id, NodeOf(id))
 	}
 }
+
+func TestDiskGuardRefusesWrites(t *testing.T) {
+	tr, err := transport.New(transport.Config{BindAddr: "127.0.0.1:0", ClusterKey: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// No disk has an exabyte free: every write is refused, reads are not.
+	m, err := Open(Config{DataDir: t.TempDir(), NodeID: "n1", ServerID: ServerIDFor("n1", "1"), Transport: tr, Raft: fastTiming(), MinFreeDisk: 1 << 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := m.Ensure(ReplicaSpec{GroupID: 1, Channel: "c", Peers: []raft.Server{{Suffrage: raft.Voter, ID: ServerIDFor("n1", "1"), Address: tr.Addr()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := fsm.Encode(&fsm.Put{Key: []byte("k"), Value: []byte("v")})
+	waitFor(t, 10*time.Second, func() error {
+		if r.Raft().State() != raft.Leader {
+			return errors.New("no leader yet")
+		}
+		return nil
+	})
+	if _, err := r.Propose(context.Background(), cmd); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("propose on a full disk: %v", err)
+	}
+	if err := r.ReadBarrier(context.Background(), Linearizable); err != nil {
+		t.Fatalf("reads must still work: %v", err)
+	}
+}

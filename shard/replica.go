@@ -63,6 +63,10 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 	if r.raft.State() != raft.Leader {
 		return nil, r.redirect()
 	}
+	if r.m.disk != nil && r.m.disk.full.Load() {
+		r.m.metrics.proposalErrors.WithLabelValues("disk_full").Inc()
+		return nil, ErrDiskFull
+	}
 	if !r.acquire(int64(len(cmd))) {
 		r.m.metrics.proposalErrors.WithLabelValues("overloaded").Inc()
 		return nil, ErrOverloaded

@@ -66,6 +66,10 @@ type Config struct {
 	// OnPeerDown, if set, is called (on its own goroutine) when the prober
 	// finds a peer that answered before unresponsive. See PeerHealthy.
 	OnPeerDown func(addr string)
+
+	// Faults, if set, injects network faults into this node's outbound
+	// sessions (tests only; see Faults). Nil changes nothing.
+	Faults *Faults
 }
 
 // Node is the node-level transport: one listener, one multiplexed session
@@ -191,6 +195,7 @@ func New(cfg Config) (*Node, error) {
 		inflight: make(map[*yamux.Stream]*GroupTransport),
 	}
 	n.app = newAppListener(n.addr, n.done)
+	cfg.Faults.attach(n)
 	if len(cfg.ClusterKey) == 0 {
 		logger.Warn("no cluster key: the cluster port accepts any peer (set a cluster key outside tests)")
 	}
@@ -300,6 +305,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	n.cancel()
+	n.cfg.Faults.detach(n)
 	err := n.ln.Close()
 	peers := n.peers
 	n.peers = map[string]*peer{}

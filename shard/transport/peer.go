@@ -109,6 +109,14 @@ func (p *peer) dial(ch chan struct{}) {
 	sess, err := n.dialSession(p.addr)
 	p.mu.Lock()
 	p.dialing = nil
+	if err == nil {
+		// Checked again under p.mu: see Faults.Block.
+		err = n.cfg.Faults.checkDial(p.addr)
+		if err != nil {
+			_ = sess.Close()
+			sess = nil
+		}
+	}
 	if err != nil {
 		p.lastErr, p.lastErrAt = err, time.Now()
 	} else if p.closed {
@@ -139,6 +147,9 @@ func (p *peer) dial(ch chan struct{}) {
 }
 
 func (n *Node) dialSession(addr string) (*yamux.Session, error) {
+	if err := n.cfg.Faults.checkDial(addr); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -164,7 +175,7 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc), n.ymux)
+	sess, err := yamux.Client(newCoalescingConn(n.cfg.Faults.wrap(addr, conn, n.goFunc), n.goFunc), n.ymux)
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("start session: %w", err)

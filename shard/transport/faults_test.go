@@ -1,0 +1,130 @@
+package transport
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Faults: a blocked peer gets nothing from this node (its session is closed,
+// dials fail) while it can still reach us; Unblock restores it; a delay slows
+// this node's requests by at least the delay; a node without Faults is the
+// default path.
+func TestFaultsBlockAndDelay(t *testing.T) {
+	fa := NewFaults()
+	a := newTestNode(t, "k", func(c *Config) { c.Faults = fa })
+	b := newTestNode(t, "k")
+	ga, _ := a.Group(1)
+	gb, _ := b.Group(1)
+	serve(t, ga, echoHandler)
+	serve(t, gb, echoHandler)
+	var resp raft.AppendEntriesResponse
+	if err := ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp); err != nil {
+		t.Fatalf("before any rule: %v", err)
+	}
+
+	// An app stream open on the session dies with it.
+	app, err := a.DialApp(t.Context(), string(b.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	fa.Block(string(b.Addr()))
+	_ = app.SetReadDeadline(time.Now().Add(scaled(5 * time.Second)))
+	if _, err := app.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on an app stream of a blocked peer: %v, want the stream closed", err)
+	}
+	err = ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp)
+	if !errors.Is(err, ErrBlocked) {
+		t.Fatalf("RPC to a blocked peer: %v, want ErrBlocked", err)
+	}
+	if !fa.Blocked(string(b.Addr())) {
+		t.Fatal("Blocked = false after Block")
+	}
+	// The other direction is b's business: b still reaches a.
+	if err := gb.AppendEntries("a", a.Addr(), heartbeatReq(1), &resp); err != nil {
+		t.Fatalf("the blocked peer's own RPC: %v", err)
+	}
+
+	fa.Unblock(string(b.Addr()))
+	waitFor(t, 5*time.Second, "RPCs after Unblock", func() bool {
+		return ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp) == nil
+	})
+
+	const d = 150 * time.Millisecond
+	fa.Delay(string(b.Addr()), d)
+	start := time.Now()
+	if err := ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp); err != nil {
+		t.Fatalf("delayed RPC: %v", err)
+	}
+	if took := time.Since(start); took < d {
+		t.Fatalf("delayed RPC took %v, want at least %v", took, d)
+	}
+	// Bytes keep their order through the delay: a large snapshot arrives
+	// whole and intact.
+	var got [32]byte
+	done := make(chan struct{})
+	ga2, _ := a.Group(2)
+	gb2, _ := b.Group(2)
+	serveSnapshotSum(t, gb2, &got, done)
+	const size = 3 << 20
+	var sresp raft.InstallSnapshotResponse
+	req := &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: 1, Size: size}
+	if err := ga2.InstallSnapshot("b", b.Addr(), req, &sresp, newPattern(size)); err != nil {
+		t.Fatalf("snapshot through a delay: %v", err)
+	}
+	<-done
+	if got != patternSum(size) {
+		t.Fatal("snapshot bytes changed through a delay")
+	}
+
+	fa.Heal()
+	start = time.Now()
+	if err := ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp); err != nil {
+		t.Fatalf("after Heal: %v", err)
+	}
+	if took := time.Since(start); took >= d {
+		t.Errorf("RPC after Heal took %v, want no delay", took)
+	}
+}
+
+// Rules outlive a node: a Faults given to a restarted node still blocks.
+func TestFaultsSurviveRestart(t *testing.T) {
+	fa := NewFaults()
+	b := newTestNode(t, "k")
+	fa.Block(string(b.Addr()))
+	a := newTestNode(t, "k", func(c *Config) { c.Faults = fa })
+	ga, _ := a.Group(1)
+	var resp raft.AppendEntriesResponse
+	if err := ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp); !errors.Is(err, ErrBlocked) {
+		t.Fatalf("RPC from a node started under a rule: %v, want ErrBlocked", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.attached()) != 0 {
+		t.Fatal("a closed node stays attached to its Faults")
+	}
+}
+
+// serveSnapshotSum answers InstallSnapshot RPCs on g, storing the checksum
+// of the streamed bytes in sum and closing done after the first.
+func serveSnapshotSum(t *testing.T, g *GroupTransport, sum *[32]byte, done chan struct{}) {
+	serve(t, g, func(rpc raft.RPC) {
+		req, ok := rpc.Command.(*raft.InstallSnapshotRequest)
+		if !ok {
+			echoHandler(rpc)
+			return
+		}
+		h := sha256.New()
+		_, err := io.Copy(h, rpc.Reader)
+		copy(sum[:], h.Sum(nil))
+		rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: err == nil}, err)
+		close(done)
+	})
+}
