@@ -28,6 +28,7 @@ const (
 	CodeOverloaded       = "overloaded"         // 429: too many proposals in flight
 	CodeTooManyWatchers  = "too_many_watchers"  // 429: blocking reads per node bounded
 	CodeDiskFull         = "disk_full"          // 507: the leader's disk is almost full; writes refused
+	CodeQuotaExceeded    = "quota_exceeded"     // 507: the channel's quota_bytes is used up; deletes still work
 	CodeInternal         = "internal"           // 500
 	CodeNoLeader         = "no_leader"          // 503: no leader (yet); retry
 	CodeOutcomeUnknown   = "outcome_unknown"    // 503: the write may or may not have been applied

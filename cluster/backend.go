@@ -259,6 +259,13 @@ func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Re
 	if err != nil {
 		return nil, err
 	}
+	if ch, ok := n.meta.fsm.Channel(channel); ok && ch.QuotaBytes > 0 && fsm.MayGrow(cmd) {
+		// Checked on the leader before proposing: the quota can be passed
+		// by at most the writes already in flight.
+		if used := rep.FSM().Stats().Bytes; used+uint64(len(cmd)) > ch.QuotaBytes {
+			return nil, fmt.Errorf("%w: channel %q uses %d of its %d bytes", ErrQuotaExceeded, channel, used, ch.QuotaBytes)
+		}
+	}
 	return rep.Propose(ctx, cmd)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
+	"github.com/shardnet/shardnet/shard/transport"
 )
 
 // Version is the release this binary reports.
@@ -45,6 +46,10 @@ type Config struct {
 
 	Logger   hclog.Logger
 	Registry *prometheus.Registry
+
+	// Faults, when set, injects network faults into the node's cluster
+	// transport (tests only: partitions, slow links; see transport.Faults).
+	Faults *transport.Faults
 }
 
 func (c *Config) validate() error {

@@ -11,4 +11,5 @@ var (
 	ErrNotEnoughNodes  = errors.New("cluster: not enough eligible nodes")
 	ErrInvalidRequest  = errors.New("cluster: invalid request")
 	ErrNodeNotFound    = errors.New("cluster: node not found")
+	ErrQuotaExceeded   = errors.New("cluster: channel quota exceeded")
 )

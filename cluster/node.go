@@ -83,6 +83,7 @@ func New(cfg Config) (*Node, error) {
 		ClusterKey:    cfg.ClusterKey,
 		Logger:        cfg.Logger.Named("transport"),
 		Registerer:    cfg.Registry,
+		Faults:        cfg.Faults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)

@@ -472,3 +472,11 @@ func (d *decoder) ops(left *int) []Op {
 	}
 	return ops
 }
+
+// MayGrow reports whether an encoded channel command can add bytes to the
+// channel's state (everything but a plain delete); the leader checks a
+// channel's quota only for those, so a channel over its quota can still be
+// cleaned up.
+func MayGrow(entry []byte) bool {
+	return len(entry) == 0 || entry[0] != typeDelete
+}

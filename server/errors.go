@@ -60,6 +60,7 @@ var errorTable = []struct {
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
 	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
 	{shard.ErrDiskFull, http.StatusInsufficientStorage, api.CodeDiskFull, false},
+	{cluster.ErrQuotaExceeded, http.StatusInsufficientStorage, api.CodeQuotaExceeded, false},
 	{errTooManyWatchers, http.StatusTooManyRequests, api.CodeTooManyWatchers, true},
 
 	// Unavailable (5xx). outcome_unknown first: a write that may have been

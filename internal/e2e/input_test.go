@@ -116,3 +116,33 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	t.Logf("applied index before %s, after %s", before, appliedIndex())
 }
+
+func TestChannelQuota(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 1})
+	ctx := ctxT(t)
+	if _, err := c.Client(0).CreateChannel(ctx, api.CreateChannelRequest{Name: "small", Replicas: 1, QuotaBytes: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitLeader("small")
+	val := []byte(strings.Repeat("x", 300))
+	n := 0
+	for i := range 10 {
+		_, err := c.Client(0).Put(ctx, "small", fmt.Sprintf("k%d", i), val, api.PutOptions{})
+		if e := api.AsError(err); e != nil && e.Status == 507 && e.Code == api.CodeQuotaExceeded {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n < 2 || n > 3 {
+		t.Fatalf("%d writes of 300 bytes fit a 1000-byte quota", n)
+	}
+	// Deletes still work and free room.
+	if _, err := c.Client(0).Delete(ctx, "small", "k0", api.DeleteOptions{}); err != nil {
+		t.Fatalf("delete over quota: %v", err)
+	}
+	if _, err := c.Client(0).Put(ctx, "small", "again", val, api.PutOptions{}); err != nil {
+		t.Fatalf("put after freeing room: %v", err)
+	}
+}
