@@ -27,6 +27,7 @@ const (
 	CodeBodyTooLarge     = "body_too_large"     // 413: a JSON body over its limit
 	CodeOverloaded       = "overloaded"         // 429: too many proposals in flight
 	CodeTooManyWatchers  = "too_many_watchers"  // 429: blocking reads per node bounded
+	CodeRateLimited      = "rate_limited"       // 429: too many requests per second from this client
 	CodeDiskFull         = "disk_full"          // 507: the leader's disk is almost full; writes refused
 	CodeQuotaExceeded    = "quota_exceeded"     // 507: the channel's quota_bytes is used up; deletes still work
 	CodeInternal         = "internal"           // 500

@@ -27,6 +27,7 @@ var (
 	errNotReady         = errors.New("server: node not ready")
 	errUnreachable      = errors.New("server: cannot reach the node to forward to")
 	errStopping         = errors.New("server: shutting down")
+	errRateLimited      = errors.New("server: request rate limit exceeded")
 )
 
 // errorTable maps every error the API can answer to its status and code,
@@ -59,6 +60,7 @@ var errorTable = []struct {
 	{fsm.ErrTxnTooLarge, http.StatusRequestEntityTooLarge, api.CodeTxnTooLarge, false},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
 	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
+	{errRateLimited, http.StatusTooManyRequests, api.CodeRateLimited, true},
 	{shard.ErrDiskFull, http.StatusInsufficientStorage, api.CodeDiskFull, false},
 	{cluster.ErrQuotaExceeded, http.StatusInsufficientStorage, api.CodeQuotaExceeded, false},
 	{errTooManyWatchers, http.StatusTooManyRequests, api.CodeTooManyWatchers, true},

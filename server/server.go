@@ -69,6 +69,11 @@ type Config struct {
 	// read's wait is bounded by MaxWait instead). Default
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// RateLimit bounds the requests per second of each client IP (token
+	// bucket of RateBurst, default twice the rate); beyond, 429
+	// rate_limited. 0 turns it off.
+	RateLimit float64
+	RateBurst int
 }
 
 // Server serves the HTTP API v1. Create it with New; it is an http.Handler.
@@ -82,6 +87,8 @@ type Server struct {
 	reg      *prometheus.Registry
 	promH    http.Handler
 	routes   map[string]*route // by template
+
+	limiter *rateLimiter
 
 	maxWatchers int64
 	watchers    atomic.Int64
@@ -119,6 +126,7 @@ func New(cfg Config) *Server {
 		log:         cfg.Logger.Named("http"),
 		maxWatchers: int64(cfg.MaxWatchers),
 		timeout:     cfg.RequestTimeout,
+		limiter:     newRateLimiter(cfg.RateLimit, cfg.RateBurst),
 	}
 	if s.nodeID == "" {
 		s.nodeID = "unknown"
@@ -260,6 +268,10 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 	rt, ch, rawKey := s.match(path)
 	if rt != nil {
 		*routeName = rt.template
+	}
+	if s.limiter != nil && !fromPeer(r) && !s.limiter.allow(clientIP(r)) {
+		writeError(w, refuse(errRateLimited, "more than %g requests per second from %s", float64(s.limiter.limit), clientIP(r)))
+		return
 	}
 	if s.hasToken && needsAuth(r, path) && !s.authorized(r) {
 		writeError(w, refuse(errUnauthorized, "missing or wrong bearer token"))

@@ -42,6 +42,7 @@ type agentConfig struct {
 	ClusterKey      string   `hcl:"cluster_key,optional"`
 	LogLevel        string   `hcl:"log_level,optional"`
 	LogJSON         bool     `hcl:"log_json,optional"`
+	RateLimit       float64  `hcl:"rate_limit,optional"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -52,6 +53,7 @@ func defaultAgentConfig() agentConfig {
 		ClusterPort: 7947,
 		HTTPAddr:    "127.0.0.1:8500",
 		LogLevel:    "info",
+		RateLimit:   20000,
 	}
 }
 
@@ -82,6 +84,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster and gossip ports (default: derived from -token)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "trace, debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
+	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
 	return fs
 }
 
@@ -177,8 +180,9 @@ func runAgent(args []string) int {
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
 			ClusterKey: cfg.clusterKey(), Logger: logger,
 		},
-		HTTPBind: cfg.HTTPAddr,
-		Token:    cfg.Token,
+		HTTPBind:  cfg.HTTPAddr,
+		Token:     cfg.Token,
+		RateLimit: cfg.RateLimit,
 	})
 	if err != nil {
 		logger.Error("cannot start", "error", err)

@@ -29,6 +29,8 @@ type Options struct {
 	Cluster  cluster.Config
 	HTTPBind string // host:port the API listens on (":0" style ports allowed)
 	Token    string // operator token; "" disables auth
+	// RateLimit is requests per second per client IP (0: unlimited).
+	RateLimit float64
 }
 
 // Agent is a running node with its HTTP servers.
@@ -64,17 +66,18 @@ func Start(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	srv := server.New(server.Config{
-		Backend:  node,
-		Token:    opts.Token,
-		NodeID:   cfg.Name,
-		Logger:   cfg.Logger,
-		Registry: cfg.Registry,
+		Backend:   node,
+		Token:     opts.Token,
+		NodeID:    cfg.Name,
+		Logger:    cfg.Logger,
+		Registry:  cfg.Registry,
+		RateLimit: opts.RateLimit,
 	})
 	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: "http://" + cfg.HTTPAddr}
 	a.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: cfg.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	internal := node.InternalHandler()
-	public := srv.Handler()
+	public := srv.PeerHandler()
 	a.fwd = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, cluster.InternalPrefix) {
 			internal.ServeHTTP(w, r)
