@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 
@@ -19,6 +20,7 @@ const (
 	routeKV       = "/v1/channels/{ch}/kv/{key}"
 	routeTxn      = "/v1/channels/{ch}/txn"
 	routeMetrics  = "/metrics"
+	routePprof    = "/debug/pprof/{profile}"
 )
 
 // route is one path template and what each method does there.
@@ -81,6 +83,7 @@ func (s *Server) routeTable() map[string]*route {
 			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge},
 		}},
 		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH}}},
+		{routePprof, map[string]endpoint{http.MethodGet: {raw: http.HandlerFunc(servePprof)}, http.MethodPost: {raw: http.HandlerFunc(servePprof)}}},
 	}
 	byName := make(map[string]*route, len(routes))
 	for _, r := range routes {
@@ -97,6 +100,9 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 	byName := func(name string) *route { return s.routes[name] }
 	if path == routeMetrics {
 		return byName(routeMetrics), "", ""
+	}
+	if strings.HasPrefix(path, "/debug/pprof/") {
+		return byName(routePprof), "", ""
 	}
 	rest, ok := strings.CutPrefix(path, "/v1/")
 	if !ok {
@@ -131,4 +137,21 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeKV), ch, rest[len("kv/"):]
 	}
 	return nil, "", ""
+}
+
+// servePprof serves Go's profiles (net/http/pprof) for operators chasing a
+// performance question; like /metrics it needs the operator token.
+func servePprof(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r)
+	}
 }

@@ -329,7 +329,7 @@ func needsAuth(r *http.Request, path string) bool {
 	if path == "/v1/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		return false
 	}
-	return path == "/v1" || strings.HasPrefix(path, "/v1/") || path == "/metrics"
+	return path == "/v1" || strings.HasPrefix(path, "/v1/") || path == "/metrics" || strings.HasPrefix(path, "/debug/pprof/")
 }
 
 // authorized compares the bearer token in constant time (hashes of equal
