@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -46,6 +47,8 @@ type Node struct {
 
 	poke     chan struct{}
 	lpoke    chan struct{}
+	started  atomic.Bool // every field above is set: callbacks may use them
+	metaFast atomic.Bool // the meta group's failover timers are in force
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -126,6 +129,7 @@ func New(cfg Config) (*Node, error) {
 		n.trans.Close()
 		return nil, err
 	}
+	n.started.Store(true)
 	n.wg.Add(3)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
@@ -137,6 +141,29 @@ func New(cfg Config) (*Node, error) {
 	n.log.Info("node started", "id", cfg.Name, "role", cfg.Role, "cluster", n.trans.Addr(),
 		"gossip", n.gossip.addr(), "http", cfg.HTTPAddr, "server_id", n.serverID)
 	return n, nil
+}
+
+// peerDown is the transport prober's word that the node at addr stopped
+// answering: the groups it leads, the meta group included, elect now rather
+// than after their long idle timeouts (DESIGN decision 13, shard/failover.go).
+func (n *Node) peerDown(addr string) {
+	if !n.started.Load() {
+		return
+	}
+	n.shards.PeerDown(addr)
+	if leader, _ := n.meta.raft.LeaderWithID(); string(leader) == addr && n.metaFast.CompareAndSwap(false, true) {
+		shard.ShortenTimers(n.meta.raft, 500*time.Millisecond, func() bool { return n.isStopping() })
+		time.AfterFunc(5*time.Second, func() { n.metaFast.Store(false) })
+	}
+}
+
+func (n *Node) isStopping() bool {
+	select {
+	case <-n.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // retryJoin joins the -join addresses, retrying until one answers: peers

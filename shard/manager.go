@@ -359,6 +359,7 @@ func (m *Manager) purge(gid uint64) error {
 }
 
 func (r *Replica) stop() {
+	r.stopped.Store(true)
 	if err := r.raft.Shutdown().Error(); err != nil {
 		r.m.log.Warn("raft shutdown", "group", r.GroupID, "error", err)
 	}

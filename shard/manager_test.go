@@ -311,3 +311,56 @@ func TestDiskGuardRefusesWrites(t *testing.T) {
 		t.Fatalf("reads must still work: %v", err)
 	}
 }
+
+// When the prober reports a peer down, the groups it led get short timers
+// (and only those), and get their normal timers back later.
+func TestPeerDownShortensTimersOfGroupsLedFromThere(t *testing.T) {
+	var nodes []*testNode
+	var peers []raft.Server
+	for i := range 3 {
+		n := startNode(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0")
+		defer n.stop(t)
+		nodes = append(nodes, n)
+		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
+	}
+	var reps []*Replica
+	for _, n := range nodes {
+		r, err := n.m.Ensure(ReplicaSpec{GroupID: 3, Channel: "c", Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, r)
+	}
+	var leader int
+	waitFor(t, 10*time.Second, func() error {
+		for i, r := range reps {
+			if r.Raft().State() == raft.Leader {
+				leader = i
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	follower := reps[(leader+1)%3]
+	waitFor(t, 10*time.Second, func() error {
+		if addr, _ := follower.Raft().LeaderWithID(); addr != nodes[leader].trans.Addr() {
+			return fmt.Errorf("follower sees leader %q", addr)
+		}
+		return nil
+	})
+	normal := follower.Raft().ReloadableConfig().HeartbeatTimeout
+	nodes[(leader+1)%3].m.PeerDown("127.0.0.1:1") // not the leader: nothing changes
+	if got := follower.Raft().ReloadableConfig().HeartbeatTimeout; got != normal {
+		t.Fatalf("timers changed for a peer that leads nothing: %v", got)
+	}
+	nodes[(leader+1)%3].m.PeerDown(string(nodes[leader].trans.Addr()))
+	if got := follower.Raft().ReloadableConfig().HeartbeatTimeout; got != fastTiming().LeaderLeaseTimeout {
+		t.Fatalf("heartbeat timeout after PeerDown = %v, want %v", got, fastTiming().LeaderLeaseTimeout)
+	}
+	waitFor(t, 3*shortTimersFor, func() error {
+		if got := follower.Raft().ReloadableConfig().HeartbeatTimeout; got != normal {
+			return fmt.Errorf("timers still short: %v", got)
+		}
+		return nil
+	})
+}

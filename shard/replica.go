@@ -46,6 +46,9 @@ type Replica struct {
 
 	inflight      atomic.Int64
 	inflightBytes atomic.Int64
+
+	shortTimers atomic.Bool // failover timers in force (failover.go)
+	stopped     atomic.Bool
 }
 
 // FSM returns the replica's state machine, for reads.
