@@ -7,13 +7,13 @@ BIN       := bin/shardnet
 UNIT_PKGS := ./fsm/... ./shard/... ./server/... ./api/... ./cluster/... ./internal/agent/... ./internal/e2e/...
 # Long multi-node suites: real TCP and disks, no -race (it slows them past
 # their fault schedules on 2 cores).
-CLUSTER_PKGS := ./internal/lint/... ./cmd/...
+CLUSTER_PKGS := ./internal/chaos/... ./internal/lint/... ./cmd/...
 # boltdb/bolt (under raft-boltdb v1, the meta log) converts pointers in ways
 # the race detector's checkptr refuses; it is checkptr-clean nowhere else.
 RACE_FLAGS := -race -gcflags=github.com/boltdb/bolt=-d=checkptr=0
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help build run test test-unit test-race test-cluster bench bench-compare lint fmt clean
+.PHONY: help build run test test-unit test-race test-cluster chaos bench bench-compare lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test-race: ## unit packages under the race detector
 
 test-cluster: ## multi-node suites on in-process clusters
 	$(GO) test -count=1 -timeout 20m $(CLUSTER_PKGS)
+
+chaos: ## long chaos run: faults + linearizability check (SHARDNET_CHAOS_DURATION=5m; SHARDNET_CHAOS_SEED=N replays)
+	SHARDNET_CHAOS_DURATION=$${SHARDNET_CHAOS_DURATION:-5m} $(GO) test -count=1 -timeout 60m -v -run 'TestLinearizableUnderFaults' ./internal/chaos/
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./internal/e2e/ ./shard/...

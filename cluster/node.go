@@ -87,6 +87,7 @@ func New(cfg Config) (*Node, error) {
 		Logger:        cfg.Logger.Named("transport"),
 		Registerer:    cfg.Registry,
 		Faults:        cfg.Faults,
+		OnPeerDown:    n.peerDown,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)

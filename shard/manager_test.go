@@ -249,8 +249,10 @@ func TestFollowersRedirectToTheLeader(t *testing.T) {
 
 func TestInFlightBounds(t *testing.T) {
 	r := &Replica{m: &Manager{cfg: Config{MaxInFlight: 2, MaxInFlightBytes: 100}}}
-	if !r.acquire(10) || !r.acquire(10) {
-		t.Fatal("first two proposals refused")
+	for i := range 2 {
+		if !r.acquire(10) {
+			t.Fatalf("proposal %d refused", i+1)
+		}
 	}
 	if r.acquire(10) {
 		t.Fatal("third proposal accepted beyond MaxInFlight")

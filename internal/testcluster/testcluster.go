@@ -25,6 +25,7 @@ import (
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/internal/agent"
 	"github.com/shardnet/shardnet/shard"
+	"github.com/shardnet/shardnet/shard/transport"
 )
 
 // Options shape a test cluster.
@@ -37,6 +38,9 @@ type Options struct {
 	// LogLevel of the nodes' logs, written through t.Log (default: warn;
 	// SHARDNET_TEST_LOG overrides).
 	LogLevel string
+	// Faults installs a network fault hook in every node's cluster
+	// transport, for Partition, Isolate, Delay and Heal (faults.go).
+	Faults bool
 }
 
 // FastRaft are channel-group timings that make failover tests quick.
@@ -69,6 +73,7 @@ type Node struct {
 	clusterPort int
 	bootstrap   int
 	join        []string
+	faults      *transport.Faults // nil unless Options.Faults; kept across restarts
 
 	mu    sync.Mutex
 	agent *agent.Agent
@@ -105,6 +110,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		if role == fsm.RoleCore {
 			nd.bootstrap = opts.Core
 		}
+		if opts.Faults {
+			nd.faults = transport.NewFaults()
+		}
 		c.Nodes = append(c.Nodes, nd)
 	}
 	// Every node joins every other, so any one restarting alone still finds
@@ -133,7 +141,7 @@ func (c *Cluster) start(nd *Node) error {
 		GossipPort: nd.gossipPort, ClusterPort: nd.clusterPort,
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
 		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
-		Logger: c.log.Named(nd.Name),
+		Logger: c.log.Named(nd.Name), Faults: nd.faults,
 	}
 	a, err := agent.Start(agent.Options{Cluster: cfg, HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.httpPort)), Token: c.opts.Token})
 	if err != nil {
