@@ -36,12 +36,27 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	return st, nil
 }
 
-// Ready reports whether the node can serve: it knows a meta leader.
+// Ready reports whether the node can serve: it knows a meta leader and its
+// copy of the meta state has caught up with the commit index.
 func (n *Node) Ready(ctx context.Context) error {
 	if _, id := n.meta.raft.LeaderWithID(); id == "" {
 		return ErrNoMetaLeader
 	}
+	if !n.metaCaughtUp() {
+		return ErrNotReady
+	}
 	return nil
+}
+
+// metaCaughtUp reports whether the local meta FSM has been handed every
+// entry this node knows to be committed. A restarted node learns the commit
+// index only from the leader's first append, so until then it is not caught
+// up. raft's AppliedIndex counts no-op and configuration entries, which the
+// FSM never sees (RAFT-NOTES §2), so comparing the FSM's own index with the
+// commit index could stay false forever.
+func (n *Node) metaCaughtUp() bool {
+	commit := n.meta.raft.CommitIndex()
+	return commit > 0 && n.meta.raft.AppliedIndex() >= commit
 }
 
 // Nodes lists the registry with each node's replica count.
@@ -327,6 +342,15 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool) (*shard.Replica, error) {
 	ch, ok := n.meta.fsm.Channel(channel)
 	if !ok {
+		// After a restart the meta state catches up only once the meta
+		// leader sends the commit index, while the replicas run from disk
+		// at once: a local replica speaks for its own channel.
+		if rep, ok := n.shards.ReplicaByChannel(channel); ok {
+			return rep, nil
+		}
+		if !n.metaCaughtUp() {
+			return nil, fmt.Errorf("%w: channel %q is not known here yet", ErrNotReady, channel)
+		}
 		return nil, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
 	}
 	rep, ok := n.shards.Replica(ch.GroupID)

@@ -12,4 +12,5 @@ var (
 	ErrInvalidRequest  = errors.New("cluster: invalid request")
 	ErrNodeNotFound    = errors.New("cluster: node not found")
 	ErrQuotaExceeded   = errors.New("cluster: channel quota exceeded")
+	ErrNotReady        = errors.New("cluster: this node's copy of the meta state is still catching up")
 )

@@ -80,6 +80,7 @@ var errorTable = []struct {
 	{fsm.ErrClosed, http.StatusServiceUnavailable, api.CodeUnavailable, true}, // a read of a replica being closed
 	{errStopping, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{errNotReady, http.StatusServiceUnavailable, api.CodeNotReady, true},
+	{cluster.ErrNotReady, http.StatusServiceUnavailable, api.CodeNotReady, true},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, api.CodeTimeout, false},
 	{context.Canceled, http.StatusServiceUnavailable, api.CodeUnavailable, false},
 }

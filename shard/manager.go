@@ -316,6 +316,20 @@ func (m *Manager) Replicas() []*Replica {
 	return out
 }
 
+// ReplicaByChannel returns the running replica of a channel by name (the
+// newest group if a deleted channel's replica is still being removed).
+func (m *Manager) ReplicaByChannel(name string) (*Replica, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var best *Replica
+	for _, r := range m.replicas {
+		if r.Channel == name && (best == nil || r.GroupID > best.GroupID) {
+			best = r
+		}
+	}
+	return best, best != nil
+}
+
 // MetaIndex returns the meta index recorded for a local replica.
 func (m *Manager) MetaIndex(gid uint64) (uint64, bool) {
 	m.mu.RLock()
