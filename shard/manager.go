@@ -383,7 +383,31 @@ func (r *Replica) stop() {
 
 // Close stops every replica, leaders first handing leadership to a follower
 // so the group does not wait an election timeout, then closes the databases.
+// The hand-overs happen while the replicas still serve: a request that
+// arrives meanwhile is answered or redirected to the new leader, not refused.
 func (m *Manager) Close() error {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, r := range m.Replicas() {
+		if r.raft.State() != raft.Leader {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(r *Replica) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f := r.raft.LeadershipTransfer()
+			done := make(chan struct{})
+			go func() { _ = f.Error(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+			}
+		}(r)
+	}
+	wg.Wait()
+
 	m.mu.Lock()
 	m.closed = true
 	reps := make([]*Replica, 0, len(m.replicas))
@@ -392,24 +416,12 @@ func (m *Manager) Close() error {
 	}
 	m.replicas = map[uint64]*Replica{}
 	m.mu.Unlock()
-
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
 	for _, r := range reps {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(r *Replica) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if r.raft.State() == raft.Leader {
-				f := r.raft.LeadershipTransfer()
-				done := make(chan struct{})
-				go func() { _ = f.Error(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(2 * time.Second):
-				}
-			}
 			r.stop()
 		}(r)
 	}
