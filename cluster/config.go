@@ -47,6 +47,10 @@ type Config struct {
 	Logger   hclog.Logger
 	Registry *prometheus.Registry
 
+	// MaxInFlight bounds each channel's proposals in flight (0: the shard
+	// default); beyond, writes get 429.
+	MaxInFlight int
+
 	// Faults, when set, injects network faults into the node's cluster
 	// transport (tests only: partitions, slow links; see transport.Faults).
 	Faults *transport.Faults

@@ -100,13 +100,14 @@ func New(cfg Config) (*Node, error) {
 		IdleConnTimeout:     30 * time.Second,
 	}}
 	n.shards, err = shard.Open(shard.Config{
-		DataDir:   cfg.DataDir,
-		NodeID:    cfg.Name,
-		ServerID:  n.serverID,
-		Transport: n.trans,
-		Logger:    cfg.Logger.Named("shard"),
-		Registry:  cfg.Registry,
-		Raft:      cfg.ChannelRaft,
+		DataDir:     cfg.DataDir,
+		NodeID:      cfg.Name,
+		ServerID:    n.serverID,
+		Transport:   n.trans,
+		Logger:      cfg.Logger.Named("shard"),
+		Registry:    cfg.Registry,
+		Raft:        cfg.ChannelRaft,
+		MaxInFlight: cfg.MaxInFlight,
 	})
 	if err != nil {
 		n.trans.Close()

@@ -38,6 +38,8 @@ type Options struct {
 	// LogLevel of the nodes' logs, written through t.Log (default: warn;
 	// SHARDNET_TEST_LOG overrides).
 	LogLevel string
+	// MaxInFlight bounds each channel's proposals in flight (0: default).
+	MaxInFlight int
 	// Faults installs a network fault hook in every node's cluster
 	// transport, for Partition, Isolate, Delay and Heal (faults.go).
 	Faults bool
@@ -141,7 +143,7 @@ func (c *Cluster) start(nd *Node) error {
 		GossipPort: nd.gossipPort, ClusterPort: nd.clusterPort,
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
 		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
-		Logger: c.log.Named(nd.Name), Faults: nd.faults,
+		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight,
 	}
 	a, err := agent.Start(agent.Options{Cluster: cfg, HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.httpPort)), Token: c.opts.Token})
 	if err != nil {
