@@ -351,7 +351,16 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 		if !n.metaCaughtUp() {
 			return nil, fmt.Errorf("%w: channel %q is not known here yet", ErrNotReady, channel)
 		}
-		return nil, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
+		// Caught up with what this node knows is committed, which may
+		// still miss a channel created a moment ago: the meta leader knows.
+		rec, found, err := n.channelFromMetaLeader(ctx, channel)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
+		}
+		return nil, n.remoteRedirect(ctx, rec, wantLeader)
 	}
 	rep, ok := n.shards.Replica(ch.GroupID)
 	if !ok {
