@@ -333,7 +333,14 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 	if err != nil {
 		return nil, err
 	}
-	if err := rep.ReadBarrier(ctx, level); err != nil {
+	err = rep.ReadBarrier(ctx, level)
+	var re *shard.RedirectError
+	if err != nil && level != shard.Stale && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) {
+		if n.followerRead(ctx, rep, re) == nil {
+			return rep, nil
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return rep, nil

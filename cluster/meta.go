@@ -87,8 +87,8 @@ func openMeta(n *Node) (*metaGroup, error) {
 }
 
 func (m *metaGroup) shutdown() error {
+	m.trans.Close() // first: it ends replication waits raft's Shutdown would wait for
 	err := m.raft.Shutdown().Error()
-	m.trans.Close()
 	return errors.Join(err, m.store.Close())
 }
 

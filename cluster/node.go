@@ -42,8 +42,10 @@ type Node struct {
 	meta   *metaGroup
 	gossip *gossip
 
-	peers   *http.Client // internal calls to other nodes over the cluster port
-	leaders *leaderCache
+	peers       *http.Client // internal calls to other nodes over the cluster port
+	leaders     *leaderCache
+	readBatches sync.Map // group id → *readIndexBatch (readindex.go)
+	metrics     *metrics
 
 	poke     chan struct{}
 	lpoke    chan struct{}
@@ -76,6 +78,7 @@ func New(cfg Config) (*Node, error) {
 		lpoke:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		leaders:  newLeaderCache(),
+		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 {
 		n.log.Warn("no cluster key: the cluster port and gossip are unauthenticated; set -cluster-key or -token")

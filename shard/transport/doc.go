@@ -71,18 +71,52 @@
 //
 // # Failures
 //
-// After a failed dial, RPCs to that peer fail at once for 300 ms instead of
-// each waiting out a dial (Raft retries on its own backoff). A stream that
-// fails mid-exchange is aborted, never pooled. GroupTransport.Close
-// unregisters the group and fails its RPCs in flight in both directions;
-// sessions other groups use stay open, and the same group id can be
-// registered again (a replica restart). A request for a group that is not
-// registered is answered "transport: unknown group N".
+// After a failed dial, heartbeats, RequestVote, RequestPreVote and
+// TimeoutNow to that peer fail at once for 300 ms instead of each waiting
+// out a dial: elections and leadership checks need fast failures, and Raft
+// retries heartbeats on a backoff capped at half a heartbeat timeout. A
+// stream that fails mid-exchange is aborted, never pooled.
+// GroupTransport.Close unregisters the group and fails its RPCs in flight
+// in both directions; sessions other groups use stay open, and the same
+// group id can be registered again (a replica restart). A request for a
+// group that is not registered is answered "transport: unknown group N".
 //
 // Node.PeerHealthy and Config.OnPeerDown expose a per-peer probe (a yamux
 // ping every 250 ms to each peer used in the last two minutes), so the layer
 // above can shorten the timers of just the groups led from a peer that went
 // quiet (DESIGN decision 13).
+//
+// # Replication waits for an unreachable peer
+//
+// The RPCs that carry replication (AppendEntries other than heartbeats,
+// InstallSnapshot, and opening a pipeline) do not fail on an unreachable
+// peer (its dial fails or failed in the last 300 ms, or its session broke;
+// a peer blocked by Faults too): they wait for it to answer again, joining
+// or starting a dial every 300 ms (the prober's dials wake them too), for
+// up to Config.ReplicationWait (default RPCTimeout, 10 s), and only then
+// fail. Raft's replication goroutine sleeps after each failed RPC,
+// 10 ms·2^(failures−2) up to 10.24 s, and nothing wakes it
+// (replication.go:replicateTo). Failing fast, a peer down for 10 s ran up
+// 12 failures; when it came back it heard heartbeats (another goroutine)
+// but got no entry and no commit index for up to 10 s, so a group left
+// with the leader and that follower took no write: 8.5 s after a 12 s
+// outage in TestRaftFollowerBackAfterLongOutage, against 1 ms with the wait
+// (its RPCs resume within ~300 ms of the peer's return).
+//
+// Each wait that runs out still counts as a failure. With the default
+// 10 s, the backoff stays under 1.3 s for outages up to about 90 s; past
+// about two minutes it reaches its 10.24 s cap again, and a peer that
+// returns then finds the goroutine asleep about half the time. A longer
+// ReplicationWait covers longer outages, at the costs below.
+//
+// A waiting RPC holds Raft's replication goroutine, which checks for a
+// stop (leadership lost, peer removed) only between RPCs: after a step-down
+// it stays blocked for up to ReplicationWait, which is harmless (its
+// request carries the old term). raft.Shutdown waits for that goroutine
+// before it calls GroupTransport.Close, so close the group's transport
+// first, which ends its waits at once (Shutdown's own Close is then a
+// no-op); otherwise Shutdown can take up to ReplicationWait. Node.Close
+// ends every wait. At most 4096 RPCs wait for one peer; more fail at once.
 //
 // # Security
 //

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +64,11 @@ func (g *GroupTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 // fails its pending RPCs, inbound and outbound. Sessions and streams other
 // groups use stay open. The node accepts a new registration of the same id
 // afterwards (a replica restarting).
+//
+// Call it before raft.Shutdown: Shutdown waits for Raft's replication
+// goroutines before it calls Close itself, and one may be waiting for an
+// unreachable peer for up to Config.ReplicationWait (doc.go); Close ends
+// that wait at once, and Shutdown's Close is then a no-op.
 func (g *GroupTransport) Close() error {
 	g.closeOnce.Do(func() {
 		// Close first so trackStream admits nothing after the sweep.
@@ -92,11 +96,13 @@ func (g *GroupTransport) errClosed() error {
 
 // AppendEntries implements raft.Transport.
 func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	label := labelAppendEntries
+	// Heartbeats fail fast on an unreachable peer; the AppendEntries that
+	// carry entries or the commit index wait for it (doc.go).
+	label, wait := labelAppendEntries, g.node.replicationWait()
 	if isHeartbeat(args) {
-		label = labelHeartbeat
+		label, wait = labelHeartbeat, 0
 	}
-	body, err := g.call(target, typeAppendEntries, label, appendEntriesSizeHint(args), func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
+	body, err := g.call(target, typeAppendEntries, label, wait, appendEntriesSizeHint(args), func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
 	if err == nil {
 		err = decodeAppendEntriesResponse(body, resp)
 	}
@@ -105,7 +111,7 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 
 // RequestVote implements raft.Transport.
 func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	body, err := g.call(target, typeRequestVote, labelRequestVote, 0, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
+	body, err := g.call(target, typeRequestVote, labelRequestVote, 0, 0, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestVoteResponse(body, resp)
 	}
@@ -114,7 +120,7 @@ func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress,
 
 // RequestPreVote implements raft.WithPreVote.
 func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	body, err := g.call(target, typeRequestPreVote, labelRequestPreVote, 0, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
+	body, err := g.call(target, typeRequestPreVote, labelRequestPreVote, 0, 0, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestPreVoteResponse(body, resp)
 	}
@@ -123,7 +129,7 @@ func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddre
 
 // TimeoutNow implements raft.Transport.
 func (g *GroupTransport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
-	body, err := g.call(target, typeTimeoutNow, labelTimeoutNow, 0, func(b []byte) []byte { return appendTimeoutNowRequest(b, args) })
+	body, err := g.call(target, typeTimeoutNow, labelTimeoutNow, 0, 0, func(b []byte) []byte { return appendTimeoutNowRequest(b, args) })
 	if err == nil {
 		err = decodeTimeoutNowResponse(body, resp)
 	}
@@ -145,8 +151,10 @@ func (g *GroupTransport) result(label int, target raft.ServerAddress, err error)
 // call sends one request frame on an RPC stream of its own and returns the
 // response body. The stream goes back to the peer's idle pool only after a
 // complete exchange; any failure aborts it, since a late response could
-// otherwise be read by the next RPC. sizeHint pre-sizes the encode buffer.
-func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
+// otherwise be read by the next RPC. wait is how long to wait for an
+// unreachable peer (zero: fail fast; see peer.open). sizeHint pre-sizes the
+// encode buffer.
+func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, wait time.Duration, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
 	n := g.node
 	n.metrics.sent[label].Inc()
 	if g.isClosed() {
@@ -157,9 +165,16 @@ func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, s
 	if err != nil {
 		return nil, err
 	}
-	st, fresh, err := p.stream(deadline)
+	st, fresh, err := p.stream(deadline, g.closed, wait)
 	if err != nil {
+		if g.isClosed() {
+			return nil, g.errClosed()
+		}
 		return nil, err
+	}
+	if fresh && wait > 0 {
+		// It may have waited for the peer: the exchange gets its own timeout.
+		deadline = time.Now().Add(n.cfg.RPCTimeout)
 	}
 	if !n.trackStream(st, g) {
 		_ = st.Close()
@@ -226,12 +241,11 @@ func (g *GroupTransport) installSnapshot(target raft.ServerAddress, args *raft.I
 	if err != nil {
 		return err
 	}
-	sess, err := p.session(context.Background(), time.Now().Add(timeout))
+	st, err := p.open(time.Now().Add(timeout), g.closed, n.replicationWait())
 	if err != nil {
-		return err
-	}
-	st, err := p.openStream(sess)
-	if err != nil {
+		if g.isClosed() {
+			return g.errClosed()
+		}
 		return err
 	}
 	if !n.trackStream(st, g) {
@@ -304,12 +318,11 @@ func (g *GroupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, err
 	}
-	sess, err := p.session(context.Background(), time.Now().Add(n.cfg.RPCTimeout))
+	st, err := p.open(time.Now().Add(n.cfg.RPCTimeout), g.closed, n.replicationWait())
 	if err != nil {
-		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", target, g.gid, err)
-	}
-	st, err := p.openStream(sess)
-	if err != nil {
+		if g.isClosed() {
+			return nil, g.errClosed()
+		}
 		return nil, fmt.Errorf("transport: pipeline to %s (group %d): %w", target, g.gid, err)
 	}
 	if !n.trackStream(st, g) {

@@ -39,6 +39,14 @@ const (
 	// closed after use (opening is one frame, no round trip).
 	maxIdleStreams = 16
 
+	// defaultMaxWaiters bounds the replication RPCs that wait for one
+	// unreachable peer at a time; more fail at once. Each is a Raft
+	// replication goroutine blocked in the transport (at most one per group
+	// led from here, plus any left from an earlier leadership term), which
+	// costs the transport one timer: the bound only guards against a
+	// caller gone wrong. 1000 replicas per node lead about 333 groups.
+	defaultMaxWaiters = 4096
+
 	// pipelineDepth bounds AppendEntries in flight on one pipeline.
 	// BenchmarkRaftApply over loopback (2 vCPU, 3 runs each, µs per Apply):
 	// depth 2: 8.6-17 (1 group), 28-49 (16 groups); depth 8: 10.3-10.8,
@@ -62,6 +70,14 @@ type Config struct {
 	DialTimeout   time.Duration         // default 2s
 	RPCTimeout    time.Duration         // default 10s for non-snapshot RPCs
 	Registerer    prometheus.Registerer // optional
+
+	// ReplicationWait bounds how long the RPCs that carry replication
+	// (AppendEntries other than heartbeats, InstallSnapshot, and opening an
+	// AppendEntries pipeline) wait for an unreachable peer to answer again
+	// before they fail. Default: RPCTimeout; negative: they fail at once, as
+	// heartbeats and votes always do. See doc.go, "Replication waits for an
+	// unreachable peer".
+	ReplicationWait time.Duration
 
 	// OnPeerDown, if set, is called (on its own goroutine) when the prober
 	// finds a peer that answered before unresponsive. See PeerHealthy.
@@ -101,6 +117,10 @@ type Node struct {
 	// group carries no map of its own.
 	inflightMu sync.Mutex
 	inflight   map[*yamux.Stream]*GroupTransport
+
+	// maxWaiters bounds the replication RPCs waiting for one unreachable
+	// peer (peer.await); defaultMaxWaiters, lowered by tests.
+	maxWaiters int
 
 	// lastHandshakeWarn (unix nanos) rate-limits handshake warnings: a
 	// peer with the wrong key is re-dialed every few hundred milliseconds.
@@ -159,6 +179,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = defaultRPCTimeout
 	}
+	if cfg.ReplicationWait == 0 {
+		cfg.ReplicationWait = cfg.RPCTimeout
+	}
 	cfg.ClusterKey = append([]byte(nil), cfg.ClusterKey...)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -193,6 +216,8 @@ func New(cfg Config) (*Node, error) {
 		inbound:  make(map[*yamux.Session]struct{}),
 		groups:   make(map[uint64]*GroupTransport),
 		inflight: make(map[*yamux.Stream]*GroupTransport),
+
+		maxWaiters: defaultMaxWaiters,
 	}
 	n.app = newAppListener(n.addr, n.done)
 	cfg.Faults.attach(n)
@@ -247,6 +272,10 @@ func (n *Node) goFunc(f func()) bool {
 	}()
 	return true
 }
+
+// replicationWait is how long replication RPCs wait for an unreachable
+// peer; zero when Config.ReplicationWait is negative.
+func (n *Node) replicationWait() time.Duration { return max(n.cfg.ReplicationWait, 0) }
 
 // Addr returns the advertised address: the raft.ServerAddress of every group
 // replica on this node.

@@ -26,6 +26,7 @@ type peer struct {
 	dialing   chan struct{} // non-nil while a dial runs; closed when it ends
 	lastErr   error         // the last dial failure, kept for dialBackoff
 	lastErrAt time.Time
+	waiters   int // callers in await
 
 	// Prober state (probe.go).
 	lastUsed atomic.Int64 // unix nanos of the last RPC or PeerHealthy call
@@ -52,36 +53,15 @@ func (n *Node) peer(addr string) (*peer, error) {
 
 // session returns the live session to the peer, dialing if needed. Dials
 // are shared: concurrent callers wait for the one in progress, each until its
-// own deadline or ctx.
+// own deadline or ctx. Within dialBackoff of a failed dial it fails at once.
 func (p *peer) session(ctx context.Context, deadline time.Time) (*yamux.Session, error) {
 	for {
 		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			return nil, ErrClosed
-		}
-		if p.sess != nil && !p.sess.IsClosed() {
-			s := p.sess
-			p.mu.Unlock()
-			return s, nil
-		}
-		if p.dialing == nil {
-			if since := time.Since(p.lastErrAt); p.lastErr != nil && since < dialBackoff {
-				err := p.lastErr
-				p.mu.Unlock()
-				return nil, fmt.Errorf("peer unreachable, dial failed %v ago: %w", since.Round(time.Millisecond), err)
-			}
-			p.dialing = make(chan struct{})
-			ch := p.dialing
-			if !p.n.goFunc(func() { p.dial(ch) }) {
-				p.dialing = nil
-				p.mu.Unlock()
-				return nil, ErrClosed
-			}
-		}
-		ch := p.dialing
+		sess, ch, err := p.sessionLocked()
 		p.mu.Unlock()
-
+		if ch == nil {
+			return sess, err
+		}
 		timer := time.NewTimer(time.Until(deadline))
 		select {
 		case <-ch:
@@ -98,6 +78,100 @@ func (p *peer) session(ctx context.Context, deadline time.Time) (*yamux.Session,
 		case <-ctx.Done():
 			timer.Stop()
 			return nil, fmt.Errorf("waiting for dial: %w", ctx.Err())
+		}
+	}
+}
+
+// sessionLocked, with p.mu held, returns the live session, or else the
+// channel of the dial in progress (starting one unless the last dial failed
+// less than dialBackoff ago), or else why there is neither: ErrClosed or the
+// remembered dial failure.
+func (p *peer) sessionLocked() (*yamux.Session, chan struct{}, error) {
+	if p.closed {
+		return nil, nil, ErrClosed
+	}
+	if p.sess != nil && !p.sess.IsClosed() {
+		return p.sess, nil, nil
+	}
+	if p.dialing == nil {
+		if since := time.Since(p.lastErrAt); p.lastErr != nil && since < dialBackoff {
+			return nil, nil, fmt.Errorf("peer unreachable, dial failed %v ago: %w", since.Round(time.Millisecond), p.lastErr)
+		}
+		ch := make(chan struct{})
+		p.dialing = ch
+		if !p.n.goFunc(func() { p.dial(ch) }) {
+			p.dialing = nil
+			return nil, nil, ErrClosed
+		}
+	}
+	return nil, p.dialing, nil
+}
+
+// await is session for the RPCs that carry replication: while the peer is
+// unreachable (its dial fails or failed less than dialBackoff ago, or its
+// session broke) it waits for the peer to answer again instead of failing,
+// joining or starting a dial each time the dial backoff ends (a dial the
+// prober starts wakes it too), until the peer answers, until passes, stop
+// is closed (the group closed) or the node closes. See doc.go, "Replication
+// waits for an unreachable peer", for why. Beyond maxWaiters callers
+// waiting on the peer, it fails fast as session does.
+func (p *peer) await(stop <-chan struct{}, until time.Time) (*yamux.Session, error) {
+	p.mu.Lock()
+	if !p.closed && p.sess != nil && !p.sess.IsClosed() {
+		s := p.sess
+		p.mu.Unlock()
+		return s, nil
+	}
+	if p.waiters >= p.n.maxWaiters {
+		p.mu.Unlock()
+		return p.session(context.Background(), time.Now().Add(p.n.cfg.RPCTimeout))
+	}
+	p.waiters++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.waiters--
+		p.mu.Unlock()
+	}()
+
+	start := time.Now()
+	timer := time.NewTimer(time.Until(until))
+	defer timer.Stop()
+	var lastErr error
+	for {
+		// A waiting RPC is a use: the prober keeps probing the peer.
+		p.lastUsed.Store(time.Now().UnixNano())
+		p.mu.Lock()
+		sess, ch, err := p.sessionLocked()
+		retry := dialBackoff - time.Since(p.lastErrAt)
+		if err != nil && p.lastErr != nil {
+			lastErr = p.lastErr
+		}
+		p.mu.Unlock()
+		if sess != nil || errors.Is(err, ErrClosed) {
+			return sess, err
+		}
+		left := time.Until(until)
+		if left <= 0 {
+			if lastErr == nil {
+				lastErr = fmt.Errorf("waiting for dial: %w", context.DeadlineExceeded)
+			}
+			return nil, fmt.Errorf("peer unreachable for %v: %w", time.Since(start).Round(time.Millisecond), lastErr)
+		}
+		// ch is the dial in progress; without one the backoff is running
+		// and no session can appear before it ends.
+		d := left
+		if ch == nil {
+			d = min(max(retry, time.Millisecond), left)
+		}
+		timer.Reset(d)
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-stop:
+			return nil, ErrClosed
+		case <-p.n.done:
+			return nil, ErrClosed
 		}
 	}
 }
@@ -185,8 +259,8 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 }
 
 // stream returns an idle RPC stream to the peer, or opens one (fresh: its
-// kind byte has not been written yet).
-func (p *peer) stream(deadline time.Time) (st *yamux.Stream, fresh bool, err error) {
+// kind byte has not been written yet); see open for deadline, stop and wait.
+func (p *peer) stream(deadline time.Time, stop <-chan struct{}, wait time.Duration) (st *yamux.Stream, fresh bool, err error) {
 	p.mu.Lock()
 	for len(p.idle) > 0 {
 		st = p.idle[len(p.idle)-1]
@@ -199,12 +273,47 @@ func (p *peer) stream(deadline time.Time) (st *yamux.Stream, fresh bool, err err
 		_ = st.Close()
 	}
 	p.mu.Unlock()
-	sess, err := p.session(context.Background(), deadline)
-	if err != nil {
-		return nil, false, err
-	}
-	st, err = p.openStream(sess)
+	st, err = p.open(deadline, stop, wait)
 	return st, err == nil, err
+}
+
+// open opens a new stream to the peer. With wait zero it fails fast on an
+// unreachable peer (session, waiting for a dial until deadline); otherwise
+// it waits up to wait for the peer to answer again (await), and a session
+// that breaks as the stream opens counts as unreachable too.
+func (p *peer) open(deadline time.Time, stop <-chan struct{}, wait time.Duration) (*yamux.Stream, error) {
+	if wait <= 0 {
+		sess, err := p.session(context.Background(), deadline)
+		if err != nil {
+			return nil, err
+		}
+		return p.openStream(sess)
+	}
+	until := time.Now().Add(wait)
+	for {
+		sess, err := p.await(stop, until)
+		if err != nil {
+			return nil, err
+		}
+		st, err := p.openStream(sess)
+		left := time.Until(until)
+		if err == nil || left <= 0 {
+			return st, err
+		}
+		// openStream closed the session, so await dials again; pause first
+		// so a peer that drops every new session is not re-dialed in a
+		// tight loop.
+		pause := time.NewTimer(min(dialBackoff, left))
+		select {
+		case <-pause.C:
+		case <-stop:
+			pause.Stop()
+			return nil, ErrClosed
+		case <-p.n.done:
+			pause.Stop()
+			return nil, ErrClosed
+		}
+	}
 }
 
 // openStream opens a stream on sess. A session that cannot open streams is

@@ -71,6 +71,7 @@ type replica struct {
 	gid    uint64
 	node   *testNode
 	raft   *raft.Raft
+	trans  *GroupTransport
 	fsm    *listFSM
 	logs   *raft.InmemStore
 	stable *raft.InmemStore
@@ -103,15 +104,20 @@ func (r *replica) start(t testing.TB, tweak func(*raft.Config)) {
 		tweak(cfg)
 	}
 	r.fsm = &listFSM{}
+	r.trans = trans
 	r.raft, err = raft.NewRaft(cfg, r.fsm, r.logs, r.stable, r.snaps, trans)
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
+// stop closes the replica's transport, then shuts its Raft down: Shutdown
+// waits for Raft's replication goroutines, which may be waiting for an
+// unreachable peer until the transport closes (doc.go).
 func (r *replica) stop() {
 	if r.raft != nil {
-		_ = r.raft.Shutdown().Error() // closes its GroupTransport
+		_ = r.trans.Close()
+		_ = r.raft.Shutdown().Error()
 		r.raft = nil
 	}
 }
@@ -395,4 +401,91 @@ func TestRaftNodeRestart(t *testing.T) {
 	}
 	c.applyAll("c", 5)
 	c.waitConverged(15, 30*time.Second)
+}
+
+// A follower back after an outage long enough for Raft's replication
+// backoff to reach its 10 s cap (TestWritesStallAfterLongFollowerOutage in
+// internal/chaos) gets entries at once, not only heartbeats: when the other
+// follower then stops, the leader and the returned follower commit within
+// seconds. Failing fast on the down follower, the leader's replication
+// goroutine would be asleep for up to 10 s (8.5 s measured here with the
+// wait disabled); waiting in the transport keeps its failure count at
+// about one. Stopping the leader afterwards, while its replication to the
+// stopped follower waits, is prompt once its transport is closed first.
+func TestRaftFollowerBackAfterLongOutage(t *testing.T) {
+	c := newRaftCluster(t, 3, []uint64{1}, nil)
+	c.waitLeaders(20 * time.Second)
+	c.applyAll("a", 3)
+	c.waitConverged(3, 20*time.Second)
+
+	l := c.leader(1)
+	var f *replica
+	for _, r := range c.groups[1] {
+		if r != l {
+			f = r
+			break
+		}
+	}
+	fi := slices.Index(c.groups[1], f)
+	addr := string(f.node.Addr())
+	f.stop()
+	if err := f.node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Long enough for 12 fail-fast failures (10 ms doubling adds up to
+	// 10.24 s), while the leader keeps committing with the other follower.
+	const outage = 12 * time.Second
+	down := time.Now()
+	for i := 0; time.Since(down) < outage; i++ {
+		if err := c.apply(1, fmt.Sprintf("outage/%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // pacing the writes, not waiting for a state
+	}
+
+	restarted := newTestNode(t, "cluster-key", func(cfg *Config) { cfg.BindAddr = addr })
+	c.nodes[fi] = restarted
+	f.node = restarted
+	f.start(t, nil)
+	l = c.leader(1)
+	if l == nil || l == f {
+		t.Fatalf("leader changed to %v during the outage", l)
+	}
+	// The follower hears the leader's heartbeats (their backoff is short)...
+	waitFor(t, 10*time.Second, "the returned follower to know the leader", func() bool {
+		addr, _ := f.raft.LeaderWithID()
+		return addr == l.node.Addr()
+	})
+	// ...and with the other follower gone, every commit needs it.
+	var g *replica
+	for _, r := range c.groups[1] {
+		if r != l && r != f {
+			g = r
+		}
+	}
+	g.stop()
+	if err := g.node.Close(); err != nil { // unreachable now: the leader's replication to g waits
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.apply(1, "after"); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("first commit with the leader and the follower back after %v: %v", outage, took.Round(time.Millisecond))
+	// Not scaled: ~10 s is the bug; a loaded machine under -race takes well under a second.
+	if took > 3*time.Second {
+		t.Errorf("first commit after the follower came back took %v, want under 3 s", took.Round(time.Millisecond))
+	}
+	if c.leader(1) != l {
+		t.Errorf("leadership moved: the commit did not come from the leader's replication to the returned follower")
+	}
+
+	// The leader's replication to g now waits for it; closing the leader's
+	// transport ends the wait, so Shutdown returns at once.
+	start = time.Now()
+	l.stop()
+	if took := time.Since(start); took > scaled(3*time.Second) {
+		t.Errorf("stopping the leader took %v with a replication wait pending", took)
+	}
 }
