@@ -18,12 +18,13 @@
 #
 # Prints one table and writes it, with the machine, to bench/results/latest.md.
 # Throughput counts 2xx answers only: a run with any non-2xx answer or socket
-# error is flagged in the table's errors column.
+# error, or after which the leader had moved, is flagged in the errors column.
 #
 # Environment: DURATION (wrk -d, default 10s), CONNS (default "1 16 64"),
 # REPEAT (runs per cell, default 1; the median-throughput run is reported),
-# FAILOVER_TRIALS (default 10), LEADER (follower, n1 or any), OUT (default bench/results/latest.md),
-# KEEP_WORK=1 keeps the work directory (logs, raw wrk output).
+# FAILOVER_TRIALS (default 10), LEADER (follower, n1 or any),
+# OUT (default bench/results/latest.md), KEEP_WORK=1 keeps the work directory
+# (logs, data dirs, raw wrk output).
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -78,6 +79,7 @@ sn_codes() {
 child_ticks() { awk '{print $16 + $17}' "/proc/$$/stat"; }
 
 declare -A RPS P50 P99 ERR CPU BUSY CPUREQ WRKCPU OTHER ALLRPS
+declare -A WANT_LEADER # system -> the leader its runs expect
 
 # run_one SYSTEM MODE CONNS KEY: one wrk run; results under KEY.
 run_one() {
@@ -119,6 +121,14 @@ run_one() {
 			[ -z "$codes" ] || ERR[$key]+=" ($codes)"
 		fi
 		((sock == 0)) || ERR[$key]+=", $sock socket errors/timeouts"
+	fi
+	# A leader that moved during the run (an election under load) changes
+	# what was measured: say so next to the numbers.
+	local now
+	if [ "$sys" = etcd ]; then now=$(etcd_leader); else now=$(sn_leader bench); fi
+	if [ "$now" != "${WANT_LEADER[$sys]}" ]; then
+		ERR[$key]+="${ERR[$key]:+, }leader of bench is $now after the run, not ${WANT_LEADER[$sys]}"
+		WANT_LEADER[$sys]=$now # report each move once
 	fi
 	read -r CPU[$key] BUSY[$key] CPUREQ[$key] WRKCPU[$key] OTHER[$key] < <(awk -v p="$((p1 - p0))" \
 		-v w="$((c1 - c0))" -v hz="$CLK_TCK" -v ncpu="$(nproc)" -v t0="$t0" -v t1="$t1" \
@@ -227,6 +237,7 @@ main() {
 	[[ $sn_leader =~ ^n[123]$ ]] || die "channel bench has no leader (got '$sn_leader')"
 	etcd_move_leader $((${sn_leader#n} - 1))
 	etcd_leader=$(etcd_leader)
+	WANT_LEADER[etcd]=$etcd_leader WANT_LEADER[shardnet]=$sn_leader
 	spread=$(for ch in "${channels[@]:1}"; do sn_leader "$ch"; done | sort | uniq -c | awk '{printf "%s%s %s", sep, $2, $1; sep = ", "}')
 
 	log "pre-filling 10,000 keys of 256 bytes in each"
@@ -278,7 +289,7 @@ main() {
 		echo "- data dirs: $(df -T "$WORK" | awk 'NR == 2 {print $2 " on " $1}')"
 		echo "- load average (1/5/15 min) before: $load_start; after the throughput runs: $load_end"
 		echo "- $(go version | sed 's/^go version //;s/^/go /'); $(etcd --version | head -n1); $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
-		echo "- shardnet: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+		echo "- shardnet: $SN_COMMIT (built at the start of the run)"
 		echo "- runs per cell: $REPEAT (the median by req/s is shown)"
 		echo "- wrk: -d $DURATION, -t2 (-t1 at 1 connection), --timeout 10s, load to member/node 1 of each (LEADER=$LEADER)"
 		echo "- idle for 3 s before the runs: $idle"
@@ -288,7 +299,7 @@ main() {
 		echo
 		echo "$table"
 		echo
-		echo "req/s counts 2xx answers only; ⚠ marks a run that had errors (see the errors column)."
+		echo "req/s counts 2xx answers only; ⚠ marks a run that had errors or after which the leader had moved (see the errors column)."
 		((REPEAT == 1)) || echo "Each cell is the run with the median req/s of $REPEAT (its latencies with it); every run is listed below."
 		echo "ratio = shardnet req/s / etcd req/s."
 		echo

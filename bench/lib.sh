@@ -99,6 +99,8 @@ ensure_tools() {
 # standard library only) into the work directory.
 build_all() {
 	log "building bin/shardnet and the bench helpers"
+	# The tree other people commit to moves during a long run: name the one built.
+	SN_COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 	make -s -C "$ROOT" build
 	(cd "$BENCH" && go build -o "$WORK/bin/" ./prefill ./failover)
 }

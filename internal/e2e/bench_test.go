@@ -118,3 +118,27 @@ func benchGet(b *testing.B, clients int, level api.Consistency) {
 		}
 	})
 }
+
+// BenchmarkPut16Channels spreads concurrent writes over 16 channels, whose
+// leaders spread over the three nodes.
+func BenchmarkPut16Channels(b *testing.B) {
+	c := testcluster.New(b, testcluster.Options{Core: 3})
+	for i := range 16 {
+		c.CreateChannel(fmt.Sprintf("bench-%d", i), 3)
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	cl := api.NewClient(c.Nodes[0].URL(), "", hc)
+	ctx := context.Background()
+	b.SetBytes(256)
+	b.SetParallelism(32) // 64 clients on GOMAXPROCS=2
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n, _ := rand.Int(rand.Reader, big.NewInt(16))
+			if _, err := cl.Put(ctx, fmt.Sprintf("bench-%d", n.Int64()), randKey(), value256, api.PutOptions{}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
