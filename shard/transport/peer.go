@@ -32,6 +32,7 @@ type peer struct {
 	lastUsed atomic.Int64 // unix nanos of the last RPC or PeerHealthy call
 	probing  bool         // a probe goroutine is running
 	lastOK   time.Time    // the last answered probe
+	refused  time.Time    // the last probe whose dial the peer's host refused
 	healthy  bool         // as of the last probe tick
 }
 

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"errors"
+	"syscall"
 	"time"
 )
 
@@ -26,7 +28,7 @@ func (n *Node) PeerHealthy(addr string) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.lastOK.IsZero() && time.Since(p.lastOK) < probeDownAfter
+	return !p.lastOK.IsZero() && time.Since(p.lastOK) < probeDownAfter && !p.refused.After(p.lastOK)
 }
 
 func (n *Node) probeLoop() {
@@ -67,7 +69,7 @@ func (p *peer) probeTick() {
 		}
 	}
 	was := p.healthy
-	p.healthy = !p.lastOK.IsZero() && now.Sub(p.lastOK) < probeDownAfter
+	p.healthy = !p.lastOK.IsZero() && now.Sub(p.lastOK) < probeDownAfter && !p.refused.After(p.lastOK)
 	down := was && !p.healthy
 	p.mu.Unlock()
 	if down {
@@ -88,6 +90,13 @@ func (p *peer) probe() {
 	}()
 	sess, err := p.session(p.n.ctx, time.Now().Add(p.n.cfg.DialTimeout+handshakeTimeout))
 	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// Nothing listens there: the process is gone (a crash, kill -9),
+			// which needs no second to be sure of.
+			p.mu.Lock()
+			p.refused = time.Now()
+			p.mu.Unlock()
+		}
 		return
 	}
 	if _, err := sess.Ping(); err != nil {

@@ -326,3 +326,38 @@ func TestReplicationWaitDefault(t *testing.T) {
 		})
 	}
 }
+
+// A peer whose host refuses connections (its process is gone) is reported
+// down at the next probe, without waiting out the silence limit.
+func TestProbeRefusedIsDownAtOnce(t *testing.T) {
+	down := make(chan string, 4)
+	a, err := New(Config{BindAddr: "127.0.0.1:0", ClusterKey: []byte("k"), OnPeerDown: func(addr string) { down <- addr }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := New(Config{BindAddr: "127.0.0.1:0", ClusterKey: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := string(b.Addr())
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.PeerHealthy(addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("peer never healthy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Close()
+	select {
+	case got := <-down:
+		if got != addr {
+			t.Fatalf("down: %s, want %s", got, addr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a refused peer was never reported down")
+	}
+	if a.PeerHealthy(addr) {
+		t.Fatal("a peer reported down is still healthy")
+	}
+}
