@@ -190,24 +190,24 @@ func TestBootCleansInterruptedRemovalAndOrphans(t *testing.T) {
 	}
 }
 
-func TestFollowersRedirectToTheLeader(t *testing.T) {
-	var nodes []*testNode
+// startGroup starts three nodes, each with a replica of group gid, and
+// waits for a leader; the nodes stop at the end of the test.
+func startGroup(t *testing.T, gid uint64) (nodes []*testNode, reps []*Replica, leader int) {
+	t.Helper()
 	var peers []raft.Server
 	for i := range 3 {
 		n := startNode(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0")
-		defer n.stop(t)
+		t.Cleanup(func() { n.stop(t) })
 		nodes = append(nodes, n)
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
 	}
-	var reps []*Replica
 	for _, n := range nodes {
-		r, err := n.m.Ensure(ReplicaSpec{GroupID: 5, Channel: "c", Peers: peers})
+		r, err := n.m.Ensure(ReplicaSpec{GroupID: gid, Channel: "c", Peers: peers})
 		if err != nil {
 			t.Fatal(err)
 		}
 		reps = append(reps, r)
 	}
-	var leader int
 	waitFor(t, 10*time.Second, func() error {
 		for i, r := range reps {
 			if r.Raft().State() == raft.Leader {
@@ -217,6 +217,11 @@ func TestFollowersRedirectToTheLeader(t *testing.T) {
 		}
 		return errors.New("no leader")
 	})
+	return nodes, reps, leader
+}
+
+func TestFollowersRedirectToTheLeader(t *testing.T) {
+	nodes, reps, leader := startGroup(t, 5)
 	res := put(t, reps[leader], "k", "v")
 	follower := reps[(leader+1)%3]
 	cmd, _ := fsm.Encode(&fsm.Put{Key: []byte("x"), Value: []byte("y")})
@@ -317,32 +322,7 @@ func TestDiskGuardRefusesWrites(t *testing.T) {
 // When the prober reports a peer down, the groups it led get short timers
 // (and only those), and get their normal timers back later.
 func TestPeerDownShortensTimersOfGroupsLedFromThere(t *testing.T) {
-	var nodes []*testNode
-	var peers []raft.Server
-	for i := range 3 {
-		n := startNode(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0")
-		defer n.stop(t)
-		nodes = append(nodes, n)
-		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
-	}
-	var reps []*Replica
-	for _, n := range nodes {
-		r, err := n.m.Ensure(ReplicaSpec{GroupID: 3, Channel: "c", Peers: peers})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reps = append(reps, r)
-	}
-	var leader int
-	waitFor(t, 10*time.Second, func() error {
-		for i, r := range reps {
-			if r.Raft().State() == raft.Leader {
-				leader = i
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
+	nodes, reps, leader := startGroup(t, 3)
 	follower := reps[(leader+1)%3]
 	waitFor(t, 10*time.Second, func() error {
 		if addr, _ := follower.Raft().LeaderWithID(); addr != nodes[leader].trans.Addr() {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -292,7 +291,7 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 	type ports struct{ http, gossip, cluster int }
 	ps := make([]ports, n)
 	for i := range ps {
-		ps[i] = ports{freePort(t), freePort(t), freePort(t)}
+		ps[i] = ports{testcluster.FreePort(t), testcluster.FreePort(t), testcluster.FreePort(t)}
 	}
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
@@ -448,34 +447,4 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// nextPort hands out ports in 10000-19999, below Linux's ephemeral range
-// and apart from internal/testcluster's 20000-31999, from a per-process
-// offset.
-var nextPort atomic.Int64
-
-func init() { nextPort.Store(int64(10000 + (os.Getpid()*89)%9000)) }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 500 {
-		port := int(nextPort.Add(1))
-		if port >= 20000 {
-			nextPort.Store(10000)
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		if u, err := net.ListenPacket("udp", addr); err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }

@@ -108,7 +108,7 @@ func New(t testing.TB, opts Options) *Cluster {
 			role, name = fsm.RoleResource, fmt.Sprintf("res%d", i-opts.Core+1)
 		}
 		nd := &Node{Name: name, Role: role, Dir: filepath.Join(dir, name),
-			httpPort: freePort(t), gossipPort: freePort(t), clusterPort: freePort(t)}
+			httpPort: FreePort(t), gossipPort: FreePort(t), clusterPort: FreePort(t)}
 		if role == fsm.RoleCore {
 			nd.bootstrap = opts.Core
 		}
@@ -228,14 +228,9 @@ func (c *Cluster) Index(name string) int {
 // Kill stops node i as a crash would.
 func (c *Cluster) Kill(i int) {
 	c.t.Helper()
-	nd := c.Nodes[i]
-	nd.mu.Lock()
-	a := nd.agent
-	nd.agent = nil
-	nd.mu.Unlock()
-	if a != nil {
+	if a := c.Nodes[i].take(); a != nil {
 		if err := a.Kill(); err != nil {
-			c.t.Logf("kill %s: %v", nd.Name, err)
+			c.t.Logf("kill %s: %v", c.Nodes[i].Name, err)
 		}
 	}
 }
@@ -243,16 +238,20 @@ func (c *Cluster) Kill(i int) {
 // Stop shuts node i down gracefully.
 func (c *Cluster) Stop(i int) {
 	c.t.Helper()
-	nd := c.Nodes[i]
-	nd.mu.Lock()
-	a := nd.agent
-	nd.agent = nil
-	nd.mu.Unlock()
-	if a != nil {
+	if a := c.Nodes[i].take(); a != nil {
 		if err := a.Close(); err != nil {
-			c.t.Logf("stop %s: %v", nd.Name, err)
+			c.t.Logf("stop %s: %v", c.Nodes[i].Name, err)
 		}
 	}
+}
+
+// take marks the node stopped and returns the agent it ran, if any.
+func (nd *Node) take() *agent.Agent {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	a := nd.agent
+	nd.agent = nil
+	return a
 }
 
 // Start starts a stopped node i again from its data dir and ports.
@@ -364,7 +363,10 @@ var nextPort atomic.Int64
 
 func init() { nextPort.Store(int64(20000 + (os.Getpid()*97)%10000)) }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback port free for TCP and UDP, below the
+// ephemeral range; tests that start processes of their own use it too, so
+// ports never collide within one test process.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 200 {
 		port := int(nextPort.Add(1))
