@@ -13,13 +13,14 @@ CLUSTER_PKGS := ./internal/chaos/... ./internal/lint/... ./cmd/...
 RACE_FLAGS := -race -gcflags=github.com/boltdb/bolt=-d=checkptr=0
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help build run test test-unit test-race test-cluster chaos bench bench-compare lint fmt clean
+.PHONY: help build run test test-unit test-race test-cluster chaos docker chaos-docker bench bench-compare lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## build bin/shardnet
-	$(GO) build -o $(BIN) ./cmd/shardnet
+# Static (no cgo), as the docker image needs it: one build cache for both.
+build: ## build bin/shardnet (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/shardnet
 
 run: build ## start a local dev cluster (3 core + 3 resource nodes, channel "demo")
 	./$(BIN) dev
@@ -34,6 +35,14 @@ test-cluster: ## multi-node suites on in-process clusters
 
 chaos: ## long chaos run: faults + linearizability check (SHARDNET_CHAOS_DURATION=5m; SHARDNET_CHAOS_SEED=N replays)
 	SHARDNET_CHAOS_DURATION=$${SHARDNET_CHAOS_DURATION:-5m} $(GO) test -count=1 -timeout 60m -v -run 'TestLinearizableUnderFaults' ./internal/chaos/
+
+docker: ## build the image shardnet:dev (FROM scratch; the static binary is built on the host)
+	CGO_ENABLED=0 $(GO) build -trimpath -o deploy/.build/shardnet ./cmd/shardnet
+	mkdir -p deploy/.build/data
+	docker build -t shardnet:dev deploy
+
+chaos-docker: ## chaos run on a 5-node docker compose cluster (needs Docker; SHARDNET_CHAOS_DURATION=2m)
+	SHARDNET_DOCKER_CHAOS=1 SHARDNET_CHAOS_DURATION=$${SHARDNET_CHAOS_DURATION:-2m} $(GO) test -count=1 -timeout 30m -v -run 'TestDockerLinearizableUnderFaults' ./internal/chaos/
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./internal/e2e/ ./shard/...

@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -11,16 +10,9 @@ import (
 	"github.com/shardnet/shardnet/internal/testcluster"
 )
 
-// Bugs the chaos suite found, each as a named, deterministic case. They
-// state the behaviour the bug breaks and are skipped until it is fixed
-// (SHARDNET_CHAOS_KNOWN_BUGS=1 runs them); whoever fixes one removes its
-// skip.
-func skipKnownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("SHARDNET_CHAOS_KNOWN_BUGS") == "" {
-		t.Skip("known bug, not fixed yet: " + what + " (SHARDNET_CHAOS_KNOWN_BUGS=1 runs it)")
-	}
-}
+// Bugs the chaos suite found, each kept as a named, deterministic case of
+// the behaviour the bug broke. Both are fixed; a new bug joins them with a
+// t.Skip until its fix lands.
 
 // A restarted node hosts its replicas at once (they start from disk without
 // the meta group, DESIGN decision 9) but answers 404 channel_not_found for
