@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -54,6 +55,9 @@ type Config struct {
 	// Faults, when set, injects network faults into the node's cluster
 	// transport (tests only: partitions, slow links; see transport.Faults).
 	Faults *transport.Faults
+	// LogFS, when set, is the file system of the node's Raft log store
+	// (tests only: slow fsyncs; see logstore.SlowFS).
+	LogFS vfs.FS
 }
 
 func (c *Config) validate() error {

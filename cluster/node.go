@@ -111,6 +111,7 @@ func New(cfg Config) (*Node, error) {
 		Registry:    cfg.Registry,
 		Raft:        cfg.ChannelRaft,
 		MaxInFlight: cfg.MaxInFlight,
+		LogFS:       cfg.LogFS,
 	})
 	if err != nil {
 		n.trans.Close()

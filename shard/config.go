@@ -3,6 +3,7 @@ package shard
 import (
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,10 @@ type Config struct {
 	// MinFreeDisk is the free space below which proposals are refused with
 	// ErrDiskFull (default 256 MiB).
 	MinFreeDisk uint64
+
+	// LogFS, if set, is the file system of the Raft log store (tests only:
+	// logstore.SlowFS slows its fsyncs). Default: the OS file system.
+	LogFS vfs.FS
 }
 
 // RaftTiming holds the per-group Raft settings. Defaults trade idle cost

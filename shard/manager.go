@@ -86,7 +86,7 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("shard: create replicas dir: %w", err)
 	}
 	logs, err := logstore.Open(filepath.Join(cfg.DataDir, "raftlog"), logstore.Options{
-		Logger: cfg.Logger.Named("logstore"), Registerer: cfg.Registry,
+		Logger: cfg.Logger.Named("logstore"), Registerer: cfg.Registry, FS: cfg.LogFS,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shard: open log store: %w", err)

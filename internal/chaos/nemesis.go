@@ -21,7 +21,8 @@ import (
 // (testcluster.Options.Faults): they cut or slow Raft and forwarding traffic
 // between nodes, never gossip (memberlist keeps its own ports, so
 // partitioned nodes still look alive to each other there) nor the clients'
-// HTTP connections.
+// HTTP connections. Disk faults slow the fsyncs of one node's Raft log
+// store (testcluster.Cluster.SlowDisk).
 type Nemesis struct {
 	C       *testcluster.Cluster
 	GroupID uint64 // the channel's Raft group, to find its leader
@@ -52,6 +53,7 @@ var faultKinds = []struct {
 	{"delay", 2},                // 10-250 ms added to every request between two nodes, or all pairs
 	{"isolate-kill-leader", 1},  // isolate the leader, crash it while isolated, heal, restart
 	{"kill-leader-follower", 1}, // crash two nodes: no quorum until one is back
+	{"slow-disk", 2},            // 50-200 ms added to every log fsync of the leader or a follower
 }
 
 // Run applies faults until ctx ends, then undoes the one in force. It must
@@ -176,6 +178,24 @@ func (n *Nemesis) randomExcept(skip int) int {
 	return cand[n.Rng.IntN(len(cand))]
 }
 
+// followerOf returns a random running node other than leader that holds a
+// replica of the group (a slow disk elsewhere would not touch the group),
+// or any other running node when none does.
+func (n *Nemesis) followerOf(leader int) int {
+	var cand []int
+	for i, nd := range n.C.Nodes {
+		if a := nd.Agent(); i != leader && a != nil {
+			if _, ok := a.Node.Shards().Replica(n.GroupID); ok {
+				cand = append(cand, i)
+			}
+		}
+	}
+	if len(cand) == 0 {
+		return n.randomExcept(leader)
+	}
+	return cand[n.Rng.IntN(len(cand))]
+}
+
 func (n *Nemesis) apply(ctx context.Context, name string) {
 	c := n.C
 	hold := n.between(n.HoldMin, n.HoldMax)
@@ -286,6 +306,23 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 		}
 		n.sleep(ctx, hold)
 		c.Heal()
+
+	case "slow-disk":
+		d := n.between(50*time.Millisecond, 200*time.Millisecond)
+		victim := n.leaderOrAny()
+		role := "leader"
+		if n.Rng.IntN(2) == 0 {
+			victim, role = n.followerOf(victim), "follower"
+		}
+		if victim < 0 {
+			return
+		}
+		desc = fmt.Sprintf("%s %v %s (%s)", name, d, c.Nodes[victim].Name, role)
+		n.Logf("nemesis: %s for %v", desc, hold)
+		c.SlowDisk(victim, d)
+		n.sleep(ctx, hold)
+		c.SlowDisk(victim, 0)
+
 	default:
 		panic("chaos: unknown fault " + name)
 	}
@@ -298,7 +335,8 @@ func (n *Nemesis) restart(i int) {
 	delete(n.stopped, i)
 }
 
-// Recover heals the network and starts every node the nemesis left stopped.
+// Recover heals the network and the disks and starts every node the
+// nemesis left stopped.
 func (n *Nemesis) Recover() {
 	n.defaults()
 	n.C.Heal()

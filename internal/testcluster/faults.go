@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/shardnet/shardnet/shard/logstore"
 	"github.com/shardnet/shardnet/shard/transport"
 )
 
@@ -14,6 +15,9 @@ import (
 // They do NOT touch gossip (memberlist has its own UDP and TCP port) nor the
 // HTTP API, so partitioned nodes still see each other alive in gossip and
 // clients still reach every node. Rules survive a node's restart.
+//
+// Disk faults (SlowDisk) go through the logstore.SlowFS under each node's
+// Raft log store; they survive restarts too.
 
 // ClusterAddr is node i's cluster (Raft) address; it is stable across
 // restarts.
@@ -40,12 +44,12 @@ func (c *Cluster) Cut(i, j int) {
 	c.faults(j).Block(c.ClusterAddr(i))
 }
 
-// Partition replaces every rule with a partition into the given groups of
-// node indexes: nodes in different groups cannot talk. Nodes in no group
-// form one more group together.
+// Partition replaces every network rule with a partition into the given
+// groups of node indexes: nodes in different groups cannot talk. Nodes in no
+// group form one more group together. Disk delays stay.
 func (c *Cluster) Partition(groups ...[]int) {
 	c.t.Helper()
-	c.Heal()
+	c.healNetwork()
 	side := make([]int, len(c.Nodes))
 	for i := range side {
 		side[i] = -1
@@ -64,7 +68,7 @@ func (c *Cluster) Partition(groups ...[]int) {
 	}
 }
 
-// Isolate replaces every rule with a partition that cuts node i off from
+// Isolate replaces every network rule with a partition that cuts node i off from
 // all others.
 func (c *Cluster) Isolate(i int) {
 	c.t.Helper()
@@ -79,8 +83,34 @@ func (c *Cluster) Delay(i, j int, d time.Duration) {
 	c.faults(j).Delay(c.ClusterAddr(i), d)
 }
 
-// Heal removes every network rule on every node.
+// SlowDisk adds d to every fsync of node i's Raft log store (its WAL, so
+// every append it acknowledges), until Heal or SlowDisk(i, 0). The delay
+// survives a restart. The meta group's store and the FSM state are not
+// slowed.
+func (c *Cluster) SlowDisk(i int, d time.Duration) {
+	c.t.Helper()
+	c.disk(i).SetSyncDelay(d)
+}
+
+func (c *Cluster) disk(i int) *logstore.SlowFS {
+	c.t.Helper()
+	fs := c.Nodes[i].disk
+	if fs == nil {
+		c.t.Fatalf("testcluster: disk faults need Options.Faults")
+	}
+	return fs
+}
+
+// Heal removes every network rule and every disk delay on every node.
 func (c *Cluster) Heal() {
+	c.t.Helper()
+	c.healNetwork()
+	for i := range c.Nodes {
+		c.disk(i).SetSyncDelay(0)
+	}
+}
+
+func (c *Cluster) healNetwork() {
 	c.t.Helper()
 	for i := range c.Nodes {
 		c.faults(i).Heal()

@@ -25,6 +25,7 @@ import (
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/internal/agent"
 	"github.com/shardnet/shardnet/shard"
+	"github.com/shardnet/shardnet/shard/logstore"
 	"github.com/shardnet/shardnet/shard/transport"
 )
 
@@ -41,7 +42,8 @@ type Options struct {
 	// MaxInFlight bounds each channel's proposals in flight (0: default).
 	MaxInFlight int
 	// Faults installs a network fault hook in every node's cluster
-	// transport, for Partition, Isolate, Delay and Heal (faults.go).
+	// transport and a logstore.SlowFS under every node's Raft log store, for
+	// Partition, Isolate, Delay, SlowDisk and Heal (faults.go).
 	Faults bool
 }
 
@@ -76,6 +78,7 @@ type Node struct {
 	bootstrap   int
 	join        []string
 	faults      *transport.Faults // nil unless Options.Faults; kept across restarts
+	disk        *logstore.SlowFS  // likewise
 
 	mu    sync.Mutex
 	agent *agent.Agent
@@ -114,6 +117,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 		if opts.Faults {
 			nd.faults = transport.NewFaults()
+			nd.disk = logstore.NewSlowFS()
 		}
 		c.Nodes = append(c.Nodes, nd)
 	}
@@ -144,6 +148,10 @@ func (c *Cluster) start(nd *Node) error {
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
 		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight,
+	}
+	if nd.disk != nil {
+		// Not in the literal: a nil *SlowFS in the interface would be non-nil.
+		cfg.LogFS = nd.disk
 	}
 	a, err := agent.Start(agent.Options{Cluster: cfg, HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.httpPort)), Token: c.opts.Token})
 	if err != nil {

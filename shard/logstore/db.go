@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -32,6 +33,9 @@ type Options struct {
 	// Registerer, if non-nil, receives the store's metrics. A node has one
 	// registry; Close unregisters so the store can be reopened on it.
 	Registerer prometheus.Registerer
+	// FS is the file system pebble uses, for fault injection in tests
+	// (SlowFS). Default: pebble's default, the OS file system.
+	FS vfs.FS
 }
 
 // DB is one node's shared Raft log store: one pebble database holding the
@@ -100,6 +104,11 @@ func pebbleOptions(opts Options, m *metrics) *pebble.Options {
 		EventListener:         eventListener(plog, m),
 		// No WALMinSyncInterval: group commit already batches concurrent
 		// syncs, and the interval cost 80% at 16 groups (RAFT-NOTES §10).
+	}
+	if opts.FS != nil {
+		// pebble skips its disk-health wrapper for a caller's FS; keep it.
+		po.FS = opts.FS
+		po.WithFSDefaults()
 	}
 	po.EnsureDefaults()
 	return po
