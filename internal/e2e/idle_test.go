@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/internal/testcluster"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// TestIdleCost measures what idle channels cost: SHARDNET_IDLE_CHANNELS
+// channels of 3 replicas on a 3-node in-process cluster with the production
+// Raft timers, then the process CPU and heap over 10 idle seconds, then how
+// long a restarted node takes to serve every channel again. A measurement,
+// not a check: it runs only when asked and asserts only that everything
+// came up.
+//
+//	SHARDNET_IDLE_CHANNELS=1000 [SHARDNET_IDLE_TIMERS=3s] go test -run TestIdleCost -v -timeout 30m ./internal/e2e/
+func TestIdleCost(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("SHARDNET_IDLE_CHANNELS"))
+	if n <= 0 {
+		t.Skip("set SHARDNET_IDLE_CHANNELS=N to measure N idle channels")
+	}
+	timing := shard.DefaultRaftTiming()
+	if d, err := time.ParseDuration(os.Getenv("SHARDNET_IDLE_TIMERS")); err == nil {
+		// e.g. 3s: heartbeat, election and commit timeouts (the prober
+		// keeps failover fast whatever they are).
+		timing.HeartbeatTimeout, timing.ElectionTimeout, timing.CommitTimeout = d, d, d
+		// The lease must outlast the leader's heartbeat interval (HB/10 to
+		// HB/5) or leaders step down over and over.
+		timing.LeaderLeaseTimeout = d / 2
+	}
+	c := testcluster.New(t, testcluster.Options{Core: 3, ChannelRaft: timing})
+	ctx := context.Background()
+	start := time.Now()
+	for i := range n {
+		name := fmt.Sprintf("idle-%04d", i)
+		c.WaitFor(60*time.Second, func() error {
+			_, err := c.Client(i%3).CreateChannel(ctx, api.CreateChannelRequest{Name: name, Replicas: 3})
+			if api.IsConflict(err) {
+				return nil
+			}
+			return err
+		})
+	}
+	t.Logf("created %d channels in %v", n, time.Since(start))
+	leaders := func() int {
+		total := 0
+		for _, nd := range c.Nodes {
+			for _, r := range nd.Agent().Node.Shards().Replicas() {
+				if r.Raft().State().String() == "Leader" {
+					total++
+				}
+			}
+		}
+		return total
+	}
+	c.WaitFor(10*time.Minute, func() error {
+		if l := leaders(); l < n {
+			return fmt.Errorf("%d of %d groups have a leader", l, n)
+		}
+		return nil
+	})
+	t.Logf("all %d groups led %v after the first create", n, time.Since(start))
+	time.Sleep(5 * time.Second) // let the creation traffic drain before measuring idle
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	cpu0 := cpuTime()
+	time.Sleep(10 * time.Second)
+	cpu := cpuTime() - cpu0
+	runtime.ReadMemStats(&ms)
+	t.Logf("timers: heartbeat %v, election %v, commit %v", timing.HeartbeatTimeout, timing.ElectionTimeout, timing.CommitTimeout)
+	t.Logf("idle: %d replicas in one process: %.1f%% of one core, heap in use %d MiB (%d KiB per replica), %d goroutines",
+		3*n, 100*cpu.Seconds()/10, ms.HeapInuse>>20, ms.HeapInuse/1024/uint64(3*n), runtime.NumGoroutine())
+
+	// A restarted node serves every one of its replicas again.
+	c.Stop(1)
+	restart := time.Now()
+	c.Start(1)
+	c.WaitFor(5*time.Minute, func() error {
+		a := c.Nodes[1].Agent()
+		ready := 0
+		for _, r := range a.Node.Shards().Replicas() {
+			if info := r.Info(); info.Leader != "" {
+				ready++
+			}
+		}
+		if ready < n {
+			return fmt.Errorf("%d of %d replicas on the restarted node know a leader", ready, n)
+		}
+		return nil
+	})
+	t.Logf("restarted node with %d replicas: all know their leader after %v", n, time.Since(restart))
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
