@@ -24,14 +24,8 @@ const InternalPrefix = "/internal/"
 func (n *Node) InternalHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /internal/replicas/{gid}", func(w http.ResponseWriter, r *http.Request) {
-		gid, err := strconv.ParseUint(r.PathValue("gid"), 10, 64)
-		if err != nil {
-			http.Error(w, "bad group id", http.StatusBadRequest)
-			return
-		}
-		rep, ok := n.shards.Replica(gid)
+		rep, ok := n.replicaOf(w, r)
 		if !ok {
-			http.Error(w, "not hosted", http.StatusNotFound)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -48,6 +42,21 @@ func (n *Node) InternalHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(ch)
 	})
 	return mux
+}
+
+// replicaOf finds the local replica a /internal/.../{gid} call names, or
+// answers the error itself.
+func (n *Node) replicaOf(w http.ResponseWriter, r *http.Request) (*shard.Replica, bool) {
+	gid, err := strconv.ParseUint(r.PathValue("gid"), 10, 64)
+	if err != nil {
+		http.Error(w, "bad group id", http.StatusBadRequest)
+		return nil, false
+	}
+	rep, ok := n.shards.Replica(gid)
+	if !ok {
+		http.Error(w, "not hosted", http.StatusNotFound)
+	}
+	return rep, ok
 }
 
 // channelFromMetaLeader asks the meta leader for a channel this node's copy

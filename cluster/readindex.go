@@ -134,14 +134,8 @@ func (n *Node) fetchReadIndex(addr string, gid uint64) (uint64, error) {
 // serveReadIndex is the leader's side: confirm leadership, answer the
 // applied index.
 func (n *Node) serveReadIndex(w http.ResponseWriter, r *http.Request) {
-	gid, err := strconv.ParseUint(r.PathValue("gid"), 10, 64)
-	if err != nil {
-		http.Error(w, "bad group id", http.StatusBadRequest)
-		return
-	}
-	rep, ok := n.shards.Replica(gid)
+	rep, ok := n.replicaOf(w, r)
 	if !ok {
-		http.Error(w, "not hosted", http.StatusNotFound)
 		return
 	}
 	if err := rep.ReadBarrier(r.Context(), shard.Linearizable); err != nil {
