@@ -96,7 +96,6 @@ func chaosRaft() testcluster.Options {
 func TestLinearizableUnderFaults(t *testing.T) {
 	seed := chaosSeed(t)
 	dur := envDurationOr(t, envDuration, 25*time.Second)
-	checkTimeout := envDurationOr(t, envCheckTimeout, 2*time.Minute)
 	t.Logf("load and faults for %v", dur)
 
 	c := testcluster.New(t, chaosRaft())
@@ -141,21 +140,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	if stats.Count("", "ok") < 100 {
 		t.Errorf("only %d operations succeeded: the workload did not get going", stats.Count("", "ok"))
 	}
-	res, err := rec.Check(checkTimeout, vizPath(t, seed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("history: %d operations (%d with unknown outcome), %s in %v", res.Ops, res.Pending, res.Verdict, res.Took.Round(time.Millisecond))
-	for _, p := range res.Problems {
-		t.Errorf("history: %s", p)
-	}
-	switch res.Verdict {
-	case porcupine.Illegal:
-		t.Errorf("history is NOT linearizable (seed %d); visualization: %s", seed, res.Visualization)
-	case porcupine.Unknown:
-		// Not a bug found, but not a pass either: say so loudly.
-		t.Logf("WARNING: porcupine gave up after %v (raise %s); partial visualization: %s", checkTimeout, envCheckTimeout, res.Visualization)
-	}
+	reportHistory(t, rec, seed)
 }
 
 // The checker can fail: a deliberate bug — reads served by a partitioned
@@ -228,5 +213,27 @@ func TestCheckerCatchesStaleReads(t *testing.T) {
 	}
 	if _, err := os.Stat(after.Visualization); err != nil {
 		t.Fatalf("no visualization of the failing history: %v", err)
+	}
+}
+
+// reportHistory runs porcupine on rec and reports the verdict: a history that
+// is not linearizable fails the test; a checker that gave up is logged
+// loudly (not a bug found, but not a pass either).
+func reportHistory(t *testing.T, rec *Recorder, seed uint64) {
+	t.Helper()
+	checkTimeout := envDurationOr(t, envCheckTimeout, 2*time.Minute)
+	res, err := rec.Check(checkTimeout, vizPath(t, seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("history: %d operations (%d with unknown outcome), %s in %v", res.Ops, res.Pending, res.Verdict, res.Took.Round(time.Millisecond))
+	for _, p := range res.Problems {
+		t.Errorf("history: %s", p)
+	}
+	switch res.Verdict {
+	case porcupine.Illegal:
+		t.Errorf("history is NOT linearizable (seed %d); visualization: %s", seed, res.Visualization)
+	case porcupine.Unknown:
+		t.Logf("WARNING: porcupine gave up after %v (raise %s); partial visualization: %s", checkTimeout, envCheckTimeout, res.Visualization)
 	}
 }

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
-
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/internal/testcluster"
 )
@@ -49,7 +47,6 @@ func TestDockerLinearizableUnderFaults(t *testing.T) {
 	}
 	seed := chaosSeed(t)
 	dur := envDurationOr(t, envDuration, 60*time.Second)
-	checkTimeout := envDurationOr(t, envCheckTimeout, 2*time.Minute)
 	t.Logf("load and faults for %v", dur)
 
 	root := repoRoot(t)
@@ -157,20 +154,7 @@ func TestDockerLinearizableUnderFaults(t *testing.T) {
 			t.Logf("node %s logged %d errors, e.g. %s", svc, n, example)
 		}
 	}
-	res, err := rec.Check(checkTimeout, vizPath(t, seed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("history: %d operations (%d with unknown outcome), %s in %v", res.Ops, res.Pending, res.Verdict, res.Took.Round(time.Millisecond))
-	for _, pr := range res.Problems {
-		t.Errorf("history: %s", pr)
-	}
-	switch res.Verdict {
-	case porcupine.Illegal:
-		t.Errorf("history is NOT linearizable (seed %d); visualization: %s", seed, res.Visualization)
-	case porcupine.Unknown:
-		t.Logf("WARNING: porcupine gave up after %v (raise %s); partial visualization: %s", checkTimeout, envCheckTimeout, res.Visualization)
-	}
+	reportHistory(t, rec, seed)
 }
 
 // waitDockerCluster waits until every node is ready (it knows a meta
