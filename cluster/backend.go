@@ -268,17 +268,35 @@ func stateName(s string) string {
 	return s
 }
 
-// Propose commits a channel command on the local leader replica.
+// Propose commits a channel command on the channel's leader: here when this
+// node leads, else, when this node hosts a follower that knows the leader,
+// on the leader through one node-to-node call (calls.go).
 func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
+	var re *shard.RedirectError
 	rep, err := n.localReplica(ctx, channel, true)
 	if err != nil {
+		// Not hosted here: propose on the node the redirect names (the
+		// leader, when a replica told us).
+		if ch, ok := n.meta.fsm.Channel(channel); ok && errors.As(err, &re) && re.Addr != "" {
+			return n.remotePropose(ctx, re, ch.GroupID, cmd)
+		}
 		return nil, err
 	}
-	if ch, ok := n.meta.fsm.Channel(channel); ok && ch.QuotaBytes > 0 && fsm.MayGrow(cmd) {
+	res, err := n.proposeLocal(ctx, rep, cmd)
+	if err != nil && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) && re.Addr != "" {
+		return n.remotePropose(ctx, re, rep.GroupID, cmd)
+	}
+	return res, err
+}
+
+// proposeLocal proposes cmd on rep if it leads, after the channel's quota
+// check.
+func (n *Node) proposeLocal(ctx context.Context, rep *shard.Replica, cmd []byte) (*fsm.Result, error) {
+	if ch, ok := n.meta.fsm.Channel(rep.Channel); ok && ch.QuotaBytes > 0 && fsm.MayGrow(cmd) {
 		// Checked on the leader before proposing: the quota can be passed
 		// by at most the writes already in flight.
 		if used := rep.FSM().Stats().Bytes; used+uint64(len(cmd)) > ch.QuotaBytes {
-			return nil, fmt.Errorf("%w: channel %q uses %d of its %d bytes", ErrQuotaExceeded, channel, used, ch.QuotaBytes)
+			return nil, fmt.Errorf("%w: channel %q uses %d of its %d bytes", ErrQuotaExceeded, rep.Channel, used, ch.QuotaBytes)
 		}
 	}
 	return rep.Propose(ctx, cmd)

@@ -31,7 +31,6 @@ func (n *Node) InternalHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rep.Info())
 	})
-	mux.HandleFunc("GET /internal/readindex/{gid}", n.serveReadIndex)
 	mux.HandleFunc("GET /internal/channels/{name}", func(w http.ResponseWriter, r *http.Request) {
 		ch, ok := n.meta.fsm.Channel(r.PathValue("name"))
 		if !ok {

@@ -4,6 +4,8 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	followerReads *prometheus.CounterVec
+	calls         *prometheus.CounterVec
+	callsServed   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -12,9 +14,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "follower_reads_total",
 			Help: "Linearizable reads that reached a follower, by how they were served: local (read index already applied), waited (applied within a few ms), forwarded (to the leader).",
 		}, []string{"how"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_total",
+			Help: "Node-to-node calls this node made (a write proposed on the channel leader for a client of this node), by call and outcome: ok, refused (the leader answered an error), unreachable (nothing sent), no_answer (outcome unknown), bad_answer.",
+		}, []string{"call", "outcome"}),
+		callsServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_served_total",
+			Help: "Node-to-node calls this node answered, by call (propose, readindex).",
+		}, []string{"call"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.followerReads)
+		reg.MustRegister(m.followerReads, m.calls, m.callsServed)
 	}
 	return m
 }

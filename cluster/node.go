@@ -43,6 +43,8 @@ type Node struct {
 	gossip *gossip
 
 	peers       *http.Client // internal calls to other nodes over the cluster port
+	calls       *calls       // hot-path calls to other nodes (calls.go)
+	callWG      sync.WaitGroup
 	leaders     *leaderCache
 	readBatches sync.Map // group id → *readIndexBatch (readindex.go)
 	metrics     *metrics
@@ -102,6 +104,7 @@ func New(cfg Config) (*Node, error) {
 		MaxIdleConnsPerHost: 8,
 		IdleConnTimeout:     30 * time.Second,
 	}}
+	n.calls = newCalls(n.trans.DialCall)
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:     cfg.DataDir,
 		NodeID:      cfg.Name,
@@ -136,6 +139,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.started.Store(true)
+	n.callWG.Add(1)
+	go n.serveCalls(n.trans.CallListener())
 	n.wg.Add(3)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
@@ -244,6 +249,8 @@ func (n *Node) Close() error {
 			_ = n.meta.raft.LeadershipTransfer().Error()
 		}
 		errs = append(errs, n.meta.shutdown(), n.trans.Close())
+		n.calls.closeAll()
+		n.callWG.Wait()
 		err = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
@@ -261,6 +268,8 @@ func (n *Node) Kill() error {
 		err = n.trans.Close()
 		n.wg.Wait()
 		err = errors.Join(err, n.shards.Kill(), n.meta.shutdown())
+		n.calls.closeAll()
+		n.callWG.Wait()
 	})
 	return err
 }

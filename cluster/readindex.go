@@ -3,10 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -112,35 +108,5 @@ func (n *Node) followerRead(ctx context.Context, rep *shard.Replica, leader *sha
 func (n *Node) fetchReadIndex(addr string, gid uint64) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), internalCallLimit)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+InternalPrefix+"readindex/"+strconv.FormatUint(gid, 10), nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("cluster: read index from %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64))
-	if err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("cluster: read index from %s: HTTP %d %s", addr, resp.StatusCode, body)
-	}
-	return strconv.ParseUint(string(body), 10, 64)
-}
-
-// serveReadIndex is the leader's side: confirm leadership, answer the
-// applied index.
-func (n *Node) serveReadIndex(w http.ResponseWriter, r *http.Request) {
-	rep, ok := n.replicaOf(w, r)
-	if !ok {
-		return
-	}
-	if err := rep.ReadBarrier(r.Context(), shard.Linearizable); err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = io.WriteString(w, strconv.FormatUint(rep.FSM().Applied(), 10))
+	return n.remoteReadIndex(ctx, addr, gid)
 }

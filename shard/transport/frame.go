@@ -16,6 +16,8 @@ import (
 //	kindSnapshot  one InstallSnapshot: request frame, go-ahead response,
 //	              exactly Size bytes of snapshot data, final response
 //	kindApp       an opaque byte stream handed to Node.AppListener
+//	kindCall      an opaque byte stream handed to Node.CallListener (the
+//	              application's own compact node-to-node calls)
 //
 // Request frame:  gid u64 BE | rpc type u8 | body length u32 BE | body (codec.go)
 // Response frame: status u8 (0 ok, 1 error) | length u32 BE | body or error text
@@ -23,6 +25,7 @@ const (
 	kindRPC      byte = 1
 	kindSnapshot byte = 2
 	kindApp      byte = 3
+	kindCall     byte = 4
 
 	statusOK  byte = 0
 	statusErr byte = 1

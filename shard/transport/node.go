@@ -98,6 +98,7 @@ type Node struct {
 	metrics *metrics
 	ymux    *yamux.Config
 	app     *appListener
+	calls   *appListener
 
 	ctx    context.Context // cancelled by Close; aborts dials and handshakes
 	cancel context.CancelFunc
@@ -220,6 +221,7 @@ func New(cfg Config) (*Node, error) {
 		maxWaiters: defaultMaxWaiters,
 	}
 	n.app = newAppListener(n.addr, n.done)
+	n.calls = newAppListener(n.addr, n.done)
 	cfg.Faults.attach(n)
 	if len(cfg.ClusterKey) == 0 {
 		logger.Warn("no cluster key: the cluster port accepts any peer (set a cluster key outside tests)")
@@ -284,6 +286,12 @@ func (n *Node) Addr() raft.ServerAddress { return n.addr }
 // AppListener returns the listener for app streams peers open with DialApp.
 // Closing it refuses further app streams; the cluster port stays open.
 func (n *Node) AppListener() net.Listener { return n.app }
+
+// CallListener returns the listener for call streams peers open with
+// DialCall: the same kind of opaque stream as an app stream, kept apart so
+// that the application can speak a second protocol (compact node-to-node
+// calls beside HTTP) without sniffing the first bytes.
+func (n *Node) CallListener() net.Listener { return n.calls }
 
 // Group registers Raft group gid on this node and returns its transport.
 // The group's replicas on other nodes reach it at Addr().
@@ -356,6 +364,7 @@ func (n *Node) Close() error {
 		_ = s.Close()
 	}
 	_ = n.app.Close()
+	_ = n.calls.Close()
 	n.wg.Wait()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("transport: close listener: %w", err)
@@ -444,6 +453,16 @@ func (n *Node) serveConn(conn net.Conn) {
 // over the same authenticated session Raft uses. The peer receives it from
 // its AppListener.
 func (n *Node) DialApp(ctx context.Context, addr string) (net.Conn, error) {
+	return n.dialStream(ctx, addr, kindApp, "app")
+}
+
+// DialCall opens a call stream to the node at addr; the peer receives it
+// from its CallListener.
+func (n *Node) DialCall(ctx context.Context, addr string) (net.Conn, error) {
+	return n.dialStream(ctx, addr, kindCall, "call")
+}
+
+func (n *Node) dialStream(ctx context.Context, addr string, kind byte, what string) (net.Conn, error) {
 	deadline := time.Now().Add(n.cfg.DialTimeout + handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -454,16 +473,16 @@ func (n *Node) DialApp(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	sess, err := p.session(ctx, deadline)
 	if err != nil {
-		return nil, fmt.Errorf("transport: app stream to %s: %w", addr, err)
+		return nil, fmt.Errorf("transport: %s stream to %s: %w", what, addr, err)
 	}
 	st, err := p.openStream(sess)
 	if err != nil {
-		return nil, fmt.Errorf("transport: app stream to %s: %w", addr, err)
+		return nil, fmt.Errorf("transport: %s stream to %s: %w", what, addr, err)
 	}
 	_ = st.SetWriteDeadline(deadline)
-	if _, err := st.Write([]byte{kindApp}); err != nil {
+	if _, err := st.Write([]byte{kind}); err != nil {
 		abortStream(st)
-		return nil, fmt.Errorf("transport: open app stream to %s: %w", addr, err)
+		return nil, fmt.Errorf("transport: open %s stream to %s: %w", what, addr, err)
 	}
 	_ = st.SetWriteDeadline(time.Time{})
 	return st, nil

@@ -30,6 +30,10 @@ func (n *Node) serveStream(st *yamux.Stream) {
 		if n.app.offer(st) {
 			return // the application owns it now
 		}
+	case kindCall:
+		if n.calls.offer(st) {
+			return
+		}
 	default:
 		n.logger.Warn("unknown stream kind", "kind", kind[0], "remote", st.RemoteAddr().String())
 	}

@@ -1,0 +1,515 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Node-to-node calls on the hot path. A follower that receives a write
+// proposes it on the channel leader with one small call instead of proxying
+// the whole HTTP request (which the leader would parse, authenticate and
+// route again: measured as the larger share of a forwarded write's CPU), and
+// a follower serving a linearizable read asks the leader for a read index the
+// same way. Calls travel on call streams of the cluster port
+// (transport.DialCall): authenticated by the cluster key like Raft itself.
+//
+// Each stream carries one call at a time; idle streams are pooled per peer.
+// Frames, both directions:
+//
+//	op (request) or status (answer) u8 | body length u32 BE | body
+//
+// Requests:
+//
+//	opPropose:   gid u64 | timeout ms u32 | fsm.Encode'd command
+//	opReadIndex: gid u64 | timeout ms u32
+//
+// Answers: statusOK with the op's result (encodeResult, or the read index
+// u64), or statusErr with an error code u8, and for codeRedirect the leader's
+// node id and cluster address, then the error text.
+const (
+	opPropose   byte = 1
+	opReadIndex byte = 2
+
+	statusOK  byte = 0
+	statusErr byte = 1
+
+	callHeader = 5
+	// maxCallBody bounds a frame: the largest command (a transaction of
+	// fsm.MaxTxnBytes) or result (its gets) with room to spare.
+	maxCallBody = 2*fsm.MaxTxnBytes + 1<<20
+	// maxIdleCalls is how many idle call streams are kept per peer.
+	maxIdleCalls = 64
+)
+
+// Error codes of a failed call. The caller rebuilds an error that matches
+// the same sentinel, so the server's error table answers as if the leader
+// had answered itself.
+const (
+	codeUnknown byte = iota
+	codeRedirect
+	codeNoLeader
+	codeNotHosted
+	codeOverloaded
+	codeDiskFull
+	codeQuota
+	codeOutcomeUnknown
+	codeStopped
+	codeTimeout
+	codeBadRequest
+)
+
+var callErrors = []struct {
+	code byte
+	err  error
+}{
+	{codeRedirect, shard.ErrNotLeader},
+	{codeNoLeader, shard.ErrNoLeader},
+	{codeNotHosted, shard.ErrNotHosted},
+	{codeOverloaded, shard.ErrOverloaded},
+	{codeDiskFull, shard.ErrDiskFull},
+	{codeQuota, ErrQuotaExceeded},
+	{codeOutcomeUnknown, shard.ErrOutcomeUnknown},
+	{codeStopped, shard.ErrStopped},
+	{codeTimeout, context.DeadlineExceeded},
+}
+
+// remoteError is an error answered by another node: its text, and the
+// sentinel it matched there.
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// errCallFailed marks a call that got no answer; sent says whether the
+// request may have reached the peer.
+type callFailedError struct {
+	sent bool
+	err  error
+}
+
+func (e *callFailedError) Error() string { return e.err.Error() }
+func (e *callFailedError) Unwrap() error { return e.err }
+
+// calls is the client side: pooled call streams per peer address.
+type calls struct {
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+	mu   sync.Mutex
+	idle map[string][]*callConn
+}
+
+type callConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func newCalls(dial func(ctx context.Context, addr string) (net.Conn, error)) *calls {
+	return &calls{dial: dial, idle: map[string][]*callConn{}}
+}
+
+func (cs *calls) get(ctx context.Context, addr string) (*callConn, error) {
+	cs.mu.Lock()
+	if l := cs.idle[addr]; len(l) > 0 {
+		cc := l[len(l)-1]
+		cs.idle[addr] = l[:len(l)-1]
+		cs.mu.Unlock()
+		return cc, nil
+	}
+	cs.mu.Unlock()
+	c, err := cs.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &callConn{c: c, br: bufio.NewReaderSize(c, 4096)}, nil
+}
+
+func (cs *calls) put(addr string, cc *callConn) {
+	cs.mu.Lock()
+	if len(cs.idle[addr]) < maxIdleCalls {
+		cs.idle[addr] = append(cs.idle[addr], cc)
+		cc = nil
+	}
+	cs.mu.Unlock()
+	if cc != nil {
+		_ = cc.c.Close()
+	}
+}
+
+// closeAll drops every idle stream (the node is stopping).
+func (cs *calls) closeAll() {
+	cs.mu.Lock()
+	idle := cs.idle
+	cs.idle = map[string][]*callConn{}
+	cs.mu.Unlock()
+	for _, l := range idle {
+		for _, cc := range l {
+			_ = cc.c.Close()
+		}
+	}
+}
+
+// call sends one request and returns the answer's status and body. An error
+// is a *callFailedError: the call got no answer.
+func (cs *calls) call(ctx context.Context, addr string, op byte, body []byte) (byte, []byte, error) {
+	cc, err := cs.get(ctx, addr)
+	if err != nil {
+		return 0, nil, &callFailedError{err: fmt.Errorf("cluster: call %s: %w", addr, err)}
+	}
+	deadline := time.Now().Add(internalCallLimit)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = cc.c.SetDeadline(deadline)
+	// A client that leaves aborts the call at once, not at the deadline.
+	stop := context.AfterFunc(ctx, func() { _ = cc.c.SetDeadline(time.Unix(1, 0)) })
+	status, resp, sent, err := roundTrip(cc, op, body)
+	if !stop() || err != nil {
+		_ = cc.c.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return 0, nil, &callFailedError{sent: sent, err: fmt.Errorf("cluster: call %s: %w", addr, err)}
+	}
+	_ = cc.c.SetDeadline(time.Time{})
+	cs.put(addr, cc)
+	return status, resp, nil
+}
+
+func roundTrip(cc *callConn, op byte, body []byte) (status byte, resp []byte, sent bool, err error) {
+	frame := make([]byte, callHeader+len(body))
+	frame[0] = op
+	binary.BigEndian.PutUint32(frame[1:], uint32(len(body)))
+	copy(frame[callHeader:], body)
+	if n, err := cc.c.Write(frame); err != nil {
+		return 0, nil, n > 0, err
+	}
+	status, resp, err = readFrame(cc.br)
+	return status, resp, true, err
+}
+
+func readFrame(r io.Reader) (byte, []byte, error) {
+	var h [callHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(h[1:])
+	if n > maxCallBody {
+		return 0, nil, fmt.Errorf("cluster: call frame of %d bytes is over the limit", n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	return h[0], body, nil
+}
+
+// serveCalls answers call streams until l closes.
+func (n *Node) serveCalls(l net.Listener) {
+	defer n.callWG.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		n.callWG.Add(1)
+		go n.serveCallConn(c)
+	}
+}
+
+func (n *Node) serveCallConn(c net.Conn) {
+	defer n.callWG.Done()
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 4096)
+	for {
+		op, body, err := readFrame(br)
+		if err != nil {
+			return
+		}
+		status, resp := n.handleCall(op, body)
+		frame := make([]byte, callHeader, callHeader+len(resp))
+		frame[0] = status
+		binary.BigEndian.PutUint32(frame[1:], uint32(len(resp)))
+		if _, err := c.Write(append(frame, resp...)); err != nil {
+			return
+		}
+	}
+}
+
+func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
+	if len(body) < 12 {
+		return statusErr, encodeCallError(fmt.Errorf("%w: short call", ErrInvalidRequest))
+	}
+	gid := binary.BigEndian.Uint64(body)
+	timeout := time.Duration(binary.BigEndian.Uint32(body[8:])) * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, internalCallLimit))
+	defer cancel()
+	rep, ok := n.shards.Replica(gid)
+	if !ok {
+		return statusErr, encodeCallError(fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid))
+	}
+	switch op {
+	case opPropose:
+		n.metrics.callsServed.WithLabelValues("propose").Inc()
+		res, err := n.proposeLocal(ctx, rep, body[12:])
+		if err != nil {
+			return statusErr, encodeCallError(err)
+		}
+		return statusOK, encodeResult(res)
+	case opReadIndex:
+		n.metrics.callsServed.WithLabelValues("readindex").Inc()
+		if err := rep.ReadBarrier(ctx, shard.Linearizable); err != nil {
+			return statusErr, encodeCallError(err)
+		}
+		return statusOK, binary.BigEndian.AppendUint64(nil, rep.FSM().Applied())
+	}
+	return statusErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op))
+}
+
+// callRequest is the common head of every request.
+func callRequest(ctx context.Context, gid uint64, extra int) []byte {
+	timeout := internalCallLimit
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	b := make([]byte, 12, 12+extra)
+	binary.BigEndian.PutUint64(b, gid)
+	binary.BigEndian.PutUint32(b[8:], uint32(max(timeout, time.Millisecond)/time.Millisecond))
+	return b
+}
+
+// remotePropose proposes cmd on the leader re names. A refusal that proves
+// nothing was proposed there comes back as a *shard.RedirectError (the server
+// then forwards the HTTP request as before); a call that may have reached
+// the leader but got no answer is shard.ErrOutcomeUnknown.
+func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid uint64, cmd []byte) (*fsm.Result, error) {
+	body := append(callRequest(ctx, gid, len(cmd)), cmd...)
+	status, resp, err := n.calls.call(ctx, re.Addr, opPropose, body)
+	if err != nil {
+		var cf *callFailedError
+		if errors.As(err, &cf) && !cf.sent {
+			n.metrics.calls.WithLabelValues("propose", "unreachable").Inc()
+			return nil, re // nothing sent: let the server try (and report) the forward
+		}
+		n.metrics.calls.WithLabelValues("propose", "no_answer").Inc()
+		return nil, fmt.Errorf("%w: proposed to node %s, which did not answer: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
+	}
+	if status != statusOK {
+		n.metrics.calls.WithLabelValues("propose", "refused").Inc()
+		err := decodeCallError(resp)
+		var moved *shard.RedirectError
+		if errors.As(err, &moved) || errors.Is(err, shard.ErrNotHosted) || errors.Is(err, shard.ErrNoLeader) ||
+			errors.Is(err, shard.ErrOverloaded) || errors.Is(err, shard.ErrDiskFull) || errors.Is(err, ErrQuotaExceeded) ||
+			errors.Is(err, shard.ErrOutcomeUnknown) || errors.Is(err, shard.ErrStopped) {
+			if moved != nil {
+				return nil, moved
+			}
+			return nil, err
+		}
+		// Anything else may have happened after the entry was appended.
+		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
+	}
+	res, err := decodeResult(resp)
+	if err != nil {
+		n.metrics.calls.WithLabelValues("propose", "bad_answer").Inc()
+		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
+	}
+	n.metrics.calls.WithLabelValues("propose", "ok").Inc()
+	return res, nil
+}
+
+// remoteReadIndex asks the leader at addr for a read index of group gid.
+func (n *Node) remoteReadIndex(ctx context.Context, addr string, gid uint64) (uint64, error) {
+	status, resp, err := n.calls.call(ctx, addr, opReadIndex, callRequest(ctx, gid, 0))
+	if err != nil {
+		return 0, err
+	}
+	if status != statusOK {
+		return 0, fmt.Errorf("cluster: read index from %s: %w", addr, decodeCallError(resp))
+	}
+	if len(resp) != 8 {
+		return 0, fmt.Errorf("cluster: read index from %s: answer of %d bytes", addr, len(resp))
+	}
+	return binary.BigEndian.Uint64(resp), nil
+}
+
+func encodeCallError(err error) []byte {
+	code := codeUnknown
+	for _, ce := range callErrors {
+		if errors.Is(err, ce.err) {
+			code = ce.code
+			break
+		}
+	}
+	b := []byte{code}
+	if code == codeRedirect {
+		var re shard.RedirectError // the leader, when known
+		if p := (*shard.RedirectError)(nil); errors.As(err, &p) {
+			re = *p
+		}
+		b = appendBytes(b, []byte(re.NodeID))
+		b = appendBytes(b, []byte(re.Addr))
+	}
+	return appendBytes(b, []byte(err.Error()))
+}
+
+func decodeCallError(b []byte) error {
+	d := decoder{b: b}
+	code := d.byte()
+	var nodeID, addr []byte
+	if code == codeRedirect {
+		nodeID, addr = d.bytes(), d.bytes()
+	}
+	msg := string(d.bytes())
+	if d.err != nil {
+		return fmt.Errorf("%w: undecodable error answer", shard.ErrOutcomeUnknown)
+	}
+	var sentinel error = errors.New("cluster: remote error")
+	for _, ce := range callErrors {
+		if ce.code == code {
+			sentinel = ce.err
+		}
+	}
+	err := &remoteError{sentinel: sentinel, msg: msg}
+	if code == codeRedirect && len(addr) > 0 {
+		return &shard.RedirectError{Err: err, NodeID: string(nodeID), Addr: string(addr)}
+	}
+	return err
+}
+
+// encodeResult writes an fsm.Result: index uvarint | err code u8 |
+// succeeded u8 | op count uvarint | per op: type u8, found u8, key, and for
+// found gets the entry (key, value, create and modify index).
+func encodeResult(r *fsm.Result) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 16), r.Index)
+	b = append(b, resultErrCode(r.Err), boolByte(r.Succeeded))
+	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
+	for _, op := range r.Ops {
+		b = append(b, byte(op.Type), boolByte(op.Found))
+		b = appendBytes(b, op.Key)
+		b = appendBytes(b, op.Entry.Key)
+		b = appendBytes(b, op.Entry.Value)
+		b = binary.AppendUvarint(b, op.Entry.CreateIndex)
+		b = binary.AppendUvarint(b, op.Entry.ModifyIndex)
+	}
+	return b
+}
+
+func decodeResult(b []byte) (*fsm.Result, error) {
+	d := decoder{b: b}
+	r := &fsm.Result{Index: d.uvarint()}
+	r.Err = resultErr(d.byte())
+	r.Succeeded = d.byte() == 1
+	nops := d.uvarint()
+	if nops > uint64(len(b)) {
+		return nil, errors.New("cluster: result with too many ops")
+	}
+	for i := uint64(0); i < nops && d.err == nil; i++ {
+		op := fsm.OpResult{Type: fsm.OpType(d.byte()), Found: d.byte() == 1}
+		op.Key = d.bytes()
+		op.Entry.Key = d.bytes()
+		op.Entry.Value = d.bytes()
+		op.Entry.CreateIndex = d.uvarint()
+		op.Entry.ModifyIndex = d.uvarint()
+		r.Ops = append(r.Ops, op)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, errors.New("cluster: trailing bytes after a result")
+	}
+	return r, nil
+}
+
+var resultErrs = []error{nil, fsm.ErrCASMismatch, fsm.ErrKeyNotFound, fsm.ErrClosed}
+
+func resultErrCode(err error) byte {
+	for i, e := range resultErrs {
+		if e != nil && errors.Is(err, e) {
+			return byte(i)
+		}
+	}
+	if err != nil {
+		return byte(len(resultErrs)) // unknown: the caller reports it as such
+	}
+	return 0
+}
+
+func resultErr(code byte) error {
+	if int(code) < len(resultErrs) {
+		return resultErrs[code]
+	}
+	return errors.New("cluster: unknown result error")
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func appendBytes(b, v []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
+}
+
+// decoder reads what encodeResult and encodeCallError wrote; the first
+// error sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("cluster: truncated call answer")
+
+func (d *decoder) byte() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.err = errShort
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errShort
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	if n == 0 {
+		return nil
+	}
+	return v
+}
