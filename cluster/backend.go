@@ -283,6 +283,9 @@ func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Re
 		return nil, err
 	}
 	res, err := n.proposeLocal(ctx, rep, cmd)
+	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep) {
+		res, err = n.proposeLocal(ctx, rep, cmd)
+	}
 	if err != nil && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) && re.Addr != "" {
 		return n.remotePropose(ctx, re, rep.GroupID, cmd)
 	}
@@ -346,12 +349,41 @@ func (n *Node) Lag(channel string) time.Duration {
 	return 0
 }
 
+// leaderWait bounds how long a request waits for the local replica to learn
+// its leader (an election, or a replica that was created after its group
+// elected) before it is answered 503 no_leader.
+const leaderWait = 2 * time.Second
+
+// awaitLeader waits until rep knows a leader (true), ctx ends or leaderWait
+// passes.
+func (n *Node) awaitLeader(ctx context.Context, rep *shard.Replica) bool {
+	ctx, cancel := context.WithTimeout(ctx, leaderWait)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, id := rep.Raft().LeaderWithID(); id != "" {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-n.stop:
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
 func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLevel) (*shard.Replica, error) {
 	rep, err := n.localReplica(ctx, channel, level != shard.Stale)
 	if err != nil {
 		return nil, err
 	}
 	err = rep.ReadBarrier(ctx, level)
+	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep) {
+		err = rep.ReadBarrier(ctx, level)
+	}
 	var re *shard.RedirectError
 	if err != nil && level != shard.Stale && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) {
 		if n.followerRead(ctx, rep, re) == nil {

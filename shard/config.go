@@ -55,10 +55,14 @@ func DefaultRaftTiming() RaftTiming {
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		// CommitTimeout only delays when idle followers learn the commit
-		// index; at the library's 50 ms it is the larger half of the idle
-		// RPC load (RAFT-NOTES §7).
-		CommitTimeout:     250 * time.Millisecond,
+		// CommitTimeout only delays when the followers of an idle group
+		// learn the commit index of its last writes (busy groups carry it on
+		// their next append): a stale read on a follower sees a lone write
+		// 1-2 s after it was acknowledged. Each tick is an AppendEntries per
+		// follower per group: at the library's 50 ms it is most of the idle
+		// RPC load (RAFT-NOTES §7); 250 ms cost ~20 % of a core at 3,000
+		// idle replicas, 1 s a quarter of that (docs/benchmarks.md).
+		CommitTimeout:     1000 * time.Millisecond,
 		MaxAppendEntries:  256,
 		SnapshotInterval:  60 * time.Second,
 		SnapshotThreshold: 4096,

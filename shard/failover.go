@@ -32,6 +32,13 @@ func (m *Manager) PeerDown(addr string) {
 // ShortenTimers makes a group's follower elect soon if its leader is gone:
 // the heartbeat and election timeouts become d (the shortest raft allows is
 // the leader lease) for shortTimersFor.
+//
+// A leader keeps its short timers leaderExtra longer than that: a leader
+// back on the long heartbeat interval (HeartbeatTimeout/10, up to twice
+// that) while a follower still expects a heartbeat within d would see that
+// follower start (harmless, refused) pre-votes and forget its leader for a
+// moment; followers that shortened at about the same time are back to
+// normal by then.
 func ShortenTimers(r *raft.Raft, d time.Duration, stopped func() bool) {
 	normal := r.ReloadableConfig()
 	short := normal
@@ -42,17 +49,30 @@ func ShortenTimers(r *raft.Raft, d time.Duration, stopped func() bool) {
 	if err := r.ReloadConfig(short); err != nil {
 		return
 	}
-	time.AfterFunc(shortTimersFor, func() {
-		if !stopped() {
-			_ = r.ReloadConfig(normal)
+	var restore func()
+	extended := false
+	restore = func() {
+		if stopped() {
+			return
 		}
-	})
+		if r.State() == raft.Leader && !extended {
+			extended = true
+			time.AfterFunc(leaderExtra, restore)
+			return
+		}
+		_ = r.ReloadConfig(normal)
+	}
+	time.AfterFunc(shortTimersFor, restore)
 }
+
+// leaderExtra is how much longer a leader keeps short timers than its
+// followers (ShortenTimers).
+const leaderExtra = 3 * time.Second
 
 func (r *Replica) shortenTimers(d time.Duration) {
 	if !r.shortTimers.CompareAndSwap(false, true) {
 		return // already short; the first call restores them
 	}
 	ShortenTimers(r.raft, d, func() bool { return r.stopped.Load() })
-	time.AfterFunc(shortTimersFor, func() { r.shortTimers.Store(false) })
+	time.AfterFunc(shortTimersFor+leaderExtra, func() { r.shortTimers.Store(false) })
 }

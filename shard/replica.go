@@ -159,6 +159,7 @@ func (r *Replica) ReadBarrier(ctx context.Context, level ReadLevel) error {
 		}
 	}
 	idx := r.fsm.Applied()
+	r.trans.Urgent() // the heartbeat round below must not wait in a batch
 	if err := r.raft.VerifyLeader().Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return r.redirect()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -73,9 +74,20 @@ func TestIdleCost(t *testing.T) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
+	if path := os.Getenv("SHARDNET_IDLE_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cpu0 := cpuTime()
 	time.Sleep(10 * time.Second)
 	cpu := cpuTime() - cpu0
+	pprof.StopCPUProfile()
 	runtime.ReadMemStats(&ms)
 	t.Logf("timers: heartbeat %v, election %v, commit %v", timing.HeartbeatTimeout, timing.ElectionTimeout, timing.CommitTimeout)
 	t.Logf("idle: %d replicas in one process: %.1f%% of one core, heap in use %d MiB (%d KiB per replica), %d goroutines",

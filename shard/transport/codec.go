@@ -59,6 +59,7 @@ const (
 	typeInstallSnapshot uint8 = 3
 	typeTimeoutNow      uint8 = 4
 	typeRequestPreVote  uint8 = 5
+	typeHeartbeats      uint8 = 6 // a batch of heartbeats for many groups (heartbeat.go)
 )
 
 // minEntrySize is the smallest possible encoded log entry; it bounds the
@@ -475,6 +476,8 @@ func decodeRequest(typ uint8, body []byte) (any, error) {
 		return decodeInstallSnapshotRequest(body)
 	case typeTimeoutNow:
 		return decodeTimeoutNowRequest(body)
+	case typeHeartbeats:
+		return decodeHeartbeatsRequest(body)
 	default:
 		return nil, fmt.Errorf("%w: unknown rpc type %d", ErrMalformed, typ)
 	}
@@ -503,6 +506,10 @@ func appendResponse(b []byte, typ uint8, resp any) ([]byte, error) {
 	case *raft.TimeoutNowResponse:
 		if typ == typeTimeoutNow {
 			return appendTimeoutNowResponse(b, r), nil
+		}
+	case heartbeatsResponse:
+		if typ == typeHeartbeats {
+			return append(b, r...), nil
 		}
 	}
 	return b, fmt.Errorf("transport: response %T does not answer rpc type %d", resp, typ)

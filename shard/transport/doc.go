@@ -1,7 +1,8 @@
 // Package transport owns a node's cluster port: one hashicorp/raft transport
 // that carries every Raft group hosted on the node, multiplexed over one
 // authenticated yamux session per peer, plus opaque app streams for one-hop
-// request forwarding.
+// request forwarding and call streams for the application's own compact
+// node-to-node calls.
 // It leaves to others which groups exist and where their replicas live
 // (shard, cluster), each group's Raft configuration and timers, and the
 // protocol spoken on app streams (server).
@@ -34,7 +35,7 @@
 //
 // A new TCP connection first runs the handshake (handshake.go), then carries
 // a yamux session. Every stream starts with a kind byte (frame.go): RPC,
-// snapshot or app. On an RPC stream, requests are
+// snapshot, app or call. On an RPC stream, requests are
 // [gid u64][rpc type u8][len u32][body] and responses
 // [status u8][len u32][body or error text]; bodies use the hand-written
 // varint encoding drawn in codec.go, which starts with a version byte and is
@@ -68,6 +69,18 @@
 // write-coalescing layer under it (conn.go) sends whatever queued up during
 // the previous syscall in one write, which cut the CPU of many groups'
 // small RPCs by more than half.
+//
+// # Heartbeats of many groups travel together
+//
+// With Config.HeartbeatBatch set (the cluster uses 20 ms), a heartbeat waits
+// that long for the others going to the same peer, and they go as one
+// typeHeartbeats frame; the peer runs each group's heartbeat handler in turn
+// and answers them all in one frame (heartbeat.go). Every heartbeat still
+// makes the round trip, so the leader lease and VerifyLeader mean what they
+// did; a group about to confirm its leadership for a read calls
+// GroupTransport.Urgent and its heartbeats skip the wait. Measured with
+// TestIdleCost, 1,000 channels × 3 replicas in one process: 82 % of a core
+// with batching against ~160-190 % (extrapolated from 100 channels) without.
 //
 // # Failures
 //

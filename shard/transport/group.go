@@ -22,6 +22,7 @@ type GroupTransport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	heartbeat atomic.Pointer[func(raft.RPC)]
+	urgent    atomic.Int64 // unix nanos until which heartbeats skip batching (Urgent)
 }
 
 var (
@@ -100,6 +101,9 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 	// carry entries or the commit index wait for it (doc.go).
 	label, wait := labelAppendEntries, g.node.replicationWait()
 	if isHeartbeat(args) {
+		if g.node.cfg.HeartbeatBatch > 0 && !g.isUrgent() {
+			return g.result(labelHeartbeat, target, g.node.batcher(target).heartbeat(g, args, resp))
+		}
 		label, wait = labelHeartbeat, 0
 	}
 	body, err := g.call(target, typeAppendEntries, label, wait, appendEntriesSizeHint(args), func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
@@ -155,20 +159,30 @@ func (g *GroupTransport) result(label int, target raft.ServerAddress, err error)
 // unreachable peer (zero: fail fast; see peer.open). sizeHint pre-sizes the
 // encode buffer.
 func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, wait time.Duration, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
-	n := g.node
-	n.metrics.sent[label].Inc()
+	g.node.metrics.sent[label].Inc()
 	if g.isClosed() {
 		return nil, g.errClosed()
+	}
+	return g.node.roundTrip(target, g, g.gid, typ, wait, sizeHint, encode)
+}
+
+// roundTrip is call's exchange; owner, when set, is the group the stream is
+// tracked for (its Close aborts the exchange), else the node's own calls
+// (batched heartbeats) stop only when the node closes.
+func (n *Node) roundTrip(target raft.ServerAddress, owner *GroupTransport, gid uint64, typ uint8, wait time.Duration, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
+	stop, errClosed := n.done, func() error { return ErrClosed }
+	if owner != nil {
+		stop, errClosed = owner.closed, owner.errClosed
 	}
 	deadline := time.Now().Add(n.cfg.RPCTimeout)
 	p, err := n.peer(string(target))
 	if err != nil {
 		return nil, err
 	}
-	st, fresh, err := p.stream(deadline, g.closed, wait)
+	st, fresh, err := p.stream(deadline, stop, wait)
 	if err != nil {
-		if g.isClosed() {
-			return nil, g.errClosed()
+		if owner != nil && owner.isClosed() {
+			return nil, errClosed()
 		}
 		return nil, err
 	}
@@ -176,11 +190,13 @@ func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, w
 		// It may have waited for the peer: the exchange gets its own timeout.
 		deadline = time.Now().Add(n.cfg.RPCTimeout)
 	}
-	if !n.trackStream(st, g) {
-		_ = st.Close()
-		return nil, g.errClosed()
+	if owner != nil {
+		if !n.trackStream(st, owner) {
+			_ = st.Close()
+			return nil, errClosed()
+		}
+		defer n.untrackStream(st)
 	}
-	defer n.untrackStream(st)
 
 	buf := getBuf()
 	b := (*buf)[:0]
@@ -191,7 +207,7 @@ func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, w
 		b = append(b, kindRPC)
 	}
 	off := len(b)
-	b = appendRequestHeader(b, g.gid, typ)
+	b = appendRequestHeader(b, gid, typ)
 	b = encode(b)
 	defer func() { putBuf(buf, b) }()
 	if err := finishRequest(b, off); err != nil {

@@ -33,6 +33,7 @@ type metrics struct {
 	errors            [numLabels]prometheus.Counter
 	handshakeFailures prometheus.Counter
 	sessions          prometheus.Gauge
+	heartbeatBatches  prometheus.Counter
 }
 
 // newMetrics creates the node's collectors and registers them when reg is
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "shardnet", Subsystem: "transport", Name: "handshake_failures_total",
 			Help: "Cluster connections (inbound or outbound) dropped because the peer did not prove the cluster key or spoke another protocol.",
 		}),
+		heartbeatBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "heartbeat_batches_sent_total",
+			Help: "Frames that carried batched heartbeats (each heartbeat is also counted in rpcs_sent_total{type=\"heartbeat\"}).",
+		}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "sessions",
 			Help: "Open multiplexed cluster connections, inbound and outbound.",
@@ -62,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.errors[i] = errs.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, m.handshakeFailures, m.sessions} {
+		for _, c := range []prometheus.Collector{sent, errs, m.handshakeFailures, m.sessions, m.heartbeatBatches} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

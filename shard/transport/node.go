@@ -63,13 +63,17 @@ const (
 
 // Config configures a Node.
 type Config struct {
-	BindAddr      string                // "127.0.0.1:7001"; ":0"-style ports allowed (tests)
-	AdvertiseAddr string                // what peers dial; default: the bound listener address (required when BindAddr has no host)
-	ClusterKey    []byte                // shared secret; peers must prove it. Empty key = unauthenticated (allowed, logged at WARN once)
-	Logger        hclog.Logger          // default: hclog.NewNullLogger()
-	DialTimeout   time.Duration         // default 2s
-	RPCTimeout    time.Duration         // default 10s for non-snapshot RPCs
-	Registerer    prometheus.Registerer // optional
+	BindAddr      string        // "127.0.0.1:7001"; ":0"-style ports allowed (tests)
+	AdvertiseAddr string        // what peers dial; default: the bound listener address (required when BindAddr has no host)
+	ClusterKey    []byte        // shared secret; peers must prove it. Empty key = unauthenticated (allowed, logged at WARN once)
+	Logger        hclog.Logger  // default: hclog.NewNullLogger()
+	DialTimeout   time.Duration // default 2s
+	RPCTimeout    time.Duration // default 10s for non-snapshot RPCs
+	// HeartbeatBatch, when positive, is how long a heartbeat waits for
+	// others to the same peer so that they travel in one frame
+	// (heartbeat.go); 0 sends each on its own.
+	HeartbeatBatch time.Duration
+	Registerer     prometheus.Registerer // optional
 
 	// ReplicationWait bounds how long the RPCs that carry replication
 	// (AppendEntries other than heartbeats, InstallSnapshot, and opening an
@@ -98,7 +102,10 @@ type Node struct {
 	metrics *metrics
 	ymux    *yamux.Config
 	app     *appListener
-	calls   *appListener
+
+	batchersMu sync.Mutex
+	batchers   map[raft.ServerAddress]*hbBatcher // heartbeat batching per peer (heartbeat.go)
+	calls      *appListener
 
 	ctx    context.Context // cancelled by Close; aborts dials and handshakes
 	cancel context.CancelFunc
@@ -220,6 +227,7 @@ func New(cfg Config) (*Node, error) {
 
 		maxWaiters: defaultMaxWaiters,
 	}
+	n.batchers = map[raft.ServerAddress]*hbBatcher{}
 	n.app = newAppListener(n.addr, n.done)
 	n.calls = newAppListener(n.addr, n.done)
 	cfg.Faults.attach(n)

@@ -74,6 +74,9 @@ func (n *Node) handleRPC(gid uint64, typ uint8, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if hb, ok := cmd.(*heartbeatsRequest); ok {
+		return n.handleHeartbeats(hb), nil
+	}
 	g := n.lookup(gid)
 	if g == nil {
 		return nil, fmt.Errorf("%w %d", ErrUnknownGroup, gid)
