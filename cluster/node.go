@@ -32,7 +32,7 @@ type identity struct {
 }
 
 // heartbeatBatch is how long a Raft heartbeat waits for others going to the
-// same peer. Heartbeats go out every HeartbeatTimeout/10 to /5 (100-200 ms
+// same peer. Heartbeats go out every HeartbeatTimeout/10 to /5 (300-600 ms
 // by default), so 20 ms more delays nothing that matters and merges the
 // heartbeats of a thousand groups into a few frames.
 const heartbeatBatch = 20 * time.Millisecond

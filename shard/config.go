@@ -52,9 +52,15 @@ type RaftTiming struct {
 // otherwise.
 func DefaultRaftTiming() RaftTiming {
 	return RaftTiming{
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
+		// Failover does not wait for these (failover.go: the prober makes
+		// one follower stand at once), so they are set for idle cost: a
+		// leader heartbeats each follower every 300-600 ms. The lease must
+		// outlast that interval (plus the transport's 20 ms heartbeat
+		// batching) or leaders step down; it is also the short timeout the
+		// followers of a vanished leader fall back to.
+		HeartbeatTimeout:   3000 * time.Millisecond,
+		ElectionTimeout:    3000 * time.Millisecond,
+		LeaderLeaseTimeout: 1000 * time.Millisecond,
 		// CommitTimeout only delays when the followers of an idle group
 		// learn the commit index of its last writes (busy groups carry it on
 		// their next append): a stale read on a follower sees a lone write

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ type diskGuard struct {
 	free    atomic.Uint64
 	stop    chan struct{}
 	done    chan struct{}
+	once    sync.Once
 }
 
 func newDiskGuard(dir string, minFree uint64, log hclog.Logger) *diskGuard {
@@ -61,7 +63,8 @@ func (g *diskGuard) check() {
 	}
 }
 
+// close stops the guard; a second call (Close after Kill) is a no-op.
 func (g *diskGuard) close() {
-	close(g.stop)
+	g.once.Do(func() { close(g.stop) })
 	<-g.done
 }

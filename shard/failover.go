@@ -20,13 +20,88 @@ import (
 const shortTimersFor = 5 * time.Second
 
 // PeerDown is called (by the transport's prober) when the node at the
-// cluster address addr stopped answering.
+// cluster address addr stopped answering. Every group that node led gets
+// short timers here (the fallback), and its surviving voters stand for
+// election without waiting for them (standNow), in an order they all
+// compute alike: failover then takes the prober's detection and one vote
+// round, whatever the heartbeat timeout.
 func (m *Manager) PeerDown(addr string) {
 	for _, r := range m.Replicas() {
 		if leader, _ := r.raft.LeaderWithID(); string(leader) == addr {
 			r.shortenTimers(m.cfg.Raft.LeaderLeaseTimeout)
+			if rank, ok := r.standRank(addr); ok {
+				r.standAfter(addr, time.Duration(rank)*standStep)
+			}
 		}
 	}
+}
+
+// standStep is how long each surviving voter waits after the one ranked
+// before it. The first stands at once; the next stands only if no leader
+// came of that (the first one's log was behind its own, so it refused its
+// vote), and so on.
+const standStep = 300 * time.Millisecond
+
+// standRank is this replica's place among the voters of its group other
+// than the leader at addr, by server id: every follower computes the same
+// order without talking, so two never split the vote by standing together.
+func (r *Replica) standRank(addr string) (int, bool) {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0, false
+	}
+	rank, voter := 0, false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter || string(s.Address) == addr {
+			continue
+		}
+		if s.ID == r.serverID {
+			voter = true
+			continue
+		}
+		// Not filtered by the prober's view, which differs from node to
+		// node: a dead voter ranked first only delays the next by a step.
+		if s.ID < r.serverID {
+			rank++
+		}
+	}
+	return rank, voter
+}
+
+// standAfter makes this follower stand after wait unless the group found a
+// leader other than the one at deadLeader meanwhile.
+func (r *Replica) standAfter(deadLeader string, wait time.Duration) {
+	if wait <= 0 {
+		r.standNow(deadLeader)
+		return
+	}
+	time.AfterFunc(wait, func() {
+		if r.stopped.Load() || r.raft.State() == raft.Leader {
+			return
+		}
+		if addr, _ := r.raft.LeaderWithID(); addr != "" && string(addr) != deadLeader {
+			return
+		}
+		r.standNow(deadLeader)
+	})
+}
+
+// standNow makes this follower start an election at once, as a
+// leadership transfer does (raft's TimeoutNow): no pre-vote, and voters
+// that still remember the old leader vote anyway. A false alarm from the
+// prober therefore costs a leader change, never safety: Raft's vote rules
+// still decide who may lead.
+func (r *Replica) standNow(deadLeader string) {
+	_, id := r.raft.LeaderWithID()
+	req := &raft.TimeoutNowRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(deadLeader)},
+	}
+	if _, err := r.trans.DeliverLocal(req); err != nil {
+		r.m.log.Debug("could not stand for election", "group", r.GroupID, "error", err)
+		return
+	}
+	r.m.metrics.fastElections.Inc()
+	r.m.log.Info("leader's node is down: standing for election", "channel", r.Channel, "group", r.GroupID, "dead_leader", deadLeader)
 }
 
 // ShortenTimers makes a group's follower elect soon if its leader is gone:
@@ -75,4 +150,31 @@ func (r *Replica) shortenTimers(d time.Duration) {
 	}
 	ShortenTimers(r.raft, d, func() bool { return r.stopped.Load() })
 	time.AfterFunc(shortTimersFor+leaderExtra, func() { r.shortTimers.Store(false) })
+}
+
+// startupGrace is how long a replica started from disk waits to hear a
+// leader before it shortens its timers (electionAtStart).
+const startupGrace = 3 * time.Second
+
+// electionAtStart keeps a group that has no leader from waiting out the
+// idle heartbeat timeout (3-6 s) before its first election. A new group
+// shortens its timers at once: nobody leads it yet, and its first leader is
+// elected within one to two lease timeouts. A replica started from disk
+// first gives a running leader startupGrace to reach it (the common case:
+// one node restarted), and shortens its timers only if none did (the whole
+// cluster restarted).
+func (r *Replica) electionAtStart(bootstrapped bool) {
+	lease := r.m.cfg.Raft.LeaderLeaseTimeout
+	if bootstrapped {
+		r.shortenTimers(lease)
+		return
+	}
+	time.AfterFunc(startupGrace, func() {
+		if r.stopped.Load() {
+			return
+		}
+		if _, id := r.raft.LeaderWithID(); id == "" {
+			r.shortenTimers(lease)
+		}
+	})
 }

@@ -246,6 +246,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		return fail(fmt.Errorf("transport: %w", err))
 	}
 	conf := m.cfg.Raft.RaftConfig(raft.ServerID(rec.ServerID), logger)
+	bootstrapped := false
 	if len(spec.Peers) > 0 {
 		has, err := raft.HasExistingState(cache, store, snaps)
 		if err != nil {
@@ -257,6 +258,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 				trans.Close()
 				return fail(fmt.Errorf("bootstrap: %w", err))
 			}
+			bootstrapped = true
 		}
 	}
 	if !known {
@@ -271,8 +273,10 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		trans.Close()
 		return fail(fmt.Errorf("new raft: %w", err))
 	}
-	return &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
-		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m}, nil
+	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
+		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m}
+	r.electionAtStart(bootstrapped)
+	return r, nil
 }
 
 // restoreIfBehind restores the FSM from the newest snapshot when the FSM's

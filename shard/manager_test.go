@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,10 +18,11 @@ import (
 )
 
 type testNode struct {
-	id    string
-	dir   string
-	trans *transport.Node
-	m     *Manager
+	id     string
+	dir    string
+	trans  *transport.Node
+	m      *Manager
+	killed bool // stop does nothing
 }
 
 func fastTiming() RaftTiming {
@@ -30,11 +32,16 @@ func fastTiming() RaftTiming {
 
 func startNode(t *testing.T, id, dir, addr string) *testNode {
 	t.Helper()
+	return startNodeTimed(t, id, dir, addr, fastTiming())
+}
+
+func startNodeTimed(t *testing.T, id, dir, addr string, timing RaftTiming) *testNode {
+	t.Helper()
 	tr, err := transport.New(transport.Config{BindAddr: addr, ClusterKey: []byte("k"), Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(Config{DataDir: dir, NodeID: id, ServerID: ServerIDFor(id, "1"), Transport: tr, Raft: fastTiming()})
+	m, err := Open(Config{DataDir: dir, NodeID: id, ServerID: ServerIDFor(id, "1"), Transport: tr, Raft: timing})
 	if err != nil {
 		tr.Close()
 		t.Fatal(err)
@@ -47,6 +54,9 @@ func startNode(t *testing.T, id, dir, addr string) *testNode {
 
 func (n *testNode) stop(t *testing.T) {
 	t.Helper()
+	if n.killed {
+		return
+	}
 	if err := n.m.Close(); err != nil {
 		t.Errorf("close manager %s: %v", n.id, err)
 	}
@@ -194,9 +204,14 @@ func TestBootCleansInterruptedRemovalAndOrphans(t *testing.T) {
 // waits for a leader; the nodes stop at the end of the test.
 func startGroup(t *testing.T, gid uint64) (nodes []*testNode, reps []*Replica, leader int) {
 	t.Helper()
+	return startGroupTimed(t, gid, fastTiming())
+}
+
+func startGroupTimed(t *testing.T, gid uint64, timing RaftTiming) (nodes []*testNode, reps []*Replica, leader int) {
+	t.Helper()
 	var peers []raft.Server
 	for i := range 3 {
-		n := startNode(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0")
+		n := startNodeTimed(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0", timing)
 		t.Cleanup(func() { n.stop(t) })
 		nodes = append(nodes, n)
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
@@ -345,4 +360,75 @@ func TestPeerDownShortensTimersOfGroupsLedFromThere(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// When the prober says a group's leader node is gone, its surviving voters
+// stand in turn (lowest server id first) without waiting for any timeout:
+// the timers here are far too long to elect by themselves within the test's
+// wait. Run several times, so that the first to stand is sometimes the
+// follower whose log is behind (its vote is refused, and the next stands).
+func TestPeerDownElectsWithoutTimers(t *testing.T) {
+	for round := range 3 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) { peerDownElects(t) })
+	}
+}
+
+func peerDownElects(t *testing.T) {
+	slow := RaftTiming{HeartbeatTimeout: 30 * time.Second, ElectionTimeout: 30 * time.Second,
+		LeaderLeaseTimeout: 10 * time.Second, CommitTimeout: 20 * time.Millisecond}
+	nodes, reps, leader := startGroupTimed(t, 9, slow)
+	for i := range 20 {
+		put(t, reps[leader], fmt.Sprintf("before-%d", i), "v")
+	}
+	dead := string(nodes[leader].trans.Addr())
+	for i, r := range reps {
+		if i == leader {
+			continue
+		}
+		waitFor(t, 10*time.Second, func() error {
+			if addr, _ := r.Raft().LeaderWithID(); string(addr) != dead {
+				return fmt.Errorf("replica %d sees leader %q", i, addr)
+			}
+			return nil
+		})
+	}
+	if err := nodes[leader].m.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[leader].trans.Close()
+	nodes[leader].killed = true
+	for i := range nodes {
+		if i != leader {
+			nodes[i].m.PeerDown(dead)
+		}
+	}
+	var next int
+	waitFor(t, 5*time.Second, func() error {
+		for i, r := range reps {
+			if i != leader && r.Raft().State() == raft.Leader {
+				next = i
+				return nil
+			}
+		}
+		var st []string
+		for i, r := range reps {
+			st = append(st, fmt.Sprintf("%d:%v/%v/%v", i, r.Raft().State(), testutil.ToFloat64(nodes[i].m.metrics.fastElections), r.Raft().CurrentTerm()))
+		}
+		return fmt.Errorf("no new leader: %v", st)
+	})
+	var stood float64
+	for i := range nodes {
+		if i != leader {
+			stood += testutil.ToFloat64(nodes[i].m.metrics.fastElections)
+		}
+	}
+	if stood < 1 {
+		t.Fatal("a leader was elected but nobody stood: the timers did it")
+	}
+	put(t, reps[next], "after", "v")
+	for i := range 20 {
+		if e, found, err := reps[next].FSM().Get([]byte(fmt.Sprintf("before-%d", i))); err != nil || !found || string(e.Value) != "v" {
+			t.Fatalf("new leader lost an acknowledged write: %v %v %q", err, found, e.Value)
+		}
+	}
 }

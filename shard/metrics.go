@@ -8,6 +8,7 @@ type metrics struct {
 	proposalErrors  *prometheus.CounterVec
 	proposalSeconds prometheus.Histogram
 	readBarriers    prometheus.Counter
+	fastElections   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "shard", Name: "read_barriers_total",
 			Help: "Linearizable read barriers (heartbeat rounds, no log writes).",
 		}),
+		fastElections: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "fast_elections_total",
+			Help: "Elections this node started at once because the prober said the group's leader node was gone (shard/failover.go).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.readBarriers)
+		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.readBarriers, m.fastElections)
 	}
 	return m
 }

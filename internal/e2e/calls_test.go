@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/internal/testcluster"
@@ -23,6 +24,16 @@ func TestFollowerWritesProposeOnTheLeader(t *testing.T) {
 	c.CreateChannel("calls", 3)
 	leader := c.WaitLeader("calls")
 	f := (c.Index(leader) + 1) % 3
+	// The follower must know its leader before the writes (else it waits
+	// for one, which is not what this test is about).
+	c.WaitFor(10*time.Second, func() error {
+		for _, r := range c.Nodes[f].Agent().Node.Shards().Replicas() {
+			if info := r.Info(); info.Leader != leader {
+				return fmt.Errorf("follower %s sees leader %q, the channel reports %s", c.Nodes[f].Name, info.Leader, leader)
+			}
+		}
+		return nil
+	})
 	ctx := ctxT(t)
 	fc := c.Client(f)
 
@@ -57,7 +68,8 @@ func TestFollowerWritesProposeOnTheLeader(t *testing.T) {
 	after := metric(t, c, f, `shardnet_cluster_calls_total{call="propose",outcome="ok"}`)
 	// put, CAS put (a mismatch is an applied entry with a result), txn, delete
 	if after-before != 4 {
-		t.Fatalf("follower made %v propose calls, want 4 (put, cas put, txn, delete)", after-before)
+		t.Fatalf("follower made %v propose calls, want 4 (put, cas put, txn, delete); leader before %s, now %s",
+			after-before, leader, c.WaitLeader("calls"))
 	}
 	if got, _, err := c.Client(c.Index(leader)).Get(ctx, "calls", "k", api.GetOptions{}); err != nil || string(got) != "v1" {
 		t.Fatalf("leader reads k = %q, %v", got, err)

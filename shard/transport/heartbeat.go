@@ -53,6 +53,17 @@ func (g *GroupTransport) Urgent() {
 	}
 }
 
+// DeliverLocal hands cmd to this node's own replica of the group as if a
+// peer had sent it, and returns its answer: the way the layer above starts
+// an election at once (a TimeoutNowRequest) when the prober says the
+// group's leader is gone (shard/failover.go).
+func (g *GroupTransport) DeliverLocal(cmd any) (any, error) {
+	if g.isClosed() {
+		return nil, g.errClosed()
+	}
+	return g.dispatch(cmd, nil, false, g.node.cfg.RPCTimeout)
+}
+
 func (g *GroupTransport) isUrgent() bool { return g.urgent.Load() > time.Now().UnixNano() }
 
 // hbBatcher queues the heartbeats for one peer.
