@@ -16,6 +16,7 @@ import (
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/internal/testcluster"
+	"github.com/shardnet/shardnet/shard"
 )
 
 // The knobs of the chaos runs (docs/testing.md):
@@ -78,10 +79,11 @@ func clientsOf(c *testcluster.Cluster, token string) []*api.Client {
 	return out
 }
 
-// chaosRaft: fast failover, and snapshots small and frequent enough that
-// restarted or cut-off followers catch up through InstallSnapshot.
+// chaosRaft: the production timers (failover comes from the prober, not
+// from them), and snapshots small and frequent enough that restarted or
+// cut-off followers catch up through InstallSnapshot.
 func chaosRaft() testcluster.Options {
-	rt := testcluster.FastRaft()
+	rt := shard.DefaultRaftTiming()
 	rt.SnapshotThreshold = 512
 	rt.TrailingLogs = 256
 	rt.SnapshotInterval = 2 * time.Second
