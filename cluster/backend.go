@@ -282,14 +282,25 @@ func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Re
 		}
 		return nil, err
 	}
-	res, err := n.proposeLocal(ctx, rep, cmd)
-	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep) {
-		res, err = n.proposeLocal(ctx, rep, cmd)
+	for retried := false; ; retried = true {
+		res, err := n.proposeLocal(ctx, rep, cmd)
+		if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep, "") {
+			res, err = n.proposeLocal(ctx, rep, cmd)
+		}
+		if err == nil || !errors.As(err, &re) || !errors.Is(err, shard.ErrNotLeader) || re.Addr == "" {
+			return res, err
+		}
+		res, err = n.remotePropose(ctx, re, rep.GroupID, cmd)
+		// The leader's node refused the connection: nothing was sent. It is
+		// most likely gone and the group about to elect (the prober makes a
+		// survivor stand at once), so wait for the new leader, once, rather
+		// than answer 503 to a write that will succeed in a moment.
+		var unsent *unsentError
+		if !retried && errors.As(err, &unsent) && n.awaitLeader(ctx, rep, re.Addr) {
+			continue
+		}
+		return res, err
 	}
-	if err != nil && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) && re.Addr != "" {
-		return n.remotePropose(ctx, re, rep.GroupID, cmd)
-	}
-	return res, err
 }
 
 // proposeLocal proposes cmd on rep if it leads, after the channel's quota
@@ -354,15 +365,15 @@ func (n *Node) Lag(channel string) time.Duration {
 // elected) before it is answered 503 no_leader.
 const leaderWait = 2 * time.Second
 
-// awaitLeader waits until rep knows a leader (true), ctx ends or leaderWait
-// passes.
-func (n *Node) awaitLeader(ctx context.Context, rep *shard.Replica) bool {
+// awaitLeader waits until rep knows a leader other than the one at the
+// cluster address not (true), ctx ends or leaderWait passes.
+func (n *Node) awaitLeader(ctx context.Context, rep *shard.Replica, not string) bool {
 	ctx, cancel := context.WithTimeout(ctx, leaderWait)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if _, id := rep.Raft().LeaderWithID(); id != "" {
+		if addr, id := rep.Raft().LeaderWithID(); id != "" && (not == "" || string(addr) != not) {
 			return true
 		}
 		select {
@@ -381,7 +392,7 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 		return nil, err
 	}
 	err = rep.ReadBarrier(ctx, level)
-	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep) {
+	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep, "") {
 		err = rep.ReadBarrier(ctx, level)
 	}
 	var re *shard.RedirectError

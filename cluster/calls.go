@@ -103,6 +103,17 @@ type callFailedError struct {
 func (e *callFailedError) Error() string { return e.err.Error() }
 func (e *callFailedError) Unwrap() error { return e.err }
 
+// unsentError says a proposal never left this node (its leader's node could
+// not be reached); it unwraps to the redirect, so the server can still
+// forward the request there.
+type unsentError struct {
+	re  *shard.RedirectError
+	err error
+}
+
+func (e *unsentError) Error() string { return fmt.Sprintf("%v: %v", e.re, e.err) }
+func (e *unsentError) Unwrap() error { return e.re }
+
 // calls is the client side: pooled call streams per peer address.
 type calls struct {
 	dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -300,7 +311,9 @@ func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid u
 		var cf *callFailedError
 		if errors.As(err, &cf) && !cf.sent {
 			n.metrics.calls.WithLabelValues("propose", "unreachable").Inc()
-			return nil, re // nothing sent: let the server try (and report) the forward
+			// Nothing sent: the caller may wait for another leader, or
+			// the server forwards (and reports the node unreachable).
+			return nil, &unsentError{re: re, err: err}
 		}
 		n.metrics.calls.WithLabelValues("propose", "no_answer").Inc()
 		return nil, fmt.Errorf("%w: proposed to node %s, which did not answer: %v", shard.ErrOutcomeUnknown, re.NodeID, err)

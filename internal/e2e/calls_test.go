@@ -68,8 +68,13 @@ func TestFollowerWritesProposeOnTheLeader(t *testing.T) {
 	after := metric(t, c, f, `shardnet_cluster_calls_total{call="propose",outcome="ok"}`)
 	// put, CAS put (a mismatch is an applied entry with a result), txn, delete
 	if after-before != 4 {
-		t.Fatalf("follower made %v propose calls, want 4 (put, cas put, txn, delete); leader before %s, now %s",
-			after-before, leader, c.WaitLeader("calls"))
+		// Only a follower proposes by call: if leadership moved to it under
+		// a slow machine, the count proves nothing either way.
+		if now := c.WaitLeader("calls"); now != leader {
+			t.Logf("leadership moved from %s to %s during the writes: call count (%v) not checked", leader, now, after-before)
+		} else {
+			t.Fatalf("follower made %v propose calls, want 4 (put, cas put, txn, delete)", after-before)
+		}
 	}
 	if got, _, err := c.Client(c.Index(leader)).Get(ctx, "calls", "k", api.GetOptions{}); err != nil || string(got) != "v1" {
 		t.Fatalf("leader reads k = %q, %v", got, err)
