@@ -54,6 +54,8 @@ type DB struct {
 	mu     sync.RWMutex
 	closed bool
 	pdb    *pebble.DB
+
+	pace *syncPace // shared with pebble's WALMinSyncInterval (pace.go)
 }
 
 // Open opens or creates the log store in dir. A new store gets a format
@@ -69,7 +71,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("logstore: open %s: %w", dir, err)
 	}
-	pdb, err := pebble.Open(dir, pebbleOptions(opts, m))
+	pace := &syncPace{}
+	po := pebbleOptions(opts, m)
+	po.WALMinSyncInterval = pace.interval
+	pdb, err := pebble.Open(dir, po)
 	if err != nil {
 		m.unregister()
 		return nil, fmt.Errorf("logstore: open %s: %w", dir, err)
@@ -79,7 +84,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		m.unregister()
 		return nil, fmt.Errorf("logstore: open %s: %w", dir, err)
 	}
-	return &DB{dir: dir, log: opts.Logger, metrics: m, pdb: pdb}, nil
+	return &DB{dir: dir, log: opts.Logger, metrics: m, pdb: pdb, pace: pace}, nil
 }
 
 // pebbleOptions tunes pebble for a write-mostly log: entries are appended,
@@ -102,8 +107,7 @@ func pebbleOptions(opts Options, m *metrics) *pebble.Options {
 		L0StopWritesThreshold: 64,
 		Logger:                pebbleLogger{log: plog, level: hclog.Debug},
 		EventListener:         eventListener(plog, m),
-		// No WALMinSyncInterval: group commit already batches concurrent
-		// syncs, and the interval cost 80% at 16 groups (RAFT-NOTES §10).
+		// WALMinSyncInterval is set by Open: an adaptive pace (pace.go).
 	}
 	if opts.FS != nil {
 		// pebble skips its disk-health wrapper for a caller's FS; keep it.

@@ -138,6 +138,8 @@ func (s *Store) storeLogs(logs []*raft.Log) error {
 		return err
 	}
 	defer s.db.mu.RUnlock()
+	s.db.pace.begin()
+	defer s.db.pace.end()
 	size := 0
 	for _, l := range logs {
 		size += logKeyLen + encodedLogSize(l) + 16 // + pebble's per-record header
