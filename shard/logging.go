@@ -1,6 +1,10 @@
 package shard
 
-import "github.com/hashicorp/go-hclog"
+import (
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+)
 
 // quieter wraps a logger so that everything logged through it lands one
 // level lower: hashicorp/raft logs routine events of hundreds of groups
@@ -27,12 +31,25 @@ func lower(l hclog.Level) hclog.Level {
 }
 
 func (q quieter) Log(level hclog.Level, msg string, args ...interface{}) {
-	q.Logger.Log(lower(level), msg, args...)
+	q.Logger.Log(q.level(level, args), msg, args...)
 }
 func (q quieter) Debug(msg string, args ...interface{}) { q.Logger.Trace(msg, args...) }
 func (q quieter) Info(msg string, args ...interface{})  { q.Logger.Debug(msg, args...) }
-func (q quieter) Warn(msg string, args ...interface{})  { q.Logger.Info(msg, args...) }
-func (q quieter) Error(msg string, args ...interface{}) { q.Logger.Warn(msg, args...) }
+func (q quieter) Warn(msg string, args ...interface{})  { q.Log(hclog.Warn, msg, args...) }
+func (q quieter) Error(msg string, args ...interface{}) { q.Log(hclog.Error, msg, args...) }
+
+// level is where a raft message of the given level lands. An RPC refused
+// because the peer does not run the group (yet: a new channel's replicas
+// start within moments of each other; or any more: it was just removed) is
+// routine, and raft retries it: debug, not a warning an operator must read.
+func (q quieter) level(l hclog.Level, args []interface{}) hclog.Level {
+	for _, a := range args {
+		if err, ok := a.(error); ok && strings.Contains(err.Error(), "unknown group") {
+			return hclog.Debug
+		}
+	}
+	return lower(l)
+}
 func (q quieter) IsDebug() bool                         { return q.Logger.IsTrace() }
 func (q quieter) IsInfo() bool                          { return q.Logger.IsDebug() }
 func (q quieter) IsWarn() bool                          { return q.Logger.IsInfo() }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/hashicorp/go-hclog"
 	"net"
 	"os"
 	"path/filepath"
@@ -131,6 +132,11 @@ func runDev(args []string) int {
 	printDevBanner(agents, tok, *demo, dir, *dataDir == "")
 	waitForSignal()
 	fmt.Println("\nstopping the dev cluster...")
+	// All nodes stop at once: each sees its peers vanish and would warn
+	// about it. Nothing of that is news to whoever pressed Ctrl-C.
+	if hclog.LevelFromString(*logLevel) < hclog.Error {
+		logger.SetLevel(hclog.Error)
+	}
 	stopAll()
 	return 0
 }
