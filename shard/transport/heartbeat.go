@@ -114,7 +114,7 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 	if g.isClosed() {
 		return g.errClosed()
 	}
-	c := &hbCall{g: g, req: appendAppendEntriesRequest(make([]byte, 0, 48+len(args.ID)+len(args.Addr)+len(args.Leader)), args), done: make(chan hbResult, 1)}
+	c := &hbCall{g: g, req: appendAppendEntriesRequest(make([]byte, 0, appendEntriesSizeHint(args)), args), done: make(chan hbResult, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	switch len(b.pending) {
