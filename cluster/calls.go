@@ -234,14 +234,49 @@ func (n *Node) serveCalls(l net.Listener) {
 		if err != nil {
 			return
 		}
+		if !n.trackCallConn(c, true) {
+			_ = c.Close()
+			return
+		}
 		n.callWG.Add(1)
 		go n.serveCallConn(c)
+	}
+}
+
+// trackCallConn adds (or removes) a served call stream. A pooled stream
+// waits for its next request without a deadline, so stopping the node
+// closes the ones still open (closeCallConns) rather than trusting the
+// transport to end every session under them.
+func (n *Node) trackCallConn(c net.Conn, add bool) bool {
+	n.callMu.Lock()
+	defer n.callMu.Unlock()
+	if !add {
+		delete(n.callConns, c)
+		return true
+	}
+	if n.callsClosed {
+		return false
+	}
+	n.callConns[c] = struct{}{}
+	return true
+}
+
+// closeCallConns closes every served call stream and refuses new ones.
+func (n *Node) closeCallConns() {
+	n.callMu.Lock()
+	n.callsClosed = true
+	conns := n.callConns
+	n.callConns = map[net.Conn]struct{}{}
+	n.callMu.Unlock()
+	for c := range conns {
+		_ = c.Close()
 	}
 }
 
 func (n *Node) serveCallConn(c net.Conn) {
 	defer n.callWG.Done()
 	defer c.Close()
+	defer n.trackCallConn(c, false)
 	br := bufio.NewReaderSize(c, 4096)
 	for {
 		op, body, err := readFrame(br)

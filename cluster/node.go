@@ -51,6 +51,9 @@ type Node struct {
 	peers       *http.Client // internal calls to other nodes over the cluster port
 	calls       *calls       // hot-path calls to other nodes (calls.go)
 	callWG      sync.WaitGroup
+	callMu      sync.Mutex
+	callConns   map[net.Conn]struct{} // call streams being served
+	callsClosed bool
 	leaders     *leaderCache
 	readBatches sync.Map // group id → *readIndexBatch (readindex.go)
 	metrics     *metrics
@@ -114,6 +117,7 @@ func New(cfg Config) (*Node, error) {
 		IdleConnTimeout:     30 * time.Second,
 	}}
 	n.calls = newCalls(n.trans.DialCall)
+	n.callConns = map[net.Conn]struct{}{}
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:     cfg.DataDir,
 		NodeID:      cfg.Name,
@@ -259,6 +263,7 @@ func (n *Node) Close() error {
 		}
 		errs = append(errs, n.meta.shutdown(), n.trans.Close())
 		n.calls.closeAll()
+		n.closeCallConns()
 		n.callWG.Wait()
 		err = errors.Join(errs...)
 		n.log.Info("node stopped")
@@ -278,6 +283,7 @@ func (n *Node) Kill() error {
 		n.wg.Wait()
 		err = errors.Join(err, n.shards.Kill(), n.meta.shutdown())
 		n.calls.closeAll()
+		n.closeCallConns()
 		n.callWG.Wait()
 	})
 	return err
