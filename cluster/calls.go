@@ -269,6 +269,9 @@ func (n *Node) closeCallConns() {
 	n.callConns = map[net.Conn]struct{}{}
 	n.callMu.Unlock()
 	for c := range conns {
+		// A deadline in the past first: closing a yamux stream is only a
+		// half-close, which leaves a blocked reader waiting for the peer.
+		_ = c.SetDeadline(time.Unix(1, 0))
 		_ = c.Close()
 	}
 }
