@@ -274,7 +274,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		return fail(fmt.Errorf("new raft: %w", err))
 	}
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
-		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m}
+		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
 	r.electionAtStart(bootstrapped)
 	return r, nil
 }
@@ -385,6 +385,7 @@ func (r *Replica) stop() {
 	if err := r.raft.Shutdown().Error(); err != nil {
 		r.m.log.Warn("raft shutdown", "group", r.GroupID, "error", err)
 	}
+	r.doneOnce.Do(func() { close(r.done) })
 	r.fsm.Close()
 }
 

@@ -49,6 +49,29 @@ type Replica struct {
 
 	shortTimers atomic.Bool // failover timers in force (failover.go)
 	stopped     atomic.Bool
+	done        chan struct{} // closed once the replica stopped
+	doneOnce    sync.Once
+}
+
+// wait returns f's error, or raft.ErrRaftShutdown once the replica has
+// stopped: hashicorp/raft never answers a future that was still queued
+// for its main loop when it shut down (Apply, Barrier, VerifyLeader), and a
+// caller waiting on it would wait forever. Its waiting goroutine then stays
+// blocked, one per such future, after the replica is gone.
+func (r *Replica) wait(f raft.Future) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-r.done:
+		select {
+		case err := <-errc:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }
 
 // FSM returns the replica's state machine, for reads.
@@ -80,7 +103,7 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 	}
 	start := time.Now()
 	f := r.raft.Apply(cmd, enqueueTimeout(ctx))
-	if err := f.Error(); err != nil {
+	if err := r.wait(f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
 			// Refused before it was appended: safe to send elsewhere.
@@ -160,7 +183,7 @@ func (r *Replica) ReadBarrier(ctx context.Context, level ReadLevel) error {
 	}
 	idx := r.fsm.Applied()
 	r.trans.Urgent() // the heartbeat round below must not wait in a batch
-	if err := r.raft.VerifyLeader().Error(); err != nil {
+	if err := r.wait(r.raft.VerifyLeader()); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return r.redirect()
 		}
@@ -181,7 +204,7 @@ func (r *Replica) barrier(ctx context.Context, term uint64) error {
 	if r.readyTerm.Load() == term {
 		return nil
 	}
-	if err := r.raft.Barrier(enqueueTimeout(ctx)).Error(); err != nil {
+	if err := r.wait(r.raft.Barrier(enqueueTimeout(ctx))); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return r.redirect()
 		}
