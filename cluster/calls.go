@@ -68,19 +68,34 @@ const (
 	codeBadRequest
 )
 
+// final marks the answers a proposal's caller may pass on as they are:
+// either nothing was proposed, or the leader already says the outcome is
+// unknown. Any other error may have come after the entry was appended.
 var callErrors = []struct {
-	code byte
-	err  error
+	code  byte
+	err   error
+	final bool
 }{
-	{codeRedirect, shard.ErrNotLeader},
-	{codeNoLeader, shard.ErrNoLeader},
-	{codeNotHosted, shard.ErrNotHosted},
-	{codeOverloaded, shard.ErrOverloaded},
-	{codeDiskFull, shard.ErrDiskFull},
-	{codeQuota, ErrQuotaExceeded},
-	{codeOutcomeUnknown, shard.ErrOutcomeUnknown},
-	{codeStopped, shard.ErrStopped},
-	{codeTimeout, context.DeadlineExceeded},
+	{codeRedirect, shard.ErrNotLeader, true},
+	{codeNoLeader, shard.ErrNoLeader, true},
+	{codeNotHosted, shard.ErrNotHosted, true},
+	{codeOverloaded, shard.ErrOverloaded, true},
+	{codeDiskFull, shard.ErrDiskFull, true},
+	{codeQuota, ErrQuotaExceeded, true},
+	{codeOutcomeUnknown, shard.ErrOutcomeUnknown, true},
+	{codeStopped, shard.ErrStopped, true},
+	{codeTimeout, context.DeadlineExceeded, false},
+}
+
+// isFinal reports whether err, decoded from a call's answer, matches a
+// final entry of callErrors.
+func isFinal(err error) bool {
+	for _, ce := range callErrors {
+		if ce.final && errors.Is(err, ce.err) {
+			return true
+		}
+	}
+	return false
 }
 
 // remoteError is an error answered by another node: its text, and the
@@ -234,7 +249,7 @@ func (n *Node) serveCalls(l net.Listener) {
 		if err != nil {
 			return
 		}
-		if !n.trackCallConn(c, true) {
+		if !n.trackCallConn(c) {
 			_ = c.Close()
 			return
 		}
@@ -243,22 +258,25 @@ func (n *Node) serveCalls(l net.Listener) {
 	}
 }
 
-// trackCallConn adds (or removes) a served call stream. A pooled stream
-// waits for its next request without a deadline, so stopping the node
-// closes the ones still open (closeCallConns) rather than trusting the
-// transport to end every session under them.
-func (n *Node) trackCallConn(c net.Conn, add bool) bool {
+// trackCallConn registers a served call stream, or reports false once the
+// node is stopping. A pooled stream waits for its next request without a
+// deadline, so stopping the node aborts the ones still open
+// (closeCallConns) rather than trusting the transport to end every session
+// under them.
+func (n *Node) trackCallConn(c net.Conn) bool {
 	n.callMu.Lock()
 	defer n.callMu.Unlock()
-	if !add {
-		delete(n.callConns, c)
-		return true
-	}
 	if n.callsClosed {
 		return false
 	}
 	n.callConns[c] = struct{}{}
 	return true
+}
+
+func (n *Node) untrackCallConn(c net.Conn) {
+	n.callMu.Lock()
+	delete(n.callConns, c)
+	n.callMu.Unlock()
 }
 
 // closeCallConns closes every served call stream and refuses new ones.
@@ -279,7 +297,7 @@ func (n *Node) closeCallConns() {
 func (n *Node) serveCallConn(c net.Conn) {
 	defer n.callWG.Done()
 	defer c.Close()
-	defer n.trackCallConn(c, false)
+	defer n.untrackCallConn(c)
 	br := bufio.NewReaderSize(c, 4096)
 	for {
 		op, body, err := readFrame(br)
@@ -359,16 +377,9 @@ func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid u
 	if status != statusOK {
 		n.metrics.calls.WithLabelValues("propose", "refused").Inc()
 		err := decodeCallError(resp)
-		var moved *shard.RedirectError
-		if errors.As(err, &moved) || errors.Is(err, shard.ErrNotHosted) || errors.Is(err, shard.ErrNoLeader) ||
-			errors.Is(err, shard.ErrOverloaded) || errors.Is(err, shard.ErrDiskFull) || errors.Is(err, ErrQuotaExceeded) ||
-			errors.Is(err, shard.ErrOutcomeUnknown) || errors.Is(err, shard.ErrStopped) {
-			if moved != nil {
-				return nil, moved
-			}
-			return nil, err
+		if isFinal(err) {
+			return nil, err // a moved leader comes back as a *shard.RedirectError
 		}
-		// Anything else may have happened after the entry was appended.
 		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
 	}
 	res, err := decodeResult(resp)

@@ -81,7 +81,7 @@ func (b *readIndexBatch) run(fetch func() (uint64, error)) {
 func (n *Node) followerRead(ctx context.Context, rep *shard.Replica, leader *shard.RedirectError) error {
 	v, _ := n.readBatches.LoadOrStore(rep.GroupID, &readIndexBatch{})
 	idx, err := v.(*readIndexBatch).get(ctx, func() (uint64, error) {
-		return n.fetchReadIndex(leader.Addr, rep.GroupID)
+		return n.remoteReadIndex(context.Background(), leader.Addr, rep.GroupID) // bounded by internalCallLimit
 	})
 	if err != nil {
 		return err
@@ -102,11 +102,4 @@ func (n *Node) followerRead(ctx context.Context, rep *shard.Replica, leader *sha
 	}
 	n.metrics.followerReads.WithLabelValues("forwarded").Inc()
 	return errors.New("cluster: follower behind the read index")
-}
-
-// fetchReadIndex asks the leader at addr for a read index of group gid.
-func (n *Node) fetchReadIndex(addr string, gid uint64) (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), internalCallLimit)
-	defer cancel()
-	return n.remoteReadIndex(ctx, addr, gid)
 }
