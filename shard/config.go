@@ -26,6 +26,10 @@ type Config struct {
 	MaxInFlight      int
 	MaxInFlightBytes int64
 
+	// ProposalWindow is how many batches of proposals a group lets be in
+	// Raft at once (batch.go); the others queue and go together. Default 1.
+	ProposalWindow int
+
 	// MinFreeDisk is the free space below which proposals are refused with
 	// ErrDiskFull (default 256 MiB).
 	MinFreeDisk uint64

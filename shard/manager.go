@@ -66,6 +66,9 @@ func Open(cfg Config) (*Manager, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	cfg.Raft = cfg.Raft.withDefaults()
+	if cfg.ProposalWindow <= 0 {
+		cfg.ProposalWindow = 1
+	}
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 4096
 	}
@@ -275,6 +278,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	}
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
 		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
+	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}
 	r.electionAtStart(bootstrapped)
 	return r, nil
 }

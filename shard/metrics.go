@@ -7,6 +7,7 @@ type metrics struct {
 	proposals       prometheus.Counter
 	proposalErrors  *prometheus.CounterVec
 	proposalSeconds prometheus.Histogram
+	proposalBatches prometheus.Counter
 	readBarriers    prometheus.Counter
 	fastElections   prometheus.Counter
 }
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from proposal to apply on the leader.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 		}),
+		proposalBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "proposal_batches_total",
+			Help: "Batches of proposals handed to Raft together (shard/batch.go); proposals_total / this is the mean batch.",
+		}),
 		readBarriers: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "shard", Name: "read_barriers_total",
 			Help: "Linearizable read barriers (heartbeat rounds, no log writes).",
@@ -40,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.readBarriers, m.fastElections)
+		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.fastElections)
 	}
 	return m
 }

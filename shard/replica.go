@@ -46,6 +46,7 @@ type Replica struct {
 
 	inflight      atomic.Int64
 	inflightBytes atomic.Int64
+	batch         batcher
 
 	shortTimers atomic.Bool // failover timers in force (failover.go)
 	stopped     atomic.Bool
@@ -102,8 +103,20 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 		return nil, err
 	}
 	start := time.Now()
-	f := r.raft.Apply(cmd, enqueueTimeout(ctx))
-	if err := r.wait(f); err != nil {
+	p := &proposal{cmd: cmd, done: make(chan struct{})}
+	p.deadline, _ = ctx.Deadline()
+	r.batch.submit(p)
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		if p.state.CompareAndSwap(proposalQueued, proposalAbandoned) {
+			// Still queued: never sent, so the caller may send it again.
+			return nil, ctx.Err()
+		}
+		<-p.done // sent: its outcome is coming (raft bounds the wait)
+	}
+	f := p.future
+	if err := p.err; err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
 			// Refused before it was appended: safe to send elsewhere.
