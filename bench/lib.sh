@@ -172,10 +172,13 @@ sn_all_alive() {
 	((n == 3))
 }
 
+# sn_create_channel CH [NODES]: NODES, a JSON list of node ids, pins the
+# placement; its first node stands first for the group's first election.
 sn_create_channel() {
-	local code
+	local code body="{\"name\":\"$1\",\"replicas\":3}"
+	[ -z "${2:-}" ] || body="{\"name\":\"$1\",\"nodes\":$2}"
 	code=$(sn_curl -o "$WORK/create.json" -w '%{http_code}' -X POST \
-		-d "{\"name\":\"$1\",\"replicas\":3}" "http://127.0.0.1:${SN_HTTP[0]}/v1/channels")
+		-d "$body" "http://127.0.0.1:${SN_HTTP[0]}/v1/channels")
 	[ "$code" = 201 ] || { [ "$code" = 409 ] && grep -q channel_exists "$WORK/create.json"; }
 }
 
@@ -196,10 +199,13 @@ sn_channel_gone() {
 
 # sn_place_leader CH WANT: WANT is "n1" (node 1 leads CH) or "follower"
 # (another node does). shardnet has no leadership-transfer API, so the
-# channel is deleted and created again (a new group, a new election) until
-# its first leader is where it should be; CH must hold no data yet.
+# channel is deleted and created again (a new group, a new election) with a
+# pinned placement whose first node (the one that stands first) is where
+# the leader should be, until its first leader is there; CH must hold no
+# data yet.
 sn_place_leader() {
-	local ch=$1 want=$2 attempt leader
+	local ch=$1 want=$2 attempt leader nodes='["n2","n1","n3"]'
+	[ "$want" = follower ] || nodes='["n1","n2","n3"]'
 	for ((attempt = 1; attempt <= 20; attempt++)); do
 		leader=$(sn_leader "$ch")
 		case "$want:$leader" in
@@ -208,7 +214,7 @@ sn_place_leader() {
 		log "channel $ch is led by '$leader', want $want: creating it again"
 		sn_curl -o /dev/null -X DELETE "http://127.0.0.1:${SN_HTTP[0]}/v1/channels/$ch"
 		wait_for "channel $ch deleted" 30 sn_channel_gone "$ch"
-		wait_for "channel $ch created" 60 sn_create_channel "$ch"
+		wait_for "channel $ch created" 60 sn_create_channel "$ch" "$nodes"
 		wait_for "channel $ch healthy" 60 sn_healthy "$ch"
 	done
 	die "channel $ch: no leader placement '$want' after 20 attempts"

@@ -106,5 +106,33 @@ func place(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, req PlaceReques
 			used = map[string]bool{}
 		}
 	}
+	preferLeastLeading(out, channels)
 	return out, nil
+}
+
+// preferLeastLeading moves to the front of a new placement the node that is
+// first in the fewest existing placements. The first replica of a placement
+// stands for the group's first election before the others (shard's
+// electionAtStart), so this spreads the channels' leaders, and with them
+// the leaders' share of the work (client requests, replication fan-out,
+// applies before the followers), over the nodes instead of leaving it to
+// election timing. Ties keep the placement's order.
+func preferLeastLeading(out []fsm.Replica, channels []fsm.ChannelRecord) {
+	first := map[string]int{}
+	for _, c := range channels {
+		if len(c.Placement) > 0 {
+			first[c.Placement[0].NodeID]++
+		}
+	}
+	best := 0
+	for i := range out {
+		if first[out[i].NodeID] < first[out[best].NodeID] {
+			best = i
+		}
+	}
+	if best > 0 {
+		r := out[best]
+		copy(out[1:best+1], out[:best])
+		out[0] = r
+	}
 }

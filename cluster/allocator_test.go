@@ -51,6 +51,10 @@ func TestPlace(t *testing.T) {
 		{"pins", six, nil, PlaceRequest{Replicas: 2, Nodes: []string{"c3", "r1"}}, []string{"c3", "r1"}, nil},
 		{"pin unknown node", six, nil, PlaceRequest{Replicas: 1, Nodes: []string{"zz"}}, nil, ErrInvalidRequest},
 		{"pin dead node", nodes("r1/resource/a/dead"), nil, PlaceRequest{Replicas: 1, Nodes: []string{"r1"}}, nil, ErrNotEnoughNodes},
+		{"first replica is the node first in the fewest placements", nodes("c1/core/a/alive", "c2/core/b/alive", "c3/core/c/alive"),
+			[]fsm.ChannelRecord{placed("x", false, "c1", "c2", "c3"), placed("y", false, "c2", "c1", "c3")},
+			PlaceRequest{Replicas: 3}, []string{"c3", "c1", "c2"}, nil},
+		{"pins keep their order", six, []fsm.ChannelRecord{placed("x", false, "c3")}, PlaceRequest{Replicas: 2, Nodes: []string{"c3", "r1"}}, []string{"c3", "r1"}, nil},
 		{"pin into a dedicated channel's node", six, []fsm.ChannelRecord{placed("x", true, "r1")}, PlaceRequest{Replicas: 1, Nodes: []string{"r1"}}, nil, ErrNotEnoughNodes},
 	}
 	for _, tc := range tests {
@@ -81,5 +85,27 @@ func TestPlaceIsDeterministic(t *testing.T) {
 		if !reflect.DeepEqual(first, again) {
 			t.Fatalf("placement changed: %v then %v", first, again)
 		}
+	}
+}
+
+// Channels placed one after another on the same nodes take turns at being
+// first (the replica that stands first for the group's first election), so
+// their first leaders spread evenly.
+func TestPlaceSpreadsFirstReplicas(t *testing.T) {
+	ns := nodes("c1/core/a/alive", "c2/core/a/alive", "c3/core/a/alive")
+	var channels []fsm.ChannelRecord
+	for i := range 9 {
+		p, err := place(ns, channels, PlaceRequest{Replicas: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		channels = append(channels, fsm.ChannelRecord{Name: string(rune('a' + i)), Placement: p})
+	}
+	first := map[string]int{}
+	for _, c := range channels {
+		first[c.Placement[0].NodeID]++
+	}
+	if first["c1"] != 3 || first["c2"] != 3 || first["c3"] != 3 {
+		t.Fatalf("first replicas of 9 channels on 3 nodes: %v, want 3 each", first)
 	}
 }

@@ -157,16 +157,24 @@ func (r *Replica) shortenTimers(d time.Duration) {
 const startupGrace = 3 * time.Second
 
 // electionAtStart keeps a group that has no leader from waiting out the
-// idle heartbeat timeout (3-6 s) before its first election. A new group
-// shortens its timers at once: nobody leads it yet, and its first leader is
-// elected within one to two lease timeouts. A replica started from disk
+// idle heartbeat timeout (3-6 s) before its first election. In a new
+// group the first replica of the placement shortens its timers at once:
+// nobody leads the group yet, and it is elected within one to two lease
+// timeouts (the others stand only if it does not). A replica started from disk
 // first gives a running leader startupGrace to reach it (the common case:
 // one node restarted), and shortens its timers only if none did (the whole
 // cluster restarted).
-func (r *Replica) electionAtStart(bootstrapped bool) {
+func (r *Replica) electionAtStart(bootstrapped, preferred bool) {
 	lease := r.m.cfg.Raft.LeaderLeaseTimeout
 	if bootstrapped {
-		r.shortenTimers(lease)
+		// Only the placement's first replica (the allocator's preferred
+		// leader) shortens its timers: it stands first and, when it is up,
+		// wins, which spreads the first leaders as the allocator chose.
+		// The others keep the long timers as the fallback should it not
+		// come up.
+		if preferred {
+			r.shortenTimers(lease)
+		}
 		return
 	}
 	time.AfterFunc(startupGrace, func() {

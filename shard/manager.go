@@ -279,7 +279,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
 		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
 	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}
-	r.electionAtStart(bootstrapped)
+	r.electionAtStart(bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
 	return r, nil
 }
 

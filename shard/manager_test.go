@@ -216,12 +216,16 @@ func startGroupTimed(t *testing.T, gid uint64, timing RaftTiming) (nodes []*test
 		nodes = append(nodes, n)
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
 	}
-	for _, n := range nodes {
-		r, err := n.m.Ensure(ReplicaSpec{GroupID: gid, Channel: "c", Peers: peers})
+	// The first peer stands at once when its replica starts
+	// (electionAtStart): start it last, when the others can vote, as the
+	// timers of the slow tests would not elect anyone within the wait.
+	reps = make([]*Replica, len(nodes))
+	for i := len(nodes) - 1; i >= 0; i-- {
+		r, err := nodes[i].m.Ensure(ReplicaSpec{GroupID: gid, Channel: "c", Peers: peers})
 		if err != nil {
 			t.Fatal(err)
 		}
-		reps = append(reps, r)
+		reps[i] = r
 	}
 	waitFor(t, 10*time.Second, func() error {
 		for i, r := range reps {

@@ -255,3 +255,30 @@ func TestTwoHundredChannelsOnOneNode(t *testing.T) {
 	check()
 	t.Logf("restart with %d replicas: all serving after %v", n, time.Since(start))
 }
+
+// A new channel's first leader is the first node of its placement, and the
+// allocator rotates that node: six channels on three nodes are led two by
+// each, whatever the election timing would have chosen.
+func TestFirstLeadersFollowThePlacement(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	ctx := ctxT(t)
+	led := map[string]int{}
+	for i := range 6 {
+		name := fmt.Sprintf("spread-%d", i)
+		c.CreateChannel(name, 3)
+		leader := c.WaitLeader(name)
+		ch, err := c.Client(0).Channel(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := ch.Placement[0].NodeID; leader != want {
+			t.Errorf("channel %s: first leader %s, want %s (the first of its placement %v)", name, leader, want, ch.Placement)
+		}
+		led[leader]++
+	}
+	for _, nd := range c.Nodes {
+		if led[nd.Name] != 2 {
+			t.Fatalf("first leaders per node %v, want 2 each", led)
+		}
+	}
+}
