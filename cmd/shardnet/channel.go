@@ -29,7 +29,7 @@ func runChannelCreate(ctx context.Context, c *cli, args []string) int {
 	f.IntVar(&req.Replicas, "replicas", 0, "replicas, 1 to 7 (default 3, or one per -nodes entry)")
 	f.BoolVar(&req.Dedicated, "dedicated", false, "place on nodes no other channel uses")
 	f.Var(&zones, "zones", "only place in these zones (comma-separated)")
-	f.Var(&nodes, "nodes", "pin to these node ids (comma-separated)")
+	f.Var(&nodes, "nodes", "pin to these node ids (comma-separated); the first one stands first for the first election, so it leads when it is up")
 	f.Uint64Var(&req.QuotaBytes, "quota", 0, "quota in bytes (0: none)")
 	pos, code, ok := f.parse(args, 1, 1)
 	if !ok {
