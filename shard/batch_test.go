@@ -8,12 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
-
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard/logstore"
-	"github.com/shardnet/shardnet/shard/transport"
 )
 
 // Many concurrent proposals on one group go to raft in fewer batches than
@@ -78,43 +74,8 @@ func TestConcurrentProposalsShareBatches(t *testing.T) {
 // is answered at once, is never sent, and does not hold up later ones.
 func TestQueuedProposalGivesUpUnsent(t *testing.T) {
 	slow := logstore.NewSlowFS()
-	var reps []*Replica
-	var peers []raft.Server
-	var nodes []*testNode
-	for i := range 3 {
-		tr, err := transport.New(transport.Config{BindAddr: "127.0.0.1:0", ClusterKey: []byte("k"), Logger: hclog.NewNullLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := fmt.Sprintf("n%d", i+1)
-		m, err := Open(Config{DataDir: t.TempDir(), NodeID: id, ServerID: ServerIDFor(id, "1"), Transport: tr,
-			Raft: fastTiming(), LogFS: slow})
-		if err != nil {
-			tr.Close()
-			t.Fatal(err)
-		}
-		n := &testNode{id: id, trans: tr, m: m}
-		t.Cleanup(func() { n.stop(t) })
-		nodes = append(nodes, n)
-		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(id, "1"), Address: tr.Addr()})
-	}
-	for _, n := range nodes {
-		r, err := n.m.Ensure(ReplicaSpec{GroupID: 12, Channel: "c", Peers: peers})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reps = append(reps, r)
-	}
-	var r *Replica
-	waitFor(t, 10*time.Second, func() error {
-		for _, rep := range reps {
-			if rep.Raft().State() == raft.Leader {
-				r = rep
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
+	_, reps, leader := startGroupFS(t, 12, fastTiming(), slow)
+	r := reps[leader]
 	put(t, r, "warm", "up")
 
 	// Appends now take 400 ms to sync: the first proposal holds the window.

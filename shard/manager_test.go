@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard/transport"
@@ -37,11 +38,17 @@ func startNode(t *testing.T, id, dir, addr string) *testNode {
 
 func startNodeTimed(t *testing.T, id, dir, addr string, timing RaftTiming) *testNode {
 	t.Helper()
+	return startNodeFS(t, id, dir, addr, timing, nil)
+}
+
+// startNodeFS starts a node whose Raft log store uses logFS (nil: the OS's).
+func startNodeFS(t *testing.T, id, dir, addr string, timing RaftTiming, logFS vfs.FS) *testNode {
+	t.Helper()
 	tr, err := transport.New(transport.Config{BindAddr: addr, ClusterKey: []byte("k"), Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(Config{DataDir: dir, NodeID: id, ServerID: ServerIDFor(id, "1"), Transport: tr, Raft: timing})
+	m, err := Open(Config{DataDir: dir, NodeID: id, ServerID: ServerIDFor(id, "1"), Transport: tr, Raft: timing, LogFS: logFS})
 	if err != nil {
 		tr.Close()
 		t.Fatal(err)
@@ -209,9 +216,14 @@ func startGroup(t *testing.T, gid uint64) (nodes []*testNode, reps []*Replica, l
 
 func startGroupTimed(t *testing.T, gid uint64, timing RaftTiming) (nodes []*testNode, reps []*Replica, leader int) {
 	t.Helper()
+	return startGroupFS(t, gid, timing, nil)
+}
+
+func startGroupFS(t *testing.T, gid uint64, timing RaftTiming, logFS vfs.FS) (nodes []*testNode, reps []*Replica, leader int) {
+	t.Helper()
 	var peers []raft.Server
 	for i := range 3 {
-		n := startNodeTimed(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0", timing)
+		n := startNodeFS(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0", timing, logFS)
 		t.Cleanup(func() { n.stop(t) })
 		nodes = append(nodes, n)
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})
