@@ -162,7 +162,16 @@ func (n *Node) Channels(ctx context.Context) ([]api.Channel, error) {
 func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
 	ch, ok := n.meta.fsm.Channel(name)
 	if !ok {
-		return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelNotFound, name)
+		// A channel created a moment ago through another node may not be
+		// applied here yet: the meta leader knows (read your own create).
+		rec, found, err := n.channelFromMetaLeader(ctx, name)
+		if err != nil {
+			return api.Channel{}, err
+		}
+		if !found {
+			return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelNotFound, name)
+		}
+		ch = rec
 	}
 	return n.describe(ctx, ch, true), nil
 }

@@ -282,3 +282,28 @@ func TestFirstLeadersFollowThePlacement(t *testing.T) {
 		}
 	}
 }
+
+// A client that creates a channel and writes to it at once, through nodes
+// that do not host it (whose copy of the meta state may not have the new
+// channel yet, and whose replicas have not elected yet), is not refused:
+// the channel is found through the meta leader and the write waits for the
+// first election. Each of several channels is written within a second.
+func TestWriteRightAfterCreate(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3})
+	ctx := ctxT(t)
+	for i := range 4 {
+		name := fmt.Sprintf("fresh-%d", i)
+		if _, err := c.Client(0).CreateChannel(ctx, api.CreateChannelRequest{Name: name, Nodes: []string{"res1", "res2", "res3"}}); err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		// Through other core nodes: none of them hosts the channel.
+		if _, err := c.Client(1+i%2).Channel(ctx, name); err != nil {
+			t.Fatalf("describe %s right after its create: %v", name, err)
+		}
+		start := time.Now()
+		if _, err := c.Client(1+(i+1)%2).Put(ctx, name, "k", []byte("v"), api.PutOptions{}); err != nil {
+			t.Fatalf("write to %s right after its create: %v", name, err)
+		}
+		t.Logf("%s: first write answered %v after the create", name, time.Since(start).Round(time.Millisecond))
+	}
+}

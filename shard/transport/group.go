@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +116,7 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 
 // RequestVote implements raft.Transport.
 func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	body, err := g.call(target, typeRequestVote, labelRequestVote, 0, 0, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
+	body, err := g.voteCall(target, typeRequestVote, labelRequestVote, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestVoteResponse(body, resp)
 	}
@@ -124,7 +125,7 @@ func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress,
 
 // RequestPreVote implements raft.WithPreVote.
 func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	body, err := g.call(target, typeRequestPreVote, labelRequestPreVote, 0, 0, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
+	body, err := g.voteCall(target, typeRequestPreVote, labelRequestPreVote, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestPreVoteResponse(body, resp)
 	}
@@ -158,6 +159,34 @@ func (g *GroupTransport) result(label int, target raft.ServerAddress, err error)
 // otherwise be read by the next RPC. wait is how long to wait for an
 // unreachable peer (zero: fail fast; see peer.open). sizeHint pre-sizes the
 // encode buffer.
+// voteCall is call for (pre-)vote requests, which a peer that does not run
+// the group yet (a new group's replicas start on their nodes a few
+// milliseconds apart) is asked again every voteRetryEvery for up to
+// voteWaitForGroup instead of failing at once. A candidate whose votes
+// failed stays a candidate until its election timer (at least the lease,
+// 1 s) runs out, even if its peers are up by then; waiting here lets the
+// first election of a new group succeed as soon as a majority runs it.
+func (g *GroupTransport) voteCall(target raft.ServerAddress, typ uint8, label int, encode func([]byte) []byte) ([]byte, error) {
+	deadline := time.Now().Add(voteWaitForGroup)
+	for {
+		body, err := g.call(target, typ, label, 0, 0, encode)
+		var re *RemoteError
+		if err == nil || !errors.As(err, &re) || !strings.HasPrefix(re.Msg, ErrUnknownGroup.Error()) || time.Now().After(deadline) {
+			return body, err
+		}
+		select {
+		case <-g.closed:
+			return nil, g.errClosed()
+		case <-time.After(voteRetryEvery):
+		}
+	}
+}
+
+const (
+	voteWaitForGroup = time.Second
+	voteRetryEvery   = 20 * time.Millisecond
+)
+
 func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, wait time.Duration, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
 	g.node.metrics.sent[label].Inc()
 	if g.isClosed() {

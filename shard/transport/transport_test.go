@@ -723,3 +723,39 @@ func TestNodeCloseWithBusyPipeline(t *testing.T) {
 		t.Fatal("pipeline AppendEntries still blocked after Node.Close")
 	}
 }
+
+// A vote request to a peer that does not run the group yet is asked again
+// until the group starts there (a new group's replicas start a few
+// milliseconds apart), and fails only after voteWaitForGroup.
+func TestVoteWaitsForThePeersGroup(t *testing.T) {
+	a, b := newTestNode(t, "k"), newTestNode(t, "k")
+	ga, _ := a.Group(9)
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		gb, err := b.Group(9)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		serve(t, gb, echoHandler)
+	}()
+	var resp raft.RequestVoteResponse
+	start := time.Now()
+	if err := ga.RequestVote("b", b.Addr(), &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: 3}, &resp); err != nil {
+		t.Fatalf("vote to a group that starts 150 ms later: %v", err)
+	}
+	if !resp.Granted || resp.Term != 3 || time.Since(start) < 100*time.Millisecond {
+		t.Fatalf("answer %+v after %v", resp, time.Since(start))
+	}
+	// A group that never starts there: refused after the wait, not at once.
+	gc, _ := a.Group(10)
+	start = time.Now()
+	var pre raft.RequestPreVoteResponse
+	err := gc.RequestPreVote("b", b.Addr(), &raft.RequestPreVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: 3}, &pre)
+	if err == nil || !strings.Contains(err.Error(), "unknown group 10") {
+		t.Fatalf("pre-vote to a group that never starts: %v", err)
+	}
+	if waited := time.Since(start); waited < voteWaitForGroup || waited > voteWaitForGroup+2*time.Second {
+		t.Fatalf("refused after %v, want about %v", waited, voteWaitForGroup)
+	}
+}
