@@ -377,14 +377,20 @@ const leaderWait = 2 * time.Second
 // awaitLeader waits until rep knows a leader other than the one at the
 // cluster address not (true), ctx ends or leaderWait passes.
 func (n *Node) awaitLeader(ctx context.Context, rep *shard.Replica, not string) bool {
+	return n.waitFor(ctx, 10*time.Millisecond, func() bool {
+		addr, id := rep.Raft().LeaderWithID()
+		return id != "" && (not == "" || string(addr) != not)
+	})
+}
+
+// waitFor checks done at once and then every interval until it holds
+// (true), or ctx ends, the node stops or leaderWait passes (false).
+func (n *Node) waitFor(ctx context.Context, every time.Duration, done func() bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, leaderWait)
 	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for {
-		if addr, id := rep.Raft().LeaderWithID(); id != "" && (not == "" || string(addr) != not) {
-			return true
-		}
+	for !done() {
 		select {
 		case <-ctx.Done():
 			return false
@@ -393,6 +399,7 @@ func (n *Node) awaitLeader(ctx context.Context, rep *shard.Replica, not string) 
 		case <-tick.C:
 		}
 	}
+	return true
 }
 
 func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLevel) (*shard.Replica, error) {

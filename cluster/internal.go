@@ -163,29 +163,15 @@ func (c *leaderCache) put(gid uint64, h leaderHint) {
 // remoteRedirect finds where a request for a channel this node does not
 // host should go: its leader if a replica names one, else a hosting node.
 func (n *Node) remoteRedirect(ctx context.Context, ch fsm.ChannelRecord, wantLeader bool) error {
-	err := n.findRemoteLeader(ctx, ch, wantLeader)
-	if !errors.Is(err, shard.ErrNoLeader) {
-		return err
-	}
-	// No placed replica knows a leader yet: most often a channel created a
-	// moment ago whose first election is under way. Wait for it as a local
-	// replica's request would (awaitLeader), asking again every 50 ms.
-	ctx, cancel := context.WithTimeout(ctx, leaderWait)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return err
-		case <-n.stop:
-			return err
-		case <-tick.C:
-		}
-		if err = n.findRemoteLeader(ctx, ch, wantLeader); !errors.Is(err, shard.ErrNoLeader) {
-			return err
-		}
-	}
+	// While no placed replica knows a leader (most often a channel created a
+	// moment ago, its first election under way), ask again every 50 ms, as
+	// a local replica's request waits for its leader (awaitLeader).
+	var err error
+	n.waitFor(ctx, 50*time.Millisecond, func() bool {
+		err = n.findRemoteLeader(ctx, ch, wantLeader)
+		return !errors.Is(err, shard.ErrNoLeader)
+	})
+	return err
 }
 
 // findRemoteLeader is one round of remoteRedirect: the leader hint, else

@@ -11,17 +11,16 @@ import (
 // Proposal batching with a window of batches in flight per group.
 //
 // hashicorp/raft batches whatever proposals its leader loop finds queued
-// when it wakes, and pipelines the batches: with a few writers per group
-// (64 clients over 16 channels is 4 per group) each batch carries one or two
-// entries, and every batch pays for a leader append, an AppendEntries and a
-// follower append per follower, an apply and a dozen goroutine hand-offs
-// (docs/benchmarks.md, "What limits the 16-channel writes"). A group's
-// proposer therefore lets at most window batches be in raft at once; the
-// proposals that arrive meanwhile queue and go to raft together, back to
-// back, when a batch is applied, so they land in one leader dispatch. The
-// acks of the previous batch clock the next one (as Nagle's algorithm, but
-// never with a timer): a lone writer finds the window open and is not
-// delayed at all.
+// when it wakes, and pipelines the batches; every batch pays for a leader
+// append, an AppendEntries and a follower append per follower, an apply and
+// a dozen goroutine hand-offs. A group's proposer lets at most window
+// batches be in raft at once; the proposals that arrive meanwhile queue and
+// go to raft together, back to back, when a batch is applied, so they land
+// in one leader dispatch. With many writers on a group this cuts the Raft
+// batches by a fifth to a third; with a few writers per group it cannot
+// batch more than are in flight (docs/benchmarks.md). The acks of the
+// previous batch clock the next one (as Nagle's algorithm, but never with
+// a timer): a lone writer finds the window open and is not delayed at all.
 
 // proposal is one Propose call's command on its way through the batcher.
 type proposal struct {
@@ -74,11 +73,7 @@ func (b *batcher) drive(batch []*proposal) {
 		if !p.state.CompareAndSwap(proposalQueued, proposalSent) {
 			continue // abandoned while queued: never sent, already answered
 		}
-		timeout := 10 * time.Second
-		if !p.deadline.IsZero() {
-			timeout = max(time.Until(p.deadline), time.Millisecond)
-		}
-		p.future = b.r.raft.Apply(p.cmd, timeout)
+		p.future = b.r.raft.Apply(p.cmd, enqueueTimeoutUntil(p.deadline))
 		sent = append(sent, p)
 	}
 	if len(sent) > 0 {

@@ -139,13 +139,17 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 }
 
 func enqueueTimeout(ctx context.Context) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		if d := time.Until(dl); d > 0 {
-			return d
-		}
-		return time.Millisecond
+	dl, _ := ctx.Deadline()
+	return enqueueTimeoutUntil(dl)
+}
+
+// enqueueTimeoutUntil is how long raft may take to accept an entry due by
+// dl (zero: no deadline).
+func enqueueTimeoutUntil(dl time.Time) time.Duration {
+	if dl.IsZero() {
+		return 10 * time.Second
 	}
-	return 10 * time.Second
+	return max(time.Until(dl), time.Millisecond)
 }
 
 func (r *Replica) acquire(n int64) bool {
