@@ -51,6 +51,9 @@ type Config struct {
 	// MaxInFlight bounds each channel's proposals in flight (0: the shard
 	// default); beyond, writes get 429.
 	MaxInFlight int
+	// KeyIndexBytes bounds the node's in-memory key indexes (see
+	// shard.Config.KeyIndexBytes; 0: the default, negative: off).
+	KeyIndexBytes int64
 
 	// Faults, when set, injects network faults into the node's cluster
 	// transport (tests only: partitions, slow links; see transport.Faults).

@@ -42,6 +42,7 @@ func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
 	}
 	start := time.Now() // for the histogram only; never reaches the state
 
+	c.ensureIndex()
 	last := c.applied.Load()
 	a := applier{
 		c:     c,
@@ -121,6 +122,18 @@ func (a *applier) apply(cmd Command) *Result {
 	panic(fmt.Sprintf("fsm: channel %d: entry %d: no apply for command %T", a.c.gid, a.index, cmd))
 }
 
+// lookup returns what a write needs of key's entry: from the key index when
+// the channel has one, else read through the batch.
+func (a *applier) lookup(key []byte) (keyMeta, bool) {
+	if ix := a.c.index; ix != nil {
+		m, ok := ix.m[string(key)]
+		return m, ok
+	}
+	e, found := a.get(key)
+	return keyMeta{create: e.CreateIndex, modify: e.ModifyIndex, size: len(e.Value)}, found
+}
+
+// get reads key's whole entry (its value too) through the batch.
 func (a *applier) get(key []byte) (Entry, bool) {
 	e, found, err := getEntry(a.b, a.c.gid, a.gen, key)
 	if err != nil {
@@ -138,8 +151,8 @@ func (a *applier) get(key []byte) (Entry, bool) {
 // mismatch is ErrCASMismatch and writes nothing.
 
 func (a *applier) applyPut(p *Put) *Result {
-	old, found := a.get(p.Key)
-	if p.HasCAS && old.ModifyIndex != p.CAS {
+	old, found := a.lookup(p.Key)
+	if p.HasCAS && old.modify != p.CAS {
 		return &Result{Index: a.index, Err: ErrCASMismatch}
 	}
 	a.put(p.Key, p.Value, old, found)
@@ -147,8 +160,8 @@ func (a *applier) applyPut(p *Put) *Result {
 }
 
 func (a *applier) applyDelete(d *Delete) *Result {
-	old, found := a.get(d.Key)
-	if d.HasCAS && old.ModifyIndex != d.CAS {
+	old, found := a.lookup(d.Key)
+	if d.HasCAS && old.modify != d.CAS {
 		return &Result{Index: a.index, Err: ErrCASMismatch}
 	}
 	if !found {
@@ -164,7 +177,13 @@ func (a *applier) applyDelete(d *Delete) *Result {
 func (a *applier) applyTxn(t *Txn) *Result {
 	res := &Result{Index: a.index, Succeeded: true}
 	for _, cmp := range t.Compares {
-		e, _ := a.get(cmp.Key)
+		var e Entry
+		if cmp.Target == TargetValue {
+			e, _ = a.get(cmp.Key)
+		} else {
+			m, _ := a.lookup(cmp.Key)
+			e = Entry{CreateIndex: m.create, ModifyIndex: m.modify}
+		}
 		if !compareHolds(cmp, e) {
 			res.Succeeded = false
 			break
@@ -179,19 +198,21 @@ func (a *applier) applyTxn(t *Txn) *Result {
 	}
 	for i, op := range ops {
 		r := OpResult{Type: op.Type, Key: op.Key}
-		old, found := a.get(op.Key)
 		switch op.Type {
 		case OpPut:
+			old, found := a.lookup(op.Key)
 			a.put(op.Key, op.Value, old, found)
 		case OpDelete:
+			old, found := a.lookup(op.Key)
 			r.Found = found
 			if found {
 				a.delete(op.Key, old)
 			}
 		case OpGet:
+			e, found := a.get(op.Key)
 			r.Found = found
 			if found {
-				r.Entry = old
+				r.Entry = e
 			}
 		}
 		res.Ops[i] = r
@@ -226,11 +247,14 @@ func compareHolds(c Compare, e Entry) bool {
 
 // put writes key at the current index. A key written after a delete is a new
 // key: its create index is this entry's.
-func (a *applier) put(key, value []byte, old Entry, found bool) {
+//
+// The key index is updated as the batch is written, before it commits: a
+// commit that fails panics, so no index outlives a batch that did not land.
+func (a *applier) put(key, value []byte, old keyMeta, found bool) {
 	create := a.index
 	if found {
-		create = old.CreateIndex
-		a.bytes -= uint64(len(key) + len(old.Value))
+		create = old.create
+		a.bytes -= uint64(len(key) + old.size)
 	} else {
 		a.keys++
 	}
@@ -238,15 +262,17 @@ func (a *applier) put(key, value []byte, old Entry, found bool) {
 	if err := a.b.Set(dataKey(a.c.gid, a.gen, key), encodeValue(create, a.index, value), nil); err != nil {
 		panic(fmt.Sprintf("fsm: channel %d: entry %d: put: %v", a.c.gid, a.index, err))
 	}
+	a.c.indexPut(key, keyMeta{create: create, modify: a.index, size: len(value)})
 	a.changed = append(a.changed, key)
 }
 
-func (a *applier) delete(key []byte, old Entry) {
+func (a *applier) delete(key []byte, old keyMeta) {
 	a.keys--
-	a.bytes -= uint64(len(key) + len(old.Value))
+	a.bytes -= uint64(len(key) + old.size)
 	if err := a.b.Delete(dataKey(a.c.gid, a.gen, key), nil); err != nil {
 		panic(fmt.Sprintf("fsm: channel %d: entry %d: delete: %v", a.c.gid, a.index, err))
 	}
+	a.c.indexDelete(key)
 	a.changed = append(a.changed, key)
 	a.deleted = append(a.deleted, deleteRec{key: string(key), index: a.index})
 }

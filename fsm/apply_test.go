@@ -324,7 +324,7 @@ func randomLog(t testing.TB, seed uint64, n int) []*raft.Log {
 	for len(logs) < n {
 		index += 1 + uint64(rng.IntN(2)) // indexes skip, as with no-ops and barriers
 		var cmd Command
-		switch rng.IntN(7) {
+		switch rng.IntN(8) {
 		case 0, 1:
 			cmd = &Put{Key: key(), Value: []byte(fmt.Sprint(rng.Uint32()))}
 		case 2:
@@ -342,6 +342,15 @@ func randomLog(t testing.TB, seed uint64, n int) []*raft.Log {
 		case 6:
 			logs = append(logs, &raft.Log{Index: index, Term: 1, Type: raft.LogConfiguration})
 			continue
+		case 7:
+			cmd = &Txn{
+				Compares: []Compare{
+					{Key: key(), Target: TargetValue, Result: NotEqual, Value: []byte("s")},
+					{Key: key(), Target: TargetCreateIndex, Result: Greater, Index: index / 3},
+				},
+				Success: []Op{{Type: OpDelete, Key: key()}, {Type: OpPut, Key: key(), Value: []byte(fmt.Sprint(rng.Uint32()))}},
+				Failure: []Op{{Type: OpPut, Key: key(), Value: []byte("f")}},
+			}
 		}
 		logs = append(logs, cmdLog(t, index, cmd))
 	}

@@ -29,6 +29,10 @@ type Channel struct {
 	// keys and bytes are the live counters, written under applyMu and
 	// persisted in every batch's meta.
 	keys, bytes uint64
+	// index, under applyMu, is the key index when the channel has one;
+	// indexOff says not to build one before the next reopen or restore.
+	index    *keyIndex
+	indexOff bool
 
 	// stateMu guards the generation readers use. Restore takes it
 	// exclusively only to switch generations; readers hold it shared for
@@ -243,6 +247,7 @@ func (c *Channel) Close() {
 	}
 	c.closed = true
 	c.stateMu.Unlock()
+	c.dropIndex(true)
 	c.w.reset(c.applied.Load(), true)
 	c.s.release(c.gid, c)
 }

@@ -13,6 +13,8 @@ type metrics struct {
 	appliedEntries    prometheus.Counter
 	applyBatches      prometheus.Counter
 	applyBatchSeconds prometheus.Histogram
+	keyIndexBytes     prometheus.Gauge
+	keyIndexChannels  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,6 +32,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to apply one Raft batch, including its pebble commit.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 4, 9), // 50µs .. ~3.3s
 		}),
+		keyIndexBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "fsm", Name: "key_index_bytes",
+			Help: "Memory charged to the channels' in-memory key indexes (bounded by the node's key index budget).",
+		}),
+		keyIndexChannels: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "fsm", Name: "key_index_channels",
+			Help: "Open channel replicas whose writes use an in-memory key index (the others read their keys from the state).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -44,6 +54,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.applyBatchSeconds, err = register(reg, m.applyBatchSeconds)
+	if err != nil {
+		return nil, err
+	}
+	m.keyIndexBytes, err = register(reg, m.keyIndexBytes)
+	if err != nil {
+		return nil, err
+	}
+	m.keyIndexChannels, err = register(reg, m.keyIndexChannels)
 	if err != nil {
 		return nil, err
 	}

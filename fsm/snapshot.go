@@ -212,6 +212,7 @@ func (c *Channel) Restore(rc io.ReadCloser) error {
 	c.stateMu.Lock()
 	c.gen = newGen
 	c.stateMu.Unlock()
+	c.dropIndex(false) // rebuilt from the restored state by the next apply
 	c.keys, c.bytes = meta.keys, meta.bytes
 	c.applied.Store(meta.applied)
 	c.publishStats()

@@ -27,6 +27,10 @@ type StoreOptions struct {
 	Logger hclog.Logger
 	// Registerer, when set, receives the fsm metrics (one registry per node).
 	Registerer prometheus.Registerer
+	// KeyIndexBytes bounds the memory of the channels' key indexes
+	// (keyindex.go) together; 0 means DefaultKeyIndexBytes, a negative
+	// value turns them off.
+	KeyIndexBytes int64
 }
 
 // Store is a node's state DB: one pebble DB holding the state of every
@@ -36,6 +40,9 @@ type Store struct {
 	logger  hclog.Logger
 	metrics *metrics
 	waiters atomic.Int64 // blocked WaitKey and WaitApplied calls, all channels
+
+	indexMu sync.Mutex
+	index   indexBudget
 
 	mu     sync.Mutex
 	open   map[uint64]*Channel
@@ -66,6 +73,12 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("fsm: open state db %s: %w", dir, err)
 	}
 	s := &Store{db: db, logger: logger, metrics: m, open: make(map[uint64]*Channel)}
+	switch {
+	case opts.KeyIndexBytes == 0:
+		s.index.limit = DefaultKeyIndexBytes
+	case opts.KeyIndexBytes > 0:
+		s.index.limit = opts.KeyIndexBytes
+	}
 	if err := s.checkFormat(); err != nil {
 		db.Close()
 		return nil, err

@@ -30,6 +30,11 @@ type Config struct {
 	// Raft at once (batch.go); the others queue and go together. Default 1.
 	ProposalWindow int
 
+	// KeyIndexBytes bounds the memory of the channels' in-memory key
+	// indexes on this node (fsm.StoreOptions.KeyIndexBytes): 0 takes
+	// fsm.DefaultKeyIndexBytes, a negative value turns them off.
+	KeyIndexBytes int64
+
 	// MinFreeDisk is the free space below which proposals are refused with
 	// ErrDiskFull (default 256 MiB).
 	MinFreeDisk uint64

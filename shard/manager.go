@@ -95,7 +95,7 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("shard: open log store: %w", err)
 	}
 	state, err := fsm.OpenStore(filepath.Join(cfg.DataDir, "state"), fsm.StoreOptions{
-		Logger: cfg.Logger.Named("fsm"), Registerer: cfg.Registry,
+		Logger: cfg.Logger.Named("fsm"), Registerer: cfg.Registry, KeyIndexBytes: cfg.KeyIndexBytes,
 	})
 	if err != nil {
 		logs.Close()

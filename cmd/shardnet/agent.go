@@ -43,6 +43,7 @@ type agentConfig struct {
 	LogLevel        string   `hcl:"log_level,optional"`
 	LogJSON         bool     `hcl:"log_json,optional"`
 	RateLimit       float64  `hcl:"rate_limit,optional"`
+	KeyIndexMB      int      `hcl:"key_index_mb,optional"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -84,6 +85,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster and gossip ports (default: derived from -token)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "trace, debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
+	fs.IntVar(&c.KeyIndexMB, "key-index-mb", c.KeyIndexMB, "memory for the channels' in-memory key indexes, which spare each write a read of its key (0: 256; -1: none)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
 	return fs
 }
@@ -179,6 +181,7 @@ func runAgent(args []string) int {
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
 			ClusterKey: cfg.clusterKey(), Logger: logger,
+			KeyIndexBytes: int64(cfg.KeyIndexMB) << 20,
 		},
 		HTTPBind:  cfg.HTTPAddr,
 		Token:     cfg.Token,
