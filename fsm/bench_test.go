@@ -36,3 +36,34 @@ func benchApplyPuts(b *testing.B, keys int) {
 		c.ApplyBatch(logs)
 	}
 }
+
+// BenchmarkKeyIndexBuild is the scan a channel makes on its first apply
+// after it opens: the time per key of building its key index.
+//
+//	go test -run '^$' -bench KeyIndexBuild ./fsm/
+func BenchmarkKeyIndexBuild(b *testing.B) {
+	s, c := newChannel1(b)
+	value := make([]byte, 256)
+	const keys, batch = 200_000, 1000
+	logs := make([]*raft.Log, batch)
+	for i := 0; i < keys; i += batch {
+		for j := range logs {
+			logs[j] = cmdLog(b, uint64(i+j+1), &Put{Key: fmt.Appendf(nil, "key-%08d", i+j), Value: value})
+		}
+		c.ApplyBatch(logs)
+	}
+	c.Close()
+	b.ResetTimer()
+	for range b.N {
+		c = openChannel(b, s, 1)
+		c.applyMu.Lock()
+		c.ensureIndex()
+		n := len(c.index.m)
+		c.applyMu.Unlock()
+		if n != keys {
+			b.Fatalf("index of %d keys, want %d", n, keys)
+		}
+		c.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*keys), "ns/key")
+}
