@@ -291,7 +291,7 @@ func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Re
 		}
 		return nil, err
 	}
-	for retried := false; ; retried = true {
+	for attempt := 1; ; attempt++ {
 		res, err := n.proposeLocal(ctx, rep, cmd)
 		if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep, "") {
 			res, err = n.proposeLocal(ctx, rep, cmd)
@@ -300,16 +300,26 @@ func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Re
 			return res, err
 		}
 		res, err = n.remotePropose(ctx, re, rep.GroupID, cmd)
-		// The leader's node refused the connection: nothing was sent. It is
-		// most likely gone and the group about to elect (the prober makes a
-		// survivor stand at once), so wait for the new leader, once, rather
-		// than answer 503 to a write that will succeed in a moment.
-		var unsent *unsentError
-		if !retried && errors.As(err, &unsent) && n.awaitLeader(ctx, rep, re.Addr) {
-			continue
+		// Nothing was applied and the leadership is moving: the leader's
+		// node refused the connection (it is most likely gone, and the
+		// prober makes a survivor stand at once), or it answered that it
+		// no longer leads (it handed over: a graceful shutdown). Wait for
+		// the new leader and send again, rather than answer 503 to a
+		// write that will succeed in a moment.
+		if err == nil || attempt == 3 || !movedOn(err) || !n.awaitLeader(ctx, rep, re.Addr) {
+			return res, err
 		}
-		return res, err
 	}
+}
+
+// movedOn says a proposal sent to a leader's node was not applied because
+// that node no longer leads the group, no longer runs it (it is shutting
+// down), or could not be reached at all.
+func movedOn(err error) bool {
+	var unsent *unsentError
+	var re *shard.RedirectError
+	return errors.As(err, &unsent) || errors.Is(err, shard.ErrNoLeader) || errors.Is(err, shard.ErrNotHosted) ||
+		(errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader))
 }
 
 // proposeLocal proposes cmd on rep if it leads, after the channel's quota

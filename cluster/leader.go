@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -166,9 +167,22 @@ func (n *Node) proposeMeta(ctx context.Context, cmd fsm.MetaCommand) (*fsm.MetaR
 		timeout = time.Until(dl)
 	}
 	fut := n.meta.raft.Apply(b, timeout)
-	if err := fut.Error(); err != nil {
-		if err == raft.ErrNotLeader {
+	for try := 1; errors.Is(fut.Error(), raft.ErrLeadershipTransferInProgress) && try <= 3; try++ {
+		// Refused, not appended: this node is handing the meta leadership
+		// over (shutdown). Point at the new leader once there is one;
+		// send again if the hand-over failed.
+		n.waitFor(ctx, 5*time.Millisecond, func() bool { return n.meta.raft.State() != raft.Leader })
+		if n.meta.raft.State() != raft.Leader {
 			return nil, n.metaRedirect()
+		}
+		fut = n.meta.raft.Apply(b, timeout)
+	}
+	if err := fut.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return nil, n.metaRedirect()
+		}
+		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return nil, ErrNoMetaLeader // not appended: safe to retry
 		}
 		return nil, fmt.Errorf("%w: meta: %v", shard.ErrOutcomeUnknown, err)
 	}

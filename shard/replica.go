@@ -103,17 +103,29 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 		return nil, err
 	}
 	start := time.Now()
-	p := &proposal{cmd: cmd, done: make(chan struct{})}
-	p.deadline, _ = ctx.Deadline()
-	r.batch.submit(p)
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		if p.state.CompareAndSwap(proposalQueued, proposalAbandoned) {
-			// Still queued: never sent, so the caller may send it again.
-			return nil, ctx.Err()
+	var p *proposal
+	for {
+		p = &proposal{cmd: cmd, done: make(chan struct{})}
+		p.deadline, _ = ctx.Deadline()
+		r.batch.submit(p)
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			if p.state.CompareAndSwap(proposalQueued, proposalAbandoned) {
+				// Still queued: never sent, so the caller may send it again.
+				return nil, ctx.Err()
+			}
+			<-p.done // sent: its outcome is coming (raft bounds the wait)
 		}
-		<-p.done // sent: its outcome is coming (raft bounds the wait)
+		if !errors.Is(p.err, raft.ErrLeadershipTransferInProgress) {
+			break
+		}
+		// Refused before it was appended: this leader is handing over
+		// (a shutdown, a rebalance). Redirect to the new leader once it
+		// has one, or send again if the hand-over failed.
+		if err := r.afterTransfer(ctx); err != nil {
+			return nil, err
+		}
 	}
 	f := p.future
 	if err := p.err; err != nil {
@@ -136,6 +148,32 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 		return nil, fmt.Errorf("shard: group %d: unexpected apply response %T", r.GroupID, f.Response())
 	}
 	return res, nil
+}
+
+// afterTransfer waits while this replica still leads but raft refuses new
+// entries because it is handing its leadership over. It returns the
+// redirect once another replica leads (ErrNoLeader while none does yet), or
+// nil when this one still leads after the hand-over's time: raft gave up
+// and takes entries again. Only entries raft refused, never appended, come
+// here, so a caller may send them wherever this says.
+func (r *Replica) afterTransfer(ctx context.Context) error {
+	// raft bounds a hand-over by the election timeout.
+	limit := time.NewTimer(r.raft.ReloadableConfig().ElectionTimeout + 100*time.Millisecond)
+	defer limit.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for r.raft.State() == raft.Leader {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.done:
+			return ErrNoLeader
+		case <-limit.C:
+			return nil
+		case <-tick.C:
+		}
+	}
+	return r.redirect()
 }
 
 func enqueueTimeout(ctx context.Context) time.Duration {
@@ -221,11 +259,20 @@ func (r *Replica) barrier(ctx context.Context, term uint64) error {
 	if r.readyTerm.Load() == term {
 		return nil
 	}
-	if err := r.wait(r.raft.Barrier(enqueueTimeout(ctx))); err != nil {
+	for {
+		err := r.wait(r.raft.Barrier(enqueueTimeout(ctx)))
+		if err == nil {
+			break
+		}
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return r.redirect()
 		}
-		return fmt.Errorf("shard: group %d: barrier: %w", r.GroupID, err)
+		if !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return fmt.Errorf("shard: group %d: barrier: %w", r.GroupID, err)
+		}
+		if err := r.afterTransfer(ctx); err != nil {
+			return err
+		}
 	}
 	if r.raft.CurrentTerm() != term {
 		return ErrNoLeader
