@@ -54,6 +54,10 @@ type Config struct {
 	// KeyIndexBytes bounds the node's in-memory key indexes (see
 	// shard.Config.KeyIndexBytes; 0: the default, negative: off).
 	KeyIndexBytes int64
+	// LeaderRebalance is how often the node hands the channels it leads
+	// back to their preferred leaders (shard.Config.LeaderRebalance; 0:
+	// the default, negative: off).
+	LeaderRebalance time.Duration
 
 	// Faults, when set, injects network faults into the node's cluster
 	// transport (tests only: partitions, slow links; see transport.Faults).

@@ -119,16 +119,17 @@ func New(cfg Config) (*Node, error) {
 	n.calls = newCalls(n.trans.DialCall)
 	n.callConns = map[net.Conn]struct{}{}
 	n.shards, err = shard.Open(shard.Config{
-		DataDir:       cfg.DataDir,
-		NodeID:        cfg.Name,
-		ServerID:      n.serverID,
-		Transport:     n.trans,
-		Logger:        cfg.Logger.Named("shard"),
-		Registry:      cfg.Registry,
-		Raft:          cfg.ChannelRaft,
-		MaxInFlight:   cfg.MaxInFlight,
-		LogFS:         cfg.LogFS,
-		KeyIndexBytes: cfg.KeyIndexBytes,
+		DataDir:         cfg.DataDir,
+		NodeID:          cfg.Name,
+		ServerID:        n.serverID,
+		Transport:       n.trans,
+		Logger:          cfg.Logger.Named("shard"),
+		Registry:        cfg.Registry,
+		Raft:            cfg.ChannelRaft,
+		MaxInFlight:     cfg.MaxInFlight,
+		LogFS:           cfg.LogFS,
+		KeyIndexBytes:   cfg.KeyIndexBytes,
+		LeaderRebalance: cfg.LeaderRebalance,
 	})
 	if err != nil {
 		n.trans.Close()

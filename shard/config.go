@@ -30,6 +30,11 @@ type Config struct {
 	// Raft at once (batch.go); the others queue and go together. Default 1.
 	ProposalWindow int
 
+	// LeaderRebalance is how often the node hands the groups it leads
+	// back to their preferred leaders (rebalance.go). Default 10 s;
+	// negative turns it off.
+	LeaderRebalance time.Duration
+
 	// KeyIndexBytes bounds the memory of the channels' in-memory key
 	// indexes on this node (fsm.StoreOptions.KeyIndexBytes): 0 takes
 	// fsm.DefaultKeyIndexBytes, a negative value turns them off.

@@ -57,6 +57,10 @@ type Manager struct {
 	replicas map[uint64]*Replica
 	records  map[uint64]record
 	closed   bool
+
+	stop     chan struct{} // closed by Close: the background loops end
+	stopOnce sync.Once
+	loops    sync.WaitGroup
 }
 
 // Open opens the node's log and state databases and finishes any replica
@@ -78,7 +82,11 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.MinFreeDisk == 0 {
 		cfg.MinFreeDisk = 256 << 20
 	}
+	if cfg.LeaderRebalance == 0 {
+		cfg.LeaderRebalance = 10 * time.Second
+	}
 	m := &Manager{
+		stop:     make(chan struct{}),
 		cfg:      cfg,
 		log:      cfg.Logger,
 		metrics:  newMetrics(cfg.Registry),
@@ -106,6 +114,10 @@ func Open(cfg Config) (*Manager, error) {
 	if err := m.scan(); err != nil {
 		m.Close()
 		return nil, err
+	}
+	if cfg.LeaderRebalance > 0 && cfg.Transport != nil {
+		m.loops.Add(1)
+		go m.rebalanceLoop()
 	}
 	return m, nil
 }
@@ -398,6 +410,7 @@ func (r *Replica) stop() {
 // The hand-overs happen while the replicas still serve: a request that
 // arrives meanwhile is answered or redirected to the new leader, not refused.
 func (m *Manager) Close() error {
+	m.stopOnce.Do(func() { close(m.stop) })
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for _, r := range m.Replicas() {
@@ -438,6 +451,7 @@ func (m *Manager) Close() error {
 		}(r)
 	}
 	wg.Wait()
+	m.loops.Wait() // a rebalance pass ends once its replicas stopped
 	var errs []error
 	if m.disk != nil {
 		m.disk.close()

@@ -10,6 +10,7 @@ type metrics struct {
 	proposalBatches prometheus.Counter
 	readBarriers    prometheus.Counter
 	fastElections   prometheus.Counter
+	leaderMoves     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,9 +44,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "shard", Name: "fast_elections_total",
 			Help: "Elections this node started at once because the prober said the group's leader node was gone (shard/failover.go).",
 		}),
+		leaderMoves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "leader_moves_total",
+			Help: "Leaderships this node handed back to a group's preferred leader (shard/rebalance.go), by outcome (ok, failed).",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.fastElections)
+		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.fastElections, m.leaderMoves)
 	}
 	return m
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -305,5 +307,132 @@ func TestWriteRightAfterCreate(t *testing.T) {
 			t.Fatalf("write to %s right after its create: %v", name, err)
 		}
 		t.Logf("%s: first write answered %v after the create", name, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// A channel leader's node shut down gracefully (a rolling restart) hands
+// its leadership over first: writes sent meanwhile through the other nodes
+// all succeed. Raft refuses entries while a leader hands over; those must be
+// redirected to the new leader, not answered 503 outcome_unknown.
+func TestGracefulStopOfALeaderFailsNoWrite(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 0})
+	c.CreateChannel("rolling", 3)
+	leader := c.Index(c.WaitLeader("rolling"))
+	var others []int
+	for i := range c.Nodes {
+		if i != leader {
+			others = append(others, i)
+		}
+	}
+	var (
+		mu     sync.Mutex
+		acked  = map[string]string{}
+		failed []error
+		stop   atomic.Bool
+		wg     sync.WaitGroup
+		count  atomic.Int64
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := c.Client(others[w%len(others)])
+			for i := 0; !stop.Load() && i < 5000; i++ {
+				k, v := fmt.Sprintf("w%d/%05d", w, i), strconv.Itoa(i)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := cl.Put(ctx, "rolling", k, []byte(v), api.PutOptions{})
+				cancel()
+				mu.Lock()
+				if err != nil {
+					failed = append(failed, fmt.Errorf("put %s: %w", k, err))
+				} else {
+					acked[k] = v
+				}
+				mu.Unlock()
+				count.Add(1)
+			}
+		}()
+	}
+	c.WaitFor(10*time.Second, func() error {
+		if count.Load() < 100 {
+			return fmt.Errorf("%d writes so far", count.Load())
+		}
+		return nil
+	})
+	c.Stop(leader)
+	before := count.Load()
+	c.WaitFor(10*time.Second, func() error {
+		if count.Load() < before+200 {
+			return fmt.Errorf("%d writes since the stop", count.Load()-before)
+		}
+		return nil
+	})
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d writes, %d failed; leader %s stopped after %d", count.Load(), len(failed), c.Nodes[leader].Name, before)
+	for i, err := range failed {
+		if i == 5 {
+			break
+		}
+		t.Errorf("%v", err)
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d writes failed while the leader's node shut down gracefully", len(failed), count.Load())
+	}
+	ctx := ctxT(t)
+	cl := c.Client(others[0])
+	for k, v := range acked {
+		got, _, err := cl.Get(ctx, "rolling", k, api.GetOptions{})
+		if err != nil || string(got) != v {
+			t.Fatalf("acked %s: get %q, %v; want %q", k, got, err, v)
+		}
+	}
+}
+
+// After a node restarts, the channels whose placement puts it first are
+// led by it again (shard/rebalance.go): without that, the survivors of a
+// failover or a rolling restart would keep every leadership they took.
+func TestLeadershipReturnsToThePlacement(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, LeaderRebalance: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	preferred := map[string]string{}
+	for i := range 6 {
+		name := fmt.Sprintf("home-%d", i)
+		c.CreateChannel(name, 3)
+		ch, err := c.Client(0).Channel(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		preferred[name] = ch.Placement[0].NodeID
+	}
+	atHome := func() error {
+		for name, want := range preferred {
+			if got := c.WaitLeader(name); got != want {
+				return fmt.Errorf("channel %s led by %s, its placement prefers %s", name, got, want)
+			}
+		}
+		return nil
+	}
+	c.WaitFor(30*time.Second, atHome)
+
+	c.Stop(0)
+	away := 0
+	for name, want := range preferred {
+		if want == c.Nodes[0].Name {
+			away++
+			if got := c.WaitLeader(name); got == want {
+				t.Fatalf("channel %s still led by stopped node %s", name, got)
+			}
+		}
+	}
+	if away == 0 {
+		t.Fatalf("no channel prefers %s: the test moves nothing (placements %v)", c.Nodes[0].Name, preferred)
+	}
+	c.Start(0)
+	c.WaitFor(30*time.Second, atHome)
+	for name := range preferred {
+		if _, err := c.Client(0).Put(ctx, name, "after", []byte("x"), api.PutOptions{}); err != nil {
+			t.Fatalf("put %s after the rebalance: %v", name, err)
+		}
 	}
 }

@@ -41,6 +41,9 @@ type Options struct {
 	LogLevel string
 	// MaxInFlight bounds each channel's proposals in flight (0: default).
 	MaxInFlight int
+	// LeaderRebalance is the nodes' leader rebalance interval (0: the
+	// default, negative: off).
+	LeaderRebalance time.Duration
 	// Faults installs a network fault hook in every node's cluster
 	// transport and a logstore.SlowFS under every node's Raft log store, for
 	// Partition, Isolate, Delay, SlowDisk and Heal (faults.go).
@@ -147,7 +150,7 @@ func (c *Cluster) start(nd *Node) error {
 		GossipPort: nd.gossipPort, ClusterPort: nd.clusterPort,
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
 		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
-		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight,
+		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
 	}
 	if nd.disk != nil {
 		// Not in the literal: a nil *SlowFS in the interface would be non-nil.

@@ -24,6 +24,17 @@ type GroupTransport struct {
 	closeOnce sync.Once
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	urgent    atomic.Int64 // unix nanos until which heartbeats skip batching (Urgent)
+
+	// followers holds, per follower address, the last log index it
+	// reported in its latest successful AppendEntries answer to this
+	// (leader) replica: a lower bound of its log, for FollowerLastLog.
+	followersMu sync.Mutex
+	followers   map[raft.ServerAddress]followerLog
+}
+
+type followerLog struct {
+	last uint64
+	at   time.Time
 }
 
 var (
@@ -111,7 +122,39 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 	if err == nil {
 		err = decodeAppendEntriesResponse(body, resp)
 	}
+	if err == nil {
+		g.noteFollower(target, resp)
+	}
 	return g.result(label, target, err)
+}
+
+// noteFollower records what a follower's answer says of its log.
+func (g *GroupTransport) noteFollower(target raft.ServerAddress, resp *raft.AppendEntriesResponse) {
+	if !resp.Success {
+		return
+	}
+	now := time.Now()
+	g.followersMu.Lock()
+	if g.followers == nil {
+		g.followers = make(map[raft.ServerAddress]followerLog, 2)
+	}
+	g.followers[target] = followerLog{last: resp.LastLog, at: now}
+	g.followersMu.Unlock()
+}
+
+// FollowerLastLog returns the last log index the follower at addr reported
+// in its latest successful AppendEntries answer to this replica (a lower
+// bound of its log then: raft fills it in before appending the request's
+// entries) and how long ago that answer came; ok is false if none did
+// since this replica started.
+func (g *GroupTransport) FollowerLastLog(addr raft.ServerAddress) (last uint64, age time.Duration, ok bool) {
+	g.followersMu.Lock()
+	f, ok := g.followers[addr]
+	g.followersMu.Unlock()
+	if !ok {
+		return 0, 0, false
+	}
+	return f.last, time.Since(f.at), true
 }
 
 // RequestVote implements raft.Transport.

@@ -125,6 +125,9 @@ func (p *pipeline) decodeLoop() {
 		if err == nil {
 			err = decodeAppendEntriesResponse(body, f.resp)
 		}
+		if err == nil {
+			p.g.noteFollower(p.target, f.resp)
+		}
 		if err != nil {
 			n.metrics.errors[labelAppendEntries].Inc()
 			var remote *RemoteError
