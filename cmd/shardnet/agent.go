@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
@@ -44,6 +45,7 @@ type agentConfig struct {
 	LogJSON         bool     `hcl:"log_json,optional"`
 	RateLimit       float64  `hcl:"rate_limit,optional"`
 	KeyIndexMB      int      `hcl:"key_index_mb,optional"`
+	LeaderRebalance string   `hcl:"leader_rebalance,optional"`
 }
 
 func defaultAgentConfig() agentConfig {
@@ -86,6 +88,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "trace, debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
 	fs.IntVar(&c.KeyIndexMB, "key-index-mb", c.KeyIndexMB, "memory for the channels' in-memory key indexes, which spare each write a read of its key (0: 256; -1: none)")
+	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
 	return fs
 }
@@ -130,7 +133,26 @@ func loadAgentConfig(args []string) (agentConfig, error) {
 	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("-http-addr %q: %w", cfg.HTTPAddr, err))
 	}
+	if _, err := cfg.leaderRebalance(); err != nil {
+		errs = append(errs, err)
+	}
 	return cfg, errors.Join(errs...)
+}
+
+// leaderRebalance is -leader-rebalance as cluster.Config takes it: 0 for
+// the default, negative for off.
+func (c agentConfig) leaderRebalance() (time.Duration, error) {
+	switch c.LeaderRebalance {
+	case "":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(c.LeaderRebalance)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("-leader-rebalance %q: want a positive duration such as 10s, or off", c.LeaderRebalance)
+	}
+	return d, nil
 }
 
 // clusterKey is the explicit key, or one derived from the operator token so
@@ -173,6 +195,7 @@ func runAgent(args []string) int {
 		}
 		httpAdvertise = net.JoinHostPort(adv, port)
 	}
+	rebalance, _ := cfg.leaderRebalance() // checked by loadAgentConfig
 	a, err := agent.Start(agent.Options{
 		Cluster: cluster.Config{
 			Name: cfg.Name, Role: cfg.Role, Zone: cfg.Zone, DataDir: cfg.DataDir,
@@ -181,7 +204,8 @@ func runAgent(args []string) int {
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
 			ClusterKey: cfg.clusterKey(), Logger: logger,
-			KeyIndexBytes: int64(cfg.KeyIndexMB) << 20,
+			KeyIndexBytes:   int64(cfg.KeyIndexMB) << 20,
+			LeaderRebalance: rebalance,
 		},
 		HTTPBind:  cfg.HTTPAddr,
 		Token:     cfg.Token,

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAgentConfigPrecedence(t *testing.T) {
@@ -41,6 +42,15 @@ stake            = 7
 	}
 }
 
+func TestLeaderRebalanceFlag(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "off": -1, "30s": 30 * time.Second} {
+		got, err := agentConfig{LeaderRebalance: in}.leaderRebalance()
+		if err != nil || got != want {
+			t.Errorf("-leader-rebalance %q = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
 func TestAgentConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.hcl")
@@ -58,6 +68,8 @@ func TestAgentConfigErrors(t *testing.T) {
 		{[]string{"-config", unknown}, "nmae"},
 		{[]string{"-config", filepath.Join(dir, "missing.hcl")}, "missing.hcl"},
 		{[]string{"-name", "x", "-data-dir", dir, "extra"}, "unexpected arguments"},
+		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "soon"}, "-leader-rebalance"},
+		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "0s"}, "-leader-rebalance"},
 	} {
 		_, err := loadAgentConfig(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
