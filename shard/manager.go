@@ -468,6 +468,7 @@ func (m *Manager) Close() error {
 // Kill stops every replica without handing over leadership, as a crash
 // would, but still closes files (tests use it to simulate a hard stop).
 func (m *Manager) Kill() error {
+	m.stopOnce.Do(func() { close(m.stop) })
 	m.mu.Lock()
 	m.closed = true
 	reps := m.replicas
@@ -476,6 +477,7 @@ func (m *Manager) Kill() error {
 	for _, r := range reps {
 		r.stop()
 	}
+	m.loops.Wait()
 	m.disk.close()
 	return errors.Join(m.state.Close(), m.logs.Close())
 }
