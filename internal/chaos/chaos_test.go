@@ -80,14 +80,16 @@ func clientsOf(c *testcluster.Cluster, token string) []*api.Client {
 }
 
 // chaosRaft: the production timers (failover comes from the prober, not
-// from them), and snapshots small and frequent enough that restarted or
-// cut-off followers catch up through InstallSnapshot.
+// from them), snapshots small and frequent enough that restarted or
+// cut-off followers catch up through InstallSnapshot, and a leader
+// rebalance every second, so that leadership hand-overs (and the writes
+// redirected during them) happen among the faults.
 func chaosRaft() testcluster.Options {
 	rt := shard.DefaultRaftTiming()
 	rt.SnapshotThreshold = 512
 	rt.TrailingLogs = 256
 	rt.SnapshotInterval = 2 * time.Second
-	return testcluster.Options{Core: 3, Resource: 2, Faults: true, ChannelRaft: rt}
+	return testcluster.Options{Core: 3, Resource: 2, Faults: true, ChannelRaft: rt, LeaderRebalance: time.Second}
 }
 
 // Linearizability under faults: concurrent clients put, CAS-put, delete and
