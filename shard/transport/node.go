@@ -115,7 +115,7 @@ type Node struct {
 	closed  bool
 	wg      sync.WaitGroup
 	peers   map[string]*peer
-	inbound map[*yamux.Session]struct{}
+	inbound map[*yamux.Session]*streamSet
 
 	groupsMu sync.RWMutex
 	groups   map[uint64]*GroupTransport
@@ -221,7 +221,7 @@ func New(cfg Config) (*Node, error) {
 		cancel:   cancel,
 		done:     ctx.Done(),
 		peers:    make(map[string]*peer),
-		inbound:  make(map[*yamux.Session]struct{}),
+		inbound:  make(map[*yamux.Session]*streamSet),
 		groups:   make(map[uint64]*GroupTransport),
 		inflight: make(map[*yamux.Stream]*GroupTransport),
 
@@ -355,7 +355,7 @@ func (n *Node) Close() error {
 	peers := n.peers
 	n.peers = map[string]*peer{}
 	inbound := n.inbound
-	n.inbound = map[*yamux.Session]struct{}{}
+	n.inbound = map[*yamux.Session]*streamSet{}
 	n.mu.Unlock()
 
 	n.groupsMu.Lock()
@@ -368,7 +368,8 @@ func (n *Node) Close() error {
 	for _, p := range peers {
 		p.close()
 	}
-	for s := range inbound {
+	for s, streams := range inbound {
+		streams.abortAll()
 		_ = s.Close()
 	}
 	_ = n.app.Close()
@@ -429,16 +430,29 @@ func (n *Node) serveConn(conn net.Conn) {
 		n.logger.Error("start session", "error", err)
 		return
 	}
+	streams := newStreamSet()
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		_ = sess.Close()
 		return
 	}
-	n.inbound[sess] = struct{}{}
+	n.inbound[sess] = streams
 	n.mu.Unlock()
 	n.metrics.sessions.Inc()
+	// However the session ends (peer gone, keepalive failed, closed here),
+	// its streams are released from their reads at once (streamset.go).
+	stopWatch := make(chan struct{})
+	go func() {
+		select {
+		case <-sess.CloseChan():
+		case <-stopWatch:
+		}
+		streams.abortAll()
+	}()
 	defer func() {
+		close(stopWatch)
+		streams.abortAll()
 		_ = sess.Close()
 		n.metrics.sessions.Dec()
 		n.mu.Lock()
@@ -450,7 +464,16 @@ func (n *Node) serveConn(conn net.Conn) {
 		if err != nil {
 			return
 		}
-		if !n.goFunc(func() { n.serveStream(st) }) {
+		if !streams.add(st) {
+			abortStream(st)
+			return
+		}
+		if !n.goFunc(func() {
+			if !n.serveStream(st) {
+				streams.remove(st)
+			}
+		}) {
+			streams.remove(st)
 			_ = st.Close()
 			return
 		}
@@ -518,6 +541,22 @@ func (n *Node) untrackStream(st *yamux.Stream) {
 	n.inflightMu.Lock()
 	delete(n.inflight, st)
 	n.inflightMu.Unlock()
+}
+
+// abortSessionStreams aborts the outbound streams in use on sess, which has
+// ended.
+func (n *Node) abortSessionStreams(sess *yamux.Session) {
+	var streams []*yamux.Stream
+	n.inflightMu.Lock()
+	for st := range n.inflight {
+		if st.Session() == sess {
+			streams = append(streams, st)
+		}
+	}
+	n.inflightMu.Unlock()
+	for _, st := range streams {
+		_ = st.SetDeadline(time.Unix(1, 0))
+	}
 }
 
 // abortGroupStreams aborts the outbound streams g is using. The caller has

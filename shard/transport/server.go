@@ -12,13 +12,15 @@ import (
 
 // serveStream serves one inbound stream on its own goroutine: every RPC in
 // flight has its own stream, so a heartbeat is never read after, or answered
-// after, an AppendEntries or a snapshot of another stream.
-func (n *Node) serveStream(st *yamux.Stream) {
+// after, an AppendEntries or a snapshot of another stream. It reports
+// whether it handed the stream to the application (app and call streams),
+// which then owns it until the session ends.
+func (n *Node) serveStream(st *yamux.Stream) (handedOff bool) {
 	var kind [1]byte
 	_ = st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
 	if _, err := io.ReadFull(st, kind[:]); err != nil {
 		abortStream(st)
-		return
+		return false
 	}
 	_ = st.SetReadDeadline(time.Time{})
 	switch kind[0] {
@@ -28,16 +30,17 @@ func (n *Node) serveStream(st *yamux.Stream) {
 		n.serveSnapshot(st)
 	case kindApp:
 		if n.app.offer(st) {
-			return // the application owns it now
+			return true // the application owns it now
 		}
 	case kindCall:
 		if n.calls.offer(st) {
-			return
+			return true
 		}
 	default:
 		n.logger.Warn("unknown stream kind", "kind", kind[0], "remote", st.RemoteAddr().String())
 	}
 	abortStream(st)
+	return false
 }
 
 // serveRPCs answers request frames until the peer closes the stream. An idle
