@@ -441,17 +441,9 @@ func (n *Node) serveConn(conn net.Conn) {
 	n.mu.Unlock()
 	n.metrics.sessions.Inc()
 	// However the session ends (peer gone, keepalive failed, closed here),
-	// its streams are released from their reads at once (streamset.go).
-	stopWatch := make(chan struct{})
-	go func() {
-		select {
-		case <-sess.CloseChan():
-		case <-stopWatch:
-		}
-		streams.abortAll()
-	}()
+	// AcceptStream returns at once and this releases its streams from
+	// their reads (streamset.go).
 	defer func() {
-		close(stopWatch)
 		streams.abortAll()
 		_ = sess.Close()
 		n.metrics.sessions.Dec()
@@ -523,9 +515,13 @@ func (n *Node) dialStream(ctx context.Context, addr string, kind byte, what stri
 // closes it. yamux's Close alone is a half-close that leaves a blocked
 // reader waiting for the peer.
 func abortStream(st *yamux.Stream) {
-	_ = st.SetDeadline(time.Unix(1, 0))
+	expire(st)
 	_ = st.Close()
 }
+
+// expire gives st a deadline in the past: a Read or Write blocked on it, or
+// spinning in it after its session ended (streamset.go), returns at once.
+func expire(st *yamux.Stream) { _ = st.SetDeadline(time.Unix(1, 0)) }
 
 func (n *Node) trackStream(st *yamux.Stream, g *GroupTransport) bool {
 	n.inflightMu.Lock()
@@ -544,36 +540,34 @@ func (n *Node) untrackStream(st *yamux.Stream) {
 }
 
 // abortSessionStreams aborts the outbound streams in use on sess, which has
-// ended.
+// ended: their readers would spin until their deadlines (streamset.go).
 func (n *Node) abortSessionStreams(sess *yamux.Session) {
-	var streams []*yamux.Stream
-	n.inflightMu.Lock()
-	for st := range n.inflight {
-		if st.Session() == sess {
-			streams = append(streams, st)
-		}
-	}
-	n.inflightMu.Unlock()
-	for _, st := range streams {
-		_ = st.SetDeadline(time.Unix(1, 0))
+	for _, st := range n.takeInflight(func(st *yamux.Stream, _ *GroupTransport) bool { return st.Session() == sess }) {
+		abortStream(st)
 	}
 }
 
 // abortGroupStreams aborts the outbound streams g is using. The caller has
 // closed g, so trackStream admits no new ones.
 func (n *Node) abortGroupStreams(g *GroupTransport) {
+	for _, st := range n.takeInflight(func(_ *yamux.Stream, owner *GroupTransport) bool { return owner == g }) {
+		abortStream(st)
+	}
+}
+
+// takeInflight removes from the in-flight set, and returns, the streams
+// match selects.
+func (n *Node) takeInflight(match func(*yamux.Stream, *GroupTransport) bool) []*yamux.Stream {
 	var streams []*yamux.Stream
 	n.inflightMu.Lock()
+	defer n.inflightMu.Unlock()
 	for st, owner := range n.inflight {
-		if owner == g {
+		if match(st, owner) {
 			streams = append(streams, st)
 			delete(n.inflight, st)
 		}
 	}
-	n.inflightMu.Unlock()
-	for _, st := range streams {
-		abortStream(st)
-	}
+	return streams
 }
 
 // appListener hands app streams accepted on the cluster port to the

@@ -212,7 +212,7 @@ func (p *peer) dial(ch chan struct{}) {
 	// Watch the session so the gauge is right and the dead session's idle
 	// streams are dropped at once, not on the next RPC.
 	<-sess.CloseChan()
-	n.abortSessionStreams(sess) // readers would spin until their deadlines (streamset.go)
+	n.abortSessionStreams(sess)
 	n.metrics.sessions.Dec()
 	p.mu.Lock()
 	if p.sess == sess {

@@ -2,7 +2,6 @@ package transport
 
 import (
 	"sync"
-	"time"
 
 	"github.com/hashicorp/yamux"
 )
@@ -54,8 +53,7 @@ func (s *streamSet) abortAll() {
 	streams := s.m
 	s.m = map[*yamux.Stream]struct{}{}
 	s.mu.Unlock()
-	past := time.Unix(1, 0)
 	for st := range streams {
-		_ = st.SetDeadline(past)
+		expire(st)
 	}
 }
