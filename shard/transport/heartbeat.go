@@ -132,7 +132,14 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 		if r.err != nil {
 			return r.err
 		}
-		return decodeAppendEntriesResponse(r.body, resp)
+		if err := decodeAppendEntriesResponse(r.body, resp); err != nil {
+			return err
+		}
+		// A heartbeat's answer carries the follower's last log index too:
+		// the rebalancer's "is the target caught up" then stays fresh in
+		// groups that take no writes.
+		g.noteFollower(b.target, resp)
+		return nil
 	case <-g.closed:
 		return g.errClosed()
 	}

@@ -29,7 +29,7 @@ func TestHeartbeatsTravelInBatches(t *testing.T) {
 		// Each group answers with its own id in the term: a mixed-up
 		// batch shows.
 		gb.SetHeartbeatHandler(func(rpc raft.RPC) {
-			rpc.Respond(&raft.AppendEntriesResponse{Term: gid*1000 + rpc.Command.(*raft.AppendEntriesRequest).Term, Success: true}, nil)
+			rpc.Respond(&raft.AppendEntriesResponse{Term: gid*1000 + rpc.Command.(*raft.AppendEntriesRequest).Term, LastLog: gid + 500, Success: true}, nil)
 		})
 	}
 	// Group 99 exists only on a: its heartbeat fails, the others do not.
@@ -63,6 +63,17 @@ func TestHeartbeatsTravelInBatches(t *testing.T) {
 	}
 	if err := errs[groups]; err == nil || !strings.Contains(err.Error(), "unknown group 99") {
 		t.Fatalf("group 99: %v, want unknown group", err)
+	}
+	// Each answer also told the leader side how far that follower's log
+	// is (the rebalancer's caught-up check in groups that take no writes).
+	for _, ga := range gas {
+		last, age, ok := ga.FollowerLastLog(b.Addr())
+		if !ok || last != ga.ID()+500 || age > time.Minute {
+			t.Fatalf("group %d: FollowerLastLog = %d, %v, %v; want %d from its heartbeat", ga.ID(), last, age, ok, ga.ID()+500)
+		}
+	}
+	if _, _, ok := g99.FollowerLastLog(b.Addr()); ok {
+		t.Fatal("group 99's failed heartbeat recorded a follower log")
 	}
 	sent := a.metric(t, "shardnet_transport_rpcs_sent_total")
 	frames := a.metric(t, "shardnet_transport_heartbeat_batches_sent_total")
