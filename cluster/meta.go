@@ -31,6 +31,48 @@ type metaGroup struct {
 	store    *raftboltdb.BoltStore
 	trans    *transport.GroupTransport
 	hadState bool
+	lease    time.Duration // its leader lease: the short timers of its failover
+}
+
+// MetaRaftTiming is the meta group's Raft timing where cluster.Config.MetaRaft
+// leaves a field zero. One group costs nothing idle, so its timers are short
+// (a leader heartbeats its followers every 100-200 ms): the meta group
+// elects within 1-2 s of losing its leader even when the peer prober does
+// not see the loss, and the prober's short timers (the 500 ms lease, which
+// raft allows no timer to undercut) take effect. Under the channel groups'
+// idle-cost timers they were refused (a 500 ms timer against a 1 s lease)
+// and the meta group waited out a 3-6 s heartbeat timeout.
+func MetaRaftTiming() shard.RaftTiming {
+	return shard.RaftTiming{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		SnapshotThreshold:  1024,
+		TrailingLogs:       1024,
+	}
+}
+
+// metaTiming fills the zero fields of t from MetaRaftTiming (the rest then
+// come from the channel defaults, in RaftConfig).
+func metaTiming(t shard.RaftTiming) shard.RaftTiming {
+	d := MetaRaftTiming()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	fill(&t.HeartbeatTimeout, d.HeartbeatTimeout)
+	fill(&t.ElectionTimeout, d.ElectionTimeout)
+	fill(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	fill(&t.CommitTimeout, d.CommitTimeout)
+	if t.SnapshotThreshold == 0 {
+		t.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if t.TrailingLogs == 0 {
+		t.TrailingLogs = d.TrailingLogs
+	}
+	return t
 }
 
 func openMeta(n *Node) (*metaGroup, error) {
@@ -63,20 +105,10 @@ func openMeta(n *Node) (*metaGroup, error) {
 		store.Close()
 		return nil, fmt.Errorf("cluster: meta transport: %w", err)
 	}
-	t := n.cfg.MetaRaft
-	if t.CommitTimeout == 0 {
-		t.CommitTimeout = 50 * time.Millisecond
-	}
-	if t.SnapshotThreshold == 0 {
-		t.SnapshotThreshold = 1024
-	}
-	if t.TrailingLogs == 0 {
-		t.TrailingLogs = 1024
-	}
-	conf := t.RaftConfig(n.serverID, logger)
+	conf := metaTiming(n.cfg.MetaRaft).RaftConfig(n.serverID, logger)
 	// The meta FSM lives in memory: it must be rebuilt from the snapshot.
 	conf.NoSnapshotRestoreOnStart = false
-	m := &metaGroup{fsm: fsm.NewMeta(), store: store, trans: trans, hadState: has}
+	m := &metaGroup{fsm: fsm.NewMeta(), store: store, trans: trans, hadState: has, lease: conf.LeaderLeaseTimeout}
 	m.raft, err = raft.NewRaft(conf, m.fsm, cache, store, snaps, trans)
 	if err != nil {
 		trans.Close()

@@ -32,7 +32,7 @@ type identity struct {
 }
 
 // heartbeatBatch is how long a Raft heartbeat waits for others going to the
-// same peer. Heartbeats go out every HeartbeatTimeout/10 to /5 (300-600 ms
+// same peer. Heartbeats go out every HeartbeatTimeout/10 to /5 (500-1000 ms
 // by default), so 20 ms more delays nothing that matters and merges the
 // heartbeats of a thousand groups into a few frames.
 const heartbeatBatch = 20 * time.Millisecond
@@ -178,7 +178,9 @@ func (n *Node) peerDown(addr string) {
 	}
 	n.shards.PeerDown(addr)
 	if leader, _ := n.meta.raft.LeaderWithID(); string(leader) == addr && n.metaFast.CompareAndSwap(false, true) {
-		shard.ShortenTimers(n.meta.raft, 500*time.Millisecond, func() bool { return n.isStopping() })
+		if err := shard.ShortenTimers(n.meta.raft, n.meta.lease, func() bool { return n.isStopping() }); err != nil {
+			n.log.Warn("meta group: failover timers not shortened", "error", err)
+		}
 		time.AfterFunc(5*time.Second, func() { n.metaFast.Store(false) })
 	}
 }

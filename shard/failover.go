@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -106,7 +107,9 @@ func (r *Replica) standNow(deadLeader string) {
 
 // ShortenTimers makes a group's follower elect soon if its leader is gone:
 // the heartbeat and election timeouts become d (the shortest raft allows is
-// the leader lease) for shortTimersFor.
+// the leader lease) for shortTimersFor. It returns raft's error if the
+// shorter timers are refused (d below the lease), and nil without a change
+// if d is not shorter than the group's timers.
 //
 // A leader keeps its short timers leaderExtra longer than that: a leader
 // back on the long heartbeat interval (HeartbeatTimeout/10, up to twice
@@ -114,15 +117,15 @@ func (r *Replica) standNow(deadLeader string) {
 // follower start (harmless, refused) pre-votes and forget its leader for a
 // moment; followers that shortened at about the same time are back to
 // normal by then.
-func ShortenTimers(r *raft.Raft, d time.Duration, stopped func() bool) {
+func ShortenTimers(r *raft.Raft, d time.Duration, stopped func() bool) error {
 	normal := r.ReloadableConfig()
 	short := normal
 	short.HeartbeatTimeout, short.ElectionTimeout = d, d
 	if short.HeartbeatTimeout >= normal.HeartbeatTimeout {
-		return
+		return nil
 	}
 	if err := r.ReloadConfig(short); err != nil {
-		return
+		return fmt.Errorf("shorten raft timers to %v: %w", d, err)
 	}
 	var restore func()
 	extended := false
@@ -138,6 +141,7 @@ func ShortenTimers(r *raft.Raft, d time.Duration, stopped func() bool) {
 		_ = r.ReloadConfig(normal)
 	}
 	time.AfterFunc(shortTimersFor, restore)
+	return nil
 }
 
 // leaderExtra is how much longer a leader keeps short timers than its
@@ -148,7 +152,9 @@ func (r *Replica) shortenTimers(d time.Duration) {
 	if !r.shortTimers.CompareAndSwap(false, true) {
 		return // already short; the first call restores them
 	}
-	ShortenTimers(r.raft, d, func() bool { return r.stopped.Load() })
+	if err := ShortenTimers(r.raft, d, func() bool { return r.stopped.Load() }); err != nil {
+		r.m.log.Warn("failover timers not shortened", "channel", r.Channel, "group", r.GroupID, "error", err)
+	}
 	time.AfterFunc(shortTimersFor+leaderExtra, func() { r.shortTimers.Store(false) })
 }
 
@@ -157,7 +163,7 @@ func (r *Replica) shortenTimers(d time.Duration) {
 const startupGrace = 3 * time.Second
 
 // electionAtStart keeps a group that has no leader from waiting out the
-// idle heartbeat timeout (3-6 s) before its first election. In a new
+// idle heartbeat timeout (5-10 s) before its first election. In a new
 // group the first replica of the placement shortens its timers at once:
 // nobody leads the group yet, and it is elected within one to two lease
 // timeouts (the others stand only if it does not). A replica started from disk
