@@ -68,13 +68,15 @@ func DefaultRaftTiming() RaftTiming {
 	return RaftTiming{
 		// Failover does not wait for these (failover.go: the prober makes
 		// one follower stand at once), so they are set for idle cost: a
-		// leader heartbeats each follower every 300-600 ms. The lease must
-		// outlast that interval (plus the transport's 20 ms heartbeat
-		// batching) or leaders step down; it is also the short timeout the
-		// followers of a vanished leader fall back to.
-		HeartbeatTimeout:   3000 * time.Millisecond,
-		ElectionTimeout:    3000 * time.Millisecond,
-		LeaderLeaseTimeout: 1000 * time.Millisecond,
+		// leader heartbeats each follower every 500-1000 ms (5 s against
+		// 3 s cut the CPU of 3,000 idle replicas by about a tenth,
+		// docs/benchmarks.md). The lease must outlast that interval (plus
+		// the transport's 20 ms heartbeat batching) or leaders step down;
+		// it is also the short timeout the followers of a vanished leader
+		// fall back to when no standing election (failover.go) wins.
+		HeartbeatTimeout:   5000 * time.Millisecond,
+		ElectionTimeout:    5000 * time.Millisecond,
+		LeaderLeaseTimeout: 2000 * time.Millisecond,
 		// CommitTimeout only delays when the followers of an idle group
 		// learn the commit index of its last writes (busy groups carry it on
 		// their next append): a stale read on a follower sees a lone write

@@ -34,8 +34,9 @@ const (
 	rebalanceParallel     = 8
 	rebalanceBackoff      = time.Minute
 	// rebalanceFresh is how recent the target's last answer to this leader
-	// must be (leaders heartbeat every HeartbeatTimeout/10, 300 ms by
-	// default).
+	// must be (leaders heartbeat every HeartbeatTimeout/10 to /5,
+	// 500-1000 ms by default, and each answer counts:
+	// transport.GroupTransport.FollowerLastLog).
 	rebalanceFresh = 2 * time.Second
 )
 
