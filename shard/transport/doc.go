@@ -95,9 +95,11 @@
 // group that is not registered is answered "transport: unknown group N".
 //
 // Node.PeerHealthy and Config.OnPeerDown expose a per-peer probe (a yamux
-// ping every 250 ms to each peer used in the last two minutes), so the layer
-// above can shorten the timers of just the groups led from a peer that went
-// quiet (DESIGN decision 13).
+// ping every 250 ms to each peer used in the last two minutes, and to each
+// node whose heartbeats this one answered in that time: a node that only
+// follows sends its leaders nothing), so the layer above can shorten the
+// timers of just the groups led from a peer that went quiet (DESIGN
+// decision 13).
 //
 // # Replication waits for an unreachable peer
 //

@@ -31,6 +31,20 @@ func (n *Node) PeerHealthy(addr string) bool {
 	return !p.lastOK.IsZero() && time.Since(p.lastOK) < probeDownAfter && !p.refused.After(p.lastOK)
 }
 
+// watchLeader keeps the node that sent this node a heartbeat (addr, from
+// the request's RPC header) among the probed peers. Raft followers send
+// their leader nothing, so a node that leads no group of its own would
+// otherwise not probe the nodes it follows, and would never report their
+// loss (a follower of the meta group in a cluster of one channel did not;
+// TestMetaLeaderKilledSurvivorStands). Heartbeats come every few hundred
+// ms per group, batched per peer: this is one map lookup per batch.
+func (n *Node) watchLeader(addr []byte) {
+	if len(addr) == 0 || string(addr) == string(n.Addr()) {
+		return
+	}
+	_, _ = n.peer(string(addr))
+}
+
 func (n *Node) probeLoop() {
 	t := time.NewTicker(probeInterval)
 	defer t.Stop()

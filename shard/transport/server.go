@@ -78,6 +78,9 @@ func (n *Node) handleRPC(gid uint64, typ uint8, body []byte) (any, error) {
 		return nil, err
 	}
 	if hb, ok := cmd.(*heartbeatsRequest); ok {
+		if len(hb.reqs) > 0 {
+			n.watchLeader(hb.reqs[0].Addr)
+		}
 		return n.handleHeartbeats(hb), nil
 	}
 	g := n.lookup(gid)
@@ -87,6 +90,9 @@ func (n *Node) handleRPC(gid uint64, typ uint8, body []byte) (any, error) {
 	heartbeat := false
 	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok {
 		heartbeat = isHeartbeat(ae)
+		if heartbeat {
+			n.watchLeader(ae.Addr)
+		}
 	}
 	return g.dispatch(cmd, nil, heartbeat, n.cfg.RPCTimeout)
 }

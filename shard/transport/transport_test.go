@@ -687,6 +687,36 @@ func TestPeerProbe(t *testing.T) {
 	})
 }
 
+// A node that only follows (it sends its leader nothing) still probes the
+// node whose heartbeats it answers, and reports it down when it dies.
+func TestFollowerProbesItsLeader(t *testing.T) {
+	var down sync.Map
+	leader := newTestNode(t, "k", func(c *Config) { c.HeartbeatBatch = 5 * time.Millisecond })
+	follower := newTestNode(t, "k", func(c *Config) {
+		c.OnPeerDown = func(addr string) { down.Store(addr, true) }
+	})
+	gl, _ := leader.Group(1)
+	gf, _ := follower.Group(1)
+	gf.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil) })
+	addr := string(leader.Addr())
+	hb := heartbeatReq(1)
+	hb.Addr = []byte(addr) // raft's RPC header names the sender
+	// Heartbeats for a second (PeerHealthy is not asked: asking starts a
+	// probe by itself), long enough for a few probe rounds.
+	for range 20 {
+		var resp raft.AppendEntriesResponse
+		if err := gl.AppendEntries("f", follower.Addr(), hb, &resp); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = leader.Close()
+	waitFor(t, 10*time.Second, "the follower to report its leader down", func() bool {
+		_, ok := down.Load(addr)
+		return ok
+	})
+}
+
 // Node.Close returns promptly while a pipeline has requests in flight and
 // nobody consumes its futures (a Raft that was not shut down first).
 func TestNodeCloseWithBusyPipeline(t *testing.T) {
