@@ -6,6 +6,7 @@ type metrics struct {
 	followerReads *prometheus.CounterVec
 	calls         *prometheus.CounterVec
 	callsServed   *prometheus.CounterVec
+	metaElections prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -22,9 +23,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_served_total",
 			Help: "Node-to-node calls this node answered, by call (propose, readindex).",
 		}, []string{"call"}),
+		metaElections: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_fast_elections_total",
+			Help: "Elections of the meta group this node started at once because the prober reported the meta leader's node down.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.followerReads, m.calls, m.callsServed)
+		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections)
 	}
 	return m
 }

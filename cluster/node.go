@@ -178,12 +178,28 @@ func (n *Node) peerDown(addr string) {
 	}
 	n.shards.PeerDown(addr)
 	if leader, _ := n.meta.raft.LeaderWithID(); string(leader) == addr && n.metaFast.CompareAndSwap(false, true) {
-		if err := shard.ShortenTimers(n.meta.raft, n.meta.lease, func() bool { return n.isStopping() }); err != nil {
+		// As the channel groups do: the surviving voters stand in server-id
+		// order, and short timers are the fallback.
+		if err := shard.ShortenTimers(n.meta.raft, n.meta.lease, n.isStopping); err != nil {
 			n.log.Warn("meta group: failover timers not shortened", "error", err)
+		}
+		if rank, ok := shard.StandRank(n.meta.raft, n.serverID, addr); ok {
+			shard.StandAfter(n.meta.raft, n.meta.trans, addr, time.Duration(rank)*metaStandStep, n.isStopping, func(err error) {
+				if err != nil {
+					n.log.Debug("meta group: could not stand for election", "error", err)
+					return
+				}
+				n.metrics.metaElections.Inc()
+				n.log.Info("meta leader's node is down: standing for election", "dead_leader", addr)
+			})
 		}
 		time.AfterFunc(5*time.Second, func() { n.metaFast.Store(false) })
 	}
 }
+
+// metaStandStep is how long each surviving meta voter waits after the one
+// ranked before it (shard's standStep for channel groups).
+const metaStandStep = 300 * time.Millisecond
 
 func (n *Node) isStopping() bool {
 	select {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/shard/transport"
 )
 
 // Fast failover without fast idle timers (DESIGN decision 13). Channel
@@ -23,7 +25,7 @@ const shortTimersFor = 5 * time.Second
 // PeerDown is called (by the transport's prober) when the node at the
 // cluster address addr stopped answering. Every group that node led gets
 // short timers here (the fallback), and its surviving voters stand for
-// election without waiting for them (standNow), in an order they all
+// election without waiting for them (StandAfter), in an order they all
 // compute alike: failover then takes the prober's detection and one vote
 // round, whatever the heartbeat timeout.
 func (m *Manager) PeerDown(addr string) {
@@ -44,65 +46,79 @@ func (m *Manager) PeerDown(addr string) {
 const standStep = 300 * time.Millisecond
 
 // standRank is this replica's place among the voters of its group other
-// than the leader at addr, by server id: every follower computes the same
-// order without talking, so two never split the vote by standing together.
+// than the leader at addr (StandRank).
 func (r *Replica) standRank(addr string) (int, bool) {
-	f := r.raft.GetConfiguration()
+	return StandRank(r.raft, r.serverID, addr)
+}
+
+// StandRank is the place of the server self among the voters of r's group
+// other than the leader at addr, by server id: every follower computes the
+// same order without talking, so two never split the vote by standing
+// together. ok is false if self is not a voter.
+func StandRank(r *raft.Raft, self raft.ServerID, addr string) (rank int, ok bool) {
+	f := r.GetConfiguration()
 	if f.Error() != nil {
 		return 0, false
 	}
-	rank, voter := 0, false
 	for _, s := range f.Configuration().Servers {
 		if s.Suffrage != raft.Voter || string(s.Address) == addr {
 			continue
 		}
-		if s.ID == r.serverID {
-			voter = true
+		if s.ID == self {
+			ok = true
 			continue
 		}
 		// Not filtered by the prober's view, which differs from node to
 		// node: a dead voter ranked first only delays the next by a step.
-		if s.ID < r.serverID {
+		if s.ID < self {
 			rank++
 		}
 	}
-	return rank, voter
+	return rank, ok
 }
 
 // standAfter makes this follower stand after wait unless the group found a
 // leader other than the one at deadLeader meanwhile.
 func (r *Replica) standAfter(deadLeader string, wait time.Duration) {
-	if wait <= 0 {
-		r.standNow(deadLeader)
-		return
-	}
-	time.AfterFunc(wait, func() {
-		if r.stopped.Load() || r.raft.State() == raft.Leader {
+	StandAfter(r.raft, r.trans, deadLeader, wait, func() bool { return r.stopped.Load() }, func(err error) {
+		if err != nil {
+			r.m.log.Debug("could not stand for election", "group", r.GroupID, "error", err)
 			return
 		}
-		if addr, _ := r.raft.LeaderWithID(); addr != "" && string(addr) != deadLeader {
-			return
-		}
-		r.standNow(deadLeader)
+		r.m.metrics.fastElections.Inc()
+		r.m.log.Info("leader's node is down: standing for election", "channel", r.Channel, "group", r.GroupID, "dead_leader", deadLeader)
 	})
 }
 
-// standNow makes this follower start an election at once, as a
-// leadership transfer does (raft's TimeoutNow): no pre-vote, and voters
-// that still remember the old leader vote anyway. A false alarm from the
-// prober therefore costs a leader change, never safety: Raft's vote rules
-// still decide who may lead.
-func (r *Replica) standNow(deadLeader string) {
-	_, id := r.raft.LeaderWithID()
-	req := &raft.TimeoutNowRequest{
-		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(deadLeader)},
+// StandAfter makes the follower r start an election after wait (at once if
+// wait <= 0) unless it stopped, leads, or found a leader other than the one
+// at deadLeader meanwhile; stood hears the outcome when it did try.
+//
+// Standing is a TimeoutNow delivered to the local replica through its
+// transport, as a leadership transfer does: no pre-vote, and voters that
+// still remember the old leader vote anyway. A false alarm from the prober
+// therefore costs a leader change, never safety: Raft's vote rules still
+// decide who may lead.
+func StandAfter(r *raft.Raft, trans *transport.GroupTransport, deadLeader string, wait time.Duration, stopped func() bool, stood func(error)) {
+	stand := func() {
+		if stopped() || r.State() == raft.Leader {
+			return
+		}
+		if addr, _ := r.LeaderWithID(); addr != "" && string(addr) != deadLeader {
+			return
+		}
+		_, id := r.LeaderWithID()
+		req := &raft.TimeoutNowRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(deadLeader)},
+		}
+		_, err := trans.DeliverLocal(req)
+		stood(err)
 	}
-	if _, err := r.trans.DeliverLocal(req); err != nil {
-		r.m.log.Debug("could not stand for election", "group", r.GroupID, "error", err)
+	if wait <= 0 {
+		stand()
 		return
 	}
-	r.m.metrics.fastElections.Inc()
-	r.m.log.Info("leader's node is down: standing for election", "channel", r.Channel, "group", r.GroupID, "dead_leader", deadLeader)
+	time.AfterFunc(wait, stand)
 }
 
 // ShortenTimers makes a group's follower elect soon if its leader is gone:

@@ -436,3 +436,41 @@ func TestLeadershipReturnsToThePlacement(t *testing.T) {
 		}
 	}
 }
+
+// The meta leader's node stops hard: a surviving core node stands for the
+// meta election at once (the prober's report, as for channel groups), and
+// channel creation works again through the survivors.
+func TestMetaLeaderKilledSurvivorStands(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 0})
+	c.CreateChannel("before", 3)
+	leader := -1
+	for i, nd := range c.Nodes {
+		if nd.Agent().Node.IsMetaLeader() {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no meta leader")
+	}
+	killedAt := time.Now()
+	c.Kill(leader)
+	survivor := (leader + 1) % 3
+	ctx := ctxT(t)
+	c.WaitFor(30*time.Second, func() error {
+		_, err := c.Client(survivor).CreateChannel(ctx, api.CreateChannelRequest{Name: "after", Replicas: 2})
+		if api.IsConflict(err) {
+			return nil
+		}
+		return err
+	})
+	t.Logf("channel create answered %v after the meta leader's node was killed", time.Since(killedAt))
+	stood := 0.0
+	for i := range c.Nodes {
+		if i != leader {
+			stood += metric(t, c, i, "shardnet_cluster_meta_fast_elections_total")
+		}
+	}
+	if stood < 1 {
+		t.Fatal("no survivor stood for the meta election: the new leader came from the timers")
+	}
+}
