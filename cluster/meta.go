@@ -55,25 +55,7 @@ func MetaRaftTiming() shard.RaftTiming {
 
 // metaTiming fills the zero fields of t from MetaRaftTiming (the rest then
 // come from the channel defaults, in RaftConfig).
-func metaTiming(t shard.RaftTiming) shard.RaftTiming {
-	d := MetaRaftTiming()
-	fill := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	fill(&t.HeartbeatTimeout, d.HeartbeatTimeout)
-	fill(&t.ElectionTimeout, d.ElectionTimeout)
-	fill(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
-	fill(&t.CommitTimeout, d.CommitTimeout)
-	if t.SnapshotThreshold == 0 {
-		t.SnapshotThreshold = d.SnapshotThreshold
-	}
-	if t.TrailingLogs == 0 {
-		t.TrailingLogs = d.TrailingLogs
-	}
-	return t
-}
+func metaTiming(t shard.RaftTiming) shard.RaftTiming { return t.Or(MetaRaftTiming()) }
 
 func openMeta(n *Node) (*metaGroup, error) {
 	dir := filepath.Join(n.cfg.DataDir, "meta")

@@ -92,31 +92,29 @@ func DefaultRaftTiming() RaftTiming {
 	}
 }
 
-func (t RaftTiming) withDefaults() RaftTiming {
-	d := DefaultRaftTiming()
-	if t.HeartbeatTimeout == 0 {
-		t.HeartbeatTimeout = d.HeartbeatTimeout
+func (t RaftTiming) withDefaults() RaftTiming { return t.Or(DefaultRaftTiming()) }
+
+// Or returns t with each zero field taken from d.
+func (t RaftTiming) Or(d RaftTiming) RaftTiming {
+	or := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
 	}
-	if t.ElectionTimeout == 0 {
-		t.ElectionTimeout = d.ElectionTimeout
+	orN := func(v *uint64, def uint64) {
+		if *v == 0 {
+			*v = def
+		}
 	}
-	if t.LeaderLeaseTimeout == 0 {
-		t.LeaderLeaseTimeout = d.LeaderLeaseTimeout
-	}
-	if t.CommitTimeout == 0 {
-		t.CommitTimeout = d.CommitTimeout
-	}
+	or(&t.HeartbeatTimeout, d.HeartbeatTimeout)
+	or(&t.ElectionTimeout, d.ElectionTimeout)
+	or(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	or(&t.CommitTimeout, d.CommitTimeout)
+	or(&t.SnapshotInterval, d.SnapshotInterval)
+	orN(&t.SnapshotThreshold, d.SnapshotThreshold)
+	orN(&t.TrailingLogs, d.TrailingLogs)
 	if t.MaxAppendEntries == 0 {
 		t.MaxAppendEntries = d.MaxAppendEntries
-	}
-	if t.SnapshotInterval == 0 {
-		t.SnapshotInterval = d.SnapshotInterval
-	}
-	if t.SnapshotThreshold == 0 {
-		t.SnapshotThreshold = d.SnapshotThreshold
-	}
-	if t.TrailingLogs == 0 {
-		t.TrailingLogs = d.TrailingLogs
 	}
 	return t
 }

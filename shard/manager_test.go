@@ -448,3 +448,16 @@ func peerDownElects(t *testing.T) {
 		}
 	}
 }
+
+// RaftTiming.Or fills exactly the zero fields.
+func TestRaftTimingOr(t *testing.T) {
+	d := DefaultRaftTiming()
+	if got := (RaftTiming{}).Or(d); got != d {
+		t.Fatalf("zero.Or(d) = %+v, want %+v", got, d)
+	}
+	full := RaftTiming{HeartbeatTimeout: 1, ElectionTimeout: 2, LeaderLeaseTimeout: 3, CommitTimeout: 4,
+		MaxAppendEntries: 5, SnapshotInterval: 6, SnapshotThreshold: 7, TrailingLogs: 8}
+	if got := full.Or(d); got != full {
+		t.Fatalf("full.Or(d) = %+v, want it unchanged", got)
+	}
+}
