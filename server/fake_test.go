@@ -167,9 +167,15 @@ func do(t *testing.T, base, method, rawPath string, body []byte, hdr http.Header
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	if len(body) > 1<<20 {
-		// The node answers an oversized body before reading it; without
-		// this the client may see the connection reset mid-upload.
+	if len(body) > 32<<10 {
+		// The node answers an oversized body before reading it. The
+		// request also says Connection: close (below), so net/http's
+		// server does not read the rest of the body either and closes
+		// the connection under the client's upload: the client may see
+		// it reset before it reads the answer (~3 runs in 100 under
+		// -race for a 64 KiB + 1 body). With Expect: 100-continue the
+		// client sends no body until asked, as a real client of large
+		// uploads should (docs/api.md, limits).
 		req.Header.Set("Expect", "100-continue")
 	}
 	req.Close = true // no idle connections left between tests
