@@ -184,7 +184,7 @@ func (n *Node) peerDown(addr string) {
 			n.log.Warn("meta group: failover timers not shortened", "error", err)
 		}
 		if rank, ok := shard.StandRank(n.meta.raft, n.serverID, addr); ok {
-			shard.StandAfter(n.meta.raft, n.meta.trans, addr, time.Duration(rank)*metaStandStep, n.isStopping, func(err error) {
+			shard.StandAfter(n.meta.raft, n.meta.trans, addr, time.Duration(rank)*shard.StandStep, n.isStopping, func(err error) {
 				if err != nil {
 					n.log.Debug("meta group: could not stand for election", "error", err)
 					return
@@ -196,10 +196,6 @@ func (n *Node) peerDown(addr string) {
 		time.AfterFunc(5*time.Second, func() { n.metaFast.Store(false) })
 	}
 }
-
-// metaStandStep is how long each surviving meta voter waits after the one
-// ranked before it (shard's standStep for channel groups).
-const metaStandStep = 300 * time.Millisecond
 
 func (n *Node) isStopping() bool {
 	select {

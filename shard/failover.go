@@ -33,17 +33,17 @@ func (m *Manager) PeerDown(addr string) {
 		if leader, _ := r.raft.LeaderWithID(); string(leader) == addr {
 			r.shortenTimers(m.cfg.Raft.LeaderLeaseTimeout)
 			if rank, ok := r.standRank(addr); ok {
-				r.standAfter(addr, time.Duration(rank)*standStep)
+				r.standAfter(addr, time.Duration(rank)*StandStep)
 			}
 		}
 	}
 }
 
-// standStep is how long each surviving voter waits after the one ranked
+// StandStep is how long each surviving voter waits after the one ranked
 // before it. The first stands at once; the next stands only if no leader
 // came of that (the first one's log was behind its own, so it refused its
 // vote), and so on.
-const standStep = 300 * time.Millisecond
+const StandStep = 300 * time.Millisecond
 
 // standRank is this replica's place among the voters of its group other
 // than the leader at addr (StandRank).
