@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/shardnet/shardnet/api"
 )
@@ -31,14 +32,19 @@ func runChannelCreate(ctx context.Context, c *cli, args []string) int {
 	f.Var(&zones, "zones", "only place in these zones (comma-separated)")
 	f.Var(&nodes, "nodes", "pin to these node ids (comma-separated); the first one stands first for the first election, so it leads when it is up")
 	f.Uint64Var(&req.QuotaBytes, "quota", 0, "quota in bytes (0: none)")
+	wait := f.Duration("wait", 5*time.Second, "wait up to this long for the channel's first leader before printing (0: print at once)")
 	pos, code, ok := f.parse(args, 1, 1)
 	if !ok {
 		return code
 	}
 	req.Name, req.Zones, req.Nodes = pos[0], zones, nodes
-	ch, err := f.client().CreateChannel(ctx, req)
+	client := f.client()
+	ch, err := client.CreateChannel(ctx, req)
 	if err != nil {
 		return c.fail(err)
+	}
+	if ch.Leader == "" && *wait > 0 {
+		ch = awaitFirstLeader(ctx, client, ch, *wait)
 	}
 	if f.json {
 		return c.printJSON(ch)
@@ -48,6 +54,35 @@ func runChannelCreate(ctx context.Context, c *cli, args []string) int {
 		fmt.Fprintf(c.stdout, "\nToken: %s\n(shown once: keep it)\n", ch.Token)
 	}
 	return 0
+}
+
+// awaitFirstLeader polls a channel just created until it has a leader or
+// wait is over, and returns what it last saw (the create answer if nothing
+// better): a new channel elects within a fraction of a second, and printing
+// it before then shows "Leader: -" and "Health: no_leader". The token is
+// only in the create answer, so it is carried over.
+func awaitFirstLeader(ctx context.Context, client *api.Client, created api.Channel, wait time.Duration) api.Channel {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := created
+	for {
+		select {
+		case <-ctx.Done():
+			return last
+		case <-tick.C:
+		}
+		ch, err := client.Channel(ctx, created.Name)
+		if err != nil {
+			continue
+		}
+		ch.Token = created.Token
+		last = ch
+		if ch.Leader != "" {
+			return ch
+		}
+	}
 }
 
 func runChannelList(ctx context.Context, c *cli, args []string) int {

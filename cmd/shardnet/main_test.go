@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -158,12 +159,14 @@ func TestAddrAndToken(t *testing.T) {
 }
 
 func TestChannelAndMembers(t *testing.T) {
-	_, addr := testNode(t, "")
+	mem, addr := testNode(t, "")
+	mem.ElectAfterReads = 2 // create's answer and two reads show no leader yet
 	env := map[string]string{"SHARDNET_ADDR": addr}
 
 	r := shardnet(t, env, "", "channel", "create", "nft", "--replicas", "1")
 	expect(t, r, 0, "Name:")
-	if !strings.Contains(r.out, "Leader:") || !strings.Contains(r.out, "node-1") || !strings.Contains(r.out, "APPLIED") {
+	// create waits for the first leader (-wait) before it prints.
+	if !regexp.MustCompile(`Leader:\s+node-1\n`).MatchString(r.out) || !strings.Contains(r.out, "APPLIED") {
 		t.Fatalf("channel create printed:\n%s", r.out)
 	}
 	r = shardnet(t, env, "", "channel", "create", "nft", "-replicas", "1")

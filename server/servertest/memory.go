@@ -25,6 +25,10 @@ type Memory struct {
 	NodeID string
 	// LagValue is what Lag reports (stale reads' X-Shardnet-Lag).
 	LagValue time.Duration
+	// ElectAfterReads: a new channel has no leader in its create answer
+	// and in its first ElectAfterReads Channel reads (a real cluster's
+	// first election takes a moment).
+	ElectAfterReads int
 
 	mu        sync.Mutex
 	channels  map[string]*memChannel
@@ -33,10 +37,11 @@ type Memory struct {
 }
 
 type memChannel struct {
-	info    api.Channel
-	applied uint64
-	kv      map[string]fsm.Entry
-	deleted map[string]uint64 // key -> index of its delete (for WaitKey)
+	info       api.Channel
+	leaderless int // Channel reads left that show no leader yet
+	applied    uint64
+	kv         map[string]fsm.Entry
+	deleted    map[string]uint64 // key -> index of its delete (for WaitKey)
 }
 
 // NewMemory returns a backend holding the given (empty) channels.
@@ -86,6 +91,7 @@ func (m *Memory) CreateChannel(_ context.Context, req api.CreateChannelRequest) 
 			Health:    "healthy", CreateIndex: m.nextGroup,
 		},
 		kv: map[string]fsm.Entry{}, deleted: map[string]uint64{},
+		leaderless: m.ElectAfterReads,
 	}
 	m.channels[req.Name] = ch
 	return m.describe(ch), nil
@@ -95,6 +101,10 @@ func (m *Memory) describe(ch *memChannel) api.Channel {
 	out := ch.info
 	out.Placement = slices.Clone(ch.info.Placement)
 	out.Placement[0].Applied = ch.applied
+	if ch.leaderless > 0 {
+		out.Leader, out.Voters, out.Health = "", nil, "no_leader"
+		out.Placement[0].State, out.Placement[0].Healthy = "candidate", false
+	}
 	out.Usage.Keys = uint64(len(ch.kv))
 	for _, e := range ch.kv {
 		out.Usage.Bytes += uint64(len(e.Key) + len(e.Value))
@@ -126,7 +136,11 @@ func (m *Memory) Channel(_ context.Context, name string) (api.Channel, error) {
 	if err != nil {
 		return api.Channel{}, err
 	}
-	return m.describe(ch), nil
+	out := m.describe(ch)
+	if ch.leaderless > 0 {
+		ch.leaderless--
+	}
+	return out, nil
 }
 
 // DeleteChannel forgets a channel and its data.
