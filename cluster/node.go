@@ -183,16 +183,14 @@ func (n *Node) peerDown(addr string) {
 		if err := shard.ShortenTimers(n.meta.raft, n.meta.lease, n.isStopping); err != nil {
 			n.log.Warn("meta group: failover timers not shortened", "error", err)
 		}
-		if rank, ok := shard.StandRank(n.meta.raft, n.serverID, addr); ok {
-			shard.StandAfter(n.meta.raft, n.meta.trans, addr, time.Duration(rank)*shard.StandStep, n.isStopping, func(err error) {
-				if err != nil {
-					n.log.Debug("meta group: could not stand for election", "error", err)
-					return
-				}
-				n.metrics.metaElections.Inc()
-				n.log.Info("meta leader's node is down: standing for election", "dead_leader", addr)
-			})
-		}
+		shard.Stand(n.meta.raft, n.meta.trans, n.serverID, addr, n.isStopping, func(err error) {
+			if err != nil {
+				n.log.Debug("meta group: could not stand for election", "error", err)
+				return
+			}
+			n.metrics.metaElections.Inc()
+			n.log.Info("meta leader's node is down: standing for election", "dead_leader", addr)
+		})
 		time.AfterFunc(5*time.Second, func() { n.metaFast.Store(false) })
 	}
 }

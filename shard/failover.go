@@ -25,37 +25,79 @@ const shortTimersFor = 5 * time.Second
 // PeerDown is called (by the transport's prober) when the node at the
 // cluster address addr stopped answering. Every group that node led gets
 // short timers here (the fallback), and its surviving voters stand for
-// election without waiting for them (StandAfter), in an order they all
-// compute alike: failover then takes the prober's detection and one vote
-// round, whatever the heartbeat timeout.
+// election without waiting for them (Stand), in an order they all compute
+// alike: failover then takes the prober's detection and one vote round,
+// whatever the heartbeat timeout.
 func (m *Manager) PeerDown(addr string) {
 	for _, r := range m.Replicas() {
 		if leader, _ := r.raft.LeaderWithID(); string(leader) == addr {
 			r.shortenTimers(m.cfg.Raft.LeaderLeaseTimeout)
-			if rank, ok := r.standRank(addr); ok {
-				r.standAfter(addr, time.Duration(rank)*StandStep)
-			}
+			r.stand(addr)
 		}
 	}
 }
 
-// StandStep is how long each surviving voter waits after the one ranked
+// standStep is how long each surviving voter waits after the one ranked
 // before it. The first stands at once; the next stands only if no leader
 // came of that (the first one's log was behind its own, so it refused its
 // vote), and so on.
-const StandStep = 300 * time.Millisecond
+const standStep = 300 * time.Millisecond
 
-// standRank is this replica's place among the voters of its group other
-// than the leader at addr (StandRank).
-func (r *Replica) standRank(addr string) (int, bool) {
-	return StandRank(r.raft, r.serverID, addr)
+// stand makes this replica stand for election in its turn (Stand).
+func (r *Replica) stand(deadLeader string) {
+	Stand(r.raft, r.trans, r.serverID, deadLeader, func() bool { return r.stopped.Load() }, func(err error) {
+		if err != nil {
+			r.m.log.Debug("could not stand for election", "group", r.GroupID, "error", err)
+			return
+		}
+		r.m.metrics.fastElections.Inc()
+		r.m.log.Info("leader's node is down: standing for election", "channel", r.Channel, "group", r.GroupID, "dead_leader", deadLeader)
+	})
 }
 
-// StandRank is the place of the server self among the voters of r's group
-// other than the leader at addr, by server id: every follower computes the
-// same order without talking, so two never split the vote by standing
-// together. ok is false if self is not a voter.
-func StandRank(r *raft.Raft, self raft.ServerID, addr string) (rank int, ok bool) {
+// Stand makes the follower r (server self) of a group whose leader's node
+// at deadLeader is down start an election in its turn: the surviving
+// voters take turns by server id, standStep apart, so every follower
+// computes the same order without talking and two never split the vote.
+// A turn is skipped if r stopped, leads, or found another leader
+// meanwhile; stood hears the outcome of a turn taken. A non-voter does
+// nothing.
+//
+// Standing is a TimeoutNow delivered to the local replica through its
+// transport, as a leadership transfer does: no pre-vote, and voters that
+// still remember the old leader vote anyway. A false alarm from the prober
+// therefore costs a leader change, never safety: Raft's vote rules still
+// decide who may lead.
+func Stand(r *raft.Raft, trans *transport.GroupTransport, self raft.ServerID, deadLeader string, stopped func() bool, stood func(error)) {
+	rank, ok := standRank(r, self, deadLeader)
+	if !ok {
+		return
+	}
+	stand := func() {
+		if stopped() || r.State() == raft.Leader {
+			return
+		}
+		addr, id := r.LeaderWithID()
+		if addr != "" && string(addr) != deadLeader {
+			return
+		}
+		req := &raft.TimeoutNowRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(deadLeader)},
+		}
+		_, err := trans.DeliverLocal(req)
+		stood(err)
+	}
+	if rank == 0 {
+		stand()
+		return
+	}
+	time.AfterFunc(time.Duration(rank)*standStep, stand)
+}
+
+// standRank is the place of the server self among the voters of r's group
+// other than the leader at addr, by server id; ok is false if self is not
+// a voter.
+func standRank(r *raft.Raft, self raft.ServerID, addr string) (rank int, ok bool) {
 	f := r.GetConfiguration()
 	if f.Error() != nil {
 		return 0, false
@@ -75,50 +117,6 @@ func StandRank(r *raft.Raft, self raft.ServerID, addr string) (rank int, ok bool
 		}
 	}
 	return rank, ok
-}
-
-// standAfter makes this follower stand after wait unless the group found a
-// leader other than the one at deadLeader meanwhile.
-func (r *Replica) standAfter(deadLeader string, wait time.Duration) {
-	StandAfter(r.raft, r.trans, deadLeader, wait, func() bool { return r.stopped.Load() }, func(err error) {
-		if err != nil {
-			r.m.log.Debug("could not stand for election", "group", r.GroupID, "error", err)
-			return
-		}
-		r.m.metrics.fastElections.Inc()
-		r.m.log.Info("leader's node is down: standing for election", "channel", r.Channel, "group", r.GroupID, "dead_leader", deadLeader)
-	})
-}
-
-// StandAfter makes the follower r start an election after wait (at once if
-// wait <= 0) unless it stopped, leads, or found a leader other than the one
-// at deadLeader meanwhile; stood hears the outcome when it did try.
-//
-// Standing is a TimeoutNow delivered to the local replica through its
-// transport, as a leadership transfer does: no pre-vote, and voters that
-// still remember the old leader vote anyway. A false alarm from the prober
-// therefore costs a leader change, never safety: Raft's vote rules still
-// decide who may lead.
-func StandAfter(r *raft.Raft, trans *transport.GroupTransport, deadLeader string, wait time.Duration, stopped func() bool, stood func(error)) {
-	stand := func() {
-		if stopped() || r.State() == raft.Leader {
-			return
-		}
-		if addr, _ := r.LeaderWithID(); addr != "" && string(addr) != deadLeader {
-			return
-		}
-		_, id := r.LeaderWithID()
-		req := &raft.TimeoutNowRequest{
-			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(deadLeader)},
-		}
-		_, err := trans.DeliverLocal(req)
-		stood(err)
-	}
-	if wait <= 0 {
-		stand()
-		return
-	}
-	time.AfterFunc(wait, stand)
 }
 
 // ShortenTimers makes a group's follower elect soon if its leader is gone:
