@@ -36,6 +36,9 @@ type endpoint struct {
 	raw      http.Handler
 	maxBody  int64
 	tooLarge error // what a body over maxBody is
+	// params are the query parameters the endpoint takes; any other is
+	// refused (parseQuery).
+	params []string
 }
 
 func (rt *route) allow() string {
@@ -51,12 +54,13 @@ func (rt *route) allow() string {
 }
 
 func (s *Server) routeTable() map[string]*route {
-	small := func(h handlerFunc) endpoint {
-		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge}
+	small := func(h handlerFunc, params ...string) endpoint {
+		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge, params: params}
 	}
-	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge}
+	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge, params: []string{"cas"}}
+	pprofH := endpoint{raw: http.HandlerFunc(servePprof), params: []string{"debug", "gc", "seconds"}}
 	routes := []*route{
-		{routeHealth, map[string]endpoint{http.MethodGet: small(s.health)}},
+		{routeHealth, map[string]endpoint{http.MethodGet: small(s.health, "ready")}},
 		{routeStatus, map[string]endpoint{http.MethodGet: small(s.status)}},
 		{routeNodes, map[string]endpoint{http.MethodGet: small(s.nodes)}},
 		{routeChannels, map[string]endpoint{
@@ -70,20 +74,22 @@ func (s *Server) routeTable() map[string]*route {
 		// PUT and DELETE on kv/ reach the key handlers, which refuse the
 		// empty key with 400 invalid_key rather than a puzzling 405.
 		{routeKVList, map[string]endpoint{
-			http.MethodGet:    small(s.kvList),
+			// index and wait are known here so that the handler can say
+			// why a listing does not block.
+			http.MethodGet:    small(s.kvList, "prefix", "after", "limit", "consistency", "index", "wait"),
 			http.MethodPut:    put,
-			http.MethodDelete: small(s.kvDelete),
+			http.MethodDelete: small(s.kvDelete, "cas"),
 		}},
 		{routeKV, map[string]endpoint{
-			http.MethodGet:    small(s.kvGet),
+			http.MethodGet:    small(s.kvGet, "consistency", "index", "wait"),
 			http.MethodPut:    put,
-			http.MethodDelete: small(s.kvDelete),
+			http.MethodDelete: small(s.kvDelete, "cas"),
 		}},
 		{routeTxn, map[string]endpoint{
 			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge},
 		}},
 		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH}}},
-		{routePprof, map[string]endpoint{http.MethodGet: {raw: http.HandlerFunc(servePprof)}, http.MethodPost: {raw: http.HandlerFunc(servePprof)}}},
+		{routePprof, map[string]endpoint{http.MethodGet: pprofH, http.MethodPost: pprofH}},
 	}
 	byName := make(map[string]*route, len(routes))
 	for _, r := range routes {

@@ -291,6 +291,11 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		writeError(w, refuse(errMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", r.Method, rt.template, rt.allow()))
 		return
 	}
+	query, err := parseQuery(r.URL.RawQuery, ep.params)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	if ep.raw != nil {
 		ep.raw.ServeHTTP(w, r)
 		return
@@ -300,7 +305,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		writeError(w, err)
 		return
 	}
-	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: r.URL.Query()}
+	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: query}
 	resp, err := ep.h(r.Context(), req)
 	if err != nil {
 		var re *shard.RedirectError

@@ -95,6 +95,26 @@ func TestValidation(t *testing.T) {
 		{"after too long", "GET", "/v1/channels/nft/kv/?after=" + longKey, nil, 400, api.CodeKeyTooLarge, "after"},
 		{"list consistency", "GET", "/v1/channels/nft/kv/?consistency=eventual", nil, 400, api.CodeBadRequest, ""},
 		{"list blocking", "GET", "/v1/channels/nft/kv/?index=3", nil, 400, api.CodeBadRequest, "listings"},
+		// strict query strings: a pair the parser cannot read, a name the
+		// endpoint does not take, or a name given twice never leaves a
+		// write without its condition (url.ParseQuery dropped "cas=1;x=2"
+		// and the write became an unconditional overwrite)
+		{"cas with semicolon pair", "PUT", "/v1/channels/nft/kv/a?cas=1;x=2", []byte("v"), 400, api.CodeBadRequest, "';'"},
+		{"cas with trailing semicolon", "PUT", "/v1/channels/nft/kv/a?cas=0;", []byte("v"), 400, api.CodeBadRequest, "cas=0;"},
+		{"delete cas with semicolon", "DELETE", "/v1/channels/nft/kv/a?cas=1;", nil, 400, api.CodeBadRequest, "';'"},
+		{"semicolon before cas", "PUT", "/v1/channels/nft/kv/a?x;cas=1", []byte("v"), 400, api.CodeBadRequest, "';'"},
+		{"cas twice", "PUT", "/v1/channels/nft/kv/a?cas=1&cas=2", []byte("v"), 400, api.CodeBadRequest, `"cas" is given more than once`},
+		{"cas bad escape", "PUT", "/v1/channels/nft/kv/a?cas=%zz", []byte("v"), 400, api.CodeBadRequest, `"cas"`},
+		{"name bad escape", "PUT", "/v1/channels/nft/kv/a?c%zzs=1", []byte("v"), 400, api.CodeBadRequest, "malformed"},
+		{"unknown parameter on put", "PUT", "/v1/channels/nft/kv/a?cass=1", []byte("v"), 400, api.CodeBadRequest, `unknown query parameter "cass"`},
+		{"unknown parameter on get", "GET", "/v1/channels/nft/kv/a?consistancy=stale", nil, 400, api.CodeBadRequest, "consistency, index, wait"},
+		{"consistency twice", "GET", "/v1/channels/nft/kv/a?consistency=stale&consistency=linearizable", nil, 400, api.CodeBadRequest, "more than once"},
+		{"get takes no cas", "GET", "/v1/channels/nft/kv/a?cas=1", nil, 400, api.CodeBadRequest, "cas"},
+		{"list limit twice", "GET", "/v1/channels/nft/kv/?limit=1&limit=1000", nil, 400, api.CodeBadRequest, "limit"},
+		{"txn takes no parameters", "POST", "/v1/channels/nft/txn?cas=1", txnJSON(1, nil), 400, api.CodeBadRequest, "takes none"},
+		{"create takes no parameters", "POST", "/v1/channels?dry_run=1", []byte(`{"name":"nft2"}`), 400, api.CodeBadRequest, "dry_run"},
+		{"health semicolon", "GET", "/v1/health?ready=1;", nil, 400, api.CodeBadRequest, "';'"},
+		{"metrics takes no parameters", "GET", "/metrics?x=1", nil, 400, api.CodeBadRequest, "takes none"},
 		// transactions
 		{"txn empty body", "POST", "/v1/channels/nft/txn", nil, 400, api.CodeBadRequest, "empty"},
 		{"txn not JSON", "POST", "/v1/channels/nft/txn", []byte("{"), 400, api.CodeBadRequest, ""},
@@ -128,6 +148,15 @@ func TestValidation(t *testing.T) {
 		{"txn get with value", "POST", "/v1/channels/nft/txn", txnJSON(0, func(tr *api.TxnRequest) {
 			tr.Success = []api.TxnOp{{Op: api.OpGet, Key: "a", Value: []byte("x")}}
 		}), 400, api.CodeBadRequest, "no value"},
+		// keys must be UTF-8 text in a transaction as in the KV path: the
+		// JSON decoder would turn each of these into U+FFFD
+		{"txn key with a raw 0xFF byte", "POST", "/v1/channels/nft/txn", []byte("{\"success\":[{\"op\":\"put\",\"key\":\"a\xffb\",\"value\":\"dg==\"}]}"), 400, api.CodeInvalidKey, "UTF-8"},
+		{"txn key with a lone high surrogate", "POST", "/v1/channels/nft/txn", []byte(`{"success":[{"op":"put","key":"a\ud800","value":"dg=="}]}`), 400, api.CodeInvalidKey, "UTF-8"},
+		{"txn key with a lone low surrogate", "POST", "/v1/channels/nft/txn", []byte(`{"compares":[{"key":"\udc00","target":"value","result":"equal"}]}`), 400, api.CodeInvalidKey, "UTF-8"},
+		{"txn key with reversed surrogates", "POST", "/v1/channels/nft/txn", []byte(`{"success":[{"op":"get","key":"\ude00\ud83d"}]}`), 400, api.CodeInvalidKey, "UTF-8"},
+		{"txn key with a high surrogate then a letter", "POST", "/v1/channels/nft/txn", []byte(`{"success":[{"op":"get","key":"\ud83d\u0041"}]}`), 400, api.CodeInvalidKey, "UTF-8"},
+		{"txn op with invalid UTF-8", "POST", "/v1/channels/nft/txn", []byte("{\"success\":[{\"op\":\"p\xc3t\",\"key\":\"a\"}]}"), 400, api.CodeBadRequest, "UTF-8"},
+		{"create with invalid UTF-8 zone", "POST", "/v1/channels", []byte("{\"name\":\"nft2\",\"zones\":[\"\xfe\"]}"), 400, api.CodeBadRequest, "UTF-8"},
 		{"txn value too large", "POST", "/v1/channels/nft/txn", txnJSON(1, func(tr *api.TxnRequest) { tr.Success[0].Value = big }), 413, api.CodeValueTooLarge, ""},
 		{"txn over 4 MiB of values", "POST", "/v1/channels/nft/txn", txnJSON(5, func(tr *api.TxnRequest) {
 			for i := range tr.Success {

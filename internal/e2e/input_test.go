@@ -71,6 +71,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"txn bad key", "POST", "/v1/channels/in/txn", `{"success":[{"op":"put","key":"","value":"dg=="}]}`, "", 400, api.CodeInvalidKey},
 		{"txn too many ops", "POST", "/v1/channels/in/txn", txnOps(129), "", 413, api.CodeTxnTooLarge},
 		{"channel bad json", "POST", "/v1/channels", `{"name":`, "", 400, api.CodeBadRequest},
+		{"cas with a ';' pair on an existing key", "PUT", "/v1/channels/in/kv/existing?cas=1;x=2", "overwritten", "", 400, api.CodeBadRequest},
+		{"cas with a trailing ';'", "PUT", "/v1/channels/in/kv/existing?cas=0;", "overwritten", "", 400, api.CodeBadRequest},
+		{"delete cas with a ';'", "DELETE", "/v1/channels/in/kv/existing?cas=1;", "", "", 400, api.CodeBadRequest},
+		{"cas twice", "PUT", "/v1/channels/in/kv/existing?cas=3&cas=4", "overwritten", "", 400, api.CodeBadRequest},
+		{"unknown parameter", "PUT", "/v1/channels/in/kv/existing?cass=0", "overwritten", "", 400, api.CodeBadRequest},
+		{"txn key not UTF-8", "POST", "/v1/channels/in/txn", "{\"success\":[{\"op\":\"put\",\"key\":\"e\xffx\",\"value\":\"dg==\"}]}", "", 400, api.CodeInvalidKey},
+		{"txn key lone surrogate", "POST", "/v1/channels/in/txn", `{"success":[{"op":"put","key":"\udfff","value":"dg=="}]}`, "", 400, api.CodeInvalidKey},
 		{"unknown route", "GET", "/v1/nowhere", "", "", 404, api.CodeNotFound},
 		{"wrong method", "PATCH", "/v1/channels/in/kv/a", "", "", 405, api.CodeMethodNotAllowed},
 	}
