@@ -9,33 +9,35 @@ import (
 // Error codes of the API: the "code" of an error body. A client branches on
 // the code (or the status), never on the message.
 const (
-	CodeBadRequest       = "invalid_request"    // 400: a malformed parameter or body
-	CodeInvalidChannel   = "invalid_channel"    // 400: channel name not [a-z0-9-]{1,63}
-	CodeInvalidKey       = "invalid_key"        // 400: empty, not UTF-8, NUL, bad escape
-	CodeKeyTooLarge      = "key_too_large"      // 400: key over 1 KiB
-	CodeUnauthorized     = "unauthorized"       // 401
-	CodeNotFound         = "not_found"          // 404: no such endpoint
-	CodeKeyNotFound      = "key_not_found"      // 404
-	CodeChannelNotFound  = "channel_not_found"  // 404
-	CodeNodeNotFound     = "node_not_found"     // 404
-	CodeMethodNotAllowed = "method_not_allowed" // 405
-	CodeCASMismatch      = "cas_mismatch"       // 409: ?cas=N did not match
-	CodeChannelExists    = "channel_exists"     // 409
-	CodeNotEnoughNodes   = "not_enough_nodes"   // 409: more replicas than eligible nodes
-	CodeValueTooLarge    = "value_too_large"    // 413: value over 1 MiB
-	CodeTxnTooLarge      = "txn_too_large"      // 413: over 128 ops or 4 MiB of keys and values
-	CodeBodyTooLarge     = "body_too_large"     // 413: a JSON body over its limit
-	CodeOverloaded       = "overloaded"         // 429: too many proposals in flight
-	CodeTooManyWatchers  = "too_many_watchers"  // 429: blocking reads per node bounded
-	CodeRateLimited      = "rate_limited"       // 429: too many requests per second from this client
-	CodeDiskFull         = "disk_full"          // 507: the leader's disk is almost full; writes refused
-	CodeQuotaExceeded    = "quota_exceeded"     // 507: the channel's quota_bytes is used up; deletes still work
-	CodeInternal         = "internal"           // 500
-	CodeNoLeader         = "no_leader"          // 503: no leader (yet); retry
-	CodeOutcomeUnknown   = "outcome_unknown"    // 503: the write may or may not have been applied
-	CodeUnavailable      = "unavailable"        // 503: a node could not be reached, or is stopping
-	CodeTimeout          = "timeout"            // 503: the request ran out of time
-	CodeNotReady         = "not_ready"          // 503: GET /v1/health?ready=1 on a node not ready
+	CodeBadRequest       = "invalid_request"      // 400: a malformed parameter or body
+	CodeInvalidChannel   = "invalid_channel"      // 400: channel name not [a-z0-9-]{1,63}
+	CodeInvalidKey       = "invalid_key"          // 400: empty, not UTF-8, NUL, bad escape
+	CodeKeyTooLarge      = "key_too_large"        // 400: key over 1 KiB
+	CodeUnauthorized     = "unauthorized"         // 401
+	CodeNotFound         = "not_found"            // 404: no such endpoint
+	CodeKeyNotFound      = "key_not_found"        // 404
+	CodeChannelNotFound  = "channel_not_found"    // 404
+	CodeNodeNotFound     = "node_not_found"       // 404
+	CodeMethodNotAllowed = "method_not_allowed"   // 405
+	CodeCASMismatch      = "cas_mismatch"         // 409: ?cas=N did not match
+	CodeChannelExists    = "channel_exists"       // 409
+	CodeNotEnoughNodes   = "not_enough_nodes"     // 409: more replicas than eligible nodes
+	CodeValueTooLarge    = "value_too_large"      // 413: value over 1 MiB
+	CodeTxnTooLarge      = "txn_too_large"        // 413: over 128 ops or 4 MiB of keys and values
+	CodeBodyTooLarge     = "body_too_large"       // 413: a JSON body over its limit
+	CodeRequestTimeout   = "request_timeout"      // 408: the request body did not arrive in time
+	CodeTooManyConns     = "too_many_connections" // 429 or 503: the connection was refused by the node's connection limits
+	CodeOverloaded       = "overloaded"           // 429: too many proposals in flight
+	CodeTooManyWatchers  = "too_many_watchers"    // 429: blocking reads per node bounded
+	CodeRateLimited      = "rate_limited"         // 429: too many requests per second from this client
+	CodeDiskFull         = "disk_full"            // 507: the leader's disk is almost full; writes refused
+	CodeQuotaExceeded    = "quota_exceeded"       // 507: the channel's quota_bytes is used up; deletes still work
+	CodeInternal         = "internal"             // 500
+	CodeNoLeader         = "no_leader"            // 503: no leader (yet); retry
+	CodeOutcomeUnknown   = "outcome_unknown"      // 503: the write may or may not have been applied
+	CodeUnavailable      = "unavailable"          // 503: a node could not be reached, or is stopping
+	CodeTimeout          = "timeout"              // 503: the request ran out of time
+	CodeNotReady         = "not_ready"            // 503: GET /v1/health?ready=1 on a node not ready
 )
 
 // ErrorBody is the JSON body of every error response:

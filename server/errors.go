@@ -28,6 +28,7 @@ var (
 	errUnreachable      = errors.New("server: cannot reach the node to forward to")
 	errStopping         = errors.New("server: shutting down")
 	errRateLimited      = errors.New("server: request rate limit exceeded")
+	errBodyTimeout      = errors.New("server: request body timed out")
 )
 
 // errorTable maps every error the API can answer to its status and code,
@@ -59,6 +60,7 @@ var errorTable = []struct {
 	{fsm.ErrValueLarge, http.StatusRequestEntityTooLarge, api.CodeValueTooLarge, false},
 	{fsm.ErrTxnTooLarge, http.StatusRequestEntityTooLarge, api.CodeTxnTooLarge, false},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
+	{errBodyTimeout, http.StatusRequestTimeout, api.CodeRequestTimeout, false},
 	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
 	{errRateLimited, http.StatusTooManyRequests, api.CodeRateLimited, true},
 	{shard.ErrDiskFull, http.StatusInsufficientStorage, api.CodeDiskFull, false},

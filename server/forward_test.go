@@ -38,8 +38,13 @@ func startNode(t *testing.T, id, token string, channels ...string) *node {
 	done := make(chan error, 1)
 	go func() { done <- s.ServeForwarded(l) }()
 	t.Cleanup(func() {
+		// Shutdown leaves the peers' listener serving (a stopping node
+		// answers its peers until its groups have handed over); Close ends it.
 		if err := s.Shutdown(context.Background()); err != nil {
 			t.Errorf("shutdown %s: %v", id, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("close %s: %v", id, err)
 		}
 		if err := <-done; err != nil {
 			t.Errorf("ServeForwarded %s: %v", id, err)

@@ -14,6 +14,10 @@ type metrics struct {
 	seconds   *prometheus.HistogramVec // route
 	forwarded *prometheus.CounterVec   // result
 	watchers  prometheus.Gauge
+	conns     prometheus.Gauge
+	refused   *prometheus.CounterVec // reason
+	evicted   *prometheus.CounterVec // state
+	timeouts  *prometheus.CounterVec // direction
 }
 
 func newMetrics(reg prometheus.Registerer, log hclog.Logger) *metrics {
@@ -35,7 +39,27 @@ func newMetrics(reg prometheus.Registerer, log hclog.Logger) *metrics {
 			Namespace: "shardnet", Subsystem: "http", Name: "watchers",
 			Help: "Blocking reads waiting on this node.",
 		}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "http", Name: "connections",
+			Help: "Open connections on the public HTTP listener.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "http", Name: "connections_refused_total",
+			Help: "Connections refused by the connection limits, by reason (per_client: one address's cap; total: every connection busy).",
+		}, []string{"reason"}),
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "http", Name: "connections_evicted_total",
+			Help: "Connections closed to make room at the total cap, by state (idle: keep-alive; new: no request head after a second).",
+		}, []string{"state"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "http", Name: "body_timeouts_total",
+			Help: "Requests answered 408 because their body did not arrive in time.",
+		}, []string{"listener"}),
 	}
+	m.conns = register(reg, log, m.conns)
+	m.refused = register(reg, log, m.refused)
+	m.evicted = register(reg, log, m.evicted)
+	m.timeouts = register(reg, log, m.timeouts)
 	m.requests = register(reg, log, m.requests)
 	m.seconds = register(reg, log, m.seconds)
 	m.forwarded = register(reg, log, m.forwarded)

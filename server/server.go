@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/cluster"
 	"github.com/shardnet/shardnet/shard"
 )
 
@@ -42,6 +44,19 @@ const (
 	MaxTxnBodyBytes = 6 << 20
 	// MaxJSONBodyBytes bounds every other request body.
 	MaxJSONBodyBytes = 64 << 10
+
+	// Connection limits and body deadlines (conns.go, readBody).
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultHeaderTimeout     = 10 * time.Second
+	DefaultBodyTimeout       = 10 * time.Second
+	DefaultBodyMinRate       = 32 << 10 // bytes per second
+	DefaultMaxConnsPerClient = 512
+	// DefaultMaxConns is the total when the file descriptor limit is not
+	// known; otherwise half of that limit (MaxConnsForFDs).
+	DefaultMaxConns = 4096
+
+	// peerIdleTimeout closes a forwarded stream idle that long.
+	peerIdleTimeout = 3 * time.Minute
 
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
@@ -74,6 +89,28 @@ type Config struct {
 	// rate_limited. 0 turns it off.
 	RateLimit float64
 	RateBurst int
+
+	// Limits of the connections Serve accepts (conns.go): at most
+	// MaxConns in all (default DefaultMaxConns; negative: none) and
+	// MaxConnsPerClient from one client address (default
+	// DefaultMaxConnsPerClient; negative: none); a keep-alive connection
+	// idle for IdleTimeout is closed (default DefaultIdleTimeout).
+	MaxConns          int
+	MaxConnsPerClient int
+	IdleTimeout       time.Duration
+	// A request head must arrive within HeaderTimeout (default
+	// DefaultHeaderTimeout). A request body must arrive within BodyTimeout
+	// plus its length at BodyMinRate bytes per second, and never stall for
+	// longer than BodyTimeout (defaults DefaultBodyTimeout,
+	// DefaultBodyMinRate); beyond, 408 request_timeout. An answer whose
+	// writing makes no progress for BodyTimeout closes the connection.
+	HeaderTimeout time.Duration
+	BodyTimeout   time.Duration
+	BodyMinRate   int64
+
+	// Internal serves the paths under cluster.InternalPrefix on the
+	// listener of ServeForwarded (the node's own endpoints for its peers).
+	Internal http.Handler
 }
 
 // Server serves the HTTP API v1. Create it with New; it is an http.Handler.
@@ -94,13 +131,31 @@ type Server struct {
 	watchers    atomic.Int64
 	timeout     time.Duration
 
+	conns         *connLimiter
+	idleTimeout   time.Duration
+	headerTimeout time.Duration
+	bodyTimeout   time.Duration
+	bodyMinRate   int64
+	internal      http.Handler
+
 	fwd *http.Transport // forwarding, dialled over the cluster connection
 
 	closing context.Context // done once Shutdown starts: blocking reads answer early
 	close   context.CancelFunc
 
-	mu      sync.Mutex
-	servers []*http.Server
+	mu          sync.Mutex
+	servers     []*http.Server // public: Shutdown and Close stop them
+	peerServers []*http.Server // forwarded: only Close stops them
+	closed      bool
+}
+
+// orDefault returns v, or def when v is zero.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }
 
 // New returns a Server. It panics when cfg.Backend is nil.
@@ -120,13 +175,24 @@ func New(cfg Config) *Server {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	cfg.MaxConns = orDefault(cfg.MaxConns, DefaultMaxConns)
+	cfg.MaxConnsPerClient = orDefault(cfg.MaxConnsPerClient, DefaultMaxConnsPerClient)
+	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.HeaderTimeout = orDefault(cfg.HeaderTimeout, DefaultHeaderTimeout)
+	cfg.BodyTimeout = orDefault(cfg.BodyTimeout, DefaultBodyTimeout)
+	cfg.BodyMinRate = orDefault(cfg.BodyMinRate, DefaultBodyMinRate)
 	s := &Server{
-		b:           cfg.Backend,
-		nodeID:      cfg.NodeID,
-		log:         cfg.Logger.Named("http"),
-		maxWatchers: int64(cfg.MaxWatchers),
-		timeout:     cfg.RequestTimeout,
-		limiter:     newRateLimiter(cfg.RateLimit, cfg.RateBurst),
+		b:             cfg.Backend,
+		nodeID:        cfg.NodeID,
+		log:           cfg.Logger.Named("http"),
+		maxWatchers:   int64(cfg.MaxWatchers),
+		timeout:       cfg.RequestTimeout,
+		limiter:       newRateLimiter(cfg.RateLimit, cfg.RateBurst),
+		idleTimeout:   cfg.IdleTimeout,
+		headerTimeout: cfg.HeaderTimeout,
+		bodyTimeout:   cfg.BodyTimeout,
+		bodyMinRate:   cfg.BodyMinRate,
+		internal:      cfg.Internal,
 	}
 	if s.nodeID == "" {
 		s.nodeID = "unknown"
@@ -136,13 +202,14 @@ func New(cfg Config) *Server {
 	}
 	s.reg = cfg.Registry
 	s.metrics = newMetrics(cfg.Registry, s.log)
+	s.conns = newConnLimiter(max(cfg.MaxConns, 0), max(cfg.MaxConnsPerClient, 0), cfg.BodyTimeout, s.log.Named("conns"), s.metrics)
 	s.promH = promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})
 	s.routes = s.routeTable()
 	s.closing, s.close = context.WithCancel(context.Background())
 	s.fwd = &http.Transport{
 		DialContext:         s.dialNode,
 		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     peerIdleTimeout / 2,
 		DisableCompression:  true,
 	}
 	return s
@@ -151,41 +218,74 @@ func New(cfg Config) *Server {
 // Handler returns the server as an http.Handler.
 func (s *Server) Handler() http.Handler { return s }
 
-// Serve answers API requests on l (the node's public HTTP listener) until
-// Shutdown; it returns nil after Shutdown.
-func (s *Server) Serve(l net.Listener) error { return s.serve(l, "public") }
+// Serve answers API requests on l (the node's public HTTP listener) under
+// the connection limits and timeouts of Config, until Shutdown or Close; it
+// returns nil after them.
+func (s *Server) Serve(l net.Listener) error {
+	hs := s.httpServer(s, "public")
+	hs.ConnState = s.conns.connState
+	return s.serve(hs, &limitListener{Listener: l, l: s.conns}, false)
+}
 
-// ServeForwarded answers the requests other nodes forward over the cluster
-// connection (the streams Backend.DialNode opens on their side). It is the
-// same handler: forwarded requests carry the client's Authorization and are
-// checked as usual, and their hop header keeps them from being forwarded
-// again. It returns nil after Shutdown.
-func (s *Server) ServeForwarded(l net.Listener) error { return s.serve(l, "forwarded") }
+// ServeForwarded answers what other nodes send over the cluster connection
+// (the streams Backend.DialNode opens on their side): forwarded API
+// requests, served by the same handler but exempt from the per-client rate
+// limit (the node the client talked to counted them); they carry the
+// client's Authorization and are checked as usual, and their hop header
+// keeps them from being forwarded again. Paths under
+// cluster.InternalPrefix go to Config.Internal. It is stopped by Close,
+// not Shutdown: a node that stops keeps answering its peers until its
+// groups have handed over. It returns nil after Close.
+func (s *Server) ServeForwarded(l net.Listener) error {
+	peer := s.PeerHandler()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.internal != nil && strings.HasPrefix(r.URL.Path, cluster.InternalPrefix) {
+			s.internal.ServeHTTP(w, r)
+			return
+		}
+		peer.ServeHTTP(w, r)
+	})
+	hs := s.httpServer(h, "forwarded")
+	// Longer than the forwarding client keeps a connection idle (s.fwd), so
+	// that the client, not this end, closes it: a write sent on a stream
+	// this end had just closed would be outcome_unknown.
+	hs.IdleTimeout = peerIdleTimeout
+	return s.serve(hs, l, true)
+}
 
-func (s *Server) serve(l net.Listener, name string) error {
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: blocking reads answer after up to MaxWait.
+func (s *Server) httpServer(h http.Handler, name string) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.headerTimeout,
+		IdleTimeout:       s.idleTimeout,
+		// No ReadTimeout or WriteTimeout: blocking reads answer after up to
+		// MaxWait. Bodies get deadlines of their own (readBody), and
+		// stalled writes fail on the public listener (sendConn).
 		ErrorLog: s.log.Named(name).StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
+}
+
+func (s *Server) serve(hs *http.Server, l net.Listener, peers bool) error {
 	s.mu.Lock()
-	if s.closing.Err() != nil {
+	if s.closed || (!peers && s.closing.Err() != nil) {
 		s.mu.Unlock()
 		return nil
 	}
-	s.servers = append(s.servers, hs)
+	if peers {
+		s.peerServers = append(s.peerServers, hs)
+	} else {
+		s.servers = append(s.servers, hs)
+	}
 	s.mu.Unlock()
-	if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("server: serve %s HTTP on %s: %w", name, l.Addr(), err)
+	if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("server: serve HTTP on %s: %w", l.Addr(), err)
 	}
 	return nil
 }
 
-// Shutdown stops every listener started with Serve and ServeForwarded:
-// blocking reads answer at once with the current value, then in-flight
-// requests finish (bounded by ctx).
+// Shutdown stops the public listeners started with Serve: blocking reads
+// answer at once with the current value, then in-flight requests finish
+// (bounded by ctx). The peers' listener keeps serving until Close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.close()
@@ -201,6 +301,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.fwd.CloseIdleConnections()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close stops every listener at once, the peers' included, dropping
+// requests in flight (a crash, or the end of a graceful stop).
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.close()
+	s.closed = true
+	servers := append(s.servers, s.peerServers...)
+	s.servers, s.peerServers = nil, nil
+	s.mu.Unlock()
+	var errs []error
+	for _, hs := range servers {
+		if err := hs.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.fwd.CloseIdleConnections()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server: close: %w", err)
 	}
 	return nil
 }
@@ -266,9 +388,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *string) {
 	path := r.URL.EscapedPath()
 	rt, ch, rawKey := s.match(path)
+	limit := int64(MaxJSONBodyBytes)
 	if rt != nil {
 		*routeName = rt.template
+		if ep, ok := rt.methods[r.Method]; ok && ep.maxBody > 0 {
+			limit = ep.maxBody
+		}
 	}
+	deadline := s.armBody(w, r, limit)
 	if s.limiter != nil && !fromPeer(r) && !s.limiter.allow(clientIP(r)) {
 		writeError(w, refuse(errRateLimited, "more than %g requests per second from %s", float64(s.limiter.limit), clientIP(r)))
 		return
@@ -300,7 +427,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		ep.raw.ServeHTTP(w, r)
 		return
 	}
-	body, err := readBody(w, r, ep.maxBody, ep.tooLarge)
+	body, err := s.readBody(w, r, ep.maxBody, ep.tooLarge, deadline)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -349,21 +476,104 @@ func (s *Server) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got[:], s.token[:]) == 1
 }
 
+// bodyDeadline is when a body of n bytes must have arrived: BodyTimeout
+// plus n at BodyMinRate (nginx's client_body_timeout, scaled).
+func (s *Server) bodyDeadline(start time.Time, n int64) time.Time {
+	return start.Add(s.bodyTimeout + time.Duration(float64(n)/float64(s.bodyMinRate)*float64(time.Second)))
+}
+
+// armBody gives a request that has a body its overall deadline before
+// anything else runs, so that a refusal that leaves the body unread (401,
+// 404, 413) cannot hold the connection while net/http discards the rest.
+// It returns the deadline, zero when the request has no body.
+func (s *Server) armBody(w http.ResponseWriter, r *http.Request, limit int64) time.Time {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return time.Time{}
+	}
+	n := r.ContentLength
+	if n < 0 || n > limit {
+		n = limit // chunked, or refused unread: what may still come
+	}
+	d := s.bodyDeadline(time.Now(), n)
+	if err := http.NewResponseController(w).SetReadDeadline(d); err != nil {
+		return time.Time{} // not a connection (a test's recorder)
+	}
+	return d
+}
+
 // readBody buffers the body (so that a forward can send it again), refusing
-// one over limit with tooLarge.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error) ([]byte, error) {
+// one over limit with tooLarge and one that does not arrive by deadline
+// (armBody), or stalls for BodyTimeout, with 408.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error, deadline time.Time) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, refuse(tooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	var rc *http.ResponseController
+	if !deadline.IsZero() {
+		rc = http.NewResponseController(w)
+		body = &stallReader{r: body, rc: rc, stall: s.bodyTimeout, deadline: deadline}
+	}
+	b, err := io.ReadAll(body)
+	if err == nil && rc != nil {
+		// The body is in: the handler's own time is not the client's (and
+		// net/http's background read must not time out under it). On an
+		// error the deadline stays: net/http may still read the rest of
+		// the body to discard it, and must not wait for ever.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return nil, refuse(tooLarge, "request body is over the limit of %d bytes", limit)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			s.metrics.timeouts.WithLabelValues(listenerLabel(r)).Inc()
+			return nil, refuse(errBodyTimeout, "the request body did not arrive in time: %d bytes came, of %s; a body must arrive within %s plus its length at %d bytes/s, and never stall for %s",
+				len(b), declared(r.ContentLength), s.bodyTimeout, s.bodyMinRate, s.bodyTimeout)
 		}
 		return nil, invalid("cannot read the request body: %v", err)
 	}
 	return b, nil
+}
+
+func declared(n int64) string {
+	if n < 0 {
+		return "a chunked body"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func listenerLabel(r *http.Request) string {
+	if fromPeer(r) {
+		return "forwarded"
+	}
+	return "public"
+}
+
+// stallReader moves the read deadline forward as the body arrives: never
+// past the body's overall deadline, and never more than stall ahead, so a
+// body that stops coming fails within stall. The deadline is re-armed when
+// a quarter of stall has passed, not on every read.
+type stallReader struct {
+	r        io.Reader
+	rc       *http.ResponseController
+	stall    time.Duration
+	deadline time.Time
+	armed    time.Time
+}
+
+func (sr *stallReader) Read(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(sr.armed) > sr.stall/4 {
+		sr.armed = now
+		d := now.Add(sr.stall)
+		if d.After(sr.deadline) {
+			d = sr.deadline
+		}
+		_ = sr.rc.SetReadDeadline(d)
+	}
+	return sr.r.Read(p)
 }
 
 func writeResponse(w http.ResponseWriter, resp *response) {

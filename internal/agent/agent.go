@@ -9,11 +9,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -31,6 +28,20 @@ type Options struct {
 	Token    string // operator token; "" disables auth
 	// RateLimit is requests per second per client IP (0: unlimited).
 	RateLimit float64
+	// HTTP holds the connection limits and timeouts of the API
+	// (server.Config's fields of those names; zero: the defaults).
+	HTTP HTTPLimits
+}
+
+// HTTPLimits are the connection limits and timeouts of the HTTP API
+// (server.Config documents each).
+type HTTPLimits struct {
+	MaxConns          int
+	MaxConnsPerClient int
+	IdleTimeout       time.Duration
+	HeaderTimeout     time.Duration
+	BodyTimeout       time.Duration
+	BodyMinRate       int64
 }
 
 // Agent is a running node with its HTTP servers.
@@ -38,8 +49,6 @@ type Agent struct {
 	Node   *cluster.Node
 	Server *server.Server
 	log    hclog.Logger
-	http   *http.Server
-	fwd    *http.Server
 	url    string
 }
 
@@ -65,34 +74,33 @@ func Start(opts Options) (*Agent, error) {
 		ln.Close()
 		return nil, err
 	}
+	maxConns := opts.HTTP.MaxConns
+	if maxConns == 0 {
+		maxConns = server.MaxConnsForFDs()
+	}
 	srv := server.New(server.Config{
-		Backend:   node,
-		Token:     opts.Token,
-		NodeID:    cfg.Name,
-		Logger:    cfg.Logger,
-		Registry:  cfg.Registry,
-		RateLimit: opts.RateLimit,
+		Backend:           node,
+		Token:             opts.Token,
+		NodeID:            cfg.Name,
+		Logger:            cfg.Logger,
+		Registry:          cfg.Registry,
+		RateLimit:         opts.RateLimit,
+		MaxConns:          maxConns,
+		MaxConnsPerClient: opts.HTTP.MaxConnsPerClient,
+		IdleTimeout:       opts.HTTP.IdleTimeout,
+		HeaderTimeout:     opts.HTTP.HeaderTimeout,
+		BodyTimeout:       opts.HTTP.BodyTimeout,
+		BodyMinRate:       opts.HTTP.BodyMinRate,
+		Internal:          node.InternalHandler(),
 	})
 	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: "http://" + cfg.HTTPAddr}
-	a.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: cfg.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
-	internal := node.InternalHandler()
-	public := srv.PeerHandler()
-	a.fwd = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, cluster.InternalPrefix) {
-			internal.ServeHTTP(w, r)
-			return
-		}
-		public.ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: cfg.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
-	go a.serve(a.http, ln)
-	go a.serve(a.fwd, node.AppListener())
+	go a.serve(srv.Serve, ln)
+	go a.serve(srv.ServeForwarded, node.AppListener())
 	return a, nil
 }
 
-func (a *Agent) serve(s *http.Server, ln net.Listener) {
-	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+func (a *Agent) serve(serve func(net.Listener) error, ln net.Listener) {
+	if err := serve(ln); err != nil {
 		a.log.Error("http server stopped", "error", err)
 	}
 }
@@ -105,16 +113,15 @@ func (a *Agent) URL() string { return a.url }
 func (a *Agent) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = a.http.Shutdown(ctx)
+	_ = a.Server.Shutdown(ctx)
 	err := a.Node.Close()
-	_ = a.fwd.Close()
+	_ = a.Server.Close()
 	return err
 }
 
 // Kill stops the node as a crash would (tests): connections drop, nothing
 // is handed over.
 func (a *Agent) Kill() error {
-	_ = a.http.Close()
-	_ = a.fwd.Close()
+	_ = a.Server.Close()
 	return a.Node.Kill()
 }

@@ -44,6 +44,9 @@ type Options struct {
 	// LeaderRebalance is the nodes' leader rebalance interval (0: the
 	// default, negative: off).
 	LeaderRebalance time.Duration
+	// HTTP sets the nodes' HTTP connection limits and timeouts (zero
+	// fields: the defaults).
+	HTTP agent.HTTPLimits
 	// Faults installs a network fault hook in every node's cluster
 	// transport and a logstore.SlowFS under every node's Raft log store, for
 	// Partition, Isolate, Delay, SlowDisk and Heal (faults.go).
@@ -156,7 +159,7 @@ func (c *Cluster) start(nd *Node) error {
 		// Not in the literal: a nil *SlowFS in the interface would be non-nil.
 		cfg.LogFS = nd.disk
 	}
-	a, err := agent.Start(agent.Options{Cluster: cfg, HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.httpPort)), Token: c.opts.Token})
+	a, err := agent.Start(agent.Options{Cluster: cfg, HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(nd.httpPort)), Token: c.opts.Token, HTTP: c.opts.HTTP})
 	if err != nil {
 		return err
 	}
