@@ -1,8 +1,10 @@
 package server
 
 import (
+	"io"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"slices"
 	"strings"
 
@@ -145,12 +147,45 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 	return nil, "", ""
 }
 
+// secretFlags are the command-line flags whose values are secrets.
+var secretFlags = []string{"token", "cluster-key"}
+
+// RedactArgs returns a command line with the values of secretFlags
+// replaced by "<redacted>", in every form the flag package accepts
+// (-token x, --token x, -token=x, --token=x).
+func RedactArgs(args []string) []string {
+	out := slices.Clone(args)
+	for i := 0; i < len(out); i++ {
+		a := out[i]
+		if a == "--" {
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if !slices.Contains(secretFlags, name) {
+			continue
+		}
+		if hasValue {
+			out[i] = a[:strings.Index(a, "=")+1] + "<redacted>"
+		} else if i+1 < len(out) {
+			out[i+1] = "<redacted>"
+			i++
+		}
+	}
+	return out
+}
+
 // servePprof serves Go's profiles (net/http/pprof) for operators chasing a
 // performance question; like /metrics it needs the operator token.
 func servePprof(w http.ResponseWriter, r *http.Request) {
 	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
 	case "cmdline":
-		pprof.Cmdline(w, r)
+		// Not pprof.Cmdline: the command line may hold secrets.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, strings.Join(RedactArgs(os.Args), "\x00"))
 	case "profile":
 		pprof.Profile(w, r)
 	case "symbol":

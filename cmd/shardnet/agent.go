@@ -19,6 +19,7 @@ import (
 
 	"github.com/shardnet/shardnet/cluster"
 	"github.com/shardnet/shardnet/internal/agent"
+	"github.com/shardnet/shardnet/server"
 )
 
 // agentConfig is a node's configuration: defaults, then the HCL file of
@@ -40,12 +41,24 @@ type agentConfig struct {
 	CapacityDisk    uint64   `hcl:"capacity_disk,optional"`
 	MaxReplicas     int      `hcl:"max_replicas,optional"`
 	Token           string   `hcl:"token,optional"`
+	TokenFile       string   `hcl:"token_file,optional"`
 	ClusterKey      string   `hcl:"cluster_key,optional"`
+	ClusterKeyFile  string   `hcl:"cluster_key_file,optional"`
 	LogLevel        string   `hcl:"log_level,optional"`
 	LogJSON         bool     `hcl:"log_json,optional"`
 	RateLimit       float64  `hcl:"rate_limit,optional"`
 	KeyIndexMB      int      `hcl:"key_index_mb,optional"`
 	LeaderRebalance string   `hcl:"leader_rebalance,optional"`
+
+	HTTPMaxConns          int    `hcl:"http_max_conns,optional"`
+	HTTPMaxConnsPerClient int    `hcl:"http_max_conns_per_client,optional"`
+	HTTPIdleTimeout       string `hcl:"http_idle_timeout,optional"`
+	HTTPBodyTimeout       string `hcl:"http_body_timeout,optional"`
+	HTTPBodyMinRate       int64  `hcl:"http_body_min_rate,optional"`
+
+	// secretOnCommandLine: -token or -cluster-key was given as a flag,
+	// where every local user's process listing shows it.
+	secretOnCommandLine bool
 }
 
 func defaultAgentConfig() agentConfig {
@@ -57,6 +70,11 @@ func defaultAgentConfig() agentConfig {
 		HTTPAddr:    "127.0.0.1:8500",
 		LogLevel:    "info",
 		RateLimit:   20000,
+
+		HTTPMaxConnsPerClient: server.DefaultMaxConnsPerClient,
+		HTTPIdleTimeout:       server.DefaultIdleTimeout.String(),
+		HTTPBodyTimeout:       server.DefaultBodyTimeout.String(),
+		HTTPBodyMinRate:       server.DefaultBodyMinRate,
 	}
 }
 
@@ -83,8 +101,15 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.Uint64Var(&c.Stake, "stake", c.Stake, "stake of a core node")
 	fs.Uint64Var(&c.CapacityDisk, "capacity-disk", c.CapacityDisk, "disk bytes this node offers to channels")
 	fs.IntVar(&c.MaxReplicas, "max-replicas", c.MaxReplicas, "most channel replicas this node hosts (0: 2000)")
-	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth)")
-	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster and gossip ports (default: derived from -token)")
+	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth); process listings show it: prefer -token-file or $SHARDNET_TOKEN")
+	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the operator token (default: $SHARDNET_TOKEN)")
+	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster and gossip ports (default: derived from the token); process listings show it: prefer -cluster-key-file or $SHARDNET_CLUSTER_KEY")
+	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", c.ClusterKeyFile, "file holding the cluster key (default: $SHARDNET_CLUSTER_KEY)")
+	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", c.HTTPMaxConns, "most open HTTP connections; at the cap the longest idle one is closed to make room (0: half the file descriptor limit)")
+	fs.IntVar(&c.HTTPMaxConnsPerClient, "http-max-conns-per-client", c.HTTPMaxConnsPerClient, "most open HTTP connections from one client IP; beyond, 429 too_many_connections (-1: no cap)")
+	fs.StringVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "close an HTTP keep-alive connection idle this long")
+	fs.StringVar(&c.HTTPBodyTimeout, "http-body-timeout", c.HTTPBodyTimeout, "a request body must arrive within this plus its length at -http-body-min-rate, and never stall this long (408); an answer that cannot be written for this long closes the connection")
+	fs.Int64Var(&c.HTTPBodyMinRate, "http-body-min-rate", c.HTTPBodyMinRate, "slowest upload rate, bytes per second, a request body is given time for")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "trace, debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
 	fs.IntVar(&c.KeyIndexMB, "key-index-mb", c.KeyIndexMB, "memory for the channels' in-memory key indexes, which spare each write a read of its key (0: 256; -1: none)")
@@ -136,7 +161,78 @@ func loadAgentConfig(args []string) (agentConfig, error) {
 	if _, err := cfg.leaderRebalance(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := cfg.httpLimits(); err != nil {
+		errs = append(errs, err)
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "token" || f.Name == "cluster-key" {
+			cfg.secretOnCommandLine = true
+		}
+	})
+	if err := cfg.readSecrets(os.Getenv); err != nil {
+		errs = append(errs, err)
+	}
 	return cfg, errors.Join(errs...)
+}
+
+// readSecrets fills Token and ClusterKey from their files or, failing
+// those, the environment. A secret given twice (flag or HCL, and a file)
+// is refused: which one wins would be a guess.
+func (c *agentConfig) readSecrets(getenv func(string) string) error {
+	var errs []error
+	for _, s := range []struct {
+		name        string
+		value, file *string
+		env         string
+	}{
+		{"token", &c.Token, &c.TokenFile, "SHARDNET_TOKEN"},
+		{"cluster-key", &c.ClusterKey, &c.ClusterKeyFile, "SHARDNET_CLUSTER_KEY"},
+	} {
+		switch {
+		case *s.file != "" && *s.value != "":
+			errs = append(errs, fmt.Errorf("-%s and -%s-file are both set: give one", s.name, s.name))
+		case *s.file != "":
+			b, err := os.ReadFile(*s.file)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("-%s-file: %w", s.name, err))
+				continue
+			}
+			v := strings.TrimSpace(string(b))
+			if v == "" {
+				errs = append(errs, fmt.Errorf("-%s-file %s is empty", s.name, *s.file))
+				continue
+			}
+			*s.value = v
+		case *s.value == "":
+			*s.value = strings.TrimSpace(getenv(s.env))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// httpLimits is the -http-* flags as the agent takes them.
+func (c agentConfig) httpLimits() (agent.HTTPLimits, error) {
+	idle, err := time.ParseDuration(c.HTTPIdleTimeout)
+	if err != nil || idle <= 0 {
+		return agent.HTTPLimits{}, fmt.Errorf("-http-idle-timeout %q: want a positive duration such as 60s", c.HTTPIdleTimeout)
+	}
+	body, err := time.ParseDuration(c.HTTPBodyTimeout)
+	if err != nil || body <= 0 {
+		return agent.HTTPLimits{}, fmt.Errorf("-http-body-timeout %q: want a positive duration such as 10s", c.HTTPBodyTimeout)
+	}
+	if c.HTTPBodyMinRate <= 0 {
+		return agent.HTTPLimits{}, fmt.Errorf("-http-body-min-rate %d: want a positive number of bytes per second", c.HTTPBodyMinRate)
+	}
+	if c.HTTPMaxConns < 0 {
+		return agent.HTTPLimits{}, fmt.Errorf("-http-max-conns %d: want a positive number, or 0 for half the file descriptor limit", c.HTTPMaxConns)
+	}
+	if c.HTTPMaxConnsPerClient == 0 || c.HTTPMaxConnsPerClient < -1 {
+		return agent.HTTPLimits{}, fmt.Errorf("-http-max-conns-per-client %d: want a positive number, or -1 for no cap", c.HTTPMaxConnsPerClient)
+	}
+	return agent.HTTPLimits{
+		MaxConns: c.HTTPMaxConns, MaxConnsPerClient: c.HTTPMaxConnsPerClient,
+		IdleTimeout: idle, BodyTimeout: body, BodyMinRate: c.HTTPBodyMinRate,
+	}, nil
 }
 
 // leaderRebalance is -leader-rebalance as cluster.Config takes it: 0 for
@@ -187,6 +283,9 @@ func runAgent(args []string) int {
 		return 2
 	}
 	logger := newLogger(cfg.LogLevel, cfg.LogJSON)
+	if cfg.secretOnCommandLine {
+		logger.Warn("a secret was given on the command line, where every local user's process listing shows it; use -token-file and -cluster-key-file, or $SHARDNET_TOKEN and $SHARDNET_CLUSTER_KEY")
+	}
 	httpAdvertise := cfg.HTTPAddr
 	if host, port, _ := net.SplitHostPort(cfg.HTTPAddr); host == "" || host == "0.0.0.0" || host == "::" {
 		adv := cfg.Advertise
@@ -196,6 +295,7 @@ func runAgent(args []string) int {
 		httpAdvertise = net.JoinHostPort(adv, port)
 	}
 	rebalance, _ := cfg.leaderRebalance() // checked by loadAgentConfig
+	limits, _ := cfg.httpLimits()
 	a, err := agent.Start(agent.Options{
 		Cluster: cluster.Config{
 			Name: cfg.Name, Role: cfg.Role, Zone: cfg.Zone, DataDir: cfg.DataDir,
@@ -210,6 +310,7 @@ func runAgent(args []string) int {
 		HTTPBind:  cfg.HTTPAddr,
 		Token:     cfg.Token,
 		RateLimit: cfg.RateLimit,
+		HTTP:      limits,
 	})
 	if err != nil {
 		logger.Error("cannot start", "error", err)

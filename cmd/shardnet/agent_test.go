@@ -10,6 +10,8 @@ import (
 )
 
 func TestAgentConfigPrecedence(t *testing.T) {
+	t.Setenv("SHARDNET_TOKEN", "") // an operator's shell may export one
+	t.Setenv("SHARDNET_CLUSTER_KEY", "")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "node.hcl")
 	if err := os.WriteFile(file, []byte(`
@@ -70,6 +72,14 @@ func TestAgentConfigErrors(t *testing.T) {
 		{[]string{"-name", "x", "-data-dir", dir, "extra"}, "unexpected arguments"},
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "soon"}, "-leader-rebalance"},
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "0s"}, "-leader-rebalance"},
+		{[]string{"-name", "x", "-data-dir", dir, "-token", "a", "-token-file", bad}, "give one"},
+		{[]string{"-name", "x", "-data-dir", dir, "-token-file", filepath.Join(dir, "nofile")}, "-token-file"},
+		{[]string{"-name", "x", "-data-dir", dir, "-cluster-key-file", filepath.Join(dir, "nofile")}, "-cluster-key-file"},
+		{[]string{"-name", "x", "-data-dir", dir, "-http-idle-timeout", "forever"}, "-http-idle-timeout"},
+		{[]string{"-name", "x", "-data-dir", dir, "-http-body-timeout", "0s"}, "-http-body-timeout"},
+		{[]string{"-name", "x", "-data-dir", dir, "-http-body-min-rate", "0"}, "-http-body-min-rate"},
+		{[]string{"-name", "x", "-data-dir", dir, "-http-max-conns", "-2"}, "-http-max-conns"},
+		{[]string{"-name", "x", "-data-dir", dir, "-http-max-conns-per-client", "0"}, "-http-max-conns-per-client"},
 	} {
 		_, err := loadAgentConfig(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -91,5 +101,43 @@ func TestClusterKey(t *testing.T) {
 	c.ClusterKey = "explicit"
 	if string(c.clusterKey()) != "explicit" {
 		t.Fatal("explicit key must win")
+	}
+}
+
+// TestSecretsFromFilesAndEnvironment: the token and the cluster key come
+// from their files (trimmed) or the environment, so that neither needs to
+// be on the command line, where process listings and pprof show it; a
+// secret on the command line is noted for the warning.
+func TestSecretsFromFilesAndEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "token")
+	keyFile := filepath.Join(dir, "key")
+	empty := filepath.Join(dir, "empty")
+	_ = os.WriteFile(tokFile, []byte("tok-from-file\n"), 0o600)
+	_ = os.WriteFile(keyFile, []byte("key-from-file\n"), 0o600)
+	_ = os.WriteFile(empty, []byte("\n"), 0o600)
+	base := []string{"-name", "x", "-data-dir", dir}
+
+	cfg, err := loadAgentConfig(append(base, "-token-file", tokFile, "-cluster-key-file", keyFile))
+	if err != nil || cfg.Token != "tok-from-file" || cfg.ClusterKey != "key-from-file" || cfg.secretOnCommandLine {
+		t.Fatalf("from files: %q %q %v, %v", cfg.Token, cfg.ClusterKey, cfg.secretOnCommandLine, err)
+	}
+	t.Setenv("SHARDNET_TOKEN", "tok-from-env")
+	t.Setenv("SHARDNET_CLUSTER_KEY", "key-from-env")
+	cfg, err = loadAgentConfig(base)
+	if err != nil || cfg.Token != "tok-from-env" || cfg.ClusterKey != "key-from-env" {
+		t.Fatalf("from the environment: %q %q, %v", cfg.Token, cfg.ClusterKey, err)
+	}
+	// A file wins over the environment; a flag too, noted as unsafe.
+	cfg, err = loadAgentConfig(append(base, "-token-file", tokFile))
+	if err != nil || cfg.Token != "tok-from-file" {
+		t.Fatalf("file over environment: %q, %v", cfg.Token, err)
+	}
+	cfg, err = loadAgentConfig(append(base, "-token", "tok-flag"))
+	if err != nil || cfg.Token != "tok-flag" || !cfg.secretOnCommandLine {
+		t.Fatalf("flag: %q %v, %v", cfg.Token, cfg.secretOnCommandLine, err)
+	}
+	if _, err := loadAgentConfig(append(base, "-token-file", empty)); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty token file: %v", err)
 	}
 }
