@@ -2,7 +2,6 @@ package server
 
 import (
 	"container/list"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -223,8 +222,7 @@ func (l *connLimiter) maybeLogLocked(now time.Time) {
 func writeRefusal(c net.Conn, status int, msg string) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(refusalTimeout))
-	body, _ := json.Marshal(api.ErrorBody{Error: api.Error{Code: api.CodeTooManyConns, Message: msg}})
-	body = append(body, '\n')
+	body := errorJSON(api.CodeTooManyConns, msg)
 	head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"+
 		"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n", status, http.StatusText(status), len(body))
 	if _, err := c.Write(append([]byte(head), body...)); err != nil {

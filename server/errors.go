@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -148,6 +149,17 @@ func writeError(w http.ResponseWriter, err error) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	b, _ := json.Marshal(api.ErrorBody{Error: api.Error{Code: code, Message: err.Error()}})
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(errorJSON(code, err.Error()))
+}
+
+// errorJSON is an error body, newline-terminated. Messages quote the
+// client's input, so '&', '<' and '>' stay as they are rather than
+// \u0026-style escapes: the body is JSON served as application/json with
+// nosniff, never HTML.
+func errorJSON(code, msg string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(api.ErrorBody{Error: api.Error{Code: code, Message: msg}})
+	return buf.Bytes()
 }
