@@ -99,6 +99,7 @@ func TestDockerLinearizableUnderFaults(t *testing.T) {
 	<-loadDone
 	t.Logf("load done: %s", stats)
 	t.Logf("faults: %d (%s)", nem.Total(), nem.Summary())
+	t.Log(rec.Availability(rec.Now()))
 	t.Logf("unknown outcomes by node and cause: %s", unknownCauses(rec))
 
 	if err := nem.Recover(); err != nil {

@@ -23,6 +23,8 @@ type Recorder struct {
 	refused map[string]string // values of writes refused with a 4xx: value → why
 	notes   []porcupine.Annotation
 	procs   int
+
+	attempts []attempt // every operation sent, answered or not (availability.go)
 }
 
 // NewRecorder starts a history; its clock starts now.

@@ -276,3 +276,43 @@ func withValue(o Output, v string) Output {
 	o.Value = v
 	return o
 }
+
+// TestAvailabilityFigures: the figures count what was answered and find the
+// longest stretch without a successful answer, in the run and within each
+// fault.
+func TestAvailabilityFigures(t *testing.T) {
+	rec := NewRecorder()
+	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
+	// Reads succeed at 10, 20, fail from 25 to 60, succeed at 70 and 95.
+	for _, a := range []struct {
+		call, ret int64
+		ok        bool
+	}{{5, 10, true}, {15, 20, true}, {25, 30, false}, {35, 60, false}, {65, 70, true}, {90, 95, true}} {
+		rec.Attempt(false, ms(a.call), ms(a.ret), a.ok)
+	}
+	// One write, answered at 50; one that failed.
+	rec.Attempt(true, ms(40), ms(50), true)
+	rec.Attempt(true, ms(80), ms(85), false)
+	rec.Note(ms(22), ms(62), "isolate-leader core1")
+	rec.Note(ms(75), ms(100), "kill-follower core2")
+	rep := rec.Availability(ms(100))
+	if r := rep.Run; r.Reads != 6 || r.ReadsOK != 4 || r.Writes != 2 || r.WritesOK != 1 {
+		t.Fatalf("counts: %+v", r)
+	}
+	if g := rep.Run.ReadGap; g != 50*time.Millisecond { // 20 → 70
+		t.Errorf("longest read gap %v, want 50ms", g)
+	}
+	if g := rep.Run.WriteGap; g != 50*time.Millisecond { // 0 → 50, 50 → 100
+		t.Errorf("longest write gap %v, want 50ms", g)
+	}
+	iso := rep.ByFault["isolate-leader"]
+	if iso.Reads != 2 || iso.ReadsOK != 0 || iso.ReadGap != 40*time.Millisecond || iso.Writes != 1 || iso.WritesOK != 1 {
+		t.Errorf("during isolate-leader: %+v", iso)
+	}
+	if f := rep.ByFault["kill-follower"]; f.Reads != 1 || f.ReadsOK != 1 || f.Writes != 1 || f.WritesOK != 0 || f.WriteGap != 25*time.Millisecond {
+		t.Errorf("during kill-follower: %+v", f)
+	}
+	if s := rep.String(); !strings.Contains(s, "during isolate-leader ×1") || !strings.Contains(s, "66.67%") {
+		t.Errorf("report:\n%s", s)
+	}
+}

@@ -68,8 +68,10 @@ func (c *Client) Get(ctx context.Context, node int, key string, level api.Consis
 		c.saw(key, false, "", 0)
 	default:
 		c.Stats.count(OpGet, "dropped", err)
+		c.Rec.Attempt(false, call, ret, false)
 		return StatusUnknown
 	}
+	c.Rec.Attempt(false, call, ret, true)
 	c.Stats.count(OpGet, "ok", nil)
 	c.Rec.Add(c.proc, in, out, call, ret, fmt.Sprintf("node %d %s", node, orDefault(string(level), "linearizable")))
 	return StatusOK
@@ -114,6 +116,7 @@ func (c *Client) Txn(ctx context.Context, node int, key string) Status {
 		c.Stats.count(OpTxn, "malformed", fmt.Errorf("txn answer without its get: %+v", resp))
 	}
 	c.saw(key, out.Found, out.Value, out.ReadIndex)
+	c.Rec.Attempt(true, call, ret, true)
 	c.Stats.count(OpTxn, "ok", nil)
 	c.Rec.Add(c.proc, in, out, call, ret, fmt.Sprintf("node %d", node))
 	return StatusOK
@@ -156,6 +159,7 @@ func (c *Client) finishWrite(node int, in Input, index uint64, err error, call, 
 		out.Status, out.Index = StatusFailed, api.AsError(err).Index
 		c.saw(in.Key, false, "", 0)
 	default:
+		c.Rec.Attempt(true, call, ret, false)
 		var applied bool
 		applied, why = mayBeApplied(err)
 		if !applied {
@@ -166,6 +170,9 @@ func (c *Client) finishWrite(node int, in Input, index uint64, err error, call, 
 			return StatusFailed
 		}
 		out.Status = StatusUnknown
+	}
+	if out.Status != StatusUnknown {
+		c.Rec.Attempt(true, call, ret, true) // a definite answer
 	}
 	c.Stats.count(in.Kind, out.Status.String(), err)
 	meta := fmt.Sprintf("node %d", node)
