@@ -44,7 +44,14 @@ func startNodeTimed(t *testing.T, id, dir, addr string, timing RaftTiming) *test
 // startNodeFS starts a node whose Raft log store uses logFS (nil: the OS's).
 func startNodeFS(t *testing.T, id, dir, addr string, timing RaftTiming, logFS vfs.FS) *testNode {
 	t.Helper()
-	tr, err := transport.New(transport.Config{BindAddr: addr, ClusterKey: []byte("k"), Logger: hclog.NewNullLogger()})
+	return startNodeWith(t, id, dir, addr, timing, logFS, nil)
+}
+
+// startNodeWith starts a node whose Raft log store uses logFS (nil: the
+// OS's) and whose transport takes faults (nil: none).
+func startNodeWith(t *testing.T, id, dir, addr string, timing RaftTiming, logFS vfs.FS, faults *transport.Faults) *testNode {
+	t.Helper()
+	tr, err := transport.New(transport.Config{BindAddr: addr, ClusterKey: []byte("k"), Logger: hclog.NewNullLogger(), Faults: faults})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,9 +228,20 @@ func startGroupTimed(t *testing.T, gid uint64, timing RaftTiming) (nodes []*test
 
 func startGroupFS(t *testing.T, gid uint64, timing RaftTiming, logFS vfs.FS) (nodes []*testNode, reps []*Replica, leader int) {
 	t.Helper()
+	return startGroupWith(t, gid, timing, logFS, nil)
+}
+
+// startGroupWith is startGroupFS with faults[i] (if any) in node i's
+// transport.
+func startGroupWith(t *testing.T, gid uint64, timing RaftTiming, logFS vfs.FS, faults []*transport.Faults) (nodes []*testNode, reps []*Replica, leader int) {
+	t.Helper()
 	var peers []raft.Server
 	for i := range 3 {
-		n := startNodeFS(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0", timing, logFS)
+		var f *transport.Faults
+		if i < len(faults) {
+			f = faults[i]
+		}
+		n := startNodeWith(t, fmt.Sprintf("n%d", i+1), t.TempDir(), "127.0.0.1:0", timing, logFS, f)
 		t.Cleanup(func() { n.stop(t) })
 		nodes = append(nodes, n)
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(n.id, "1"), Address: n.trans.Addr()})

@@ -9,8 +9,11 @@ type metrics struct {
 	proposalSeconds prometheus.Histogram
 	proposalBatches prometheus.Counter
 	readBarriers    prometheus.Counter
-	fastElections   prometheus.Counter
-	leaderMoves     *prometheus.CounterVec
+	// readConfirmRetries: reads whose first heartbeat round was confirmed
+	// by raft with answers to older messages (confirm.go).
+	readConfirmRetries prometheus.Counter
+	fastElections      prometheus.Counter
+	leaderMoves        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "shard", Name: "proposal_batches_total",
 			Help: "Batches of proposals handed to Raft together (shard/batch.go); proposals_total / this is the mean batch.",
 		}),
+		readConfirmRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "read_confirm_retries_total",
+			Help: "Heartbeat rounds a linearizable read asked for again because raft counted answers to messages sent before the read began.",
+		}),
 		readBarriers: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "shard", Name: "read_barriers_total",
 			Help: "Linearizable read barriers (heartbeat rounds, no log writes).",
@@ -50,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.fastElections, m.leaderMoves)
+		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.readConfirmRetries, m.fastElections, m.leaderMoves)
 	}
 	return m
 }

@@ -237,15 +237,8 @@ func (r *Replica) ReadBarrier(ctx context.Context, level ReadLevel) error {
 		}
 	}
 	idx := r.fsm.Applied()
-	r.trans.Urgent() // the heartbeat round below must not wait in a batch
-	if err := r.wait(r.raft.VerifyLeader()); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return r.redirect()
-		}
-		return fmt.Errorf("shard: group %d: verify leader: %w", r.GroupID, err)
-	}
-	if r.raft.CurrentTerm() != term {
-		return ErrNoLeader
+	if err := r.confirmLeadership(ctx, term, time.Now()); err != nil {
+		return err
 	}
 	r.m.metrics.readBarriers.Inc()
 	// The leader's FSM has applied every entry it acknowledged; waiting is a

@@ -34,12 +34,50 @@ type Faults struct {
 	mu      sync.Mutex
 	blocked map[string]bool
 	delay   map[string]time.Duration
+	held    map[string]chan struct{} // closed by Release
 	nodes   map[*Node]struct{}
 }
 
 // NewFaults returns a Faults with no rules.
 func NewFaults() *Faults {
-	return &Faults{blocked: map[string]bool{}, delay: map[string]time.Duration{}, nodes: map[*Node]struct{}{}}
+	return &Faults{blocked: map[string]bool{}, delay: map[string]time.Duration{}, held: map[string]chan struct{}{},
+		nodes: map[*Node]struct{}{}}
+}
+
+// Hold keeps what this node reads from its sessions to addr (the peer's
+// answers) from reaching it until Release: the bytes arrive and wait, as
+// they would in the socket of a process that is paused. Reads already
+// returned are not taken back.
+func (f *Faults) Hold(addr string) {
+	f.mu.Lock()
+	if f.held[addr] == nil {
+		f.held[addr] = make(chan struct{})
+	}
+	f.mu.Unlock()
+}
+
+// Release hands over what Hold kept, in order, and lets reads through.
+func (f *Faults) Release(addr string) {
+	f.mu.Lock()
+	if ch := f.held[addr]; ch != nil {
+		close(ch)
+		delete(f.held, addr)
+	}
+	f.mu.Unlock()
+}
+
+// waitReleased blocks while addr is held, or until done is closed.
+func (f *Faults) waitReleased(addr string, done <-chan struct{}) {
+	f.mu.Lock()
+	ch := f.held[addr]
+	f.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-done:
+	}
 }
 
 // Block drops everything this node sends to addr: its sessions to addr are
@@ -84,6 +122,10 @@ func (f *Faults) Heal() {
 	f.mu.Lock()
 	clear(f.blocked)
 	clear(f.delay)
+	for _, ch := range f.held {
+		close(ch)
+	}
+	clear(f.held)
 	f.mu.Unlock()
 }
 
@@ -168,6 +210,13 @@ func (n *Node) dropPeer(addr string) {
 	if sess != nil {
 		_ = sess.Close()
 	}
+}
+
+// Read holds what it read while a Hold rule is in force.
+func (dc *delayConn) Read(p []byte) (int, error) {
+	n, err := dc.Conn.Read(p)
+	dc.f.waitReleased(dc.addr, dc.done)
+	return n, err
 }
 
 // delayConn delays each write by the rule in force when it was made. With

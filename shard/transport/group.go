@@ -27,7 +27,9 @@ type GroupTransport struct {
 
 	// followers holds, per follower address, the last log index it
 	// reported in its latest successful AppendEntries answer to this
-	// (leader) replica: a lower bound of its log, for FollowerLastLog.
+	// (leader) replica: a lower bound of its log, for FollowerLastLog; and
+	// the send time of the latest AppendEntries it answered as a follower
+	// of this replica's term, for AckedSince.
 	followersMu sync.Mutex
 	followers   map[raft.ServerAddress]followerLog
 }
@@ -35,6 +37,9 @@ type GroupTransport struct {
 type followerLog struct {
 	last uint64
 	at   time.Time
+
+	ackTerm uint64
+	ackSent time.Time
 }
 
 var (
@@ -112,6 +117,7 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 	// Heartbeats fail fast on an unreachable peer; the AppendEntries that
 	// carry entries or the commit index wait for it (doc.go).
 	label, wait := labelAppendEntries, g.node.replicationWait()
+	sent := time.Now()
 	if isHeartbeat(args) {
 		if g.node.cfg.HeartbeatBatch > 0 && !g.isUrgent() {
 			return g.result(labelHeartbeat, target, g.node.batcher(target).heartbeat(g, args, resp))
@@ -123,14 +129,17 @@ func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 		err = decodeAppendEntriesResponse(body, resp)
 	}
 	if err == nil {
-		g.noteFollower(target, resp)
+		g.noteFollower(target, args.Term, sent, resp)
 	}
 	return g.result(label, target, err)
 }
 
-// noteFollower records what a follower's answer says of its log.
-func (g *GroupTransport) noteFollower(target raft.ServerAddress, resp *raft.AppendEntriesResponse) {
-	if !resp.Success {
+// noteFollower records what a follower's answer to an AppendEntries of
+// term, sent at sent, says: that it followed this term then (any answer at
+// the same term, a log mismatch included), and, on success, its log.
+func (g *GroupTransport) noteFollower(target raft.ServerAddress, term uint64, sent time.Time, resp *raft.AppendEntriesResponse) {
+	acked := resp.Term == term
+	if !resp.Success && !acked {
 		return
 	}
 	now := time.Now()
@@ -138,8 +147,29 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, resp *raft.Appe
 	if g.followers == nil {
 		g.followers = make(map[raft.ServerAddress]followerLog, 2)
 	}
-	g.followers[target] = followerLog{last: resp.LastLog, at: now}
+	f := g.followers[target]
+	if resp.Success {
+		f.last, f.at = resp.LastLog, now
+	}
+	if acked && (f.ackTerm != term || sent.After(f.ackSent)) {
+		f.ackTerm, f.ackSent = term, sent
+	}
+	g.followers[target] = f
 	g.followersMu.Unlock()
+}
+
+// AckedSince reports whether the follower at addr has answered an
+// AppendEntries (a heartbeat or entries) of term that this replica sent at
+// or after since, as a follower of that term. A leader confirms a read
+// with such answers only: raft's VerifyLeader counts any answer that
+// arrives after it asks, including answers to messages sent before, so a
+// leader resumed after a pause could count acknowledgements from before a
+// new leader was elected (docs/architecture.md, "Reads").
+func (g *GroupTransport) AckedSince(addr raft.ServerAddress, term uint64, since time.Time) bool {
+	g.followersMu.Lock()
+	f, ok := g.followers[addr]
+	g.followersMu.Unlock()
+	return ok && f.ackTerm == term && !f.ackSent.Before(since)
 }
 
 // FollowerLastLog returns the last log index the follower at addr reported

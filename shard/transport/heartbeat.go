@@ -82,6 +82,7 @@ type hbCall struct {
 
 type hbResult struct {
 	body []byte
+	sent time.Time // when the batch went out
 	err  error
 }
 
@@ -138,7 +139,7 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 		// A heartbeat's answer carries the follower's last log index too:
 		// the rebalancer's "is the target caught up" then stays fresh in
 		// groups that take no writes.
-		g.noteFollower(b.target, resp)
+		g.noteFollower(b.target, args.Term, r.sent, resp)
 		return nil
 	case <-g.closed:
 		return g.errClosed()
@@ -159,6 +160,7 @@ func (b *hbBatcher) flush() {
 	for _, c := range calls {
 		size += 2*binary.MaxVarintLen64 + len(c.req)
 	}
+	sent := time.Now()
 	body, err := b.n.roundTrip(b.target, nil, 0, typeHeartbeats, 0, size, func(buf []byte) []byte {
 		buf = binary.AppendUvarint(buf, uint64(len(calls)))
 		for _, c := range calls {
@@ -179,7 +181,7 @@ func (b *hbBatcher) flush() {
 		case failed[i] != nil:
 			c.done <- hbResult{err: failed[i]}
 		default:
-			c.done <- hbResult{body: answers[i]}
+			c.done <- hbResult{body: answers[i], sent: sent}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,4 +129,89 @@ func FuzzDecodeHeartbeats(f *testing.F) {
 		_, _ = decodeHeartbeatsRequest(b)
 		_, _, _ = decodeHeartbeatsResponse(b, 2)
 	})
+}
+
+// AckedSince counts an answer only to a message sent at or after the time
+// asked about, and only from a follower of the message's term (a log
+// mismatch at that term counts: the follower followed it), on every path:
+// a plain AppendEntries, a batched heartbeat and an urgent one.
+func TestAckedSince(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		batch  time.Duration
+		urgent bool
+	}{{"direct", 0, false}, {"batched", 20 * time.Millisecond, false}, {"urgent", 20 * time.Millisecond, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := func(c *Config) { c.HeartbeatBatch = tc.batch }
+			a, b := newTestNode(t, "k", cfg), newTestNode(t, "k", cfg)
+			ga, _ := a.Group(1)
+			gb, _ := b.Group(1)
+			var followerTerm atomic.Uint64
+			var slow atomic.Bool
+			answer := func(rpc raft.RPC) {
+				if slow.Load() {
+					time.Sleep(100 * time.Millisecond)
+				}
+				req := rpc.Command.(*raft.AppendEntriesRequest)
+				term := followerTerm.Load()
+				rpc.Respond(&raft.AppendEntriesResponse{Term: term, Success: term == req.Term && req.PrevLogEntry == 0}, nil)
+			}
+			gb.SetHeartbeatHandler(answer)
+			go func() {
+				for rpc := range gb.Consumer() {
+					answer(rpc)
+				}
+			}()
+			if tc.urgent {
+				ga.Urgent()
+			}
+			send := func(term, prev uint64) {
+				t.Helper()
+				req := heartbeatReq(term)
+				req.PrevLogEntry = prev // a heartbeat carries none; this one then goes unbatched
+				var resp raft.AppendEntriesResponse
+				if err := ga.AppendEntries("b", b.Addr(), req, &resp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			followerTerm.Store(3)
+			before := time.Now()
+			// Sent before since, answered after it: the answer to an old
+			// message, as a resumed leader finds in its socket.
+			slow.Store(true)
+			var since time.Time
+			taken := make(chan struct{})
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				since = time.Now()
+				close(taken)
+			}()
+			send(3, 0)
+			<-taken
+			slow.Store(false)
+			if ga.AckedSince(b.Addr(), 3, since) {
+				t.Fatal("an answer to a message sent before since counted")
+			}
+			if !ga.AckedSince(b.Addr(), 3, before) {
+				t.Fatal("an answer to a message sent after before did not count")
+			}
+			send(3, 0)
+			if !ga.AckedSince(b.Addr(), 3, since) || ga.AckedSince(b.Addr(), 2, since) || ga.AckedSince(b.Addr(), 4, since) {
+				t.Fatal("a fresh answer at term 3 counts for term 3 only")
+			}
+			// A log mismatch at the same term is an answer from a follower.
+			mismatch := time.Now()
+			send(3, 9)
+			if !ga.AckedSince(b.Addr(), 3, mismatch) {
+				t.Fatal("a same-term log mismatch did not count")
+			}
+			// A follower of a newer term answers, but not as our follower.
+			followerTerm.Store(4)
+			newer := time.Now()
+			send(3, 0)
+			if ga.AckedSince(b.Addr(), 3, newer) {
+				t.Fatal("an answer from a follower of a newer term counted")
+			}
+		})
+	}
 }
