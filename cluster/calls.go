@@ -336,10 +336,13 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 		return statusOK, encodeResult(res)
 	case opReadIndex:
 		n.metrics.callsServed.WithLabelValues("readindex").Inc()
-		if err := rep.ReadBarrier(ctx, shard.Linearizable); err != nil {
+		// The commit index, confirmed: the follower waits for its own
+		// state machine, not for this one's (shard.Replica.ReadIndex).
+		idx, err := rep.ReadIndex(ctx)
+		if err != nil {
 			return statusErr, encodeCallError(err)
 		}
-		return statusOK, binary.BigEndian.AppendUint64(nil, rep.FSM().Applied())
+		return statusOK, binary.BigEndian.AppendUint64(nil, idx)
 	}
 	return statusErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op))
 }

@@ -12,10 +12,13 @@ import (
 // Follower reads (DESIGN decision 7: "a follower that receives it forwards
 // it or waits for the leader's read index"). A linearizable read that lands
 // on a follower asks the leader for a read index instead of forwarding the
-// whole request: the leader confirms its leadership (shard.ReadBarrier: a
-// heartbeat round, no log write) and answers its applied index; once the
-// follower has applied that far, its own state holds every write
-// acknowledged before the read began, and it answers from it.
+// whole request: the leader confirms its leadership (shard.ReadIndex: a
+// heartbeat round, no log write) and answers its commit index; once the
+// follower knows that index committed and its state machine has applied
+// every entry up to it (shard.WaitIndex), its own state holds every write
+// acknowledged, or served by any replica, before the read began, and it
+// answers from it. Not the leader's applied index: a follower can apply an
+// entry before the leader's state machine does.
 //
 // Concurrent reads on a follower share one read-index call, as etcd's
 // linearizableReadLoop does, but only reads that arrived before the call was
@@ -93,7 +96,7 @@ func (n *Node) followerRead(ctx context.Context, rep *shard.Replica, leader *sha
 	if rep.Raft().LastIndex() >= idx {
 		// The entries are here; the commit index is on its way.
 		wctx, cancel := context.WithTimeout(ctx, followerReadWait)
-		err := rep.FSM().WaitApplied(wctx, idx)
+		err := rep.WaitIndex(wctx, idx)
 		cancel()
 		if err == nil {
 			n.metrics.followerReads.WithLabelValues("waited").Inc()
