@@ -423,9 +423,12 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 	}
 	var re *shard.RedirectError
 	if err != nil && level != shard.Stale && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) {
-		if n.followerRead(ctx, rep, re) == nil {
+		if n.followerRead(ctx, rep) == nil {
 			return rep, nil
 		}
+		// Forward, to the leader as the replica knows it now (it may
+		// have moved, or be this replica, since the read arrived).
+		err = rep.ReadBarrier(ctx, level)
 	}
 	if err != nil {
 		return nil, err
@@ -464,6 +467,13 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 }
 
 // DialNode opens a stream to another node over the cluster port.
+// A node that cannot be reached is no longer anyone's cached leader: the
+// server asks again (server.Server re-runs a request whose forward reached
+// nobody), and this node then asks the replicas.
 func (n *Node) DialNode(ctx context.Context, addr string) (net.Conn, error) {
-	return n.trans.DialApp(ctx, addr)
+	c, err := n.trans.DialApp(ctx, addr)
+	if err != nil {
+		n.leaderUnreachable(addr)
+	}
+	return c, err
 }

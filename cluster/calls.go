@@ -370,6 +370,7 @@ func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid u
 		var cf *callFailedError
 		if errors.As(err, &cf) && !cf.sent {
 			n.metrics.calls.WithLabelValues("propose", "unreachable").Inc()
+			n.leaderUnreachable(re.Addr)
 			// Nothing sent: the caller may wait for another leader, or
 			// the server forwards (and reports the node unreachable).
 			return nil, &unsentError{re: re, err: err}

@@ -153,6 +153,32 @@ func (c *leaderCache) get(gid uint64) (leaderHint, bool) {
 	return h, true
 }
 
+// forget drops every hint naming the node at addr (its cluster address),
+// and reports whether there was one.
+func (c *leaderCache) forget(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dropped := false
+	for gid, h := range c.m {
+		if h.addr == addr {
+			delete(c.m, gid)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// leaderUnreachable is told that the node at addr could not be reached
+// for a channel's request: hints naming it go, so the next request asks
+// the replicas who leads now instead of failing the same way for the rest
+// of the hint's life (after a kill -9 of a leader's node, a couple of dozen
+// requests through nodes without a replica failed so).
+func (n *Node) leaderUnreachable(addr string) {
+	if n.leaders.forget(addr) {
+		n.metrics.leaderHintsDropped.Inc()
+	}
+}
+
 func (c *leaderCache) put(gid uint64, h leaderHint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -178,11 +204,17 @@ func (n *Node) remoteRedirect(ctx context.Context, ch fsm.ChannelRecord, wantLea
 // the placed replicas asked in turn.
 func (n *Node) findRemoteLeader(ctx context.Context, ch fsm.ChannelRecord, wantLeader bool) error {
 	if h, ok := n.leaders.get(ch.GroupID); ok {
-		return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: h.nodeID, Addr: h.addr}
+		if !n.trans.PeerLost(h.addr) {
+			return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: h.nodeID, Addr: h.addr}
+		}
+		n.leaderUnreachable(h.addr)
 	}
 	var fallback *fsm.NodeRecord
 	for _, nd := range n.placedNodes(ch) {
-		if nd.State != fsm.NodeAlive {
+		// A node the prober lost is skipped before the meta state says
+		// so: neither it nor a replica's memory of it as the leader can
+		// help (the replicas learn of a new leader only after that).
+		if nd.State != fsm.NodeAlive || n.trans.PeerLost(nd.ClusterAddr) {
 			continue
 		}
 		if fallback == nil {
@@ -193,7 +225,7 @@ func (n *Node) findRemoteLeader(ctx context.Context, ch fsm.ChannelRecord, wantL
 		if err != nil || info.Leader == "" {
 			continue
 		}
-		if leader, ok := n.meta.fsm.Node(info.Leader); ok {
+		if leader, ok := n.meta.fsm.Node(info.Leader); ok && !n.trans.PeerLost(leader.ClusterAddr) {
 			n.leaders.put(ch.GroupID, leaderHint{nodeID: leader.ID, addr: leader.ClusterAddr})
 			return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: leader.ID, Addr: leader.ClusterAddr}
 		}

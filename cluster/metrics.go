@@ -7,6 +7,10 @@ type metrics struct {
 	calls         *prometheus.CounterVec
 	callsServed   *prometheus.CounterVec
 	metaElections prometheus.Counter
+	// readIndexRetries and leaderHintsDropped count the times this node's
+	// idea of a leader failed a request and it looked for the current one.
+	readIndexRetries   prometheus.Counter
+	leaderHintsDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +31,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_fast_elections_total",
 			Help: "Elections of the meta group this node started at once because the prober reported the meta leader's node down.",
 		}),
+		readIndexRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "read_index_retries_total",
+			Help: "Read-index calls sent again to the leader as known then, after the leader this node knew failed to answer one (it stopped answering, moved, or none was known).",
+		}),
+		leaderHintsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "leader_hints_dropped_total",
+			Help: "Cached leaders of channels not hosted here that were dropped because their node could not be reached, so the next request asks the replicas again.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections)
+		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped)
 	}
 	return m
 }
