@@ -163,15 +163,14 @@ func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
 	ch, ok := n.meta.fsm.Channel(name)
 	if !ok {
 		// A channel created a moment ago through another node may not be
-		// applied here yet: the meta leader knows (read your own create).
-		rec, found, err := n.channelFromMetaLeader(ctx, name)
-		if err != nil {
-			return api.Channel{}, err
+		// applied here yet: catch up with the meta leader's commit index
+		// before saying it does not exist (metaread.go).
+		if err := n.metaSync(ctx); err != nil {
+			return api.Channel{}, fmt.Errorf("%w (looking for channel %q)", err, name)
 		}
-		if !found {
+		if ch, ok = n.meta.fsm.Channel(name); !ok {
 			return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelNotFound, name)
 		}
-		ch = rec
 	}
 	return n.describe(ctx, ch, true), nil
 }
@@ -445,19 +444,17 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 		if rep, ok := n.shards.ReplicaByChannel(channel); ok {
 			return rep, nil
 		}
-		if !n.metaCaughtUp() {
-			return nil, fmt.Errorf("%w: channel %q is not known here yet", ErrNotReady, channel)
+		// This node's copy of the meta state may trail the meta group
+		// (it has not heard or not applied the commit index of a create
+		// acknowledged a moment ago): a stale read of the control plane.
+		// Catch up with the meta leader's commit index first; only a
+		// node that reaches no meta leader answers not_ready.
+		if err := n.metaSync(ctx); err != nil {
+			return nil, fmt.Errorf("%w (channel %q is not known here yet)", err, channel)
 		}
-		// Caught up with what this node knows is committed, which may
-		// still miss a channel created a moment ago: the meta leader knows.
-		rec, found, err := n.channelFromMetaLeader(ctx, channel)
-		if err != nil {
-			return nil, err
-		}
-		if !found {
+		if ch, ok = n.meta.fsm.Channel(channel); !ok {
 			return nil, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
 		}
-		return nil, n.remoteRedirect(ctx, rec, wantLeader)
 	}
 	rep, ok := n.shards.Replica(ch.GroupID)
 	if !ok {

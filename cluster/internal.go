@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +31,9 @@ func (n *Node) InternalHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rep.Info())
 	})
+	// No longer asked by this version (a node whose meta copy trails
+	// catches up with a meta read index, metaread.go); kept for nodes of
+	// the previous version during a rolling upgrade.
 	mux.HandleFunc("GET /internal/channels/{name}", func(w http.ResponseWriter, r *http.Request) {
 		ch, ok := n.meta.fsm.Channel(r.PathValue("name"))
 		if !ok {
@@ -57,43 +59,6 @@ func (n *Node) replicaOf(w http.ResponseWriter, r *http.Request) (*shard.Replica
 		http.Error(w, "not hosted", http.StatusNotFound)
 	}
 	return rep, ok
-}
-
-// channelFromMetaLeader asks the meta leader for a channel this node's copy
-// of the meta state does not have yet (it was just created): the leader has
-// applied every entry it acknowledged, so its answer is authoritative.
-func (n *Node) channelFromMetaLeader(ctx context.Context, name string) (fsm.ChannelRecord, bool, error) {
-	addr, id := n.meta.raft.LeaderWithID()
-	if id == "" {
-		return fsm.ChannelRecord{}, false, ErrNoMetaLeader
-	}
-	if id == n.serverID {
-		ch, ok := n.meta.fsm.Channel(name)
-		return ch, ok, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, internalCallLimit)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+string(addr)+InternalPrefix+"channels/"+url.PathEscape(name), nil)
-	if err != nil {
-		return fsm.ChannelRecord{}, false, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return fsm.ChannelRecord{}, false, fmt.Errorf("%w: ask the meta leader about channel %q: %v", ErrNotReady, name, err)
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		var ch fsm.ChannelRecord
-		if err := json.NewDecoder(resp.Body).Decode(&ch); err != nil {
-			return ch, false, fmt.Errorf("cluster: channel %q from the meta leader: %w", name, err)
-		}
-		return ch, true, nil
-	case http.StatusNotFound:
-		return fsm.ChannelRecord{}, false, nil
-	default:
-		return fsm.ChannelRecord{}, false, fmt.Errorf("%w: the meta leader answered HTTP %d about channel %q", ErrNotReady, resp.StatusCode, name)
-	}
 }
 
 // replicaInfo asks a node (or this one) for its replica of gid.
