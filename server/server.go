@@ -302,7 +302,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 	}
 	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: r.URL.Query()}
 	resp, err := ep.h(r.Context(), req)
-	retryUntil := time.Now().Add(forwardRetryFor)
+	var retryUntil time.Time // set by the first forward
 	for err != nil {
 		var re *shard.RedirectError
 		if !errors.As(err, &re) {
@@ -316,6 +316,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		}
 		if re.Addr == "" || re.NodeID == s.nodeID {
 			break
+		}
+		if retryUntil.IsZero() {
+			retryUntil = time.Now().Add(forwardRetryFor)
 		}
 		if !s.forward(w, r, body, re, time.Now().Before(retryUntil)) {
 			return
