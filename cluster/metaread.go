@@ -43,6 +43,7 @@ func (n *Node) metaReadIndex(ctx context.Context) (uint64, error) {
 		switch {
 		case n.meta.raft.State() == raft.Leader:
 			idx, err = n.localMetaReadIndex(ctx)
+			addr = "" // if it lost the leadership, any leader will do
 		case id == "":
 			err = ErrNoMetaLeader
 		default:

@@ -161,6 +161,7 @@ func (n *Node) fetchReadIndex(ctx context.Context, rep *shard.Replica) (uint64, 
 		switch {
 		case rep.Raft().State() == raft.Leader:
 			idx, err = rep.ReadIndex(ctx)
+			addr = "" // if it lost the leadership, any leader will do
 		case id == "":
 			err = shard.ErrNoLeader
 		default:
