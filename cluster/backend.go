@@ -163,15 +163,14 @@ func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
 	ch, ok := n.meta.fsm.Channel(name)
 	if !ok {
 		// A channel created a moment ago through another node may not be
-		// applied here yet: the meta leader knows (read your own create).
-		rec, found, err := n.channelFromMetaLeader(ctx, name)
-		if err != nil {
-			return api.Channel{}, err
+		// applied here yet: catch up with the meta leader's commit index
+		// before saying it does not exist (metaread.go).
+		if err := n.metaSync(ctx); err != nil {
+			return api.Channel{}, fmt.Errorf("%w (looking for channel %q)", err, name)
 		}
-		if !found {
+		if ch, ok = n.meta.fsm.Channel(name); !ok {
 			return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelNotFound, name)
 		}
-		ch = rec
 	}
 	return n.describe(ctx, ch, true), nil
 }
@@ -423,9 +422,12 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 	}
 	var re *shard.RedirectError
 	if err != nil && level != shard.Stale && errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader) {
-		if n.followerRead(ctx, rep, re) == nil {
+		if n.followerRead(ctx, rep) == nil {
 			return rep, nil
 		}
+		// Forward, to the leader as the replica knows it now (it may
+		// have moved, or be this replica, since the read arrived).
+		err = rep.ReadBarrier(ctx, level)
 	}
 	if err != nil {
 		return nil, err
@@ -442,19 +444,17 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 		if rep, ok := n.shards.ReplicaByChannel(channel); ok {
 			return rep, nil
 		}
-		if !n.metaCaughtUp() {
-			return nil, fmt.Errorf("%w: channel %q is not known here yet", ErrNotReady, channel)
+		// This node's copy of the meta state may trail the meta group
+		// (it has not heard or not applied the commit index of a create
+		// acknowledged a moment ago): a stale read of the control plane.
+		// Catch up with the meta leader's commit index first; only a
+		// node that reaches no meta leader answers not_ready.
+		if err := n.metaSync(ctx); err != nil {
+			return nil, fmt.Errorf("%w (channel %q is not known here yet)", err, channel)
 		}
-		// Caught up with what this node knows is committed, which may
-		// still miss a channel created a moment ago: the meta leader knows.
-		rec, found, err := n.channelFromMetaLeader(ctx, channel)
-		if err != nil {
-			return nil, err
-		}
-		if !found {
+		if ch, ok = n.meta.fsm.Channel(channel); !ok {
 			return nil, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
 		}
-		return nil, n.remoteRedirect(ctx, rec, wantLeader)
 	}
 	rep, ok := n.shards.Replica(ch.GroupID)
 	if !ok {
@@ -464,6 +464,13 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 }
 
 // DialNode opens a stream to another node over the cluster port.
+// A node that cannot be reached is no longer anyone's cached leader: the
+// server asks again (server.Server re-runs a request whose forward reached
+// nobody), and this node then asks the replicas.
 func (n *Node) DialNode(ctx context.Context, addr string) (net.Conn, error) {
-	return n.trans.DialApp(ctx, addr)
+	c, err := n.trans.DialApp(ctx, addr)
+	if err != nil {
+		n.leaderUnreachable(addr)
+	}
+	return c, err
 }

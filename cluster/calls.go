@@ -30,15 +30,17 @@ import (
 //
 // Requests:
 //
-//	opPropose:   gid u64 | timeout ms u32 | fsm.Encode'd command
-//	opReadIndex: gid u64 | timeout ms u32
+//	opPropose:       gid u64 | timeout ms u32 | fsm.Encode'd command
+//	opReadIndex:     gid u64 | timeout ms u32
+//	opMetaReadIndex: gid u64 (0, the meta group) | timeout ms u32
 //
 // Answers: statusOK with the op's result (encodeResult, or the read index
-// u64), or statusErr with an error code u8, and for codeRedirect the leader's
+// u64, for both read-index ops), or statusErr with an error code u8, and for codeRedirect the leader's
 // node id and cluster address, then the error text.
 const (
-	opPropose   byte = 1
-	opReadIndex byte = 2
+	opPropose       byte = 1
+	opReadIndex     byte = 2
+	opMetaReadIndex byte = 3
 
 	statusOK  byte = 0
 	statusErr byte = 1
@@ -322,6 +324,9 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 	timeout := time.Duration(binary.BigEndian.Uint32(body[8:])) * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, internalCallLimit))
 	defer cancel()
+	if op == opMetaReadIndex {
+		return n.serveMetaReadIndex(ctx)
+	}
 	rep, ok := n.shards.Replica(gid)
 	if !ok {
 		return statusErr, encodeCallError(fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid))
@@ -336,10 +341,13 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 		return statusOK, encodeResult(res)
 	case opReadIndex:
 		n.metrics.callsServed.WithLabelValues("readindex").Inc()
-		if err := rep.ReadBarrier(ctx, shard.Linearizable); err != nil {
+		// The commit index, confirmed: the follower waits for its own
+		// state machine, not for this one's (shard.Replica.ReadIndex).
+		idx, err := rep.ReadIndex(ctx)
+		if err != nil {
 			return statusErr, encodeCallError(err)
 		}
-		return statusOK, binary.BigEndian.AppendUint64(nil, rep.FSM().Applied())
+		return statusOK, binary.BigEndian.AppendUint64(nil, idx)
 	}
 	return statusErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op))
 }
@@ -367,6 +375,7 @@ func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid u
 		var cf *callFailedError
 		if errors.As(err, &cf) && !cf.sent {
 			n.metrics.calls.WithLabelValues("propose", "unreachable").Inc()
+			n.leaderUnreachable(re.Addr)
 			// Nothing sent: the caller may wait for another leader, or
 			// the server forwards (and reports the node unreachable).
 			return nil, &unsentError{re: re, err: err}

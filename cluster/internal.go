@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +31,9 @@ func (n *Node) InternalHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rep.Info())
 	})
+	// No longer asked by this version (a node whose meta copy trails
+	// catches up with a meta read index, metaread.go); kept for nodes of
+	// the previous version during a rolling upgrade.
 	mux.HandleFunc("GET /internal/channels/{name}", func(w http.ResponseWriter, r *http.Request) {
 		ch, ok := n.meta.fsm.Channel(r.PathValue("name"))
 		if !ok {
@@ -57,43 +59,6 @@ func (n *Node) replicaOf(w http.ResponseWriter, r *http.Request) (*shard.Replica
 		http.Error(w, "not hosted", http.StatusNotFound)
 	}
 	return rep, ok
-}
-
-// channelFromMetaLeader asks the meta leader for a channel this node's copy
-// of the meta state does not have yet (it was just created): the leader has
-// applied every entry it acknowledged, so its answer is authoritative.
-func (n *Node) channelFromMetaLeader(ctx context.Context, name string) (fsm.ChannelRecord, bool, error) {
-	addr, id := n.meta.raft.LeaderWithID()
-	if id == "" {
-		return fsm.ChannelRecord{}, false, ErrNoMetaLeader
-	}
-	if id == n.serverID {
-		ch, ok := n.meta.fsm.Channel(name)
-		return ch, ok, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, internalCallLimit)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+string(addr)+InternalPrefix+"channels/"+url.PathEscape(name), nil)
-	if err != nil {
-		return fsm.ChannelRecord{}, false, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return fsm.ChannelRecord{}, false, fmt.Errorf("%w: ask the meta leader about channel %q: %v", ErrNotReady, name, err)
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		var ch fsm.ChannelRecord
-		if err := json.NewDecoder(resp.Body).Decode(&ch); err != nil {
-			return ch, false, fmt.Errorf("cluster: channel %q from the meta leader: %w", name, err)
-		}
-		return ch, true, nil
-	case http.StatusNotFound:
-		return fsm.ChannelRecord{}, false, nil
-	default:
-		return fsm.ChannelRecord{}, false, fmt.Errorf("%w: the meta leader answered HTTP %d about channel %q", ErrNotReady, resp.StatusCode, name)
-	}
 }
 
 // replicaInfo asks a node (or this one) for its replica of gid.
@@ -153,6 +118,32 @@ func (c *leaderCache) get(gid uint64) (leaderHint, bool) {
 	return h, true
 }
 
+// forget drops every hint naming the node at addr (its cluster address),
+// and reports whether there was one.
+func (c *leaderCache) forget(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dropped := false
+	for gid, h := range c.m {
+		if h.addr == addr {
+			delete(c.m, gid)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// leaderUnreachable is told that the node at addr could not be reached
+// for a channel's request: hints naming it go, so the next request asks
+// the replicas who leads now instead of failing the same way for the rest
+// of the hint's life (after a kill -9 of a leader's node, a couple of dozen
+// requests through nodes without a replica failed so).
+func (n *Node) leaderUnreachable(addr string) {
+	if n.leaders.forget(addr) {
+		n.metrics.leaderHintsDropped.Inc()
+	}
+}
+
 func (c *leaderCache) put(gid uint64, h leaderHint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -178,11 +169,17 @@ func (n *Node) remoteRedirect(ctx context.Context, ch fsm.ChannelRecord, wantLea
 // the placed replicas asked in turn.
 func (n *Node) findRemoteLeader(ctx context.Context, ch fsm.ChannelRecord, wantLeader bool) error {
 	if h, ok := n.leaders.get(ch.GroupID); ok {
-		return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: h.nodeID, Addr: h.addr}
+		if !n.trans.PeerLost(h.addr) {
+			return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: h.nodeID, Addr: h.addr}
+		}
+		n.leaderUnreachable(h.addr)
 	}
 	var fallback *fsm.NodeRecord
 	for _, nd := range n.placedNodes(ch) {
-		if nd.State != fsm.NodeAlive {
+		// A node the prober lost is skipped before the meta state says
+		// so: neither it nor a replica's memory of it as the leader can
+		// help (the replicas learn of a new leader only after that).
+		if nd.State != fsm.NodeAlive || n.trans.PeerLost(nd.ClusterAddr) {
 			continue
 		}
 		if fallback == nil {
@@ -193,7 +190,7 @@ func (n *Node) findRemoteLeader(ctx context.Context, ch fsm.ChannelRecord, wantL
 		if err != nil || info.Leader == "" {
 			continue
 		}
-		if leader, ok := n.meta.fsm.Node(info.Leader); ok {
+		if leader, ok := n.meta.fsm.Node(info.Leader); ok && !n.trans.PeerLost(leader.ClusterAddr) {
 			n.leaders.put(ch.GroupID, leaderHint{nodeID: leader.ID, addr: leader.ClusterAddr})
 			return &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: leader.ID, Addr: leader.ClusterAddr}
 		}

@@ -30,8 +30,10 @@ type metaGroup struct {
 	fsm      *fsm.Meta
 	store    *raftboltdb.BoltStore
 	trans    *transport.GroupTransport
+	logs     raft.LogStore // the meta log, under raft's LogCache
 	hadState bool
 	lease    time.Duration // its leader lease: the short timers of its failover
+	metaReadState
 }
 
 // MetaRaftTiming is the meta group's Raft timing where cluster.Config.MetaRaft
@@ -90,7 +92,7 @@ func openMeta(n *Node) (*metaGroup, error) {
 	conf := metaTiming(n.cfg.MetaRaft).RaftConfig(n.serverID, logger)
 	// The meta FSM lives in memory: it must be rebuilt from the snapshot.
 	conf.NoSnapshotRestoreOnStart = false
-	m := &metaGroup{fsm: fsm.NewMeta(), store: store, trans: trans, hadState: has, lease: conf.LeaderLeaseTimeout}
+	m := &metaGroup{fsm: fsm.NewMeta(), store: store, logs: cache, trans: trans, hadState: has, lease: conf.LeaderLeaseTimeout}
 	m.raft, err = raft.NewRaft(conf, m.fsm, cache, store, snaps, trans)
 	if err != nil {
 		trans.Close()

@@ -7,6 +7,12 @@ type metrics struct {
 	calls         *prometheus.CounterVec
 	callsServed   *prometheus.CounterVec
 	metaElections prometheus.Counter
+	// readIndexRetries and leaderHintsDropped count the times this node's
+	// idea of a leader failed a request and it looked for the current one.
+	readIndexRetries   prometheus.Counter
+	leaderHintsDropped prometheus.Counter
+	metaSyncs          *prometheus.CounterVec
+	metaSyncSeconds    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -21,15 +27,32 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"call", "outcome"}),
 		callsServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_served_total",
-			Help: "Node-to-node calls this node answered, by call (propose, readindex).",
+			Help: "Node-to-node calls this node answered, by call (propose, readindex, meta_readindex).",
 		}, []string{"call"}),
 		metaElections: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_fast_elections_total",
 			Help: "Elections of the meta group this node started at once because the prober reported the meta leader's node down.",
 		}),
+		readIndexRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "read_index_retries_total",
+			Help: "Read-index calls sent again to the leader as known then, after the leader this node knew failed to answer one (it stopped answering, moved, or none was known).",
+		}),
+		metaSyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_syncs_total",
+			Help: "Requests for a channel this node's copy of the meta state did not know, which asked the meta leader for a read index and waited for the copy to reach it, by outcome: ok, unreachable (no meta leader answered: 503 not_ready), behind (the copy did not reach it in time).",
+		}, []string{"outcome"}),
+		metaSyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_sync_seconds",
+			Help:    "How long a successful meta sync (read index and the wait for the local copy) took.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		leaderHintsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "leader_hints_dropped_total",
+			Help: "Cached leaders of channels not hosted here that were dropped because their node could not be reached, so the next request asks the replicas again.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections)
+		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds)
 	}
 	return m
 }

@@ -55,7 +55,8 @@ type Node struct {
 	callConns   map[net.Conn]struct{} // call streams being served
 	callsClosed bool
 	leaders     *leaderCache
-	readBatches sync.Map // group id → *readIndexBatch (readindex.go)
+	readBatches sync.Map       // *shard.Replica → *readIndexBatch (readindex.go)
+	metaReads   readIndexBatch // meta read indexes (metaread.go)
 	metrics     *metrics
 
 	poke     chan struct{}

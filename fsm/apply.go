@@ -27,6 +27,9 @@ func (c *Channel) Apply(l *raft.Log) any {
 // that skips a committed entry diverges silently, which is worse than a
 // crash.
 func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
+	if h := c.applyHook.Load(); h != nil && len(logs) > 0 {
+		(*h)(logs[0].Index, logs[len(logs)-1].Index)
+	}
 	results := make([]any, len(logs))
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()

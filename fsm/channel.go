@@ -45,6 +45,9 @@ type Channel struct {
 	applied atomic.Uint64 // the last index applied or restored
 	stats   atomic.Pointer[ChannelStats]
 
+	// applyHook is a test hook (SetApplyHook); nil in production.
+	applyHook atomic.Pointer[func(first, last uint64)]
+
 	w *waiters
 }
 
@@ -86,6 +89,21 @@ func (c *Channel) Applied() uint64 { return c.applied.Load() }
 // WaitApplied returns once Applied() >= index, or ctx's error, or ErrClosed.
 func (c *Channel) WaitApplied(ctx context.Context, index uint64) error {
 	return c.w.waitApplied(ctx, index, c.applied.Load)
+}
+
+// SetApplyHook installs a test hook that ApplyBatch calls first, on raft's
+// FSM goroutine, with the first and last index of the batch; nil removes it.
+// A hook that blocks holds this replica's state machine back while its
+// group goes on committing: tests use it to make a leader's state machine
+// trail its followers', which hashicorp/raft allows (it applies on the
+// leader asynchronously) and a read index must cope with. Not for
+// production use.
+func (c *Channel) SetApplyHook(h func(first, last uint64)) {
+	if h == nil {
+		c.applyHook.Store(nil)
+		return
+	}
+	c.applyHook.Store(&h)
 }
 
 // Stats returns the channel's key count, approximate size and applied index.

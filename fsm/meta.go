@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -110,6 +111,20 @@ type Meta struct {
 	st      metaState
 	applied uint64
 	changed chan struct{}
+
+	applyHook atomic.Pointer[func(index uint64)] // a test hook (SetApplyHook)
+}
+
+// SetApplyHook installs a test hook that Apply calls first, on raft's FSM
+// goroutine, with the entry's index; nil removes it. A hook that sleeps
+// makes this node's copy of the meta state trail the meta group's commit
+// index, as a slow or busy node's would. Not for production use.
+func (m *Meta) SetApplyHook(h func(index uint64)) {
+	if h == nil {
+		m.applyHook.Store(nil)
+		return
+	}
+	m.applyHook.Store(&h)
 }
 
 // NewMeta returns an empty meta FSM.
@@ -128,6 +143,9 @@ func emptyMetaState() metaState {
 
 // Apply applies one committed meta log entry.
 func (m *Meta) Apply(l *raft.Log) interface{} {
+	if h := m.applyHook.Load(); h != nil {
+		(*h)(l.Index)
+	}
 	if l.Type != raft.LogCommand {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -27,8 +28,21 @@ import (
 //
 // A redirect means the request was not proposed here (Backend's contract),
 // so sending it on cannot apply a write twice. If the forward itself fails,
-// a dial failure is retryable (nothing was sent); a failure after sending
-// a write is outcome_unknown (DESIGN decision 3).
+// a dial failure is retryable (nothing was sent): the handler runs again,
+// for up to forwardRetryFor, and the backend, told by the failed dial,
+// names the node as it knows it then (a leader that was killed is replaced
+// by the one its replicas elected), instead of answering 503 for as long as
+// its hint lived. A failure after sending a write is outcome_unknown
+// (DESIGN decision 3).
+
+// forwardRetryFor bounds how long a request whose forward reached nobody is
+// routed again (each backend call keeps its own timeout);
+// forwardRetryPause spaces the attempts: a dead node's dial fails at once,
+// and its replicas need a moment to elect and learn the new leader.
+const (
+	forwardRetryFor   = 3 * time.Second
+	forwardRetryPause = 50 * time.Millisecond
+)
 
 // dialError marks a failure to open the stream: nothing was sent.
 type dialError struct {
@@ -60,8 +74,11 @@ func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 // forward proxies r (whose body was buffered) to the node re names and
-// copies its answer back.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re *shard.RedirectError) {
+// copies its answer back. With mayRetry, a forward that reached nobody
+// (the stream to the node could not be opened: nothing was sent, nothing
+// was written to w) reports true instead of answering, so the caller can
+// ask the backend again where to send it.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re *shard.RedirectError, mayRetry bool) (unsent bool) {
 	s.log.Debug("forwarding", "method", r.Method, "path", r.URL.EscapedPath(), "to", re.NodeID, "addr", re.Addr, "reason", re.Err)
 	p := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -91,11 +108,19 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var de *dialError
+			if mayRetry && errors.As(err, &de) && r.Context().Err() == nil {
+				s.metrics.forwarded.WithLabelValues("retried").Inc()
+				s.log.Debug("forward reached nobody; asking where to send it again", "to", re.NodeID, "error", err)
+				unsent = true
+				return
+			}
 			s.forwardFailed(w, r, re, err)
 		},
 		ErrorLog: s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 	p.ServeHTTP(w, r)
+	return unsent
 }
 
 // forwardFailed answers a forward that got no answer.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -185,6 +186,30 @@ func TestForwardFailures(t *testing.T) {
 	_, err = a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{})
 	if !api.IsOutcomeUnknown(err) || api.IsRetryable(err) {
 		t.Fatalf("dropped forward of a write: %v, want outcome_unknown", err)
+	}
+}
+
+// A forward whose node cannot be reached (a leader killed a moment ago)
+// asks the backend again where to send the request, and goes to the node it
+// names then, instead of answering 503 unavailable.
+func TestForwardReroutesWhenTheNodeIsGone(t *testing.T) {
+	a, b := startNode(t, "a", "", "nft"), startNode(t, "b", "", "nft")
+	link(t, a, b)
+	var asked atomic.Int32
+	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
+		if asked.Add(1) <= 2 { // the dead leader, twice
+			return nil, &shard.RedirectError{Err: shard.ErrNotLeader, NodeID: "c", Addr: "127.0.0.1:1"}
+		}
+		return nil, redirectTo(b, shard.ErrNotLeader)
+	}
+	if _, err := a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{}); err != nil {
+		t.Fatalf("put through a while its leader hint names a dead node: %v", err)
+	}
+	if b.f.proposals.Load() != 1 || asked.Load() != 3 {
+		t.Fatalf("b proposed %d times and a was asked %d times, want 1 and 3", b.f.proposals.Load(), asked.Load())
+	}
+	if got := a.s.metricsForwarded("retried"); got != 2 {
+		t.Errorf("forwarded retried = %v, want 2", got)
 	}
 }
 

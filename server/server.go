@@ -434,18 +434,38 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 	}
 	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: query}
 	resp, err := ep.h(r.Context(), req)
-	if err != nil {
+	var retryUntil time.Time // set by the first forward
+	for err != nil {
 		var re *shard.RedirectError
-		if errors.As(err, &re) {
-			if by := r.Header.Get(api.HeaderForwarded); by != "" {
-				// Forwarded once already: answer rather than loop.
-				s.metrics.forwarded.WithLabelValues("refused").Inc()
-				err = fmt.Errorf("%w (the request was already forwarded by node %s)", err, by)
-			} else if re.Addr != "" && re.NodeID != s.nodeID {
-				s.forward(w, r, body, re)
-				return
-			}
+		if !errors.As(err, &re) {
+			break
 		}
+		if by := r.Header.Get(api.HeaderForwarded); by != "" {
+			// Forwarded once already: answer rather than loop.
+			s.metrics.forwarded.WithLabelValues("refused").Inc()
+			err = fmt.Errorf("%w (the request was already forwarded by node %s)", err, by)
+			break
+		}
+		if re.Addr == "" || re.NodeID == s.nodeID {
+			break
+		}
+		if retryUntil.IsZero() {
+			retryUntil = time.Now().Add(forwardRetryFor)
+		}
+		if !s.forward(w, r, body, re, time.Now().Before(retryUntil)) {
+			return
+		}
+		// The node could not be reached and nothing was sent: ask the
+		// backend again, which looks for the current leader.
+		select {
+		case <-r.Context().Done():
+			writeError(w, r.Context().Err())
+			return
+		case <-time.After(forwardRetryPause):
+		}
+		resp, err = ep.h(r.Context(), req)
+	}
+	if err != nil {
 		if status, _, _ := statusOf(err); status >= 500 {
 			s.log.Debug("request failed", "method", r.Method, "route", rt.template, "error", err)
 		}

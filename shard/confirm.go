@@ -22,9 +22,12 @@ import (
 func (r *Replica) confirmLeadership(ctx context.Context, term uint64, since time.Time) error {
 	for {
 		r.trans.Urgent() // the heartbeats must not wait in a batch
-		if err := r.wait(r.raft.VerifyLeader()); err != nil {
+		if err := r.wait(ctx, r.raft.VerifyLeader()); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 				return r.redirect()
+			}
+			if ctx.Err() != nil {
+				return err
 			}
 			return fmt.Errorf("shard: group %d: verify leader: %w", r.GroupID, err)
 		}

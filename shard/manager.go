@@ -289,7 +289,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		return fail(fmt.Errorf("new raft: %w", err))
 	}
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
-		raft: rf, fsm: ch, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
+		raft: rf, fsm: ch, logs: store, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
 	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}
 	r.electionAtStart(bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
 	return r, nil

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -117,7 +118,7 @@ func (b *rebalancer) pass() {
 // worked.
 func (b *rebalancer) move(mv leaderMove) bool {
 	r := mv.r
-	err := r.wait(r.raft.LeadershipTransferToServer(mv.to.ID, mv.to.Address))
+	err := r.wait(context.Background(), r.raft.LeadershipTransferToServer(mv.to.ID, mv.to.Address))
 	if err != nil {
 		b.m.metrics.leaderMoves.WithLabelValues("failed").Inc()
 		b.m.log.Debug("could not hand leadership to the preferred leader", "channel", r.Channel, "group", r.GroupID, "to", NodeOf(mv.to.ID), "error", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard/logstore"
 	"github.com/shardnet/shardnet/shard/transport"
 )
 
@@ -37,12 +38,17 @@ type Replica struct {
 
 	raft  *raft.Raft
 	fsm   *fsm.Channel
+	logs  *logstore.Store // the group's log, under raft's LogCache
 	trans *transport.GroupTransport
 	snaps *raft.FileSnapshotStore
 	m     *Manager
 
 	barrierMu sync.Mutex
 	readyTerm atomic.Uint64 // the term in which a Barrier completed (RAFT-NOTES §2)
+	// fsmIndex caches the last answer of fsmIndexAt: concurrent reads
+	// share a read index, and the answer for a committed index never
+	// changes.
+	fsmIndex atomic.Pointer[[2]uint64]
 
 	inflight      atomic.Int64
 	inflightBytes atomic.Int64
@@ -54,17 +60,20 @@ type Replica struct {
 	doneOnce    sync.Once
 }
 
-// wait returns f's error, or raft.ErrRaftShutdown once the replica has
-// stopped: hashicorp/raft never answers a future that was still queued
-// for its main loop when it shut down (Apply, Barrier, VerifyLeader), and a
-// caller waiting on it would wait forever. Its waiting goroutine then stays
-// blocked, one per such future, after the replica is gone.
-func (r *Replica) wait(f raft.Future) error {
+// wait returns f's error; ctx's error once ctx ends; or
+// raft.ErrRaftShutdown once the replica has stopped: hashicorp/raft never
+// answers a future that was still queued for its main loop when it shut
+// down (Apply, Barrier, VerifyLeader), and a caller waiting on it would wait
+// forever. Its waiting goroutine then stays blocked, one per such future,
+// after the replica is gone (or, after ctx ended, until raft answers).
+func (r *Replica) wait(ctx context.Context, f raft.Future) error {
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
 	select {
 	case err := <-errc:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-r.done:
 		select {
 		case err := <-errc:
@@ -218,32 +227,96 @@ func (r *Replica) redirect() error {
 	return &RedirectError{Err: ErrNotLeader, NodeID: NodeOf(id), Addr: string(addr)}
 }
 
-// ReadBarrier returns once a read of this replica's FSM is allowed at level.
-// Linearizable (and Lease) follow RAFT-NOTES §2: one Barrier per leadership
-// term, then per read note the FSM's applied index and confirm leadership
-// with a heartbeat round; nothing is written to the log. A non-leader
-// answers with a RedirectError to the leader.
+// ReadBarrier returns once a read of this replica's FSM is allowed at level:
+// for Linearizable (and Lease), once this replica leads, has confirmed a
+// read index (ReadIndex) and its state machine has reached it
+// (WaitIndex). A non-leader answers with a RedirectError to the leader.
 func (r *Replica) ReadBarrier(ctx context.Context, level ReadLevel) error {
 	if level == Stale {
 		return nil
 	}
+	idx, err := r.ReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return r.WaitIndex(ctx, idx)
+}
+
+// ReadIndex returns the index a linearizable read must wait for, as etcd's
+// ReadIndex does (RAFT-NOTES §2): one Barrier per leadership term (a fresh
+// leader's commit index can trail writes the old leader acknowledged),
+// then per read the commit index, confirmed by a heartbeat round
+// (VerifyLeader, coalesced across concurrent reads, no log write) in the
+// same term. Not the state machine's applied index: raft applies on the
+// leader asynchronously, so a follower can apply a committed entry before
+// the leader's state machine does and serve it, and a later read of the
+// leader's applied index would miss it. Whoever serves the read, this
+// leader included, waits for its state machine to reach the index
+// (WaitIndex). Only the leader answers; others redirect.
+func (r *Replica) ReadIndex(ctx context.Context) (uint64, error) {
 	if r.raft.State() != raft.Leader {
-		return r.redirect()
+		return 0, r.redirect()
 	}
 	term := r.raft.CurrentTerm()
 	if r.readyTerm.Load() != term {
 		if err := r.barrier(ctx, term); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	idx := r.fsm.Applied()
+	idx := r.raft.CommitIndex()
+	// Confirmed only by answers to messages sent after the index was
+	// taken (confirm.go).
 	if err := r.confirmLeadership(ctx, term, time.Now()); err != nil {
-		return err
+		return 0, err
 	}
 	r.m.metrics.readBarriers.Inc()
-	// The leader's FSM has applied every entry it acknowledged; waiting is a
-	// no-op here but keeps the recipe whole should reads move to followers.
-	return r.fsm.WaitApplied(ctx, idx)
+	return idx, nil
+}
+
+// WaitIndex returns once this replica's state machine holds every entry up
+// to idx, a read index its leader answered, or ctx's error. It first waits
+// until this replica knows idx to be committed (on a follower, the entries
+// at or below idx may otherwise still be replaced), then for the state
+// machine to apply the last entry at or below idx that it is handed at all:
+// no-op and barrier entries never reach it (logstore.LastFSMIndex).
+func (r *Replica) WaitIndex(ctx context.Context, idx uint64) error {
+	if r.fsm.Applied() >= idx {
+		return nil
+	}
+	if r.raft.CommitIndex() < idx {
+		// Only a follower gets here: it learns the commit index with the
+		// leader's next append. raft offers no notification of it.
+		tick := time.NewTicker(200 * time.Microsecond)
+		defer tick.Stop()
+		for r.raft.CommitIndex() < idx {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-r.done:
+				return ErrStopped
+			case <-tick.C:
+			}
+		}
+	}
+	target, err := r.fsmIndexAt(idx)
+	if err != nil {
+		return err
+	}
+	return r.fsm.WaitApplied(ctx, target)
+}
+
+// fsmIndexAt is the index the state machine reaches once it has applied
+// every committed entry up to idx.
+func (r *Replica) fsmIndexAt(idx uint64) (uint64, error) {
+	if c := r.fsmIndex.Load(); c != nil && c[0] == idx {
+		return c[1], nil
+	}
+	target, err := r.logs.LastFSMIndex(idx)
+	if err != nil {
+		return 0, fmt.Errorf("shard: group %d: read index %d: %w", r.GroupID, idx, err)
+	}
+	r.fsmIndex.Store(&[2]uint64{idx, target})
+	return target, nil
 }
 
 func (r *Replica) barrier(ctx context.Context, term uint64) error {
@@ -253,7 +326,7 @@ func (r *Replica) barrier(ctx context.Context, term uint64) error {
 		return nil
 	}
 	for {
-		err := r.wait(r.raft.Barrier(enqueueTimeout(ctx)))
+		err := r.wait(ctx, r.raft.Barrier(enqueueTimeout(ctx)))
 		if err == nil {
 			break
 		}

@@ -101,6 +101,22 @@ func (c *Cluster) disk(i int) *logstore.SlowFS {
 	return fs
 }
 
+// Freeze makes node i stop answering on its cluster port without closing a
+// connection, as SIGSTOP of its process would look to its peers: Raft
+// RPCs, node-to-node calls and forwarded requests to it get no answer and
+// no error until Thaw (or Heal, or Partition, which start from a healed
+// network). Its own groups, gossip and HTTP API keep running.
+func (c *Cluster) Freeze(i int) {
+	c.t.Helper()
+	c.faults(i).Freeze()
+}
+
+// Thaw undoes Freeze.
+func (c *Cluster) Thaw(i int) {
+	c.t.Helper()
+	c.faults(i).Thaw()
+}
+
 // Heal removes every network rule and every disk delay on every node.
 func (c *Cluster) Heal() {
 	c.t.Helper()

@@ -84,6 +84,67 @@ func (s *Store) edgeIndex(first bool) (_ uint64, err error) {
 	return binary.BigEndian.Uint64(k[groupPrefixLen:]), nil
 }
 
+// LastFSMIndex returns the largest index at or below max whose entry a
+// batching FSM is handed (a command or a configuration entry), or 0 when
+// the group stores none there. raft never hands no-op and barrier entries
+// to the state machine, so a read index (a commit index) that points at one
+// is reached once the state machine applied the entry this answers.
+//
+// 0 also covers a log compacted behind a snapshot: raft deletes entries
+// only once a snapshot holds them, and a state machine already has what a
+// snapshot of it, or one it restored, holds (shard restores at boot a state
+// machine that is behind its newest snapshot). Callers must ask only about
+// committed indexes: a follower's uncommitted entries can still be
+// replaced.
+//
+// It seeks backwards from max over the group's keys and decodes only each
+// entry's type byte; between two state machine entries there are only the
+// no-op and barrier of each leadership term, so it visits a few keys.
+func (s *Store) LastFSMIndex(max uint64) (uint64, error) {
+	idx, err := s.lastFSMIndex(max)
+	if err != nil {
+		return 0, fmt.Errorf("logstore: group %d: last state machine entry at or below %d: %w", s.gid, max, err)
+	}
+	return idx, nil
+}
+
+func (s *Store) lastFSMIndex(max uint64) (_ uint64, err error) {
+	if err := s.db.acquire(); err != nil {
+		return 0, err
+	}
+	defer s.db.mu.RUnlock()
+	it, err := s.db.pdb.NewIter(&pebble.IterOptions{
+		LowerBound: groupStart(tagLog, s.gid),
+		UpperBound: logKeyEnd(s.gid, max),
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if cerr := it.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	for valid := it.Last(); valid; valid = it.Prev() {
+		k := it.Key()
+		if len(k) != logKeyLen {
+			return 0, fmt.Errorf("%w: %d-byte log key %x", ErrCorrupt, len(k), k)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		if len(v) < logHeaderLen || v[0] != logCodecV1 {
+			return 0, fmt.Errorf("%w: log entry %x has no version 1 header", ErrCorrupt, k)
+		}
+		switch raft.LogType(v[1]) {
+		case raft.LogCommand, raft.LogConfiguration:
+			return binary.BigEndian.Uint64(k[groupPrefixLen:]), nil
+		}
+	}
+	return 0, nil // none, or an iterator error that Close reports
+}
+
 // GetLog reads the entry at index into log. A missing index returns
 // raft.ErrLogNotFound itself, unwrapped: raft's replication compares it with
 // == to decide to send a snapshot (RAFT-NOTES §0.5).

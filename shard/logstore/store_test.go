@@ -688,3 +688,46 @@ func TestKeyOrder(t *testing.T) {
 		t.Errorf("index in key = %d", got)
 	}
 }
+
+// LastFSMIndex skips the entries raft never hands a state machine (no-op
+// and barrier), stays inside its group, and answers 0 once the entries at
+// or below the index were compacted away.
+func TestLastFSMIndex(t *testing.T) {
+	db := openTest(t, "")
+	s := db.Group(7)
+	types := []raft.LogType{
+		1: raft.LogCommand, 2: raft.LogNoop, 3: raft.LogCommand, 4: raft.LogBarrier,
+		5: raft.LogConfiguration, 6: raft.LogNoop, 7: raft.LogBarrier, 8: raft.LogCommand,
+	}
+	var logs []*raft.Log
+	for i := 1; i < len(types); i++ {
+		logs = append(logs, &raft.Log{Index: uint64(i), Term: 1, Type: types[i], Data: []byte("x")})
+	}
+	mustStore(t, s, logs)
+	// Neighbours with commands where group 7 has none.
+	mustStore(t, db.Group(6), entries(6, 1, 20))
+	mustStore(t, db.Group(8), entries(8, 1, 20))
+	for _, c := range []struct{ max, want uint64 }{
+		{0, 0}, {1, 1}, {2, 1}, {3, 3}, {4, 3}, {5, 5}, {6, 5}, {7, 5}, {8, 8}, {100, 8},
+	} {
+		got, err := s.LastFSMIndex(c.max)
+		if err != nil || got != c.want {
+			t.Errorf("LastFSMIndex(%d) = %d, %v; want %d", c.max, got, err, c.want)
+		}
+	}
+	// Compacted behind a snapshot up to 5: nothing the state machine
+	// lacks is left at or below 7.
+	if err := s.DeleteRange(1, 5); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ max, want uint64 }{{4, 0}, {7, 0}, {8, 8}} {
+		got, err := s.LastFSMIndex(c.max)
+		if err != nil || got != c.want {
+			t.Errorf("after compaction, LastFSMIndex(%d) = %d, %v; want %d", c.max, got, err, c.want)
+		}
+	}
+	// An empty group.
+	if got, err := db.Group(9).LastFSMIndex(50); err != nil || got != 0 {
+		t.Errorf("empty group: LastFSMIndex = %d, %v", got, err)
+	}
+}

@@ -36,6 +36,7 @@ type Faults struct {
 	delay   map[string]time.Duration
 	held    map[string]chan struct{} // closed by Release
 	nodes   map[*Node]struct{}
+	thawed  chan struct{} // non-nil while frozen (Freeze); closed by Thaw
 }
 
 // NewFaults returns a Faults with no rules.
@@ -117,7 +118,7 @@ func (f *Faults) Delay(addr string, d time.Duration) {
 	f.mu.Unlock()
 }
 
-// Heal removes every rule.
+// Heal removes every rule, and thaws a frozen node.
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	clear(f.blocked)
@@ -127,6 +128,92 @@ func (f *Faults) Heal() {
 	}
 	clear(f.held)
 	f.mu.Unlock()
+	f.Thaw()
+}
+
+// Freeze makes the node stop answering on its cluster port as a process
+// stopped with SIGSTOP would, but for that port only: every connection it
+// has or gets, inbound and outbound, stays open, and nothing more is read
+// from or written to any of them (handshakes included) until Thaw. Its
+// peers' requests get no answer and no error; their connections break only
+// when their own timeouts say so (yamux keepalive, call deadlines). Unlike
+// Block, which closes sessions at once and refuses dials, so that callers
+// learn of the loss at once. The node's Raft groups, gossip and HTTP API
+// keep running.
+func (f *Faults) Freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.thawed == nil {
+		f.thawed = make(chan struct{})
+	}
+}
+
+// Thaw undoes Freeze: held reads and writes go on.
+func (f *Faults) Thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.thawed != nil {
+		close(f.thawed)
+		f.thawed = nil
+	}
+}
+
+// holdWhileFrozen returns once the node is not frozen, or closed is.
+func (f *Faults) holdWhileFrozen(closed <-chan struct{}) error {
+	f.mu.Lock()
+	thawed := f.thawed
+	f.mu.Unlock()
+	if thawed == nil {
+		return nil
+	}
+	select {
+	case <-thawed:
+		return nil
+	case <-closed:
+		return net.ErrClosed
+	}
+}
+
+// freezable wraps a raw cluster connection (before its handshake) so that
+// Freeze holds its reads and writes; conn itself when f is nil.
+func (f *Faults) freezable(conn net.Conn) net.Conn {
+	if f == nil {
+		return conn
+	}
+	return &freezeConn{Conn: conn, f: f, closed: make(chan struct{})}
+}
+
+// freezeConn holds reads and writes while its Faults is frozen. A read
+// that was already waiting on the socket when the freeze began gets its
+// bytes, but they are handed over only after the thaw.
+type freezeConn struct {
+	net.Conn
+	f         *Faults
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (c *freezeConn) Read(p []byte) (int, error) {
+	if err := c.f.holdWhileFrozen(c.closed); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if herr := c.f.holdWhileFrozen(c.closed); herr != nil {
+		return 0, herr
+	}
+	return n, err
+}
+
+func (c *freezeConn) Write(p []byte) (int, error) {
+	if err := c.f.holdWhileFrozen(c.closed); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *freezeConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
 }
 
 // Blocked reports whether addr is blocked.

@@ -128,3 +128,44 @@ func serveSnapshotSum(t *testing.T, g *GroupTransport, sum *[32]byte, done chan 
 		close(done)
 	})
 }
+
+// Freeze: a frozen node answers nothing on its open sessions and its peers
+// get no error either (an app stream's read just waits), as with a process
+// stopped by SIGSTOP; Thaw lets the held bytes through.
+func TestFaultsFreeze(t *testing.T) {
+	fb := NewFaults()
+	a := newTestNode(t, "k")
+	b := newTestNode(t, "k", func(c *Config) { c.Faults = fb })
+	ga, _ := a.Group(1)
+	gb, _ := b.Group(1)
+	serve(t, ga, echoHandler)
+	serve(t, gb, echoHandler)
+	var resp raft.AppendEntriesResponse
+	if err := ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp); err != nil {
+		t.Fatalf("before the freeze: %v", err)
+	}
+	waitFor(t, 5*time.Second, "a probe of b", func() bool { return a.PeerHealthy(string(b.Addr())) })
+	fb.Freeze()
+	t.Cleanup(fb.Thaw)
+	// b stops answering probes: a sees it unhealthy, with its session open.
+	waitFor(t, 5*time.Second, "b reported unhealthy", func() bool { return !a.PeerHealthy(string(b.Addr())) })
+	done := make(chan error, 1)
+	go func() {
+		var r raft.AppendEntriesResponse
+		done <- ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &r)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("RPC to a frozen node answered: %v", err)
+	case <-time.After(200 * time.Millisecond): // no answer, no error
+	}
+	fb.Thaw()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("RPC held by the freeze, after Thaw: %v", err)
+		}
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("RPC held by the freeze still unanswered after Thaw")
+	}
+}

@@ -413,6 +413,7 @@ func (n *Node) acceptLoop() {
 
 // serveConn authenticates an inbound connection and serves its streams.
 func (n *Node) serveConn(conn net.Conn) {
+	conn = n.cfg.Faults.freezable(conn)
 	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	err := serverHandshake(conn, n.cfg.ClusterKey)

@@ -236,6 +236,7 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 		}
 		return nil, err // a *net.OpError, which names the address
 	}
+	conn = n.cfg.Faults.freezable(conn)
 	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	err = clientHandshake(conn, n.cfg.ClusterKey)

@@ -31,6 +31,23 @@ func (n *Node) PeerHealthy(addr string) bool {
 	return !p.lastOK.IsZero() && time.Since(p.lastOK) < probeDownAfter && !p.refused.After(p.lastOK)
 }
 
+// PeerLost reports whether the node at addr answered probes before and has
+// stopped: no answer for probeDownAfter, or its port refused a dial since.
+// Unlike !PeerHealthy it is false for a peer not probed yet, so callers can
+// skip a node known to be gone without skipping one never asked; and it
+// starts no probe.
+func (n *Node) PeerLost(addr string) bool {
+	n.mu.Lock()
+	p := n.peers[addr]
+	n.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.lastOK.IsZero() && (time.Since(p.lastOK) >= probeDownAfter || p.refused.After(p.lastOK))
+}
+
 // watchLeader keeps the node that sent this node a heartbeat (addr, from
 // the request's RPC header) among the probed peers. Raft followers send
 // their leader nothing, so a node that leads no group of its own would
