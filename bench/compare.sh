@@ -67,7 +67,7 @@ machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print 
 
 # sn_codes: "code count" of the KV route's answers on node 1, from /metrics.
 sn_codes() {
-	sn_curl "http://127.0.0.1:${SN_HTTP[0]}/metrics" | awk '
+	sn_curl "$(sn_url 0)/metrics" | awk '
 		/^shardnet_http_requests_total\{/ && index($0, "route=\"/v1/channels/{ch}/kv/{key}\"") {
 			match($0, /code="[0-9]+"/); code = substr($0, RSTART + 6, 3)
 			sum[code] += $NF
@@ -89,7 +89,7 @@ run_one() {
 		url="http://127.0.0.1:${ETCD_CLIENT[0]}" script="$BENCH/wrk/etcd.lua" args=("$mode")
 		pids=("${ETCD_PID[@]}")
 	else
-		url="http://127.0.0.1:${SN_HTTP[0]}" script="$BENCH/wrk/shardnet.lua" args=("$mode" "$TOKEN")
+		url="$(sn_url 0)" script="$BENCH/wrk/shardnet.lua" args=("$mode" "$TOKEN")
 		pids=("${SN_PID[@]}")
 		sn_codes >"$WORK/codes.before"
 	fi
@@ -244,7 +244,7 @@ main() {
 	run_tracked "$WORK/raw/prefill-etcd.txt" timeout 300 "$WORK/bin/prefill" -system etcd \
 		-url "http://127.0.0.1:${ETCD_CLIENT[0]}" || die "prefill etcd: $(cat "$WORK/raw/prefill-etcd.txt")"
 	run_tracked "$WORK/raw/prefill-shardnet.txt" timeout 300 "$WORK/bin/prefill" -system shardnet \
-		-url "http://127.0.0.1:${SN_HTTP[0]}" -channel bench -token "$TOKEN" ||
+		-url "$(sn_url 0)" -channel bench -token "$TOKEN" ||
 		die "prefill shardnet: $(cat "$WORK/raw/prefill-shardnet.txt")"
 	log "$(cat "$WORK/raw/prefill-etcd.txt")"
 	log "$(cat "$WORK/raw/prefill-shardnet.txt")"

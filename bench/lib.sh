@@ -15,6 +15,10 @@ TOKEN=${TOKEN:-bench-token}
 SN_GOSSIP=(17946 17956 17966)
 SN_CLUSTER=(17947 17957 17967)
 SN_HTTP=(18500 18510 18520)
+# The nodes' addresses: all 127.0.0.1 unless a script gives each node its
+# own loopback address (failover.sh does, so that one node's traffic can be
+# dropped by address).
+SN_IP=(${SN_IP[@]:-127.0.0.1 127.0.0.1 127.0.0.1})
 ETCD_CLIENT=(12379 12389 12399)
 ETCD_PEER=(12380 12390 12400)
 
@@ -35,10 +39,13 @@ die() {
 cleanup() {
 	local rc=$? pid deadline alive
 	trap - EXIT INT TERM
+	unblackhole_all
 	local pids=()
 	for pid in "$BG_PID" "${SN_PID[@]}" "${ETCD_PID[@]}"; do
 		[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
 	done
+	# A node left stopped (SIGSTOP) would not see the TERM below.
+	((${#pids[@]} == 0)) || kill -CONT "${pids[@]}" 2>/dev/null || true
 	if ((${#pids[@]})); then
 		log "stopping ${#pids[@]} processes: ${pids[*]}"
 		kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -142,14 +149,17 @@ check_ports() {
 
 sn_curl() { curl -sS --max-time 5 -H "Authorization: Bearer $TOKEN" "$@"; }
 
+# sn_url I: the base URL of node I+1's HTTP API.
+sn_url() { printf 'http://%s:%s' "${SN_IP[$1]}" "${SN_HTTP[$1]}"; }
+
 # ---------------------------------------------------------------- shardnet
 
 # start_sn_node I [JOIN]: node n(I+1), in the background, logs appended.
 start_sn_node() {
 	local i=$1 join=${2:-} n=$(($1 + 1))
-	local args=(agent -name "n$n" -role core -data-dir "$WORK/shardnet/n$n" -bind 127.0.0.1
+	local args=(agent -name "n$n" -role core -data-dir "$WORK/shardnet/n$n" -bind "${SN_IP[i]}"
 		-gossip-port "${SN_GOSSIP[i]}" -cluster-port "${SN_CLUSTER[i]}"
-		-http-addr "127.0.0.1:${SN_HTTP[i]}" -bootstrap-expect 3 -token "$TOKEN" -log-level warn)
+		-http-addr "${SN_IP[i]}:${SN_HTTP[i]}" -bootstrap-expect 3 -token "$TOKEN" -log-level warn)
 	[ -z "$join" ] || args+=(-join "$join")
 	# The per-client-IP rate limit (default 20,000 req/s) would cap wrk, one
 	# client IP, below what the node serves; etcd has no such limit.
@@ -160,15 +170,17 @@ start_sn_node() {
 		[[ $help != *-rate-limit* ]] || SN_RATE_FLAG="-rate-limit=0"
 	fi
 	[ -z "$SN_RATE_FLAG" ] || args+=("$SN_RATE_FLAG")
+	# shellcheck disable=SC2206 # extra flags, split on spaces
+	args+=(${SN_EXTRA_FLAGS:-})
 	"$BIN" "${args[@]}" >>"$WORK/logs/n$n.log" 2>&1 &
 	SN_PID[i]=$!
 }
 
-sn_ready() { curl -sf --max-time 2 "http://127.0.0.1:${SN_HTTP[$1]}/v1/health?ready=1"; }
+sn_ready() { curl -sf --max-time 2 "$(sn_url "$1")/v1/health?ready=1"; }
 
 sn_all_alive() {
 	local n
-	n=$(sn_curl "http://127.0.0.1:${SN_HTTP[0]}/v1/nodes" | grep -o '"state":"alive"' | wc -l)
+	n=$(sn_curl "$(sn_url 0)/v1/nodes" | grep -o '"state":"alive"' | wc -l)
 	((n == 3))
 }
 
@@ -178,23 +190,23 @@ sn_create_channel() {
 	local code body="{\"name\":\"$1\",\"replicas\":3}"
 	[ -z "${2:-}" ] || body="{\"name\":\"$1\",\"nodes\":$2}"
 	code=$(sn_curl -o "$WORK/create.json" -w '%{http_code}' -X POST \
-		-d "$body" "http://127.0.0.1:${SN_HTTP[0]}/v1/channels")
+		-d "$body" "$(sn_url 0)/v1/channels")
 	[ "$code" = 201 ] || { [ "$code" = 409 ] && grep -q channel_exists "$WORK/create.json"; }
 }
 
 # sn_leader CH [I]: the node id leading channel CH, asked of node I+1.
 sn_leader() {
-	sn_curl "http://127.0.0.1:${SN_HTTP[${2:-0}]}/v1/channels/$1" |
+	sn_curl "$(sn_url "${2:-0}")/v1/channels/$1" |
 		sed -n 's/.*"leader":"\([^"]*\)".*/\1/p'
 }
 
 # sn_healthy CH [I]: CH has a leader and every replica follows it.
 sn_healthy() {
-	sn_curl "http://127.0.0.1:${SN_HTTP[${2:-0}]}/v1/channels/$1" | grep -q '"health":"healthy"'
+	sn_curl "$(sn_url "${2:-0}")/v1/channels/$1" | grep -q '"health":"healthy"'
 }
 
 sn_channel_gone() {
-	[ "$(sn_curl -o /dev/null -w '%{http_code}' "http://127.0.0.1:${SN_HTTP[0]}/v1/channels/$1")" = 404 ]
+	[ "$(sn_curl -o /dev/null -w '%{http_code}' "$(sn_url 0)/v1/channels/$1")" = 404 ]
 }
 
 # sn_place_leader CH WANT: WANT is "n1" (node 1 leads CH) or "follower"
@@ -212,7 +224,7 @@ sn_place_leader() {
 		n1:n1 | follower:n2 | follower:n3) return 0 ;;
 		esac
 		log "channel $ch is led by '$leader', want $want: creating it again"
-		sn_curl -o /dev/null -X DELETE "http://127.0.0.1:${SN_HTTP[0]}/v1/channels/$ch"
+		sn_curl -o /dev/null -X DELETE "$(sn_url 0)/v1/channels/$ch"
 		wait_for "channel $ch deleted" 30 sn_channel_gone "$ch"
 		wait_for "channel $ch created" 60 sn_create_channel "$ch" "$nodes"
 		wait_for "channel $ch healthy" 60 sn_healthy "$ch"
@@ -227,8 +239,8 @@ start_shardnet() {
 	check_ports "${SN_GOSSIP[@]}" "${SN_CLUSTER[@]}" "${SN_HTTP[@]}"
 	log "starting shardnet n1..n3 (HTTP ${SN_HTTP[*]})"
 	start_sn_node 0
-	start_sn_node 1 "127.0.0.1:${SN_GOSSIP[0]}"
-	start_sn_node 2 "127.0.0.1:${SN_GOSSIP[0]}"
+	start_sn_node 1 "${SN_IP[0]}:${SN_GOSSIP[0]}"
+	start_sn_node 2 "${SN_IP[0]}:${SN_GOSSIP[0]}"
 	for i in 0 1 2; do wait_for "shardnet n$((i + 1)) ready" 60 sn_ready "$i"; done
 	wait_for "3 alive shardnet nodes" 60 sn_all_alive
 	for ch in "$@"; do wait_for "channel $ch created" 60 sn_create_channel "$ch"; done
@@ -299,39 +311,105 @@ etcd_move_leader() {
 
 # ---------------------------------------------------------------- failover
 
-# failover_trials N: N times, kill -9 the leader of channel "bench" while
-# bench/failover writes through a surviving node, restart the killed node and
-# wait until the channel is healthy again. Sets FO_MS (one value per trial),
-# FO_LINES (a line per trial) and FO_MEDIAN.
+# failover_trials N [FAULT] [GROUP]: N times, make the leader of channel
+# "bench" (GROUP channel, the default) or of the meta group (GROUP meta)
+# fail while bench/failover writes (and reads) through a surviving node,
+# undo the fault and wait until the cluster is healthy again. FAULT is kill
+# (SIGKILL, then a restart; the default), stop (SIGSTOP, then SIGCONT) or
+# blackhole (every packet to or from the node's address dropped, then
+# allowed again; needs iptables, root, and distinct node addresses, see
+# SN_IP). Sets FO_MS and FO_READ_MS (one value per trial), FO_LINES (a line
+# per trial) and FO_MEDIAN, FO_READ_MEDIAN.
 FO_MS=()
+FO_READ_MS=()
 FO_LINES=()
 FO_MEDIAN=""
+FO_READ_MEDIAN=""
 failover_trials() {
-	local trials=$1 t leader idx j pid out ms t0 back
+	local trials=$1 fault=${2:-kill} group=${3:-channel}
+	local t leader idx j pid out ms rms t0 back args
 	for ((t = 1; t <= trials; t++)); do
 		wait_for "channel bench healthy" 60 sn_healthy bench
-		leader=$(sn_leader bench)
-		[[ $leader =~ ^n[123]$ ]] || die "channel bench has no leader to kill (got '$leader')"
+		if [ "$group" = meta ]; then
+			leader=$(sn_meta_leader)
+		else
+			leader=$(sn_leader bench)
+		fi
+		[[ $leader =~ ^n[123]$ ]] || die "no $group leader to fail (got '$leader')"
 		idx=$((${leader#n} - 1))
 		j=$(((idx + 1) % 3))
 		pid=${SN_PID[idx]}
-		out="$WORK/raw/failover-$t.txt"
-		run_tracked "$out" timeout -k 5 90 "$WORK/bin/failover" -pid "$pid" \
-			-url "http://127.0.0.1:${SN_HTTP[j]}" -channel bench -token "$TOKEN" ||
+		out="$WORK/raw/failover-$group-$fault-$t.txt"
+		args=(-group "$group" -url "$(sn_url "$j")" -channel bench -token "$TOKEN")
+		case $fault in
+		kill | stop) args+=(-fault "$fault" -pid "$pid") ;;
+		blackhole) args+=(-fault cmd -fault-cmd "$(blackhole_cmd -I "$idx")") ;;
+		*) die "unknown fault $fault" ;;
+		esac
+		run_tracked "$out" timeout -k 5 90 "$WORK/bin/failover" "${args[@]}" ||
 			die "failover trial $t failed: $(tail -n 3 "$out")"
-		wait "$pid" 2>/dev/null || true
-		SN_PID[idx]=""
-		ms=$(sed -n 's/^FAILOVER ms=//p' "$out")
+		ms=$(sed -n 's/^FAILOVER ms=\([^ ]*\).*/\1/p' "$out")
+		rms=$(sed -n 's/^FAILOVER .*read_ms=//p' "$out")
 		[ -n "$ms" ] || die "failover trial $t printed no result: $(cat "$out")"
 		t0=$SECONDS
-		start_sn_node "$idx" "127.0.0.1:${SN_GOSSIP[j]}"
-		wait_for "restarted n$((idx + 1)) ready" 120 sn_ready "$idx"
-		wait_for "channel bench healthy after restarting n$((idx + 1))" 120 sn_healthy bench "$j"
+		case $fault in
+		kill)
+			wait "$pid" 2>/dev/null || true
+			SN_PID[idx]=""
+			start_sn_node "$idx" "${SN_IP[j]}:${SN_GOSSIP[j]}"
+			;;
+		stop) kill -CONT "$pid" ;;
+		blackhole) eval "$(blackhole_cmd -D "$idx")" ;;
+		esac
+		wait_for "n$((idx + 1)) ready again" 120 sn_ready "$idx"
+		wait_for "channel bench healthy after the $fault of n$((idx + 1))" 120 sn_healthy bench "$j"
+		[ "$group" != meta ] || sn_delete_channels "fo-"
 		back=$((SECONDS - t0))
 		FO_MS+=("$ms")
-		FO_LINES+=("trial $t: killed leader $leader (pid $pid), wrote through n$((j + 1)): first acknowledged write ${ms} ms after the kill; restarted node healthy again after ~${back}s — $(sed -n 's/.*failed writes meanwhile: //p' "$out")")
+		FO_READ_MS+=("${rms:-0}")
+		FO_LINES+=("trial $t: $fault of the $group leader $leader (pid $pid), through n$((j + 1)): $(sed -n 's/^first acknowledged //p' "$out" | sed 's/; failed requests meanwhile.*//') — healthy again ~${back}s after the fault was undone — failed meanwhile: $(sed -n 's/.*failed requests meanwhile: //p' "$out")")
 		log "${FO_LINES[-1]}"
 	done
-	FO_MEDIAN=$(printf '%s\n' "${FO_MS[@]}" | sort -g | awk '{v[NR] = $1} END {
-		if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+	FO_MEDIAN=$(median "${FO_MS[@]}")
+	FO_READ_MEDIAN=$(median "${FO_READ_MS[@]}")
+}
+
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+		if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# sn_meta_leader: the node id leading the meta group.
+sn_meta_leader() {
+	sn_curl "$(sn_url 0)/v1/status" | sed -n 's/.*"meta_leader":"\([^"]*\)".*/\1/p'
+}
+
+# sn_delete_channels PREFIX: deletes the channels whose names start with it.
+sn_delete_channels() {
+	local ch
+	for ch in $(sn_curl "$(sn_url 0)/v1/channels" | grep -o '"name":"'"$1"'[^"]*"' | cut -d'"' -f4); do
+		sn_curl -o /dev/null -X DELETE "$(sn_url 0)/v1/channels/$ch" || true
+	done
+}
+
+# blackhole_cmd -I|-D I: the iptables commands that insert (-I) or delete
+# (-D) the rules dropping every packet to and from node I+1's address (on
+# loopback: its peers, its gossip, its clients), with no reset: a node cut
+# off by a broken switch. The rules carry a comment so that cleanup can
+# find any left behind.
+blackhole_cmd() {
+	local op=$1 ip=${SN_IP[$2]}
+	[ "$ip" != 127.0.0.1 ] || die "blackhole needs distinct node addresses (SN_IP)"
+	printf 'iptables %s INPUT -s %s -m comment --comment shardnet-bench -j DROP && iptables %s INPUT -d %s -m comment --comment shardnet-bench -j DROP' \
+		"$op" "$ip" "$op" "$ip"
+}
+
+# unblackhole_all removes every rule blackhole_cmd inserted.
+unblackhole_all() {
+	command -v iptables >/dev/null || return 0
+	local rule
+	while rule=$(iptables -S INPUT 2>/dev/null | grep -m1 -- '--comment shardnet-bench'); do
+		# shellcheck disable=SC2086 # the rule's words, as iptables -S prints them
+		iptables ${rule/-A/-D} || break
+	done
 }

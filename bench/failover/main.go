@@ -1,17 +1,25 @@
-// Command failover measures one leader loss of a shardnet channel: while a
-// client writes through a surviving node, it kills the channel leader's
-// process with SIGKILL and reports the time from the kill to the first
-// acknowledged (2xx) write sent after it.
+// Command failover measures one leader loss: while a client writes (and
+// reads) through a surviving node, it makes the leader's node fail and
+// reports the time from the fault to the first acknowledged (2xx) write
+// sent after it, and to the first successful linearizable read.
 //
-// It leaves finding the leader, restarting the killed node and repeating the
-// trial to bench/failover.sh.
+// The fault (-fault) is kill (SIGKILL of -pid), stop (SIGSTOP of -pid: a
+// process that stops answering without closing its connections; the
+// script sends SIGCONT afterwards) or cmd (run -fault-cmd with sh -c, e.g.
+// iptables rules that drop the node's packets: a blackholed node). The
+// leader is a channel's (-group channel: writes are KV puts, reads KV gets)
+// or the meta group's (-group meta: writes are channel creations; no reads).
+//
+// It leaves finding the leader, undoing the fault and repeating the trial
+// to bench/failover.sh.
 //
 //	failover -pid 1234 -url http://127.0.0.1:18510 -channel bench -token T
 //
-// Writes are sent open-loop, one every -interval, each on its own goroutine,
-// so a request stuck on the dead leader does not hide the moment the new one
-// answers: the resolution of the result is -interval plus one write's latency.
-// The last line is "FAILOVER ms=<milliseconds>" for the script to parse.
+// Requests are sent open-loop, one every -interval, each on its own
+// goroutine, so a request stuck on the dead leader does not hide the moment
+// the new one answers: the resolution of the result is -interval plus one
+// request's latency. The last line is "FAILOVER ms=<write ms> read_ms=<read
+// ms>" for the script to parse.
 package main
 
 import (
@@ -24,6 +32,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +41,9 @@ import (
 )
 
 type config struct {
+	fault    string
+	faultCmd string
+	group    string
 	pid      int
 	url      string
 	channel  string
@@ -42,8 +54,9 @@ type config struct {
 	inFlight int
 }
 
-// result is the outcome of one write.
+// result is the outcome of one request.
 type result struct {
+	read       bool
 	sent, done time.Time
 	status     int    // 0: transport error
 	code       string // shardnet error code, or the transport error
@@ -51,7 +64,10 @@ type result struct {
 
 func main() {
 	var c config
-	flag.IntVar(&c.pid, "pid", 0, "process id of the channel leader to kill (required)")
+	flag.StringVar(&c.fault, "fault", "kill", "kill, stop (SIGSTOP) or cmd (run -fault-cmd)")
+	flag.StringVar(&c.faultCmd, "fault-cmd", "", "shell command that makes the leader's node fail (-fault cmd)")
+	flag.StringVar(&c.group, "group", "channel", "whose leader fails: channel or meta")
+	flag.IntVar(&c.pid, "pid", 0, "process id of the leader's node (-fault kill or stop)")
 	flag.StringVar(&c.url, "url", "", "base URL of a surviving node to write through (required)")
 	flag.StringVar(&c.channel, "channel", "bench", "channel to write to")
 	flag.StringVar(&c.token, "token", "", "operator token")
@@ -60,7 +76,16 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up when no write is acknowledged this long after the kill")
 	flag.IntVar(&c.inFlight, "max-in-flight", 256, "most writes outstanding at once; further ticks are skipped")
 	flag.Parse()
-	if c.pid <= 0 || c.url == "" || c.interval <= 0 {
+	valid := c.url != "" && c.interval > 0 && (c.group == "channel" || c.group == "meta")
+	switch c.fault {
+	case "kill", "stop":
+		valid = valid && c.pid > 0
+	case "cmd":
+		valid = valid && c.faultCmd != ""
+	default:
+		valid = false
+	}
+	if !valid {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -102,7 +127,15 @@ func run(c config) error {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				r := write(ctx, client, c, fmt.Sprintf("failover-%06d", seq%100000))
+				var r result
+				switch {
+				case c.group == "meta":
+					r = createChannel(ctx, client, c, fmt.Sprintf("fo-%d-%d", os.Getpid(), seq))
+				case seq%2 == 1:
+					r = read(ctx, client, c, fmt.Sprintf("failover-%06d", (seq-1)%100000))
+				default:
+					r = write(ctx, client, c, fmt.Sprintf("failover-%06d", seq%100000))
+				}
 				select {
 				case results <- r:
 				case <-ctx.Done():
@@ -127,31 +160,64 @@ func run(c config) error {
 	}
 
 	killed := time.Now()
-	if err := syscall.Kill(c.pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill leader pid %d: %w", c.pid, err)
+	switch c.fault {
+	case "kill":
+		if err := syscall.Kill(c.pid, syscall.SIGKILL); err != nil {
+			return fmt.Errorf("kill leader pid %d: %w", c.pid, err)
+		}
+	case "stop":
+		if err := syscall.Kill(c.pid, syscall.SIGSTOP); err != nil {
+			return fmt.Errorf("stop leader pid %d: %w", c.pid, err)
+		}
+	case "cmd":
+		if out, err := exec.Command("sh", "-c", c.faultCmd).CombinedOutput(); err != nil {
+			return fmt.Errorf("fault command: %v: %s", err, out)
+		}
 	}
 	failures := map[string]*span{}
+	var writeMS, readMS float64 = -1, -1
+	if c.group == "meta" {
+		readMS = 0 // not measured
+	}
 	deadline = time.After(c.timeout)
-	for {
+	for writeMS < 0 || readMS < 0 {
 		select {
 		case r := <-results:
-			if r.status/100 == 2 && !r.sent.Before(killed) {
-				ms := float64(r.done.Sub(killed).Microseconds()) / 1000
-				fmt.Printf("first acknowledged write %.1f ms after the kill; failed writes meanwhile: %s\n", ms, summarize(failures))
-				fmt.Printf("FAILOVER ms=%.1f\n", ms)
-				return nil
+			ms := float64(r.done.Sub(killed).Microseconds()) / 1000
+			ok := r.status/100 == 2 || (r.read && r.status == http.StatusNotFound)
+			if ok && !r.sent.Before(killed) {
+				if r.read && readMS < 0 {
+					readMS = ms
+				} else if !r.read && writeMS < 0 {
+					writeMS = ms
+				}
+				continue
 			}
-			if r.status/100 != 2 {
+			if !ok {
 				what := fmt.Sprintf("%d %s", r.status, r.code)
+				if r.read {
+					what = "read " + what
+				}
 				if r.sent.Before(killed) {
-					what += " (sent before the kill)"
+					what += " (sent before the fault)"
 				}
 				failures[what] = failures[what].add(r.done.Sub(killed))
 			}
 		case <-deadline:
-			return fmt.Errorf("no write acknowledged within %v of the kill; failures: %s", c.timeout, summarize(failures))
+			return fmt.Errorf("no write and read answered within %v of the fault (write %.1f ms, read %.1f ms); failures: %s", c.timeout, writeMS, readMS, summarize(failures))
 		}
 	}
+	what := "write"
+	if c.group == "meta" {
+		what = "channel creation"
+	}
+	fmt.Printf("first acknowledged %s %.1f ms after the %s", what, writeMS, c.fault)
+	if c.group == "channel" {
+		fmt.Printf(", first linearizable read %.1f ms", readMS)
+	}
+	fmt.Printf("; failed requests meanwhile: %s\n", summarize(failures))
+	fmt.Printf("FAILOVER ms=%.1f read_ms=%.1f\n", writeMS, readMS)
+	return nil
 }
 
 // span counts the failed writes of one kind and when, after the kill, their
@@ -174,8 +240,24 @@ func (s *span) add(at time.Duration) *span {
 
 func write(ctx context.Context, client *http.Client, c config, key string) result {
 	u := strings.TrimRight(c.url, "/") + "/v1/channels/" + c.channel + "/kv/" + key
-	r := result{sent: time.Now()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(bytes.Repeat([]byte("f"), 256)))
+	return do(ctx, client, c, http.MethodPut, u, bytes.Repeat([]byte("f"), 256), false)
+}
+
+func read(ctx context.Context, client *http.Client, c config, key string) result {
+	u := strings.TrimRight(c.url, "/") + "/v1/channels/" + c.channel + "/kv/" + key
+	return do(ctx, client, c, http.MethodGet, u, nil, true)
+}
+
+// createChannel creates a one-replica channel: a write of the meta group
+// that costs the cluster little.
+func createChannel(ctx context.Context, client *http.Client, c config, name string) result {
+	u := strings.TrimRight(c.url, "/") + "/v1/channels"
+	return do(ctx, client, c, http.MethodPost, u, []byte(`{"name":"`+name+`","replicas":1}`), false)
+}
+
+func do(ctx context.Context, client *http.Client, c config, method, u string, body []byte, isRead bool) result {
+	r := result{sent: time.Now(), read: isRead}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		r.done, r.code = time.Now(), err.Error()
 		return r
@@ -188,7 +270,7 @@ func write(ctx context.Context, client *http.Client, c config, key string) resul
 		r.done, r.code = time.Now(), "transport error"
 		return r
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	r.done, r.status = time.Now(), resp.StatusCode
 	var e struct {
@@ -196,7 +278,7 @@ func write(ctx context.Context, client *http.Client, c config, key string) resul
 			Code string `json:"code"`
 		} `json:"error"`
 	}
-	if r.status/100 != 2 && json.Unmarshal(body, &e) == nil {
+	if r.status/100 != 2 && json.Unmarshal(answer, &e) == nil {
 		r.code = e.Error.Code
 	}
 	return r
@@ -214,7 +296,7 @@ func summarize(m map[string]*span) string {
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
 		s := m[k]
-		parts = append(parts, fmt.Sprintf("%s ×%d (answered %d–%d ms after the kill)", k, s.n, s.first.Milliseconds(), s.last.Milliseconds()))
+		parts = append(parts, fmt.Sprintf("%s ×%d (answered %d–%d ms after the fault)", k, s.n, s.first.Milliseconds(), s.last.Milliseconds()))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -54,6 +54,8 @@ var faultKinds = []struct {
 	{"isolate-kill-leader", 1},  // isolate the leader, crash it while isolated, heal, restart
 	{"kill-leader-follower", 1}, // crash two nodes: no quorum until one is back
 	{"slow-disk", 2},            // 50-200 ms added to every log fsync of the leader or a follower
+	{"freeze-leader", 2},        // the leader's node stops answering on its cluster port, connections left open (SIGSTOP as peers see it), then goes on
+	{"freeze-follower", 1},      // the same for a follower
 }
 
 // Run applies faults until ctx ends, then undoes the one in force. It must
@@ -271,6 +273,20 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 		n.sleep(ctx, hold/2)
 		c.Heal()
 		n.restart(l)
+
+	case "freeze-leader", "freeze-follower":
+		victim := n.leaderOrAny()
+		if name == "freeze-follower" {
+			victim = n.followerOf(victim)
+		}
+		if victim < 0 {
+			return
+		}
+		desc = fmt.Sprintf("%s %s", name, c.Nodes[victim].Name)
+		n.Logf("nemesis: %s for %v", desc, hold)
+		c.Freeze(victim)
+		n.sleep(ctx, hold)
+		c.Thaw(victim)
 
 	case "cut-link":
 		l := n.leaderOrAny()
