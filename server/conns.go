@@ -60,6 +60,7 @@ type connLimiter struct {
 	// counts since the last warning
 	refused, evicted int
 	lastLog          time.Time
+	logPending       bool // a warning is due at lastLog+logEvery
 }
 
 type connEntry struct {
@@ -205,11 +206,27 @@ func (l *connLimiter) refuse(c net.Conn, status int, reason, msg string) {
 }
 
 // maybeLogLocked logs the refusals and evictions since the last warning,
-// at most once per logEvery.
+// at most once per logEvery; what comes within that time is logged when it
+// ends, so the last of a flood is not left unsaid.
 func (l *connLimiter) maybeLogLocked(now time.Time) {
-	if now.Sub(l.lastLog) < logEvery {
+	if wait := logEvery - now.Sub(l.lastLog); wait > 0 {
+		if !l.logPending {
+			l.logPending = true
+			time.AfterFunc(wait, func() {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				l.logPending = false
+				if l.refused+l.evicted > 0 {
+					l.logLocked(time.Now())
+				}
+			})
+		}
 		return
 	}
+	l.logLocked(now)
+}
+
+func (l *connLimiter) logLocked(now time.Time) {
 	l.log.Warn("HTTP connections refused or closed to make room (connection limits)",
 		"refused", l.refused, "evicted", l.evicted, "open", len(l.conns),
 		"max_conns", l.max, "max_conns_per_client", l.perClient)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -172,7 +174,9 @@ func TestConnectionFlood(t *testing.T) {
 // closed; other addresses are still served.
 func TestConnectionsPerClient(t *testing.T) {
 	const perClient = 50
-	s := New(Config{Backend: newFake("nft"), Registry: prometheus.NewRegistry(), MaxConnsPerClient: perClient})
+	logs := &syncBuffer{}
+	s := New(Config{Backend: newFake("nft"), Registry: prometheus.NewRegistry(), MaxConnsPerClient: perClient,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})})
 	addr := serveReal(t, s)
 	var held []net.Conn
 	t.Cleanup(func() {
@@ -200,6 +204,9 @@ func TestConnectionsPerClient(t *testing.T) {
 	waitClosed(t, c, scaled(3*time.Second), "a refused connection")
 	if n := testutil.ToFloat64(s.metrics.refused.WithLabelValues("per_client")); n != 1 {
 		t.Errorf("refusals counted: %v, want 1", n)
+	}
+	if got := logs.String(); !strings.Contains(got, "connection limits") || !strings.Contains(got, "refused=1") {
+		t.Errorf("the refusal was not logged at warn: %q", got)
 	}
 	other := dialFrom(t, "127.0.2.2", addr)
 	defer other.Close()
@@ -414,4 +421,22 @@ func mustEncodePut(t *testing.T, key, value string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
