@@ -173,6 +173,9 @@ func run(c config) error {
 		if out, err := exec.Command("sh", "-c", c.faultCmd).CombinedOutput(); err != nil {
 			return fmt.Errorf("fault command: %v: %s", err, out)
 		}
+		// The fault is in force once the command returns: a write sent
+		// while it ran could still reach the old leader.
+		killed = time.Now()
 	}
 	failures := map[string]*span{}
 	var writeMS, readMS float64 = -1, -1
