@@ -1,8 +1,6 @@
 package lint
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"go/parser"
 	"go/token"
@@ -47,71 +45,94 @@ func TestReferences(t *testing.T) {
 			continue
 		}
 		for _, tx := range texts {
-			for _, p := range checkText(root, f, tx.text, headings) {
-				t.Errorf("%s:%d: %s", f, tx.line, p)
+			for _, p := range checkText(root, f, tx.s, headings) {
+				t.Errorf("%s:%d: %s", f, tx.lineAt(p.at), p.msg)
 			}
 		}
 	}
 }
 
-// text is a Go comment block or a Markdown paragraph with its line breaks
-// and comment markers turned into single spaces; line is where it starts.
+// text is a Go comment block or a Markdown paragraph, its lines joined with
+// single spaces (comment markers dropped, runs of white space collapsed).
+// starts[i] is the offset in s where source line lines[i] begins.
 type text struct {
-	line int
-	text string
+	s      string
+	starts []int
+	lines  []int
+}
+
+func (t *text) add(line int, l string) {
+	l = strings.TrimSpace(space.ReplaceAllString(l, " "))
+	if l == "" {
+		return
+	}
+	if t.s != "" {
+		t.s += " "
+	}
+	t.starts = append(t.starts, len(t.s))
+	t.lines = append(t.lines, line)
+	t.s += l
+}
+
+// lineAt returns the source line of offset off in t.s.
+func (t *text) lineAt(off int) int {
+	line := 0
+	for i, st := range t.starts {
+		if st > off {
+			break
+		}
+		line = t.lines[i]
+	}
+	return line
 }
 
 var space = regexp.MustCompile(`\s+`)
 
-func textsOf(name string, src []byte) ([]text, error) {
+func textsOf(name string, src []byte) ([]*text, error) {
 	if strings.HasSuffix(name, ".md") {
-		// One text per paragraph (blank lines separate them), so the line
-		// number of a finding is close.
-		var out []text
-		var cur []string
-		start := 0
-		sc := bufio.NewScanner(bytes.NewReader(src))
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for n := 1; sc.Scan(); n++ {
-			l := sc.Text()
+		// One text per paragraph: blank lines separate them.
+		var out []*text
+		cur := &text{}
+		for i, l := range strings.Split(string(src), "\n") {
 			if strings.TrimSpace(l) == "" {
-				if len(cur) > 0 {
-					out = append(out, text{start, space.ReplaceAllString(strings.Join(cur, " "), " ")})
-					cur = nil
+				if cur.s != "" {
+					out = append(out, cur)
+					cur = &text{}
 				}
 				continue
 			}
-			if len(cur) == 0 {
-				start = n
-			}
-			cur = append(cur, l)
+			cur.add(i+1, l)
 		}
-		if len(cur) > 0 {
-			out = append(out, text{start, space.ReplaceAllString(strings.Join(cur, " "), " ")})
+		if cur.s != "" {
+			out = append(out, cur)
 		}
-		return out, sc.Err()
+		return out, nil
 	}
 	fset := token.NewFileSet()
 	f, err := parser.ParseFile(fset, name, src, parser.ParseComments)
 	if err != nil {
 		return nil, err
 	}
-	var out []text
+	var out []*text
 	for _, cg := range f.Comments {
-		var b strings.Builder
+		t := &text{}
 		for _, c := range cg.List {
-			s := strings.TrimPrefix(c.Text, "//")
-			s = strings.TrimPrefix(s, "/*")
-			s = strings.TrimSuffix(s, "*/")
-			b.WriteString(s)
-			b.WriteByte(' ')
+			body := strings.TrimPrefix(c.Text, "//")
+			body = strings.TrimPrefix(body, "/*")
+			body = strings.TrimSuffix(body, "*/")
+			first := fset.Position(c.Pos()).Line
+			for k, l := range strings.Split(body, "\n") {
+				t.add(first+k, l)
+			}
 		}
-		out = append(out, text{fset.Position(cg.Pos()).Line, space.ReplaceAllString(b.String(), " ")})
+		out = append(out, t)
 	}
 	// String literals and code: names of the old notes only, line by line.
 	for i, l := range strings.Split(string(src), "\n") {
 		if p := banned.FindString(l); p != "" && !strings.Contains(l, "//") {
-			out = append(out, text{i + 1, p})
+			t := &text{}
+			t.add(i+1, p)
+			out = append(out, t)
 		}
 	}
 	return out, nil
@@ -141,15 +162,24 @@ var (
 	rfc     = regexp.MustCompile(`RFC ?[0-9]+ ?$`)
 )
 
-func checkText(root, file, s string, headings map[string][]string) []string {
-	var problems []string
+// problem is what is wrong at offset at of a text.
+type problem struct {
+	at  int
+	msg string
+}
+
+func checkText(root, file, s string, headings map[string][]string) []problem {
+	var problems []problem
+	add := func(at int, format string, args ...any) {
+		problems = append(problems, problem{at, fmt.Sprintf(format, args...)})
+	}
 	for _, m := range section.FindAllStringIndex(s, -1) {
 		if !rfc.MatchString(s[:m[0]]) {
-			problems = append(problems, fmt.Sprintf("%q: a section sign with no document; cite an in-repo file and section (docs/design.md \"How references are written\")", s[m[0]:min(len(s), m[1]+8)]))
+			add(m[0], "%q: a section sign with no document; cite an in-repo file and section (docs/design.md \"How references are written\")", s[m[0]:min(len(s), m[1]+8)])
 		}
 	}
-	for _, m := range banned.FindAllString(s, -1) {
-		problems = append(problems, fmt.Sprintf(`%q names a document outside the repository, or no one file; cite an in-repo file and section (docs/design.md "How references are written")`, strings.TrimSpace(m)))
+	for _, m := range banned.FindAllStringIndex(s, -1) {
+		add(m[0], `%q names a document outside the repository, or no one file; cite an in-repo file and section (docs/design.md "How references are written")`, strings.TrimSpace(s[m[0]:m[1]]))
 	}
 	for _, m := range mdRef.FindAllStringSubmatchIndex(s, -1) {
 		path, comma := s[m[2]:m[3]], s[m[4]:m[5]]
@@ -160,12 +190,12 @@ func checkText(root, file, s string, headings map[string][]string) []string {
 			continue // part of a URL
 		}
 		if strings.HasPrefix(path, "../") || strings.HasPrefix(path, "./") {
-			problems = append(problems, fmt.Sprintf("%s: write paths from the repository root", path))
+			add(m[0], "%s: write paths from the repository root", path)
 			continue
 		}
 		hs, ok := headingsOf(root, path, headings)
 		if !ok {
-			problems = append(problems, fmt.Sprintf("%s: no such file in the repository", path))
+			add(m[0], "%s: no such file in the repository", path)
 			continue
 		}
 		if m[6] < 0 {
@@ -173,26 +203,32 @@ func checkText(root, file, s string, headings map[string][]string) []string {
 		}
 		sec := s[m[6]:m[7]]
 		if comma != "" {
-			problems = append(problems, fmt.Sprintf(`%s, "%s": write the section right after the path, with no comma`, path, sec))
+			add(m[0], `%s, "%s": write the section right after the path, with no comma`, path, sec)
 		}
 		if !hasSection(hs, sec) {
-			problems = append(problems, fmt.Sprintf(`%s "%s": no such heading in %s`, path, sec, path))
+			add(m[0], `%s "%s": no such heading in %s`, path, sec, path)
 		}
 	}
 	if strings.HasSuffix(file, ".md") {
-		for _, m := range mdLink.FindAllStringSubmatch(s, -1) {
-			target, anchor := m[1], m[2]
+		for _, m := range mdLink.FindAllStringSubmatchIndex(s, -1) {
+			var target, anchor string
+			if m[2] >= 0 {
+				target = s[m[2]:m[3]]
+			}
+			if m[4] >= 0 {
+				anchor = s[m[4]:m[5]]
+			}
 			p := file
 			if target != "" {
 				p = filepath.ToSlash(filepath.Join(filepath.Dir(file), target))
 			}
 			hs, ok := headingsOf(root, p, headings)
 			if !ok {
-				problems = append(problems, fmt.Sprintf("link to %s: no such file in the repository", p))
+				add(m[0], "link to %s: no such file in the repository", p)
 				continue
 			}
 			if anchor != "" && !hasAnchor(hs, anchor) {
-				problems = append(problems, fmt.Sprintf("link to %s#%s: no heading has that anchor", p, anchor))
+				add(m[0], "link to %s#%s: no heading has that anchor", p, anchor)
 			}
 		}
 	}
