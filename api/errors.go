@@ -100,7 +100,7 @@ func IsTooLarge(err error) bool { return hasStatus(err, 413) }
 func IsNoLeader(err error) bool { return hasCode(err, CodeNoLeader) }
 
 // IsOutcomeUnknown reports a write whose outcome is unknown: it may or may
-// not have been applied (DESIGN decision 3).
+// not have been applied (docs/design.md "D3").
 func IsOutcomeUnknown(err error) bool { return hasCode(err, CodeOutcomeUnknown) }
 
 // IsRetryable reports an error after which the same request may be sent

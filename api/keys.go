@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Keys in URLs (DESIGN decision 11). A key is the rest of the path after
+// Keys in URLs (docs/design.md "D11"). A key is the rest of the path after
 // /v1/channels/{ch}/kv/. The client escapes it segment by segment: each
 // '/'-separated segment goes through url.PathEscape (so '%', '?', '#', space,
 // non-ASCII and every other byte outside the path alphabet are

@@ -21,7 +21,7 @@ const (
 // SHARDNET_ADDR says otherwise.
 const DefaultAddr = "http://127.0.0.1:8500"
 
-// Consistency is the read level of a KV read (DESIGN decision 7).
+// Consistency is the read level of a KV read (docs/design.md "D7").
 type Consistency string
 
 const (

@@ -52,7 +52,7 @@ func (n *Node) Ready(ctx context.Context) error {
 // entry this node knows to be committed. A restarted node learns the commit
 // index only from the leader's first append, so until then it is not caught
 // up. raft's AppliedIndex counts no-op and configuration entries, which the
-// FSM never sees (RAFT-NOTES §2), so comparing the FSM's own index with the
+// FSM never sees (docs/raft-notes.md "R2"), so comparing the FSM's own index with the
 // commit index could stay false forever.
 func (n *Node) metaCaughtUp() bool {
 	commit := n.meta.raft.CommitIndex()

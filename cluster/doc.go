@@ -4,5 +4,5 @@
 // HTTP server calls.
 //
 // It leaves running the replicas to package shard, the state machines to
-// package fsm and HTTP to package server; see DESIGN.md beside this file.
+// package fsm and HTTP to package server; see cluster/DESIGN.md beside this file.
 package cluster

@@ -103,7 +103,7 @@ func gossipState(s memberlist.NodeStateType) string {
 
 // reconcileMetaMembership adds every live node to the meta group as a
 // non-voter and promotes core nodes once caught up, up to five voters
-// (RAFT-NOTES §6: AddVoter has no catch-up stage of its own).
+// (docs/raft-notes.md "R6": AddVoter has no catch-up stage of its own).
 func (n *Node) reconcileMetaMembership(members []member) {
 	f := n.meta.raft.GetConfiguration()
 	if f.Error() != nil {

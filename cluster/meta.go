@@ -24,7 +24,7 @@ const metaGroupID = 0
 // metaGroup is this node's member of the meta Raft group. Core nodes are
 // voters (up to five) and every other node a non-voter, so each node holds a
 // committed copy of the registry and placements that its reconciler reads
-// locally (see DESIGN.md: the meta log carries control-plane changes only).
+// locally (see cluster/DESIGN.md "The meta group": the meta log carries control-plane changes only).
 type metaGroup struct {
 	raft     *raft.Raft
 	fsm      *fsm.Meta
@@ -110,7 +110,7 @@ func (m *metaGroup) shutdown() error {
 
 // runMetaLoop publishes this node's view of the meta group in gossip and,
 // on a core node with -bootstrap-expect and no Raft state, bootstraps the
-// meta group once enough core nodes are seen (DESIGN decision 8).
+// meta group once enough core nodes are seen (docs/design.md "D8").
 func (n *Node) runMetaLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(time.Second)

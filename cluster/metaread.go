@@ -178,7 +178,7 @@ func (n *Node) waitMetaApplied(ctx context.Context, idx uint64) error {
 		return nil
 	}
 	// raft's AppliedIndex: every entry up to it was handed to the state
-	// machine, so this node knows it committed (RAFT-NOTES trap 2: it is
+	// machine, so this node knows it committed (docs/raft-notes.md "R2": it is
 	// not what the state machine has applied).
 	if err := wait(func() bool { return n.meta.raft.AppliedIndex() >= idx }); err != nil {
 		return err

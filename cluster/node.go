@@ -69,7 +69,7 @@ type Node struct {
 }
 
 // New starts a node: transport, local replicas (without waiting for the
-// meta group, DESIGN decision 9), the meta group and gossip.
+// meta group, docs/design.md "D9"), the meta group and gossip.
 func New(cfg Config) (*Node, error) {
 	cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -172,7 +172,7 @@ func New(cfg Config) (*Node, error) {
 
 // peerDown is the transport prober's word that the node at addr stopped
 // answering: the groups it leads, the meta group included, elect now rather
-// than after their long idle timeouts (DESIGN decision 13, shard/failover.go).
+// than after their long idle timeouts (docs/design.md "D13", shard/failover.go).
 func (n *Node) peerDown(addr string) {
 	if !n.started.Load() {
 		return

@@ -11,7 +11,7 @@ import (
 	"github.com/shardnet/shardnet/shard"
 )
 
-// Follower reads (DESIGN decision 7: "a follower that receives it forwards
+// Follower reads (docs/design.md "D7": "a follower that receives it forwards
 // it or waits for the leader's read index"). A linearizable read that lands
 // on a follower asks the leader for a read index instead of forwarding the
 // whole request: the leader confirms its leadership (shard.ReadIndex: a

@@ -12,7 +12,7 @@ import (
 // runReconciler makes this node run exactly the replicas the committed meta
 // state places on it. It reads the local meta FSM (committed, maybe a little
 // behind) and never removes a replica on the word of a meta state older than
-// the placement that created it (DESIGN decision 9).
+// the placement that created it (docs/design.md "D9").
 func (n *Node) runReconciler() {
 	defer n.wg.Done()
 	tick := time.NewTicker(reconcileEvery)

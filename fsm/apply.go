@@ -21,7 +21,7 @@ func (c *Channel) Apply(l *raft.Log) any {
 // from it. It returns one result per entry: a *Result for each command entry
 // applied, nil for configuration entries, skippable unknown entries and
 // entries at or below Applied() (raft replays those after a restart,
-// RAFT-NOTES trap 1).
+// docs/raft-notes.md "R1").
 //
 // An entry that cannot be decoded, or a storage failure, panics: a replica
 // that skips a committed entry diverges silently, which is worse than a

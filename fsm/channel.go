@@ -83,7 +83,7 @@ func (c *Channel) publishStats() {
 // Applied returns the index of the last log entry applied to the state (or
 // of the snapshot last restored). It is persisted with the data, so after a
 // restart it is where the state really is; it is the index to use for
-// linearizable reads (not raft's AppliedIndex, RAFT-NOTES trap 2).
+// linearizable reads (not raft's AppliedIndex, docs/raft-notes.md "R2").
 func (c *Channel) Applied() uint64 { return c.applied.Load() }
 
 // WaitApplied returns once Applied() >= index, or ctx's error, or ErrClosed.

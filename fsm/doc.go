@@ -12,5 +12,5 @@
 // not found, failed txn compares) are values in *Result; a committed entry
 // that cannot be decoded halts the node.
 //
-// See DESIGN.md beside this file for why it is built this way.
+// See fsm/DESIGN.md beside this file for why it is built this way.
 package fsm

@@ -92,7 +92,7 @@ func (s *channelSnapshot) persist(w io.Writer) error {
 	// Applies commit without fsync. Raft compacts its log up to the
 	// snapshot's index once the snapshot is stored, so the state it claims
 	// must be durable first, or a crash could leave the FSM behind a
-	// snapshot index that raft will never replay (RAFT-NOTES §1). A synced
+	// snapshot index that raft will never replay (docs/raft-notes.md "R1"). A synced
 	// WAL record makes every earlier write durable.
 	if err := s.db.LogData(nil, pebble.Sync); err != nil {
 		return fmt.Errorf("sync state: %w", err)
@@ -166,8 +166,8 @@ func writeSnapshot(w io.Writer, r *pebble.Snapshot, gid, gen, applied, keys uint
 	return err
 }
 
-// Restore replaces the channel's state with the snapshot in rc (RAFT-NOTES
-// §1, DESIGN decision 10). It loads the stream under a new generation,
+// Restore replaces the channel's state with the snapshot in rc (docs/raft-notes.md
+// "R1", docs/design.md "D10"). It loads the stream under a new generation,
 // checks its trailer, then switches the meta to the new generation and the
 // stream's applied index in one synced batch, and only then deletes the old
 // generation. On any error the partial new generation is removed and the

@@ -66,7 +66,7 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		// Applies are NoSync and small; a larger memtable than the 4 MiB
 		// default flushes less often under many writing channels
-		// (RAFT-NOTES §10 measured the same for the log store).
+		// (docs/raft-notes.md "R10" measured the same for the log store).
 		MemTableSize: 32 << 20,
 	})
 	if err != nil {

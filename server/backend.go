@@ -36,7 +36,7 @@ type Backend interface {
 	DeleteChannel(ctx context.Context, name string) error
 	// Propose commits an fsm.Encode'd command on the channel's local leader replica and returns its result once applied; a *shard.RedirectError only when it was not proposed.
 	Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error)
-	// Get reads key from the local replica once level allows (RAFT-NOTES item 5), returning the entry, whether it exists and the replica's applied index at the read.
+	// Get reads key from the local replica once level allows (docs/raft-notes.md "R2"), returning the entry, whether it exists and the replica's applied index at the read.
 	Get(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (e fsm.Entry, found bool, applied uint64, err error)
 	// List returns up to limit entries whose keys start with prefix and sort after after, whether more follow, and the applied index, under the same rules as Get.
 	List(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) (es []fsm.Entry, more bool, applied uint64, err error)

@@ -69,7 +69,7 @@ var errorTable = []struct {
 	{errTooManyWatchers, http.StatusTooManyRequests, api.CodeTooManyWatchers, true},
 
 	// Unavailable (5xx). outcome_unknown first: a write that may have been
-	// applied must never look retryable (DESIGN decision 3).
+	// applied must never look retryable (docs/design.md "D3").
 	{shard.ErrOutcomeUnknown, http.StatusServiceUnavailable, api.CodeOutcomeUnknown, false},
 	{shard.ErrNoLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	{cluster.ErrNoMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},

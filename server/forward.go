@@ -33,7 +33,7 @@ import (
 // names the node as it knows it then (a leader that was killed is replaced
 // by the one its replicas elected), instead of answering 503 for as long as
 // its hint lived. A failure after sending a write is outcome_unknown
-// (DESIGN decision 3).
+// (docs/design.md "D3").
 
 // forwardRetryFor bounds how long a request whose forward reached nobody is
 // routed again (each backend call keeps its own timeout);

@@ -13,7 +13,7 @@ import (
 )
 
 // kvGet serves GET /v1/channels/{ch}/kv/{key}: the raw value, or a
-// blocking read with ?index=N&wait=D (DESIGN decision 6). No read writes the
+// blocking read with ?index=N&wait=D (docs/design.md "D6"). No read writes the
 // Raft log: reads go through Backend.Get at the requested level only.
 func (s *Server) kvGet(ctx context.Context, req *request) (*response, error) {
 	if err := validChannel(req.ch); err != nil {

@@ -101,7 +101,7 @@ func (s *Server) routeTable() map[string]*route {
 }
 
 // match finds the route of an escaped path (r.URL.EscapedPath(), never a
-// cleaned one: DESIGN decision 11) and returns the escaped channel segment
+// cleaned one: docs/design.md "D11") and returns the escaped channel segment
 // and key. The key is everything after "/kv/", so it may hold "/", "//",
 // ".." or escapes.
 func (s *Server) match(path string) (rt *route, ch, rawKey string) {

@@ -75,7 +75,7 @@ type Config struct {
 	Token  string
 	Logger hclog.Logger // default: a null logger
 	// Registry receives the server's metrics and is what GET /metrics
-	// serves; default: a fresh registry (one per node: DESIGN decision 12).
+	// serves; default: a fresh registry (one per node: docs/design.md "D12").
 	Registry *prometheus.Registry
 	// MaxWatchers bounds the blocking reads waiting on this node at once;
 	// beyond, 429. Default DefaultMaxWatchers.

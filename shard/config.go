@@ -21,7 +21,7 @@ type Config struct {
 	Registry  prometheus.Registerer // optional
 	Raft      RaftTiming
 
-	// Back-pressure per replica (DESIGN decision 12): beyond either bound a
+	// Back-pressure per replica (docs/design.md "D12"): beyond either bound a
 	// proposal is refused with ErrOverloaded instead of queueing without end.
 	MaxInFlight      int
 	MaxInFlightBytes int64
@@ -50,7 +50,7 @@ type Config struct {
 }
 
 // RaftTiming holds the per-group Raft settings. Defaults trade idle cost
-// (RAFT-NOTES §7) against failover time; see DESIGN.md.
+// (docs/raft-notes.md "R7") against failover time; see shard/DESIGN.md "Timers".
 type RaftTiming struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -82,7 +82,7 @@ func DefaultRaftTiming() RaftTiming {
 		// their next append): a stale read on a follower sees a lone write
 		// 1-2 s after it was acknowledged. Each tick is an AppendEntries per
 		// follower per group: at the library's 50 ms it is most of the idle
-		// RPC load (RAFT-NOTES §7); 250 ms cost ~20 % of a core at 3,000
+		// RPC load (docs/raft-notes.md "R7"); 250 ms cost ~20 % of a core at 3,000
 		// idle replicas, 1 s a quarter of that (docs/benchmarks.md).
 		CommitTimeout:     1000 * time.Millisecond,
 		MaxAppendEntries:  256,
@@ -134,14 +134,14 @@ func (t RaftTiming) RaftConfig(id raft.ServerID, logger hclog.Logger) *raft.Conf
 	c.SnapshotThreshold = t.SnapshotThreshold
 	c.TrailingLogs = t.TrailingLogs
 	c.BatchApplyCh = true
-	// The FSM persists its applied index with its data (RAFT-NOTES §1, trap 1).
+	// The FSM persists its applied index with its data (docs/raft-notes.md "R1").
 	c.NoSnapshotRestoreOnStart = true
 	c.NoLegacyTelemetry = true
 	return c
 }
 
 // ServerIDFor joins a node id and its incarnation into a Raft server id that
-// is never reused after a wiped disk (RAFT-NOTES §6).
+// is never reused after a wiped disk (docs/raft-notes.md "R6").
 func ServerIDFor(nodeID, incarnation string) raft.ServerID {
 	return raft.ServerID(nodeID + "@" + incarnation)
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// diskGuard refuses writes before the disk is full (DESIGN decision 14):
-// pebble failing mid-write would panic the node (RAFT-NOTES trap 10), while
+// diskGuard refuses writes before the disk is full (docs/design.md "D14"):
+// pebble failing mid-write would panic the node (docs/raft-notes.md "R5"), while
 // a refused proposal is a clean 507 that the client can act on. It polls the
 // free space of the data dir's filesystem once a second.
 type diskGuard struct {

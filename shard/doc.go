@@ -5,6 +5,6 @@
 // that keeps each replica correct.
 //
 // It leaves placement (which replicas a node should host) to the cluster
-// package and the HTTP surface to the server package; see DESIGN.md beside
+// package and the HTTP surface to the server package; see shard/DESIGN.md beside
 // this file for why the pieces are shaped the way they are.
 package shard

@@ -9,7 +9,7 @@ import (
 	"github.com/shardnet/shardnet/shard/transport"
 )
 
-// Fast failover without fast idle timers (DESIGN decision 13). Channel
+// Fast failover without fast idle timers (docs/design.md "D13"). Channel
 // groups keep a long heartbeat timeout so that a thousand idle replicas cost
 // little; the node transport probes each peer every 250 ms instead, once for
 // all groups. When a peer stops answering, PeerDown shortens the timers of

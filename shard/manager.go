@@ -35,7 +35,7 @@ type ReplicaSpec struct {
 }
 
 // record is what a replica keeps on disk beside its snapshots, so a node
-// can start its replicas at boot without the meta group (DESIGN decision 9).
+// can start its replicas at boot without the meta group (docs/design.md "D9").
 type record struct {
 	Format    int    `json:"format"`
 	GroupID   uint64 `json:"group_id"`
@@ -297,7 +297,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 
 // restoreIfBehind restores the FSM from the newest snapshot when the FSM's
 // persisted state is older than it: raft will not replay entries the
-// snapshot covers (RAFT-NOTES §1).
+// snapshot covers (docs/raft-notes.md "R1").
 func restoreIfBehind(ch *fsm.Channel, snaps *raft.FileSnapshotStore) error {
 	list, err := snaps.List()
 	if err != nil || len(list) == 0 {
@@ -359,7 +359,7 @@ func (m *Manager) MetaIndex(gid uint64) (uint64, bool) {
 }
 
 // Remove stops a replica and deletes all of its data: a durable tombstone
-// first, so a crash halfway is finished at the next boot (DESIGN decision 9).
+// first, so a crash halfway is finished at the next boot (docs/design.md "D9").
 func (m *Manager) Remove(gid uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -16,7 +16,7 @@ import (
 )
 
 // ReadLevel is how strongly a read must reflect the latest committed writes
-// (DESIGN decision 7).
+// (docs/design.md "D7").
 type ReadLevel int
 
 const (
@@ -44,7 +44,7 @@ type Replica struct {
 	m     *Manager
 
 	barrierMu sync.Mutex
-	readyTerm atomic.Uint64 // the term in which a Barrier completed (RAFT-NOTES §2)
+	readyTerm atomic.Uint64 // the term in which a Barrier completed (docs/raft-notes.md "R2")
 	// fsmIndex caches the last answer of fsmIndexAt: concurrent reads
 	// share a read index, and the answer for a committed index never
 	// changes.
@@ -243,7 +243,7 @@ func (r *Replica) ReadBarrier(ctx context.Context, level ReadLevel) error {
 }
 
 // ReadIndex returns the index a linearizable read must wait for, as etcd's
-// ReadIndex does (RAFT-NOTES §2): one Barrier per leadership term (a fresh
+// ReadIndex does (docs/raft-notes.md "R2"): one Barrier per leadership term (a fresh
 // leader's commit index can trail writes the old leader acknowledged),
 // then per read the commit index, confirmed by a heartbeat round
 // (VerifyLeader, coalesced across concurrent reads, no log write) in the

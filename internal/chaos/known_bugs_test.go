@@ -15,7 +15,7 @@ import (
 // t.Skip until its fix lands.
 
 // A restarted node hosts its replicas at once (they start from disk without
-// the meta group, DESIGN decision 9) but answers 404 channel_not_found for
+// the meta group, docs/design.md "D9") but answers 404 channel_not_found for
 // their channel — to writes and even to stale reads it could serve — until
 // the meta leader sends it the meta group's commit index: its meta FSM
 // lives in memory and is rebuilt from the log only then. Cut off from the
@@ -86,7 +86,7 @@ func TestRestartedNodeAnswersChannelNotFound(t *testing.T) {
 // counted towards a quorum. If the other follower fails meanwhile, the
 // channel takes no write although a majority (leader and the restarted
 // follower) is up and connected: measured 9.2 s, against 2 ms when the
-// follower had been down for 1 s. DESIGN decision 13 (the transport's
+// follower had been down for 1 s. docs/design.md "D13" (the transport's
 // prober) shortens failover, not this fail-back. Fixed: the transport's
 // replication RPCs wait for an unreachable peer instead of failing, so
 // Raft's backoff stays short for outages up to about 90 s

@@ -189,7 +189,7 @@ func (c *Client) finishWrite(node int, in Input, index uint64, err error, call, 
 }
 
 // mayBeApplied says whether a failed write may have been applied, by the
-// API contract (DESIGN decision 3, docs/api.md): a 4xx was not; a 503
+// API contract (docs/design.md "D3", docs/api.md): a 4xx was not; a 503
 // no_leader, unavailable or not_ready (api.IsRetryable) was provably never
 // proposed; a request that never reached a node (refused connection) was
 // not sent. Anything else — outcome_unknown, timeout, a 500, a connection

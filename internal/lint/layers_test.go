@@ -10,12 +10,11 @@ import (
 const module = "github.com/shardnet/shardnet/"
 
 // The layers point one way: cmd → server → cluster → shard → fsm, with api
-// a leaf client package and rewards pure (STYLE.md). rank gives each
+// a leaf client package (docs/design.md "Layers"). rank gives each
 // top-level package its layer; a package may import only packages of a
 // lower rank (or its own subpackages).
 var rank = map[string]int{
 	"api":      0,
-	"rewards":  0,
 	"fsm":      1,
 	"shard":    2,
 	"cluster":  3,
@@ -26,7 +25,6 @@ var rank = map[string]int{
 
 // allowed lists imports that rank alone would refuse.
 var allowed = map[string][]string{
-	"fsm":     {"rewards"},
 	"server":  {"api"},
 	"cluster": {"api"},
 }

@@ -11,7 +11,7 @@ import (
 // one 256-byte entry per StoreLogs to its own group, as concurrent Raft
 // groups do. Raise -cpu (e.g. -cpu 1,16,64,256) to add writers; the
 // appends-per-fsync gain shows as ns/op falling with more goroutines.
-// RAFT-NOTES §10 measured this workload against raft-boltdb.
+// docs/raft-notes.md "R10" measured this workload against raft-boltdb.
 func BenchmarkStoreLogsParallel(b *testing.B) {
 	db, err := Open(b.TempDir(), Options{})
 	if err != nil {

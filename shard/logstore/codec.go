@@ -23,7 +23,7 @@ import (
 // the meaning of a field, add a new version byte instead. The encoding is
 // hand-written, not msgpack by reflection (raft-boltdb's choice): with group
 // commit the shared store is CPU-bound, not fsync-bound, at 64+ busy groups
-// (RAFT-NOTES §10), so per-entry encoding cost matters.
+// (docs/raft-notes.md "R10"), so per-entry encoding cost matters.
 const (
 	logCodecV1 byte = 1
 

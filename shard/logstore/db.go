@@ -19,7 +19,7 @@ const formatVersion byte = 1
 
 // DefaultMemTableSize replaces pebble's 4 MiB default, which flushes about
 // 10 times a second under load and stalls batched writes; 64 MiB doubled
-// throughput at 256 groups and removed the stalls (RAFT-NOTES §10).
+// throughput at 256 groups and removed the stalls (docs/raft-notes.md "R10").
 const DefaultMemTableSize = 64 << 20
 
 // Options configures Open. The zero value is usable.
@@ -169,7 +169,7 @@ func (db *DB) Group(gid uint64) *Store {
 
 // DeleteGroup removes every log entry and stable value of gid with two range
 // tombstones in one synced batch. The group's replica must be shut down
-// first; its id should never be reused (DESIGN.md, decision 4).
+// first; its id should never be reused (docs/design.md "D4").
 func (db *DB) DeleteGroup(gid uint64) error {
 	if err := db.acquire(); err != nil {
 		return fmt.Errorf("logstore: delete group %d: %w", gid, err)

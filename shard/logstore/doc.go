@@ -16,7 +16,7 @@
 // against raft-boltdb per group, that is 8.5× the throughput at 16 groups and
 // 18× at 256; with the 64 MiB memtable used here (the 4 MiB default flushes
 // ~10×/s and stalls batched writes) 36× at 256 groups; and 2.4× one pebble
-// database per group at 16 groups (RAFT-NOTES.md §10). With many busy
+// database per group at 16 groups (docs/raft-notes.md "R10"). With many busy
 // groups each one's batches are small, so the store also paces its syncs
 // (pace.go): 250 µs between syncs while appends are already queued for the
 // next one, never for a lone writer.

@@ -3,7 +3,7 @@ package logstore
 import "errors"
 
 // Sentinel errors. A missing log entry is not among them: GetLog returns
-// raft.ErrLogNotFound itself, because raft compares it with == (RAFT-NOTES §0.5).
+// raft.ErrLogNotFound itself, because raft compares it with == (docs/raft-notes.md "R5").
 var (
 	// ErrCorrupt means a stored value or key could not be decoded.
 	ErrCorrupt = errors.New("logstore: corrupt data")

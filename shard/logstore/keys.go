@@ -5,7 +5,7 @@ import "encoding/binary"
 // Key layout. Every key starts with one tag byte; group ids and log indexes
 // are fixed-width big-endian so that byte order is numeric order: a group's
 // keys are one contiguous range, and within it logs sort by index (a varint or
-// little-endian encoding would break both, RAFT-NOTES §10).
+// little-endian encoding would break both, docs/raft-notes.md "R10").
 //
 //	"\x00version"                       format version record (one byte)
 //	'l' | BE64(gid) | BE64(index)       one raft.Log, encoded by codec.go

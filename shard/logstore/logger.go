@@ -33,7 +33,7 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 // Fatalf is called by pebble on broken invariants (corruption it cannot
 // continue from) and must not return. pebble's default exits the process;
 // a panic does the same loudly but still lets tests observe it. Serving Raft
-// on a broken disk is worse than stopping (RAFT-NOTES §0.10).
+// on a broken disk is worse than stopping (docs/raft-notes.md "R5").
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.log.Error("fatal pebble error", "error", msg)

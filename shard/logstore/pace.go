@@ -16,7 +16,7 @@ import (
 // over 16 channels, 2 vCPU): 507 µs per write without a pause, 310 µs with
 // 250 µs. A fixed pause costs a lone writer the same 250 µs on every write
 // (BenchmarkPutSequential 0.89 → 1.06 ms) and a closed loop of one writer
-// per group 80 % (RAFT-NOTES §10), so the pause applies only when another
+// per group 80 % (docs/raft-notes.md "R10"), so the pause applies only when another
 // append is already waiting for the next sync: then a sync right away would
 // serve it alone, and a short wait lets the others join.
 type syncPace struct {

@@ -147,7 +147,7 @@ func (s *Store) lastFSMIndex(max uint64) (_ uint64, err error) {
 
 // GetLog reads the entry at index into log. A missing index returns
 // raft.ErrLogNotFound itself, unwrapped: raft's replication compares it with
-// == to decide to send a snapshot (RAFT-NOTES §0.5).
+// == to decide to send a snapshot (docs/raft-notes.md "R5").
 func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	if err := s.db.acquire(); err != nil {
 		return fmt.Errorf("logstore: group %d: get log %d: %w", s.gid, index, err)
@@ -259,7 +259,7 @@ func (s *Store) set(key, val []byte) error {
 // Get returns a copy of a stable value, or (nil, nil) when the key is
 // missing. Not pebble.ErrNotFound: raft.NewRaft accepts only a nil error or
 // one whose text is exactly "not found", so a fresh group would fail to
-// start (RAFT-NOTES §0.5).
+// start (docs/raft-notes.md "R5").
 func (s *Store) Get(key []byte) ([]byte, error) {
 	if err := s.db.acquire(); err != nil {
 		return nil, fmt.Errorf("logstore: group %d: get %q: %w", s.gid, key, err)

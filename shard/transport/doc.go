@@ -13,7 +13,7 @@
 // 3.2 MB of heap per group (two unconfigurable 256 KiB bufio buffers per
 // pooled connection), reflection msgpack, and about 4 TCP connections per
 // group: about 1 GB of heap and thousands of file descriptors at 1000 replicas
-// per node (RAFT-NOTES §0 item 9, §4, §9a). Here a Node has one listener,
+// per node (docs/raft-notes.md "R4"). Here a Node has one listener,
 // one outbound session per peer address (dialed lazily, re-dialed after a
 // break) and serves the sessions peers dial to it, so a node pair shares two
 // TCP connections whatever the number of groups. Node.Group(gid) returns the
@@ -27,7 +27,7 @@
 // by side with stock TCP NetworkTransports: with 3 s timers, 15% of a core,
 // 6,800 goroutines and 27 MB of heap, against 16-19%, 8,400 and 720-770 MB;
 // with default timers 63% of a core and 34 MB. The idle CPU left is Raft's
-// own timer traffic (RAFT-NOTES §7), not the transport's. Committed writes
+// own timer traffic (docs/raft-notes.md "R7"), not the transport's. Committed writes
 // (BenchmarkRaftApply against BenchmarkRaftApplyStock, 16 groups, paired
 // runs): 19-26 µs per Apply against 28-35 µs for stock TCP.
 //
@@ -98,8 +98,8 @@
 // ping every 250 ms to each peer used in the last two minutes, and to each
 // node whose heartbeats this one answered in that time: a node that only
 // follows sends its leaders nothing), so the layer above can shorten the
-// timers of just the groups led from a peer that went quiet (DESIGN
-// decision 13).
+// timers of just the groups led from a peer that went quiet (docs/design.md
+// "D13").
 //
 // # Replication waits for an unreachable peer
 //

@@ -164,7 +164,7 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, term uint64, se
 // with such answers only: raft's VerifyLeader counts any answer that
 // arrives after it asks, including answers to messages sent before, so a
 // leader resumed after a pause could count acknowledgements from before a
-// new leader was elected (docs/architecture.md, "Reads").
+// new leader was elected (docs/architecture.md "A read").
 func (g *GroupTransport) AckedSince(addr raft.ServerAddress, term uint64, since time.Time) bool {
 	g.followersMu.Lock()
 	f, ok := g.followers[addr]

@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Heartbeat batching (idle cost, RAFT-NOTES §7). Every group's leader sends
+// Heartbeat batching (idle cost, docs/raft-notes.md "R7"). Every group's leader sends
 // each follower a heartbeat every HeartbeatTimeout/10 to /5; a node with a
 // thousand idle groups sends thousands a second, each its own frame, write
 // syscall, wake-up and answer on both sides: most of an idle node's CPU

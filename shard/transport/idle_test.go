@@ -14,14 +14,14 @@ import (
 )
 
 // TestIdleCost measures what idle groups cost over this transport, in the
-// setup of RAFT-NOTES §9a (3 replicas per group, all in one process,
+// setup of docs/raft-notes.md "R9" (3 replicas per group, all in one process,
 // InmemStore, no-op load): CPU, goroutines, heap and RPCs over 10 s. It is a
 // measurement, not a check, and is skipped unless asked for:
 //
 //	TRANSPORT_IDLE_GROUPS=333 go test ./shard/transport -run IdleCost -v
 //	TRANSPORT_IDLE_GROUPS=333 TRANSPORT_IDLE_SLOW=1 go test ./shard/transport -run IdleCost -v
 //
-// TRANSPORT_IDLE_SLOW sets HB=ET=Lease=CommitTimeout=3s (§9a "slow").
+// TRANSPORT_IDLE_SLOW sets HB=ET=Lease=CommitTimeout=3s ("slow" in docs/raft-notes.md "R9").
 func TestIdleCost(t *testing.T) {
 	groups, _ := strconv.Atoi(os.Getenv("TRANSPORT_IDLE_GROUPS"))
 	if groups <= 0 {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Peer probing (DESIGN decision 13). Raft's own failure detection is per
+// Peer probing (docs/design.md "D13"). Raft's own failure detection is per
 // group and runs on the group's heartbeat timeout, which channel groups set
 // high to keep idle cost down. The node probes each peer it talks to with a
 // yamux ping every probeInterval instead, once for all groups, so the layer
