@@ -35,8 +35,11 @@ type Availability struct {
 	Writes, WritesOK int
 	// ReadGap and WriteGap are the longest stretches of the span in which
 	// no read (write) succeeded: between two successful answers, or
-	// between an end of the span and the nearest one.
-	ReadGap, WriteGap time.Duration
+	// between an end of the span and the nearest one. ReadGapAt and
+	// WriteGapAt are when they began (Recorder time), to find them in the
+	// nemesis log.
+	ReadGap, WriteGap     time.Duration
+	ReadGapAt, WriteGapAt time.Duration
 }
 
 // ReadFraction is the share of reads that succeeded (1 with none sent).
@@ -77,8 +80,12 @@ func (r *Recorder) Availability(end int64) AvailabilityReport {
 		sum.ReadsOK += win.ReadsOK
 		sum.Writes += win.Writes
 		sum.WritesOK += win.WritesOK
-		sum.ReadGap = max(sum.ReadGap, win.ReadGap)
-		sum.WriteGap = max(sum.WriteGap, win.WriteGap)
+		if win.ReadGap > sum.ReadGap {
+			sum.ReadGap, sum.ReadGapAt = win.ReadGap, win.ReadGapAt
+		}
+		if win.WriteGap > sum.WriteGap {
+			sum.WriteGap, sum.WriteGapAt = win.WriteGap, win.WriteGapAt
+		}
 		rep.ByFault[kind] = sum
 		rep.Faults[kind]++
 	}
@@ -113,29 +120,32 @@ func availabilityOf(atts []attempt, from, to int64) Availability {
 			}
 		}
 	}
-	a.ReadGap = longestGap(readDone, from, to)
-	a.WriteGap = longestGap(writeDone, from, to)
+	a.ReadGap, a.ReadGapAt = longestGap(readDone, from, to)
+	a.WriteGap, a.WriteGapAt = longestGap(writeDone, from, to)
 	return a
 }
 
-// longestGap is the longest stretch of [from, to] with no time in done.
-func longestGap(done []int64, from, to int64) time.Duration {
+// longestGap is the longest stretch of [from, to] with no time in done, and
+// when it began.
+func longestGap(done []int64, from, to int64) (gap, at time.Duration) {
 	slices.Sort(done)
-	prev, gap := from, int64(0)
-	for _, t := range done {
-		gap = max(gap, t-prev)
+	prev := from
+	for _, t := range append(done, to) {
+		if d := time.Duration(t - prev); d > gap {
+			gap, at = d, time.Duration(prev)
+		}
 		prev = t
 	}
-	return time.Duration(max(gap, to-prev))
+	return gap, at
 }
 
 // String is a table of the report, for the test log.
 func (rep AvailabilityReport) String() string {
 	var b strings.Builder
 	row := func(name string, a Availability) {
-		fmt.Fprintf(&b, "  %-32s reads %6.2f%% of %6d, longest gap %-8v  writes %6.2f%% of %6d, longest gap %v\n",
-			name, 100*a.ReadFraction(), a.Reads, a.ReadGap.Round(time.Millisecond),
-			100*a.WriteFraction(), a.Writes, a.WriteGap.Round(time.Millisecond))
+		fmt.Fprintf(&b, "  %-32s reads %6.2f%% of %6d, longest gap %-8v (at %-8v)  writes %6.2f%% of %6d, longest gap %-8v (at %v)\n",
+			name, 100*a.ReadFraction(), a.Reads, a.ReadGap.Round(time.Millisecond), a.ReadGapAt.Round(100*time.Millisecond),
+			100*a.WriteFraction(), a.Writes, a.WriteGap.Round(time.Millisecond), a.WriteGapAt.Round(100*time.Millisecond))
 	}
 	b.WriteString("availability (operations answered; longest stretch without a successful answer):\n")
 	row("whole run", rep.Run)

@@ -299,8 +299,8 @@ func TestAvailabilityFigures(t *testing.T) {
 	if r := rep.Run; r.Reads != 6 || r.ReadsOK != 4 || r.Writes != 2 || r.WritesOK != 1 {
 		t.Fatalf("counts: %+v", r)
 	}
-	if g := rep.Run.ReadGap; g != 50*time.Millisecond { // 20 → 70
-		t.Errorf("longest read gap %v, want 50ms", g)
+	if g, at := rep.Run.ReadGap, rep.Run.ReadGapAt; g != 50*time.Millisecond || at != 20*time.Millisecond { // 20 → 70
+		t.Errorf("longest read gap %v at %v, want 50ms at 20ms", g, at)
 	}
 	if g := rep.Run.WriteGap; g != 50*time.Millisecond { // 0 → 50, 50 → 100
 		t.Errorf("longest write gap %v, want 50ms", g)

@@ -214,7 +214,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %s", name, c.Nodes[victim].Name)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		if name == "stop-leader" {
 			c.Stop(victim)
 		} else {
@@ -231,7 +231,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %s+%s", name, c.Nodes[l].Name, c.Nodes[f].Name)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		c.Kill(l)
 		c.Kill(f)
 		n.stopped[l], n.stopped[f] = true, true
@@ -254,7 +254,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %s", name, c.Nodes[victim].Name)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		c.Isolate(victim)
 		n.sleep(ctx, hold)
 		c.Heal()
@@ -265,7 +265,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %s", name, c.Nodes[l].Name)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		c.Isolate(l)
 		n.sleep(ctx, hold/2)
 		c.Kill(l)
@@ -283,7 +283,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %s", name, c.Nodes[victim].Name)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		c.Freeze(victim)
 		n.sleep(ctx, hold)
 		c.Thaw(victim)
@@ -295,7 +295,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %s-%s", name, c.Nodes[l].Name, c.Nodes[f].Name)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		c.Cut(l, f)
 		n.sleep(ctx, hold)
 		c.Heal()
@@ -316,7 +316,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			}
 			desc = fmt.Sprintf("delay %v all links", d)
 		}
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		for _, p := range pairs {
 			c.Delay(p[0], p[1], d)
 		}
@@ -334,7 +334,7 @@ func (n *Nemesis) apply(ctx context.Context, name string) {
 			return
 		}
 		desc = fmt.Sprintf("%s %v %s (%s)", name, d, c.Nodes[victim].Name, role)
-		n.Logf("nemesis: %s for %v", desc, hold)
+		n.Logf("nemesis at %v: %s for %v", time.Duration(start).Round(100*time.Millisecond), desc, hold)
 		c.SlowDisk(victim, d)
 		n.sleep(ctx, hold)
 		c.SlowDisk(victim, 0)
