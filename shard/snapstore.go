@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -195,11 +196,21 @@ func (s *snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("snapshot store: %s: CRC mismatch (%d bytes, meta says %d)", id, n, m.Size)
 	}
-	rc := struct {
-		io.Reader
-		io.Closer
-	}{bufio.NewReaderSize(io.NewSectionReader(f, 0, n), 64<<10), f}
-	return &m.SnapshotMeta, rc, nil
+	return &m.SnapshotMeta, &snapReader{Reader: bufio.NewReaderSize(io.NewSectionReader(f, 0, n), 64<<10), f: f}, nil
+}
+
+// snapReader reads a snapshot's state. raft closes it after the FSM's
+// Restore, which closes it too; a vfs.File may not be closed twice.
+type snapReader struct {
+	io.Reader
+	f    vfs.File
+	once sync.Once
+	err  error
+}
+
+func (r *snapReader) Close() error {
+	r.once.Do(func() { r.err = r.f.Close() })
+	return r.err
 }
 
 // reap removes the snapshots beyond the newest retain. A removal lost in a
