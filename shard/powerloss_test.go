@@ -481,3 +481,77 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	t.Logf("%d acknowledged transactions checked on %d replicas (%d keys each)", acked, len(nodes), len(want))
 }
+
+// A node's term and vote must survive a power loss: a voter that forgot its
+// vote could vote again in the same term, for another candidate, and two
+// leaders could be elected in one term. Under load the next synced append
+// also makes the term durable (one WAL), so this cuts the power of a node
+// that stood for election (as failover makes it: TimeoutNow, no pre-vote)
+// and has appended nothing since.
+func TestPowerLossKeepsTermAndVote(t *testing.T) {
+	nodes := make([]*powerNode, 3)
+	var peers []raft.Server
+	for i := range nodes {
+		p := &powerNode{id: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: "127.0.0.1:0", fs: vfs.NewCrashableMem()}
+		p.start(t)
+		t.Cleanup(func() { p.n.stop(t) })
+		nodes[i] = p
+		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: ServerIDFor(p.id, "1"), Address: raft.ServerAddress(p.addr)})
+	}
+	reps := make([]*Replica, len(nodes))
+	for i := len(nodes) - 1; i >= 0; i-- {
+		r, err := nodes[i].n.m.Ensure(ReplicaSpec{GroupID: powerGroup, Channel: "c", Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps[i] = r
+	}
+	leader := -1
+	waitFor(t, 10*time.Second, func() error {
+		for i, r := range reps {
+			if r.Raft().State() == raft.Leader {
+				leader = i
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	put(t, reps[leader], "k", "v")
+	f := (leader + 1) % 3
+	waitFor(t, 10*time.Second, func() error {
+		if reps[f].Raft().LastIndex() < reps[leader].Raft().LastIndex() {
+			return errors.New("follower behind")
+		}
+		return nil
+	})
+	for i, p := range nodes {
+		if i != f {
+			p.isolate()
+			p.crash(t)
+		}
+	}
+	before := reps[f].Raft().CurrentTerm()
+	addr, id := reps[f].Raft().LeaderWithID()
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: []byte(addr)}}
+	if _, err := reps[f].trans.DeliverLocal(req); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if reps[f].Raft().CurrentTerm() <= before {
+			return fmt.Errorf("term still %d", before)
+		}
+		return nil
+	})
+	p := nodes[f]
+	p.isolate()
+	term := reps[f].Raft().CurrentTerm()
+	p.crash(t)
+	d := p.readDurable(t)
+	t.Logf("%s stood in term %d (from %d); after power loss its disk has term %d, vote term %d", p.id, term, before, d.term, d.voteTerm)
+	if d.term < term {
+		t.Errorf("%s: term %d after power loss, was %d: the stable store's term was not synced", p.id, d.term, term)
+	}
+	if d.voteTerm < term {
+		t.Errorf("%s: vote term %d after power loss, voted in %d: the stable store's vote was not synced", p.id, d.voteTerm, term)
+	}
+}
