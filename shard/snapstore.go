@@ -58,6 +58,18 @@ type snapFileMeta struct {
 
 var _ raft.SnapshotStore = (*snapStore)(nil)
 
+// NewSnapshotStore opens (creating it) the snapshot store under
+// base/snapshots on fs, keeping the newest retain snapshots, with
+// raft.FileSnapshotStore's layout and the durability steps of snapStore.
+// The meta group uses it too.
+func NewSnapshotStore(fs vfs.FS, base string, retain int, log hclog.Logger) (raft.SnapshotStore, error) {
+	s, err := newSnapStore(fs, base, retain, log)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // newSnapStore opens (creating it) the snapshot store of a replica dir and
 // removes the temporary directories of snapshots a crash interrupted: only
 // this store writes there.
