@@ -355,16 +355,27 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	if old == nil {
 		t.Fatal("no leader")
 	}
-	mu.Lock()
-	old.isolate()
-	term := oldRep.Raft().CurrentTerm()
-	old.crash(t)
-	mu.Unlock()
+	// locked runs f with the nodes locked, and unlocks them even if f
+	// fails the test or raft panics, so that the writers can stop.
+	locked := func(f func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		f()
+	}
+	var term uint64
+	locked(func() {
+		old.isolate()
+		term = oldRep.Raft().CurrentTerm()
+		old.crash(t)
+	})
 	d := old.readDurable(t)
 	t.Logf("%s lost power as leader in term %d: disk has term %d, log %d-%d, snapshot %d, state applied %d",
 		old.id, term, d.term, d.firstIndex, d.lastIdx, d.snapIndex, d.applied)
 	if d.term < term {
 		t.Errorf("%s: term %d after power loss, was %d: the stable store lost it", old.id, d.term, term)
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	_, newRep := waitLeader(10 * time.Second)
 	waitAcks(200)
@@ -374,9 +385,7 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 		}
 		return nil
 	})
-	mu.Lock()
-	old.start(t)
-	mu.Unlock()
+	locked(func() { old.start(t) })
 	back, _ := old.n.m.Replica(powerGroup)
 	target := newRep.FSM().Applied()
 	waitFor(t, 15*time.Second, func() error {
@@ -388,17 +397,17 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 
 	// 2. Every node loses power at once, still under load, right after the
 	// first one caught up (its state is the snapshot it was sent).
-	mu.Lock()
 	terms := make([]uint64, len(nodes))
-	for i, p := range nodes {
-		p.isolate()
-		rep, _ := p.n.m.Replica(powerGroup)
-		terms[i] = rep.Raft().CurrentTerm()
-	}
-	for _, p := range nodes {
-		p.crash(t)
-	}
-	mu.Unlock()
+	locked(func() {
+		for i, p := range nodes {
+			p.isolate()
+			rep, _ := p.n.m.Replica(powerGroup)
+			terms[i] = rep.Raft().CurrentTerm()
+		}
+		for _, p := range nodes {
+			p.crash(t)
+		}
+	})
 	close(stop)
 	writers.Wait()
 	for i, p := range nodes {
@@ -412,11 +421,11 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	mu.Lock()
-	for _, p := range nodes {
-		p.start(t)
-	}
-	mu.Unlock()
+	locked(func() {
+		for _, p := range nodes {
+			p.start(t)
+		}
+	})
 	_, r := waitLeader(20 * time.Second)
 	var final *fsm.Result
 	cmd, _ := fsm.Encode(&fsm.Put{Key: []byte("final"), Value: []byte("x")})
