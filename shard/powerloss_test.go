@@ -386,7 +386,10 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 		return nil
 	})
 	locked(func() { old.start(t) })
-	back, _ := old.n.m.Replica(powerGroup)
+	back, ok := old.n.m.Replica(powerGroup)
+	if !ok {
+		t.Fatalf("%s has no replica after power loss (its record is gone)", old.id)
+	}
 	target := newRep.FSM().Applied()
 	waitFor(t, 15*time.Second, func() error {
 		if got := back.FSM().Applied(); got < target {
@@ -439,7 +442,10 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	// nothing never sent, and the same data as the others.
 	var want map[string]string
 	for _, p := range nodes {
-		rep, _ := p.n.m.Replica(powerGroup)
+		rep, ok := p.n.m.Replica(powerGroup)
+		if !ok {
+			t.Fatalf("%s has no replica after power loss (its record is gone)", p.id)
+		}
 		waitFor(t, 15*time.Second, func() error {
 			if got := rep.FSM().Applied(); got < final.Index {
 				return fmt.Errorf("%s applied %d of %d", p.id, got, final.Index)
