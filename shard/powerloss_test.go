@@ -100,12 +100,11 @@ func (p *powerNode) replica() *Replica {
 // durable is what a node's disk holds for the group after a power loss,
 // read before the node restarts.
 type durable struct {
-	term, voteTerm       uint64
-	firstIndex, lastIdx  uint64
-	snapIndex            uint64
-	applied              uint64
-	keys                 map[string]string
-	snapshots, snapError int
+	term, voteTerm      uint64
+	firstIndex, lastIdx uint64
+	snapIndex           uint64
+	applied             uint64
+	keys                map[string]string
 }
 
 // readDurable opens the node's databases and snapshot store on its FS and
