@@ -43,11 +43,12 @@ type powerNode struct {
 	id, dir, addr string
 	fs            *vfs.MemFS
 	n             *testNode
-	// down is set before the power is cut: a write acknowledged by this
-	// node's replica once it is set may have been acknowledged after the
-	// cut, which a real power loss makes impossible, so it counts as not
-	// acknowledged.
+	// down is set (and cuts counted) before the power is cut: a write
+	// acknowledged by this node's replica once it is set, or across a
+	// cut, may have been acknowledged after the cut, which a real power
+	// loss makes impossible, so it counts as not acknowledged.
 	down atomic.Bool
+	cuts atomic.Int64 // power losses so far
 }
 
 func (p *powerNode) start(t *testing.T) {
@@ -74,6 +75,7 @@ func (p *powerNode) start(t *testing.T) {
 // node does reaches its peers (nor is it counted as acknowledged), so the
 // synced state taken next is all the rest of the cluster ever sees of it.
 func (p *powerNode) isolate() {
+	p.cuts.Add(1)
 	p.down.Store(true)
 	p.n.trans.Close()
 }
@@ -302,10 +304,11 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 				l.mu.Lock()
 				l.last[w] = i
 				l.mu.Unlock()
+				cuts := p.cuts.Load()
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				res, err := r.Propose(ctx, cmd)
 				cancel()
-				if err != nil || res.Err != nil || !res.Succeeded || p.down.Load() {
+				if err != nil || res.Err != nil || !res.Succeeded || p.down.Load() || p.cuts.Load() != cuts {
 					continue // not acknowledged, or maybe only after the power was cut
 				}
 				l.mu.Lock()
