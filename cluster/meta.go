@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb"
@@ -64,12 +65,12 @@ func openMeta(n *Node) (*metaGroup, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: create meta dir: %w", err)
 	}
-	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	store, err := openMetaLog(filepath.Join(dir, "raft.db"))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open meta log: %w", err)
 	}
 	logger := shard.Quiet(n.log.Named("meta").Named("raft"))
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger)
+	snaps, err := shard.NewSnapshotStore(vfs.Default, dir, 2, logger)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("cluster: meta snapshots: %w", err)
@@ -100,6 +101,14 @@ func openMeta(n *Node) (*metaGroup, error) {
 		return nil, fmt.Errorf("cluster: start meta group: %w", err)
 	}
 	return m, nil
+}
+
+// openMetaLog opens the meta group's log and stable store. bolt fdatasyncs
+// every commit unless NoSync is set, and raft needs each StoreLogs, Set and
+// DeleteRange on disk when it returns (shard/DESIGN.md "What is synced, and
+// why"); TestMetaLogSyncsEveryWrite counts the syncs.
+func openMetaLog(path string) (*raftboltdb.BoltStore, error) {
+	return raftboltdb.New(raftboltdb.Options{Path: path, NoSync: false})
 }
 
 func (m *metaGroup) shutdown() error {

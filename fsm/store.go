@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,6 +32,9 @@ type StoreOptions struct {
 	// (keyindex.go) together; 0 means DefaultKeyIndexBytes, a negative
 	// value turns them off.
 	KeyIndexBytes int64
+	// FS is the file system of the state DB; default: the OS's. Tests pass
+	// a crashable in-memory FS to cut the power (shard's power-loss test).
+	FS vfs.FS
 }
 
 // Store is a node's state DB: one pebble DB holding the state of every
@@ -68,6 +72,7 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		// default flushes less often under many writing channels
 		// (docs/raft-notes.md "R10" measured the same for the log store).
 		MemTableSize: 32 << 20,
+		FS:           opts.FS, // nil: pebble's default, the OS's
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fsm: open state db %s: %w", dir, err)

@@ -44,8 +44,14 @@ type Config struct {
 	// ErrDiskFull (default 256 MiB).
 	MinFreeDisk uint64
 
-	// LogFS, if set, is the file system of the Raft log store (tests only:
-	// logstore.SlowFS slows its fsyncs). Default: the OS file system.
+	// FS, if set, is the file system of everything under DataDir: the Raft
+	// log store, the state store, the replicas' records and snapshots
+	// (tests only: a crashable in-memory FS cuts the power). Default: the
+	// OS file system.
+	FS vfs.FS
+
+	// LogFS, if set, is the file system of the Raft log store instead of
+	// FS (tests only: logstore.SlowFS slows its fsyncs).
 	LogFS vfs.FS
 }
 

@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
@@ -48,6 +49,7 @@ type record struct {
 type Manager struct {
 	cfg     Config
 	log     hclog.Logger
+	fs      vfs.FS // everything under DataDir but the log store (Config.FS)
 	logs    *logstore.DB
 	state   *fsm.Store
 	metrics *metrics
@@ -85,16 +87,30 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.LeaderRebalance == 0 {
 		cfg.LeaderRebalance = 10 * time.Second
 	}
+	if cfg.FS == nil {
+		cfg.FS = vfs.Default
+	}
+	if cfg.LogFS == nil {
+		cfg.LogFS = cfg.FS
+	}
 	m := &Manager{
 		stop:     make(chan struct{}),
 		cfg:      cfg,
 		log:      cfg.Logger,
+		fs:       cfg.FS,
 		metrics:  newMetrics(cfg.Registry),
 		replicas: map[uint64]*Replica{},
 		records:  map[uint64]record{},
 	}
-	if err := os.MkdirAll(m.replicasDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("shard: create replicas dir: %w", err)
+	// Each directory's name must survive a power loss: pebble syncs the
+	// files in its directory, not the directory's own entry in its parent.
+	for _, d := range []struct {
+		fs  vfs.FS
+		dir string
+	}{{cfg.FS, m.replicasDir()}, {cfg.LogFS, filepath.Join(cfg.DataDir, "raftlog")}, {cfg.FS, filepath.Join(cfg.DataDir, "state")}} {
+		if err := mkdirAllSync(d.fs, d.dir); err != nil {
+			return nil, fmt.Errorf("shard: create %s: %w", d.dir, err)
+		}
 	}
 	logs, err := logstore.Open(filepath.Join(cfg.DataDir, "raftlog"), logstore.Options{
 		Logger: cfg.Logger.Named("logstore"), Registerer: cfg.Registry, FS: cfg.LogFS,
@@ -103,7 +119,7 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("shard: open log store: %w", err)
 	}
 	state, err := fsm.OpenStore(filepath.Join(cfg.DataDir, "state"), fsm.StoreOptions{
-		Logger: cfg.Logger.Named("fsm"), Registerer: cfg.Registry, KeyIndexBytes: cfg.KeyIndexBytes,
+		Logger: cfg.Logger.Named("fsm"), Registerer: cfg.Registry, KeyIndexBytes: cfg.KeyIndexBytes, FS: cfg.FS,
 	})
 	if err != nil {
 		logs.Close()
@@ -131,24 +147,28 @@ func (m *Manager) replicaDir(gid uint64) string {
 // scan loads replica records, finishes interrupted removals, and deletes
 // log or state data that belongs to no replica.
 func (m *Manager) scan() error {
-	ents, err := os.ReadDir(m.replicasDir())
+	names, err := m.fs.List(m.replicasDir())
 	if err != nil {
 		return fmt.Errorf("shard: read replicas dir: %w", err)
 	}
-	for _, e := range ents {
-		gid, err := strconv.ParseUint(e.Name(), 10, 64)
-		if err != nil || !e.IsDir() {
+	sort.Strings(names)
+	for _, name := range names {
+		gid, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
 			continue
 		}
 		dir := m.replicaDir(gid)
-		if _, err := os.Stat(filepath.Join(dir, "REMOVING")); err == nil {
+		if st, err := m.fs.Stat(dir); err != nil || !st.IsDir() {
+			continue
+		}
+		if _, err := m.fs.Stat(filepath.Join(dir, "REMOVING")); err == nil {
 			m.log.Info("finishing interrupted replica removal", "group", gid)
 			if err := m.purge(gid); err != nil {
 				return err
 			}
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, "replica.json"))
+		b, err := readFile(m.fs, filepath.Join(dir, "replica.json"))
 		if err != nil {
 			// Created but never recorded: nothing was acknowledged from it.
 			m.log.Warn("replica dir without record, removing", "group", gid, "error", err)
@@ -231,12 +251,12 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		// a replica, and scan() removes both, so the reconciler starts over.
 		rec = record{Format: replicaFormat, GroupID: gid, Channel: spec.Channel,
 			ServerID: string(m.cfg.ServerID), MetaIndex: spec.MetaIndex}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := mkdirAllSync(m.fs, dir); err != nil {
 			return nil, err
 		}
 	}
 	logger := Quiet(m.log.Named("raft").With("channel", rec.Channel, "group", gid))
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 1, logger)
+	snaps, err := newSnapStore(m.fs, dir, 1, logger)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
@@ -277,7 +297,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		}
 	}
 	if !known {
-		if err := writeFileSync(filepath.Join(dir, "replica.json"), rec); err != nil {
+		if err := writeFileSync(m.fs, filepath.Join(dir, "replica.json"), rec); err != nil {
 			trans.Close()
 			return fail(err)
 		}
@@ -298,7 +318,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 // restoreIfBehind restores the FSM from the newest snapshot when the FSM's
 // persisted state is older than it: raft will not replay entries the
 // snapshot covers (docs/raft-notes.md "R1").
-func restoreIfBehind(ch *fsm.Channel, snaps *raft.FileSnapshotStore) error {
+func restoreIfBehind(ch *fsm.Channel, snaps raft.SnapshotStore) error {
 	list, err := snaps.List()
 	if err != nil || len(list) == 0 {
 		return err
@@ -367,7 +387,7 @@ func (m *Manager) Remove(gid uint64) error {
 		return nil
 	}
 	dir := m.replicaDir(gid)
-	if err := writeFileSync(filepath.Join(dir, "REMOVING"), struct{}{}); err != nil {
+	if err := writeFileSync(m.fs, filepath.Join(dir, "REMOVING"), struct{}{}); err != nil {
 		return fmt.Errorf("shard: tombstone replica %d: %w", gid, err)
 	}
 	if r, ok := m.replicas[gid]; ok {
@@ -385,7 +405,10 @@ func (m *Manager) purge(gid uint64) error {
 	if err := m.logs.DeleteGroup(gid); err != nil {
 		return fmt.Errorf("shard: delete log of %d: %w", gid, err)
 	}
-	if err := os.RemoveAll(m.replicaDir(gid)); err != nil {
+	if err := m.fs.RemoveAll(m.replicaDir(gid)); err != nil {
+		return fmt.Errorf("shard: delete replica dir %d: %w", gid, err)
+	}
+	if err := syncDir(m.fs, m.replicasDir()); err != nil {
 		return fmt.Errorf("shard: delete replica dir %d: %w", gid, err)
 	}
 	delete(m.records, gid)
@@ -482,34 +505,28 @@ func (m *Manager) Kill() error {
 	return errors.Join(m.state.Close(), m.logs.Close())
 }
 
-func writeFileSync(path string, v any) error {
+// writeFileSync writes v as JSON to path atomically and durably: a
+// synced temporary file renamed into place, then the directory synced.
+func writeFileSync(fs vfs.FS, path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err := writeSynced(fs, tmp, b); err != nil {
+		return err
+	}
+	if err := fs.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(fs, filepath.Dir(path))
+}
+
+func readFile(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	defer f.Close()
+	return io.ReadAll(f)
 }

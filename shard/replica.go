@@ -40,7 +40,7 @@ type Replica struct {
 	fsm   *fsm.Channel
 	logs  *logstore.Store // the group's log, under raft's LogCache
 	trans *transport.GroupTransport
-	snaps *raft.FileSnapshotStore
+	snaps raft.SnapshotStore
 	m     *Manager
 
 	barrierMu sync.Mutex
