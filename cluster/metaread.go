@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/shard"
 )
 
 // Reads of the control plane that must not be stale. Every node holds a
@@ -98,16 +100,7 @@ func (n *Node) localMetaReadIndex(ctx context.Context) (uint64, error) {
 // awaitFuture waits for f, ctx or the node's stop, whichever comes first
 // (raft never answers a future queued when it shuts down).
 func (n *Node) awaitFuture(ctx context.Context, f raft.Future) error {
-	errc := make(chan error, 1)
-	go func() { errc <- f.Error() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.stop:
-		return raft.ErrRaftShutdown
-	}
+	return shard.AwaitFuture(ctx, f, n.stop)
 }
 
 // remoteMetaReadIndex asks the meta leader at addr for a meta read index.

@@ -110,7 +110,7 @@ func TestConnectionFlood(t *testing.T) {
 	)
 	reg := prometheus.NewRegistry()
 	f := newFake("nft")
-	s := New(Config{Backend: f, Token: "tok", Registry: reg, MaxConns: maxConns, MaxConnsPerClient: perSource, IdleTimeout: idle})
+	s := New(Config{Backend: f, Token: "tok", Registry: reg, Limits: Limits{MaxConns: maxConns, MaxConnsPerClient: perSource, IdleTimeout: idle}})
 	addr := serveReal(t, s)
 
 	operator := func() {
@@ -175,7 +175,7 @@ func TestConnectionFlood(t *testing.T) {
 func TestConnectionsPerClient(t *testing.T) {
 	const perClient = 50
 	logs := &syncBuffer{}
-	s := New(Config{Backend: newFake("nft"), Registry: prometheus.NewRegistry(), MaxConnsPerClient: perClient,
+	s := New(Config{Backend: newFake("nft"), Registry: prometheus.NewRegistry(), Limits: Limits{MaxConnsPerClient: perClient},
 		Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})})
 	addr := serveReal(t, s)
 	var held []net.Conn
@@ -227,7 +227,7 @@ func TestConnectionsPerClient(t *testing.T) {
 // a request head within a second are closed to make room for new ones.
 func TestSlowLorisMakesRoom(t *testing.T) {
 	const maxConns = 50
-	s := New(Config{Backend: newFake("nft"), Registry: prometheus.NewRegistry(), MaxConns: maxConns})
+	s := New(Config{Backend: newFake("nft"), Registry: prometheus.NewRegistry(), Limits: Limits{MaxConns: maxConns}})
 	addr := serveReal(t, s)
 	var silent []net.Conn
 	for i := range maxConns {
@@ -275,7 +275,7 @@ func TestStalledBodies(t *testing.T) {
 		stalls      = 300
 	)
 	cfg := Config{Backend: newFake("nft"), Token: "tok", Registry: prometheus.NewRegistry(),
-		BodyTimeout: bodyTimeout, BodyMinRate: minRate}
+		Limits: Limits{BodyTimeout: bodyTimeout, BodyMinRate: minRate}}
 	f := cfg.Backend.(*fakeBackend)
 	s := New(cfg)
 	public := serveReal(t, s)
@@ -400,7 +400,7 @@ func TestClientThatDoesNotRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := New(Config{Backend: f, Registry: prometheus.NewRegistry(), BodyTimeout: 300 * time.Millisecond})
+	s := New(Config{Backend: f, Registry: prometheus.NewRegistry(), Limits: Limits{BodyTimeout: 300 * time.Millisecond}})
 	addr := serveReal(t, s)
 	c := dialFrom(t, "127.0.0.1", addr)
 	defer c.Close()

@@ -90,11 +90,21 @@ type Config struct {
 	RateLimit float64
 	RateBurst int
 
-	// Limits of the connections Serve accepts (conns.go): at most
-	// MaxConns in all (default DefaultMaxConns; negative: none) and
-	// MaxConnsPerClient from one client address (default
-	// DefaultMaxConnsPerClient; negative: none); a keep-alive connection
-	// idle for IdleTimeout is closed (default DefaultIdleTimeout).
+	// Limits of the connections and bodies the node accepts.
+	Limits
+	// Internal serves the paths under cluster.InternalPrefix on the
+	// listener of ServeForwarded (the node's own endpoints for its peers).
+	Internal http.Handler
+}
+
+// Limits are the HTTP API's connection limits and timeouts; a zero field
+// takes its default.
+type Limits struct {
+	// Serve accepts at most MaxConns connections in all (default
+	// DefaultMaxConns; negative: none) and MaxConnsPerClient from one
+	// client address (default DefaultMaxConnsPerClient; negative: none)
+	// (conns.go); a keep-alive connection idle for IdleTimeout is closed
+	// (default DefaultIdleTimeout).
 	MaxConns          int
 	MaxConnsPerClient int
 	IdleTimeout       time.Duration
@@ -107,10 +117,6 @@ type Config struct {
 	HeaderTimeout time.Duration
 	BodyTimeout   time.Duration
 	BodyMinRate   int64
-
-	// Internal serves the paths under cluster.InternalPrefix on the
-	// listener of ServeForwarded (the node's own endpoints for its peers).
-	Internal http.Handler
 }
 
 // Server serves the HTTP API v1. Create it with New; it is an http.Handler.

@@ -60,13 +60,18 @@ type Replica struct {
 	doneOnce    sync.Once
 }
 
-// wait returns f's error; ctx's error once ctx ends; or
-// raft.ErrRaftShutdown once the replica has stopped: hashicorp/raft never
-// answers a future that was still queued for its main loop when it shut
-// down (Apply, Barrier, VerifyLeader), and a caller waiting on it would wait
-// forever. Its waiting goroutine then stays blocked, one per such future,
-// after the replica is gone (or, after ctx ended, until raft answers).
+// wait is AwaitFuture until the replica stops.
 func (r *Replica) wait(ctx context.Context, f raft.Future) error {
+	return AwaitFuture(ctx, f, r.done)
+}
+
+// AwaitFuture returns f's error; ctx's error once ctx ends; or
+// raft.ErrRaftShutdown once stopped is closed: hashicorp/raft never answers
+// a future that was still queued for its main loop when it shut down
+// (Apply, Barrier, VerifyLeader), and a caller waiting on it would wait
+// forever. Its waiting goroutine then stays blocked, one per such future,
+// after the group is gone (or, after ctx ended, until raft answers).
+func AwaitFuture(ctx context.Context, f raft.Future, stopped <-chan struct{}) error {
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
 	select {
@@ -74,7 +79,7 @@ func (r *Replica) wait(ctx context.Context, f raft.Future) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-r.done:
+	case <-stopped:
 		select {
 		case err := <-errc:
 			return err

@@ -211,25 +211,25 @@ func (c *agentConfig) readSecrets(getenv func(string) string) error {
 }
 
 // httpLimits is the -http-* flags as the agent takes them.
-func (c agentConfig) httpLimits() (agent.HTTPLimits, error) {
+func (c agentConfig) httpLimits() (server.Limits, error) {
 	idle, err := time.ParseDuration(c.HTTPIdleTimeout)
 	if err != nil || idle <= 0 {
-		return agent.HTTPLimits{}, fmt.Errorf("-http-idle-timeout %q: want a positive duration such as 60s", c.HTTPIdleTimeout)
+		return server.Limits{}, fmt.Errorf("-http-idle-timeout %q: want a positive duration such as 60s", c.HTTPIdleTimeout)
 	}
 	body, err := time.ParseDuration(c.HTTPBodyTimeout)
 	if err != nil || body <= 0 {
-		return agent.HTTPLimits{}, fmt.Errorf("-http-body-timeout %q: want a positive duration such as 10s", c.HTTPBodyTimeout)
+		return server.Limits{}, fmt.Errorf("-http-body-timeout %q: want a positive duration such as 10s", c.HTTPBodyTimeout)
 	}
 	if c.HTTPBodyMinRate <= 0 {
-		return agent.HTTPLimits{}, fmt.Errorf("-http-body-min-rate %d: want a positive number of bytes per second", c.HTTPBodyMinRate)
+		return server.Limits{}, fmt.Errorf("-http-body-min-rate %d: want a positive number of bytes per second", c.HTTPBodyMinRate)
 	}
 	if c.HTTPMaxConns < 0 {
-		return agent.HTTPLimits{}, fmt.Errorf("-http-max-conns %d: want a positive number, or 0 for half the file descriptor limit", c.HTTPMaxConns)
+		return server.Limits{}, fmt.Errorf("-http-max-conns %d: want a positive number, or 0 for half the file descriptor limit", c.HTTPMaxConns)
 	}
 	if c.HTTPMaxConnsPerClient == 0 || c.HTTPMaxConnsPerClient < -1 {
-		return agent.HTTPLimits{}, fmt.Errorf("-http-max-conns-per-client %d: want a positive number, or -1 for no cap", c.HTTPMaxConnsPerClient)
+		return server.Limits{}, fmt.Errorf("-http-max-conns-per-client %d: want a positive number, or -1 for no cap", c.HTTPMaxConnsPerClient)
 	}
-	return agent.HTTPLimits{
+	return server.Limits{
 		MaxConns: c.HTTPMaxConns, MaxConnsPerClient: c.HTTPMaxConnsPerClient,
 		IdleTimeout: idle, BodyTimeout: body, BodyMinRate: c.HTTPBodyMinRate,
 	}, nil

@@ -28,20 +28,9 @@ type Options struct {
 	Token    string // operator token; "" disables auth
 	// RateLimit is requests per second per client IP (0: unlimited).
 	RateLimit float64
-	// HTTP holds the connection limits and timeouts of the API
-	// (server.Config's fields of those names; zero: the defaults).
-	HTTP HTTPLimits
-}
-
-// HTTPLimits are the connection limits and timeouts of the HTTP API
-// (server.Config documents each).
-type HTTPLimits struct {
-	MaxConns          int
-	MaxConnsPerClient int
-	IdleTimeout       time.Duration
-	HeaderTimeout     time.Duration
-	BodyTimeout       time.Duration
-	BodyMinRate       int64
+	// HTTP holds the connection limits and timeouts of the API (zero
+	// fields: the defaults; MaxConns 0: server.MaxConnsForFDs).
+	HTTP server.Limits
 }
 
 // Agent is a running node with its HTTP servers.
@@ -74,24 +63,19 @@ func Start(opts Options) (*Agent, error) {
 		ln.Close()
 		return nil, err
 	}
-	maxConns := opts.HTTP.MaxConns
-	if maxConns == 0 {
-		maxConns = server.MaxConnsForFDs()
+	limits := opts.HTTP
+	if limits.MaxConns == 0 {
+		limits.MaxConns = server.MaxConnsForFDs()
 	}
 	srv := server.New(server.Config{
-		Backend:           node,
-		Token:             opts.Token,
-		NodeID:            cfg.Name,
-		Logger:            cfg.Logger,
-		Registry:          cfg.Registry,
-		RateLimit:         opts.RateLimit,
-		MaxConns:          maxConns,
-		MaxConnsPerClient: opts.HTTP.MaxConnsPerClient,
-		IdleTimeout:       opts.HTTP.IdleTimeout,
-		HeaderTimeout:     opts.HTTP.HeaderTimeout,
-		BodyTimeout:       opts.HTTP.BodyTimeout,
-		BodyMinRate:       opts.HTTP.BodyMinRate,
-		Internal:          node.InternalHandler(),
+		Backend:   node,
+		Token:     opts.Token,
+		NodeID:    cfg.Name,
+		Logger:    cfg.Logger,
+		Registry:  cfg.Registry,
+		RateLimit: opts.RateLimit,
+		Limits:    limits,
+		Internal:  node.InternalHandler(),
 	})
 	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: "http://" + cfg.HTTPAddr}
 	go a.serve(srv.Serve, ln)

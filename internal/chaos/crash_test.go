@@ -41,14 +41,7 @@ func TestCrashDurability(t *testing.T) {
 	const channel = "durable"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	testcluster.WaitFor(t, 60*time.Second, func() error {
-		_, err := cl[0].CreateChannel(ctx, api.CreateChannelRequest{Name: channel, Replicas: 3})
-		if api.IsConflict(err) && api.AsError(err).Code == api.CodeChannelExists {
-			return nil
-		}
-		return err
-	})
-	pc.waitChannelLeader(t, channel)
+	pc.createChannel(t, channel)
 
 	led := &ledger{acked: map[string]string{}, unknown: map[string]string{}, refused: map[string]string{}}
 	loadCtx, stopLoad := context.WithCancel(ctx)
@@ -387,6 +380,23 @@ func (pc *procCluster) waitReady(t *testing.T, i int) {
 		defer cancel()
 		return cl.Health(ctx, true)
 	})
+}
+
+// createChannel creates a channel of 3 replicas (retrying until the meta
+// group takes it) and waits for its leader.
+func (pc *procCluster) createChannel(t *testing.T, channel string) {
+	t.Helper()
+	cl := pc.clients()
+	testcluster.WaitFor(t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := cl[0].CreateChannel(ctx, api.CreateChannelRequest{Name: channel, Replicas: 3})
+		if api.IsConflict(err) && api.AsError(err).Code == api.CodeChannelExists {
+			return nil
+		}
+		return err
+	})
+	pc.waitChannelLeader(t, channel)
 }
 
 func (pc *procCluster) waitChannelLeader(t *testing.T, channel string) {

@@ -35,14 +35,7 @@ func TestPausedLeaderServesNoStaleRead(t *testing.T) {
 	const channel, key = "paused", "count"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	testcluster.WaitFor(t, 60*time.Second, func() error {
-		_, err := cl[0].CreateChannel(ctx, api.CreateChannelRequest{Name: channel, Replicas: 3})
-		if api.IsConflict(err) && api.AsError(err).Code == api.CodeChannelExists {
-			return nil
-		}
-		return err
-	})
-	pc.waitChannelLeader(t, channel)
+	pc.createChannel(t, channel)
 
 	start := time.Now()
 	var (

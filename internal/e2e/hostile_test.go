@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/shardnet/shardnet/api"
-	"github.com/shardnet/shardnet/internal/agent"
 	"github.com/shardnet/shardnet/internal/testcluster"
+	"github.com/shardnet/shardnet/server"
 )
 
 // TestHostileClientsOnARealNode: the attacks that once took a node's API
@@ -34,7 +34,7 @@ func TestHostileClientsOnARealNode(t *testing.T) {
 		idle        = 2 * time.Second
 		bodyTimeout = time.Second
 	)
-	c := testcluster.New(t, testcluster.Options{Core: 3, Token: token, HTTP: agent.HTTPLimits{
+	c := testcluster.New(t, testcluster.Options{Core: 3, Token: token, HTTP: server.Limits{
 		MaxConns: maxConns, MaxConnsPerClient: perSource, IdleTimeout: idle, BodyTimeout: bodyTimeout,
 	}})
 	c.CreateChannel("hc", 3)

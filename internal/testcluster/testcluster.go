@@ -24,6 +24,7 @@ import (
 	"github.com/shardnet/shardnet/cluster"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/internal/agent"
+	"github.com/shardnet/shardnet/server"
 	"github.com/shardnet/shardnet/shard"
 	"github.com/shardnet/shardnet/shard/logstore"
 	"github.com/shardnet/shardnet/shard/transport"
@@ -46,7 +47,7 @@ type Options struct {
 	LeaderRebalance time.Duration
 	// HTTP sets the nodes' HTTP connection limits and timeouts (zero
 	// fields: the defaults).
-	HTTP agent.HTTPLimits
+	HTTP server.Limits
 	// Faults installs a network fault hook in every node's cluster
 	// transport and a logstore.SlowFS under every node's Raft log store, for
 	// Partition, Isolate, Delay, SlowDisk and Heal (faults.go).
