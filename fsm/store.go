@@ -31,6 +31,10 @@ type StoreOptions struct {
 	// (keyindex.go) together; 0 means DefaultKeyIndexBytes, a negative
 	// value turns them off.
 	KeyIndexBytes int64
+	// OnHash, when set, is called with each hash of a channel's state a
+	// hash check produced (hashcheck.go), from the goroutine that computed
+	// it.
+	OnHash func(gid, index, hash uint64)
 }
 
 // Store is a node's state DB: one pebble DB holding the state of every
@@ -40,6 +44,7 @@ type Store struct {
 	logger  hclog.Logger
 	metrics *metrics
 	waiters atomic.Int64 // blocked WaitKey and WaitApplied calls, all channels
+	hashes
 
 	indexMu sync.Mutex
 	index   indexBudget
@@ -73,6 +78,9 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("fsm: open state db %s: %w", dir, err)
 	}
 	s := &Store{db: db, logger: logger, metrics: m, open: make(map[uint64]*Channel)}
+	s.onHash = opts.OnHash
+	s.hashSem = make(chan struct{}, hashParallel)
+	s.hashStop = make(chan struct{})
 	switch {
 	case opts.KeyIndexBytes == 0:
 		s.index.limit = DefaultKeyIndexBytes
@@ -281,6 +289,7 @@ func (s *Store) Close() error {
 	for _, c := range open {
 		c.Close()
 	}
+	s.stopHashes() // they read pebble snapshots
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("fsm: close state db: %w", err)
 	}
