@@ -116,6 +116,12 @@ type Replica struct {
 	Applied  uint64 `json:"applied"` // the replica's applied index, as last reported
 	State    string `json:"state"`   // leader, follower, candidate, starting, ...
 	Healthy  bool   `json:"healthy"`
+	// HashMismatch: a hash check found this replica's state other than
+	// the majority of its group's at index HashMismatchIndex. It serves no
+	// reads and is not healthy until an operator repairs it
+	// (docs/operations.md).
+	HashMismatch      bool   `json:"hash_mismatch,omitempty"`
+	HashMismatchIndex uint64 `json:"hash_mismatch_index,omitempty"`
 }
 
 // ChannelUsage is how much a channel stores.

@@ -64,6 +64,7 @@ type Node struct {
 	started  atomic.Bool // every field above is set: callbacks may use them
 	metaFast atomic.Bool // the meta group's failover timers are in force
 	stop     chan struct{}
+	hashSem  chan struct{} // comparisons of state hashes running (hashcheck.go)
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }
@@ -118,6 +119,7 @@ func New(cfg Config) (*Node, error) {
 		IdleConnTimeout:     30 * time.Second,
 	}}
 	n.calls = newCalls(n.trans.DialCall)
+	n.hashSem = make(chan struct{}, hashCompareParallel)
 	n.callConns = map[net.Conn]struct{}{}
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
@@ -131,6 +133,9 @@ func New(cfg Config) (*Node, error) {
 		LogFS:           cfg.LogFS,
 		KeyIndexBytes:   cfg.KeyIndexBytes,
 		LeaderRebalance: cfg.LeaderRebalance,
+		// Every replica compares its hashes with its peers' (hashcheck.go).
+		HashCheckInterval: cfg.HashCheckInterval,
+		CompareHash:       n.compareHash,
 	})
 	if err != nil {
 		n.trans.Close()

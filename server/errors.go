@@ -72,6 +72,7 @@ var errorTable = []struct {
 	// applied must never look retryable (DESIGN decision 3).
 	{shard.ErrOutcomeUnknown, http.StatusServiceUnavailable, api.CodeOutcomeUnknown, false},
 	{shard.ErrNoLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{shard.ErrReplicaCorrupt, http.StatusServiceUnavailable, api.CodeReplicaCorrupt, true},
 	{cluster.ErrNoMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	// A redirect reaches this table only when the request was already
 	// forwarded once: the leader moved again, or is not known yet.

@@ -15,6 +15,10 @@ var (
 	ErrOverloaded     = errors.New("shard: too many proposals in flight")
 	ErrStopped        = errors.New("shard: replica stopped")
 	ErrDiskFull       = errors.New("shard: disk almost full, writes refused")
+	// ErrReplicaCorrupt: the replica's state differed from its group's
+	// majority at a hash check (hashcheck.go); it serves nothing until
+	// repaired.
+	ErrReplicaCorrupt = errors.New("shard: this replica's state differs from its group's (hash check); it serves no reads until repaired")
 )
 
 // RedirectError says that another node can serve the request: the leader of

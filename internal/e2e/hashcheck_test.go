@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/internal/testcluster"
+)
+
+// TestCorruptReplicaIsNoticed: a value changed in one replica's state DB
+// under its state machine (no log entry, as a disk returning other bytes
+// would) is noticed by the next hash check; the replica is marked corrupt
+// (logged, counted, shown in the channel's description, kept across a
+// restart), and no read through its node answers the wrong value again:
+// the node forwards it to the leader.
+func TestCorruptReplicaIsNoticed(t *testing.T) {
+	const every = 300 * time.Millisecond
+	c := testcluster.New(t, testcluster.Options{Core: 3, HashCheckInterval: every})
+	c.CreateChannel("hc", 3)
+	leader := c.Index(c.WaitLeader("hc"))
+	bad := (leader + 1) % 3
+	ctx := ctxT(t)
+	for i := range 20 {
+		if _, err := c.Client(leader).Put(ctx, "hc", fmt.Sprintf("k%02d", i), fmt.Appendf(nil, "v%02d", i), api.PutOptions{}); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+	}
+	c.WaitFor(10*time.Second, func() error {
+		for i := range 3 {
+			if _, ok, err := replicaOf(t, c, i, "hc").FSM().Get([]byte("k19")); !ok || err != nil {
+				return fmt.Errorf("%s has not applied the writes yet (%v)", c.Nodes[i].Name, err)
+			}
+		}
+		return nil
+	})
+	// Sound replicas pass their checks.
+	c.WaitFor(10*time.Second, func() error {
+		if v := metric(t, c, bad, `shardnet_shard_hash_compares_total{outcome="agree"}`); v < 1 {
+			return errors.New("no hash comparison agreed yet")
+		}
+		return nil
+	})
+
+	rep := replicaOf(t, c, bad, "hc")
+	if err := rep.FSM().OverwriteForTest([]byte("k07"), []byte("wrong")); err != nil {
+		t.Fatal(err)
+	}
+	if e, _, _ := rep.FSM().Get([]byte("k07")); string(e.Value) != "wrong" {
+		t.Fatalf("the corrupted replica reads %q", e.Value)
+	}
+	start := time.Now()
+	c.WaitFor(10*time.Second, func() error {
+		if rep.Corrupt() == nil {
+			return errors.New("the corrupt replica is not marked yet")
+		}
+		return nil
+	})
+	t.Logf("noticed %v after the corruption (hash checks every %v)", time.Since(start).Round(time.Millisecond), every)
+	for i := range 3 {
+		if i != bad && replicaOf(t, c, i, "hc").Corrupt() != nil {
+			t.Fatalf("the sound replica on %s was marked corrupt", c.Nodes[i].Name)
+		}
+	}
+	if v := metric(t, c, bad, "shardnet_shard_replica_hash_mismatches_total"); v != 1 {
+		t.Fatalf("replica_hash_mismatches_total = %v on the corrupt replica's node, want 1", v)
+	}
+
+	readsRight := func() {
+		t.Helper()
+		for _, level := range []api.Consistency{api.Stale, api.Linearizable} {
+			if v, err := getString(c, bad, "hc", "k07", level, 5*time.Second); err != nil || v != "v07" {
+				t.Fatalf("%s read through the corrupt replica's node: %q, %v", level, v, err)
+			}
+		}
+		l, err := c.Client(bad).List(ctx, "hc", "k0", "", 100, api.Stale)
+		if err != nil || len(l.Items) != 10 || string(l.Items[7].Value) != "v07" {
+			t.Fatalf("stale list through the corrupt replica's node: %+v, %v", l, err)
+		}
+	}
+	readsRight()
+	if _, err := c.Client(bad).Put(ctx, "hc", "after", []byte("x"), api.PutOptions{}); err != nil {
+		t.Fatalf("a write through the corrupt replica's node: %v", err)
+	}
+
+	ch, err := c.Client(leader).Channel(ctx, "hc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ch.Placement {
+		wantBad := r.NodeID == c.Nodes[bad].Name
+		if r.HashMismatch != wantBad || (wantBad && (r.Healthy || r.HashMismatchIndex == 0)) {
+			t.Fatalf("placement of %s: %+v", r.NodeID, r)
+		}
+	}
+	if ch.Health != "degraded" {
+		t.Fatalf("channel health %q with a corrupt replica, want degraded", ch.Health)
+	}
+
+	// The mark is on disk: after a restart the replica still serves nothing.
+	c.Stop(bad)
+	c.Start(bad)
+	if replicaOf(t, c, bad, "hc").Corrupt() == nil {
+		t.Fatal("the corrupt mark did not survive a restart")
+	}
+	c.WaitFor(10*time.Second, func() error {
+		_, err := getString(c, bad, "hc", "k07", api.Stale, 2*time.Second)
+		return err
+	})
+	readsRight()
+}
