@@ -88,6 +88,18 @@ type CreateChannelRequest struct {
 	QuotaBytes uint64   `json:"quota_bytes,omitempty"` // 0: no quota
 }
 
+// RepairRequest is the body of POST /v1/channels/{ch}/repair.
+type RepairRequest struct {
+	Node string `json:"node"` // the node whose replica a hash check marked corrupt
+}
+
+// RepairResponse answers a repair: the replica was rebuilt from the
+// leader's state at Applied and serves again.
+type RepairResponse struct {
+	Node    string `json:"node"`
+	Applied uint64 `json:"applied"`
+}
+
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
 	Name        string       `json:"name"`

@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -141,3 +145,116 @@ func serveHashAt(ctx context.Context, rep *shard.Replica, body []byte) (byte, []
 	}
 	return statusOK, binary.BigEndian.AppendUint64(nil, h)
 }
+
+// RepairReplica rebuilds node's replica of channel, which a hash check
+// marked corrupt, from its leader's state, and returns the applied index
+// it was rebuilt at. On another node it answers a redirect there.
+func (n *Node) RepairReplica(ctx context.Context, channel, node string) (uint64, error) {
+	ch, ok := n.meta.fsm.Channel(channel)
+	if !ok {
+		if err := n.metaSync(ctx); err != nil {
+			return 0, fmt.Errorf("%w (looking for channel %q)", err, channel)
+		}
+		if ch, ok = n.meta.fsm.Channel(channel); !ok {
+			return 0, fmt.Errorf("%w: %q", ErrChannelNotFound, channel)
+		}
+	}
+	if node != n.cfg.Name {
+		for _, nd := range n.placedNodes(ch) {
+			if nd.ID == node {
+				return 0, &shard.RedirectError{Err: shard.ErrNotHosted, NodeID: nd.ID, Addr: nd.ClusterAddr}
+			}
+		}
+		return 0, fmt.Errorf("%w: node %q holds no replica of channel %q", ErrInvalidRequest, node, channel)
+	}
+	rep, ok := n.shards.Replica(ch.GroupID)
+	if !ok {
+		return 0, fmt.Errorf("%w: group %d", shard.ErrNotHosted, ch.GroupID)
+	}
+	if rep.Corrupt() == nil {
+		return 0, fmt.Errorf("%w: channel %q on node %s", shard.ErrNotCorrupt, channel, node)
+	}
+	var err error
+	for range 5 { // the replica may apply past the leader's snapshot meanwhile
+		if !n.awaitLeader(ctx, rep, n.ClusterAddr()) {
+			return 0, fmt.Errorf("%w: no other replica leads channel %q to rebuild from", shard.ErrNoLeader, channel)
+		}
+		var body io.ReadCloser
+		if body, err = n.fetchSnapshot(ctx, rep); err != nil {
+			return 0, err
+		}
+		if err = rep.Repair(body); !errors.Is(err, fsm.ErrSnapshotBehind) {
+			break
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	return rep.FSM().Applied(), nil
+}
+
+// fetchSnapshot asks rep's leader for a snapshot stream of its state at or
+// after rep's applied index (GET /internal/snapshot/{gid}).
+func (n *Node) fetchSnapshot(ctx context.Context, rep *shard.Replica) (io.ReadCloser, error) {
+	addr, leader := rep.Raft().LeaderWithID()
+	u := fmt.Sprintf("http://%s%ssnapshot/%d?min=%d", addr, InternalPrefix, rep.GroupID, rep.FSM().Applied())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.peers.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: snapshot from %s: %v", ErrRepairSource, leader, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: snapshot from %s: HTTP %d: %s", ErrRepairSource, leader, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return resp.Body, nil
+}
+
+// serveSnapshot streams this node's replica's state, once it has applied
+// the index in ?min (GET /internal/snapshot/{gid}, for RepairReplica on
+// another node). A replica marked corrupt refuses.
+func (n *Node) serveSnapshot(w http.ResponseWriter, r *http.Request) {
+	rep, ok := n.replicaOf(w, r)
+	if !ok {
+		return
+	}
+	minIndex, err := strconv.ParseUint(r.URL.Query().Get("min"), 10, 64)
+	if err != nil {
+		http.Error(w, "bad min index", http.StatusBadRequest)
+		return
+	}
+	if rep.Corrupt() != nil {
+		http.Error(w, "this replica is marked corrupt", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), internalCallLimit)
+	err = rep.FSM().WaitApplied(ctx, minIndex)
+	cancel()
+	if err != nil {
+		http.Error(w, "not applied that far: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	snap, err := rep.FSM().Snapshot()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	defer snap.Release()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := snap.Persist(&writerSink{w: w}); err != nil {
+		// The stream is cut short: its trailer's checksum fails the rebuild.
+		n.log.Warn("snapshot for a repair failed", "group", rep.GroupID, "error", err)
+	}
+}
+
+// writerSink is a raft.SnapshotSink writing to an HTTP answer.
+type writerSink struct{ w io.Writer }
+
+func (s *writerSink) Write(p []byte) (int, error) { return s.w.Write(p) }
+func (s *writerSink) Close() error                { return nil }
+func (s *writerSink) Cancel() error               { return nil }
+func (s *writerSink) ID() string                  { return "repair" }

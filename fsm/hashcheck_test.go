@@ -224,3 +224,32 @@ func TestHashCheckInsideABatch(t *testing.T) {
 		t.Fatalf("the batch after the check: found x %v, applied %d", found, b.Applied())
 	}
 }
+
+// TestRebuildRefusesASnapshotBehind: a rebuild replaces a corrupted state
+// with a sound replica's snapshot at or after its applied index, and
+// refuses an older one without changing anything.
+func TestRebuildRefusesASnapshotBehind(t *testing.T) {
+	logs := randomLog(t, 9, 300)
+	_, sound := newChannel1(t)
+	applyInBatches(t, sound, logs[:200], 1, 8)
+	old := snapshotBytes(t, sound)
+	applyInBatches(t, sound, logs[200:], 2, 8)
+	_, bad := newChannel1(t)
+	applyInBatches(t, bad, logs, 3, 8)
+	entries, _, _ := bad.List(nil, nil, 1)
+	if err := bad.OverwriteForTest(entries[0].Key, []byte("wrong")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Rebuild(readCloser(old)); !errors.Is(err, ErrSnapshotBehind) {
+		t.Fatalf("Rebuild from an older snapshot = %v, want ErrSnapshotBehind", err)
+	}
+	if e, _ := mustGet(t, bad, string(entries[0].Key)); string(e.Value) != "wrong" || bad.Applied() != sound.Applied() {
+		t.Fatalf("a refused rebuild changed the state: %q at %d", e.Value, bad.Applied())
+	}
+	if err := bad.Rebuild(readCloser(snapshotBytes(t, sound))); err != nil {
+		t.Fatal(err)
+	}
+	if stateHash(t, bad.s, 1) != stateHash(t, sound.s, 1) {
+		t.Fatal("the rebuilt replica differs from the sound one")
+	}
+}

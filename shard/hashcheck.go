@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,7 +28,7 @@ import (
 // to its directory (it survives restarts), logged at error once, counted,
 // and from then on the replica serves no read and takes no write
 // (ErrReplicaCorrupt) and hands away any leadership it gets, until an
-// operator repairs it (docs/operations.md).
+// operator repairs it (Replica.Repair, docs/operations.md).
 
 // DefaultHashCheckInterval is how often a leader proposes a hash check of
 // each group it leads, unless Config.HashCheckInterval says otherwise.
@@ -252,4 +253,40 @@ func (m *Manager) proposeHashCheck(r *Replica, every time.Duration) {
 		return
 	}
 	m.metrics.hashChecks.Inc()
+}
+
+// Repair rebuilds a replica marked corrupt from the snapshot stream of a
+// sound replica's state (fsm.Channel.Rebuild: a stream behind this
+// replica's applied index is refused with fsm.ErrSnapshotBehind and
+// changes nothing) and then clears the mark: the replica serves again.
+func (r *Replica) Repair(rc io.ReadCloser) error {
+	r.corruptMu.Lock()
+	defer r.corruptMu.Unlock()
+	if r.corrupt.Load() == nil {
+		rc.Close()
+		return fmt.Errorf("%w: group %d", ErrNotCorrupt, r.GroupID)
+	}
+	if err := r.fsm.Rebuild(rc); err != nil {
+		return fmt.Errorf("shard: repair group %d: %w", r.GroupID, err)
+	}
+	dir := r.m.replicaDir(r.GroupID)
+	if err := os.Remove(filepath.Join(dir, corruptFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("shard: repair group %d: %w", r.GroupID, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("shard: repair group %d: %w", r.GroupID, err)
+	}
+	r.corrupt.Store(nil)
+	r.m.log.Info("replica rebuilt from a sound replica's state; it serves again",
+		"channel", r.Channel, "group", r.GroupID, "applied", r.fsm.Applied())
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -15,7 +15,8 @@ import (
 // would) is noticed by the next hash check; the replica is marked corrupt
 // (logged, counted, shown in the channel's description, kept across a
 // restart), and no read through its node answers the wrong value again:
-// the node forwards it to the leader.
+// the node forwards it to the leader. The operator's repair rebuilds it from
+// the leader's state, after which it passes the checks and serves again.
 func TestCorruptReplicaIsNoticed(t *testing.T) {
 	const every = 300 * time.Millisecond
 	c := testcluster.New(t, testcluster.Options{Core: 3, HashCheckInterval: every})
@@ -110,4 +111,33 @@ func TestCorruptReplicaIsNoticed(t *testing.T) {
 		return err
 	})
 	readsRight()
+
+	// The operator's repair, sent to another node: forwarded to the
+	// corrupt replica's node, which rebuilds it from the leader's state.
+	other := (bad + 2) % 3
+	res, err := c.Client(other).RepairReplica(ctx, "hc", c.Nodes[bad].Name)
+	if err != nil || res.Node != c.Nodes[bad].Name || res.Applied == 0 {
+		t.Fatalf("repair: %+v, %v", res, err)
+	}
+	rep = replicaOf(t, c, bad, "hc")
+	if rep.Corrupt() != nil {
+		t.Fatal("the replica is still marked corrupt after its repair")
+	}
+	if e, _, _ := rep.FSM().Get([]byte("k07")); string(e.Value) != "v07" {
+		t.Fatalf("the repaired replica reads %q", e.Value)
+	}
+	agreed := metric(t, c, bad, `shardnet_shard_hash_compares_total{outcome="agree"}`)
+	c.WaitFor(10*time.Second, func() error {
+		if metric(t, c, bad, `shardnet_shard_hash_compares_total{outcome="agree"}`) < agreed+2 {
+			return errors.New("the repaired replica has not passed two more hash checks yet")
+		}
+		return nil
+	})
+	if v := metric(t, c, bad, `shardnet_shard_hash_compares_total{outcome="mismatch"}`); v != 0 || rep.Corrupt() != nil {
+		t.Fatalf("the repaired replica failed a hash check (%v mismatches)", v)
+	}
+	readsRight()
+	if _, err := c.Client(bad).RepairReplica(ctx, "hc", c.Nodes[bad].Name); api.AsError(err) == nil || api.AsError(err).Code != api.CodeNotCorrupt {
+		t.Fatalf("repair of a sound replica: %v, want %s", err, api.CodeNotCorrupt)
+	}
 }
