@@ -141,3 +141,52 @@ func TestCorruptReplicaIsNoticed(t *testing.T) {
 		t.Fatalf("repair of a sound replica: %v, want %s", err, api.CodeNotCorrupt)
 	}
 }
+
+// TestCorruptLeaderHandsOver: a leader whose state a hash check finds wrong
+// hands its leadership to a sound replica and never gets it back from the
+// leader rebalancer (it would answer writes' CAS and gets from its own
+// state); reads and writes through its node are served by the new leader.
+func TestCorruptLeaderHandsOver(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, HashCheckInterval: 300 * time.Millisecond, LeaderRebalance: 500 * time.Millisecond})
+	c.CreateChannel("hl", 3)
+	bad := c.Index(c.WaitLeader("hl"))
+	ctx := ctxT(t)
+	if _, err := c.Client(bad).Put(ctx, "hl", "k", []byte("right"), api.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, func() error {
+		for i := range 3 {
+			if _, ok, _ := replicaOf(t, c, i, "hl").FSM().Get([]byte("k")); !ok {
+				return fmt.Errorf("%s has not applied the write", c.Nodes[i].Name)
+			}
+		}
+		return nil
+	})
+	rep := replicaOf(t, c, bad, "hl")
+	if err := rep.FSM().OverwriteForTest([]byte("k"), []byte("wrong")); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, func() error {
+		if rep.Corrupt() == nil {
+			return errors.New("not marked yet")
+		}
+		if l := c.WaitLeader("hl"); l == c.Nodes[bad].Name {
+			return errors.New("the corrupt replica still leads")
+		}
+		return nil
+	})
+	// Over several rebalance passes the leadership never comes back.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		if rep.Raft().State().String() == "Leader" {
+			t.Fatal("the corrupt replica leads again")
+		}
+		for _, level := range []api.Consistency{api.Stale, api.Linearizable} {
+			if v, err := getString(c, bad, "hl", "k", level, 5*time.Second); err != nil || v != "right" {
+				t.Fatalf("%s read through the corrupt replica's node: %q, %v", level, v, err)
+			}
+		}
+	}
+	if _, err := c.Client(bad).Put(ctx, "hl", "k2", []byte("x"), api.PutOptions{}); err != nil {
+		t.Fatalf("a write through the corrupt replica's node: %v", err)
+	}
+}
