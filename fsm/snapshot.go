@@ -234,6 +234,12 @@ func (c *Channel) restore(rc io.ReadCloser, notBehind bool) error {
 	c.gen = newGen
 	c.stateMu.Unlock()
 	c.dropIndex(false) // rebuilt from the restored state by the next apply
+	if notBehind {
+		// The hashes of the replaced state are not the new state's.
+		c.hashMu.Lock()
+		c.hashes = nil
+		c.hashMu.Unlock()
+	}
 	c.keys, c.bytes = meta.keys, meta.bytes
 	c.applied.Store(meta.applied)
 	c.publishStats()

@@ -68,6 +68,9 @@ type HashVerdict struct {
 // hash differs from the majority's is marked corrupt; the peers that
 // differ are remembered so that leadership is never handed to them.
 func (r *Replica) HashVerdict(v HashVerdict) {
+	if r.repairedPast(v.Index) {
+		return // about the state a repair replaced
+	}
 	switch {
 	case !v.Decided:
 		r.m.metrics.hashCompares.WithLabelValues("undecided").Inc()
@@ -90,7 +93,7 @@ func (r *Replica) HashVerdict(v HashVerdict) {
 func (r *Replica) markCorrupt(c Corruption) {
 	r.corruptMu.Lock()
 	defer r.corruptMu.Unlock()
-	if r.corrupt.Load() != nil {
+	if r.corrupt.Load() != nil || c.Index <= r.repaired {
 		return
 	}
 	if err := writeFileSync(filepath.Join(r.m.replicaDir(r.GroupID), corruptFile), c); err != nil {
@@ -103,6 +106,13 @@ func (r *Replica) markCorrupt(c Corruption) {
 		"channel", r.Channel, "group", r.GroupID, "index", c.Index,
 		"hash", fmt.Sprintf("%016x", c.Hash), "majority_hash", fmt.Sprintf("%016x", c.Majority), "agree", c.Agree)
 	r.handOff()
+}
+
+// repairedPast says a repair rebuilt the replica at or after index.
+func (r *Replica) repairedPast(index uint64) bool {
+	r.corruptMu.Lock()
+	defer r.corruptMu.Unlock()
+	return index <= r.repaired
 }
 
 // Corrupt returns why the replica was marked corrupt, or nil.
@@ -202,11 +212,12 @@ func (m *Manager) hashCheckLoop() {
 		case <-t.C:
 		}
 		now := time.Now()
+		led := map[uint64]bool{}
 		for _, r := range m.Replicas() {
 			if r.raft.State() != raft.Leader {
-				delete(next, r.GroupID)
 				continue
 			}
+			led[r.GroupID] = true
 			if r.Corrupt() != nil {
 				r.handOff()
 				continue
@@ -223,8 +234,8 @@ func (m *Manager) hashCheckLoop() {
 			}
 			select {
 			case sem <- struct{}{}:
-			default:
-				continue // next tick
+			case <-m.stop:
+				return
 			}
 			next[r.GroupID] = now.Add(every)
 			wg.Add(1)
@@ -233,6 +244,11 @@ func (m *Manager) hashCheckLoop() {
 				defer func() { <-sem }()
 				m.proposeHashCheck(r, every)
 			}()
+		}
+		for gid := range next {
+			if !led[gid] {
+				delete(next, gid) // a new leadership starts a new schedule
+			}
 		}
 	}
 }
@@ -276,6 +292,7 @@ func (r *Replica) Repair(rc io.ReadCloser) error {
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("shard: repair group %d: %w", r.GroupID, err)
 	}
+	r.repaired = r.fsm.Applied()
 	r.corrupt.Store(nil)
 	r.m.log.Info("replica rebuilt from a sound replica's state; it serves again",
 		"channel", r.Channel, "group", r.GroupID, "applied", r.fsm.Applied())

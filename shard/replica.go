@@ -56,9 +56,12 @@ type Replica struct {
 
 	// corrupt is set once a hash check found this replica's state other
 	// than its group's majority (hashcheck.go); corruptMu orders marking
-	// and repairing. disagreeing are the peers the latest check found so.
+	// and repairing; a comparison of an index at or below repaired is
+	// about the state the repair replaced and changes nothing.
+	// disagreeing are the peers the latest check found so.
 	corrupt     atomic.Pointer[Corruption]
 	corruptMu   sync.Mutex
+	repaired    uint64 // under corruptMu: the applied index of the last repair
 	disagreeing atomic.Pointer[[]raft.ServerID]
 
 	shortTimers atomic.Bool // failover timers in force (failover.go)

@@ -133,8 +133,10 @@ func TestCorruptReplicaIsNoticed(t *testing.T) {
 		}
 		return nil
 	})
-	if v := metric(t, c, bad, `shardnet_shard_hash_compares_total{outcome="mismatch"}`); v != 0 || rep.Corrupt() != nil {
-		t.Fatalf("the repaired replica failed a hash check (%v mismatches)", v)
+	// (A comparison of a check before the repair may still count as a
+	// mismatch as the repair ends; it marks nothing.)
+	if rep.Corrupt() != nil {
+		t.Fatal("the repaired replica was marked corrupt again")
 	}
 	readsRight()
 	if _, err := c.Client(bad).RepairReplica(ctx, "hc", c.Nodes[bad].Name); api.AsError(err) == nil || api.AsError(err).Code != api.CodeNotCorrupt {
