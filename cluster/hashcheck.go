@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -78,16 +79,23 @@ func (n *Node) tallyHashes(ctx context.Context, r *shard.Replica, index, hash ui
 			answers <- answer{id: p.ID, hash: h, ok: err == nil}
 		}()
 	}
-	v := shard.HashVerdict{Index: index, Hash: hash, Voters: voters, Answers: 1}
-	count := map[uint64]int{hash: 1}
-	var got []answer
+	got := map[raft.ServerID]uint64{}
 	for range peers {
-		a := <-answers
-		if a.ok {
-			v.Answers++
-			count[a.hash]++
-			got = append(got, a)
+		if a := <-answers; a.ok {
+			got[a.id] = a.hash
 		}
+	}
+	return tally(index, hash, voters, got)
+}
+
+// tally decides from this replica's hash and the hashes its peers
+// answered: the group's hash is one that more than half of the voters
+// computed, if any.
+func tally(index, own uint64, voters int, peers map[raft.ServerID]uint64) shard.HashVerdict {
+	v := shard.HashVerdict{Index: index, Hash: own, Voters: voters, Answers: 1 + len(peers)}
+	count := map[uint64]int{own: 1}
+	for _, h := range peers {
+		count[h]++
 	}
 	for h, c := range count {
 		if 2*c > voters {
@@ -95,11 +103,12 @@ func (n *Node) tallyHashes(ctx context.Context, r *shard.Replica, index, hash ui
 		}
 	}
 	if v.Decided {
-		for _, a := range got {
-			if a.hash != v.Majority {
-				v.Disagree = append(v.Disagree, a.id)
+		for id, h := range peers {
+			if h != v.Majority {
+				v.Disagree = append(v.Disagree, id)
 			}
 		}
+		slices.Sort(v.Disagree)
 	}
 	return v
 }
