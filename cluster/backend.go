@@ -45,6 +45,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.metaCaughtUp() {
 		return ErrNotReady
 	}
+	if c := n.metaCorrupt.Load(); c != nil {
+		return fmt.Errorf("%w: a hash check at meta index %d found this node's copy of the meta state other than the meta group's; restart the node", ErrNotReady, c.Index)
+	}
 	return nil
 }
 

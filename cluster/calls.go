@@ -333,6 +333,10 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 	if op == opMetaReadIndex {
 		return n.serveMetaReadIndex(ctx)
 	}
+	if op == opHashAt && gid == 0 { // group 0 is the meta group
+		n.metrics.callsServed.WithLabelValues("meta_hash").Inc()
+		return serveHash(ctx, n.meta.fsm.HashAt, body[12:])
+	}
 	rep, ok := n.shards.Replica(gid)
 	if !ok {
 		return statusErr, encodeCallError(fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid))
@@ -356,7 +360,7 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 		return statusOK, binary.BigEndian.AppendUint64(nil, idx)
 	case opHashAt:
 		n.metrics.callsServed.WithLabelValues("hash").Inc()
-		return serveHashAt(ctx, rep, body[12:])
+		return serveHash(ctx, rep.FSM().HashAt, body[12:])
 	}
 	return statusErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op))
 }

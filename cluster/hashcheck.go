@@ -64,6 +64,12 @@ func (n *Node) compareHash(r *shard.Replica, index, hash uint64) {
 // tallyHashes asks every other voter of r's group for its hash at index.
 func (n *Node) tallyHashes(ctx context.Context, r *shard.Replica, index, hash uint64) shard.HashVerdict {
 	peers, voters := r.Peers()
+	return tally(index, hash, true, voters, n.askHashes(ctx, peers, r.GroupID, index))
+}
+
+// askHashes asks each of peers for its hash of group gid at index and
+// returns the answers it got.
+func (n *Node) askHashes(ctx context.Context, peers []raft.Server, gid, index uint64) map[raft.ServerID]uint64 {
 	type answer struct {
 		id   raft.ServerID
 		hash uint64
@@ -72,9 +78,9 @@ func (n *Node) tallyHashes(ctx context.Context, r *shard.Replica, index, hash ui
 	answers := make(chan answer, len(peers))
 	for _, p := range peers {
 		go func() {
-			h, err := n.peerHashAt(ctx, string(p.Address), r.GroupID, index)
+			h, err := n.peerHashAt(ctx, string(p.Address), gid, index)
 			if err != nil {
-				n.log.Debug("no hash from a peer", "group", r.GroupID, "index", index, "peer", p.ID, "error", err)
+				n.log.Debug("no hash from a peer", "group", gid, "index", index, "peer", p.ID, "error", err)
 			}
 			answers <- answer{id: p.ID, hash: h, ok: err == nil}
 		}()
@@ -85,15 +91,19 @@ func (n *Node) tallyHashes(ctx context.Context, r *shard.Replica, index, hash ui
 			got[a.id] = a.hash
 		}
 	}
-	return tally(index, hash, voters, got)
+	return got
 }
 
 // tally decides from this replica's hash and the hashes its peers
 // answered: the group's hash is one that more than half of the voters
-// computed, if any.
-func tally(index, own uint64, voters int, peers map[raft.ServerID]uint64) shard.HashVerdict {
-	v := shard.HashVerdict{Index: index, Hash: own, Voters: voters, Answers: 1 + len(peers)}
-	count := map[uint64]int{own: 1}
+// computed, if any. The replica's own hash counts only when it is a voter.
+func tally(index, own uint64, voter bool, voters int, peers map[raft.ServerID]uint64) shard.HashVerdict {
+	v := shard.HashVerdict{Index: index, Hash: own, Voters: voters, Answers: len(peers)}
+	count := map[uint64]int{}
+	if voter {
+		count[own] = 1
+		v.Answers++
+	}
 	for _, h := range peers {
 		count[h]++
 	}
@@ -142,13 +152,13 @@ func (n *Node) peerHashAt(ctx context.Context, addr string, gid, index uint64) (
 	}
 }
 
-// serveHashAt answers this node's replica's hash at the index in body,
-// waiting (within ctx) until the replica has applied and hashed it.
-func serveHashAt(ctx context.Context, rep *shard.Replica, body []byte) (byte, []byte) {
+// serveHash answers hashAt of the index in body (opHashAt), which waits
+// (within ctx) until the replica has applied and hashed it.
+func serveHash(ctx context.Context, hashAt func(context.Context, uint64) (uint64, error), body []byte) (byte, []byte) {
 	if len(body) != 8 {
 		return statusErr, encodeCallError(fmt.Errorf("%w: hash call of %d bytes", ErrInvalidRequest, len(body)))
 	}
-	h, err := rep.FSM().HashAt(ctx, binary.BigEndian.Uint64(body))
+	h, err := hashAt(ctx, binary.BigEndian.Uint64(body))
 	if err != nil {
 		return statusErr, encodeCallError(err)
 	}

@@ -32,8 +32,16 @@ func TestTally(t *testing.T) {
 		{"five voters, two against two", 1, 5, peers{"b": 1, "c": 2, "d": 2}, false, 0, nil},
 		{"a lone voter", 7, 1, peers{}, true, 7, nil},
 	}
+	// A non-voter (a resource node's copy of the meta state) is judged by
+	// the voters' hashes; its own does not count.
+	if v := tally(9, 2, false, 3, peers{"a": 1, "b": 1}); !v.Decided || v.Majority != 1 || v.Answers != 2 {
+		t.Errorf("a non-voter against two voters that agree: %+v", v)
+	}
+	if v := tally(9, 2, false, 3, peers{"a": 1, "b": 2}); v.Decided {
+		t.Errorf("a non-voter agreeing with one of three voters: %+v, want undecided", v)
+	}
 	for _, tt := range tests {
-		v := tally(9, tt.own, tt.voters, tt.peers)
+		v := tally(9, tt.own, true, tt.voters, tt.peers)
 		if v.Decided != tt.decided || (v.Decided && v.Majority != tt.majority) || !slices.Equal(v.Disagree, tt.disagree) {
 			t.Errorf("%s: %+v, want decided %v majority %d disagree %v", tt.name, v, tt.decided, tt.majority, tt.disagree)
 		}

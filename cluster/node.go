@@ -65,8 +65,13 @@ type Node struct {
 	metaFast atomic.Bool // the meta group's failover timers are in force
 	stop     chan struct{}
 	hashSem  chan struct{} // comparisons of state hashes running (hashcheck.go)
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	// nextMetaCheck is when the meta leader proposes its next hash check
+	// (leader loop only); metaCorrupt is set once a check found this
+	// node's copy of the meta state wrong (metahash.go).
+	nextMetaCheck time.Time
+	metaCorrupt   atomic.Pointer[shard.Corruption]
+	wg            sync.WaitGroup
+	stopOnce      sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the

@@ -192,3 +192,53 @@ func TestCorruptLeaderHandsOver(t *testing.T) {
 		t.Fatalf("a write through the corrupt replica's node: %v", err)
 	}
 }
+
+// TestCorruptMetaCopyIsNoticed: a node whose copy of the meta state was
+// changed outside the meta log (a voter and a resource node's non-voter)
+// is noticed by the next meta hash check and answers not ready from then
+// on; the sound nodes stay ready.
+func TestCorruptMetaCopyIsNoticed(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 1, HashCheckInterval: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	voter := 0
+	for i := range 3 {
+		if !c.Nodes[i].Agent().Node.IsMetaLeader() {
+			voter = i
+			break
+		}
+	}
+	bad := []int{voter, 3}
+	// Sound copies pass their checks first.
+	c.WaitFor(10*time.Second, func() error {
+		for i := range c.Nodes {
+			if metric(t, c, i, `shardnet_cluster_meta_hash_compares_total{outcome="agree"}`) < 1 {
+				return fmt.Errorf("%s has not passed a meta hash check yet", c.Nodes[i].Name)
+			}
+		}
+		return nil
+	})
+	for _, i := range bad {
+		if !c.Nodes[i].Agent().Node.Meta().SetZoneForTest(c.Nodes[0].Name, "elsewhere") {
+			t.Fatalf("%s does not know %s", c.Nodes[i].Name, c.Nodes[0].Name)
+		}
+	}
+	c.WaitFor(10*time.Second, func() error {
+		for _, i := range bad {
+			if err := c.Client(i).Health(ctx, true); api.AsError(err) == nil || api.AsError(err).Code != api.CodeNotReady {
+				return fmt.Errorf("%s: ready check %v", c.Nodes[i].Name, err)
+			}
+		}
+		return nil
+	})
+	for i := range c.Nodes {
+		want := 0.0
+		if i == bad[0] || i == bad[1] {
+			want = 1
+		} else if err := c.Client(i).Health(ctx, true); err != nil {
+			t.Fatalf("the sound node %s is not ready: %v", c.Nodes[i].Name, err)
+		}
+		if v := metric(t, c, i, "shardnet_cluster_meta_hash_mismatches_total"); v != want {
+			t.Fatalf("%s: meta_hash_mismatches_total = %v, want %v", c.Nodes[i].Name, v, want)
+		}
+	}
+}
