@@ -35,7 +35,9 @@ import (
 const DefaultHashCheckInterval = 5 * time.Minute
 
 const (
-	corruptFile = "CORRUPT"
+	// corruptFile marks a corrupt replica in its dir: a corruptRecord.
+	corruptFile   = "CORRUPT"
+	corruptFormat = 1
 	// hashCheckParallel bounds the hash checks a node proposes at once.
 	hashCheckParallel = 8
 )
@@ -47,6 +49,12 @@ type Corruption struct {
 	Majority uint64    `json:"majority"` // the hash a majority of the voters computed
 	Agree    int       `json:"agree"`    // how many voters computed Majority
 	At       time.Time `json:"at"`
+}
+
+// corruptRecord is the content of corruptFile.
+type corruptRecord struct {
+	Format int `json:"format"`
+	Corruption
 }
 
 // HashVerdict is the outcome of comparing a replica's hash at Index with
@@ -96,7 +104,7 @@ func (r *Replica) markCorrupt(c Corruption) {
 	if r.corrupt.Load() != nil || c.Index <= r.repaired {
 		return
 	}
-	if err := writeFileSync(filepath.Join(r.m.replicaDir(r.GroupID), corruptFile), c); err != nil {
+	if err := writeFileSync(filepath.Join(r.m.replicaDir(r.GroupID), corruptFile), corruptRecord{corruptFormat, c}); err != nil {
 		// Still refuse reads in this process.
 		r.m.log.Error("cannot record the corrupt mark on disk", "channel", r.Channel, "group", r.GroupID, "error", err)
 	}
@@ -156,11 +164,14 @@ func loadCorrupt(dir string) (*Corruption, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c Corruption
-	if err := json.Unmarshal(b, &c); err != nil {
+	var rec corruptRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", corruptFile, err)
 	}
-	return &c, nil
+	if rec.Format != corruptFormat {
+		return nil, fmt.Errorf("%s: unknown format %d", corruptFile, rec.Format)
+	}
+	return &rec.Corruption, nil
 }
 
 // Peers returns the voters of the group other than this replica.

@@ -155,7 +155,11 @@ func (c *cli) printChannel(ch api.Channel) {
 		if r.NodeID == ch.Leader {
 			role = "leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%v\n", r.NodeID, orDash(r.ServerID), role, r.Voter, r.Applied, r.Healthy)
+		healthy := fmt.Sprint(r.Healthy)
+		if r.HashMismatch {
+			healthy = fmt.Sprintf("false (hash mismatch at %d: shardnet channel repair %s -node %s)", r.HashMismatchIndex, ch.Name, r.NodeID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", r.NodeID, orDash(r.ServerID), role, r.Voter, r.Applied, healthy)
 	}
 	_ = tw.Flush()
 }
