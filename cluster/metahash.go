@@ -51,6 +51,7 @@ func (n *Node) compareMetaHash(index, hash uint64) {
 	select {
 	case n.hashSem <- struct{}{}:
 	default:
+		n.metrics.hashComparesSkipped.Inc()
 		return
 	}
 	go func() {

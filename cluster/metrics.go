@@ -15,6 +15,9 @@ type metrics struct {
 	metaSyncSeconds    prometheus.Histogram
 	metaHashCompares   *prometheus.CounterVec
 	metaHashMismatches prometheus.Counter
+	// hashComparesSkipped: hashes not compared, too many comparisons
+	// running (hashcheck.go).
+	hashComparesSkipped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,10 +63,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_hash_mismatches_total",
 			Help: "Times this node's copy of the meta state was found other than the meta group's majority (it then answers not ready).",
 		}),
+		hashComparesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "hash_compares_skipped_total",
+			Help: "Hashes of a local replica's state (or of the meta state) not compared with the peers' because too many comparisons were running.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
-			m.metaHashCompares, m.metaHashMismatches)
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped)
 	}
 	return m
 }
