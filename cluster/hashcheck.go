@@ -128,9 +128,10 @@ func tally(index, own uint64, voter bool, voters int, peers map[raft.ServerID]ui
 }
 
 // peerHashAt asks the node at addr for its replica's hash of group gid at
-// index, again while it answers that it has not got there yet, until ctx
-// ends. A peer that will never have that hash (fsm.ErrHashUnknown, or it
-// does not host the group) ends the asking.
+// index, again while it answers that it has not got there yet (its wait
+// timed out) or does not answer, until ctx ends. Any other refusal ends
+// the asking: the peer will never have that hash (fsm.ErrHashUnknown), does
+// not host the group, or runs a version without the call.
 func (n *Node) peerHashAt(ctx context.Context, addr string, gid, index uint64) (uint64, error) {
 	pause := 50 * time.Millisecond
 	for {
@@ -142,8 +143,7 @@ func (n *Node) peerHashAt(ctx context.Context, addr string, gid, index uint64) (
 			return binary.BigEndian.Uint64(resp), nil
 		}
 		if err == nil {
-			err = decodeCallError(resp)
-			if errors.Is(err, fsm.ErrHashUnknown) || errors.Is(err, shard.ErrNotHosted) {
+			if err = decodeCallError(resp); !errors.Is(err, context.DeadlineExceeded) {
 				return 0, err
 			}
 		}
