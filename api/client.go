@@ -124,6 +124,14 @@ func (c *Client) DeleteChannel(ctx context.Context, name string) error {
 	return err
 }
 
+// RepairReplica rebuilds node's replica of channel, which a hash check
+// marked corrupt (Replica.HashMismatch), from the leader's state.
+func (c *Client) RepairReplica(ctx context.Context, channel, node string) (RepairResponse, error) {
+	var out RepairResponse
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/repair", nil, RepairRequest{Node: node}, &out)
+	return out, err
+}
+
 // Put writes value under key and returns the index of the write.
 func (c *Client) Put(ctx context.Context, channel, key string, value []byte, opts PutOptions) (uint64, error) {
 	q := url.Values{}

@@ -38,6 +38,8 @@ const (
 	CodeUnavailable      = "unavailable"          // 503: a node could not be reached, or is stopping
 	CodeTimeout          = "timeout"              // 503: the request ran out of time
 	CodeNotReady         = "not_ready"            // 503: GET /v1/health?ready=1 on a node not ready
+	CodeReplicaCorrupt   = "replica_corrupt"      // 503: the replica that would serve this failed a hash check; retry
+	CodeNotCorrupt       = "not_corrupt"          // 409: a repair of a replica that no hash check marked corrupt
 )
 
 // ErrorBody is the JSON body of every error response:

@@ -88,6 +88,18 @@ type CreateChannelRequest struct {
 	QuotaBytes uint64   `json:"quota_bytes,omitempty"` // 0: no quota
 }
 
+// RepairRequest is the body of POST /v1/channels/{ch}/repair.
+type RepairRequest struct {
+	Node string `json:"node"` // the node whose replica a hash check marked corrupt
+}
+
+// RepairResponse answers a repair: the replica was rebuilt from the
+// leader's state at Applied and serves again.
+type RepairResponse struct {
+	Node    string `json:"node"`
+	Applied uint64 `json:"applied"`
+}
+
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
 	Name        string       `json:"name"`
@@ -116,6 +128,12 @@ type Replica struct {
 	Applied  uint64 `json:"applied"` // the replica's applied index, as last reported
 	State    string `json:"state"`   // leader, follower, candidate, starting, ...
 	Healthy  bool   `json:"healthy"`
+	// HashMismatch: a hash check found this replica's state other than
+	// the majority of its group's at index HashMismatchIndex. It serves no
+	// reads and is not healthy until an operator repairs it
+	// (docs/operations.md).
+	HashMismatch      bool   `json:"hash_mismatch,omitempty"`
+	HashMismatchIndex uint64 `json:"hash_mismatch_index,omitempty"`
 }
 
 // ChannelUsage is how much a channel stores.

@@ -45,6 +45,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.metaCaughtUp() {
 		return ErrNotReady
 	}
+	if c := n.metaCorrupt.Load(); c != nil {
+		return fmt.Errorf("%w: a hash check at meta index %d found this node's copy of the meta state other than the meta group's; restart the node", ErrNotReady, c.Index)
+	}
 	return nil
 }
 
@@ -238,7 +241,10 @@ func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) 
 		rep := api.Replica{NodeID: r.NodeID, ServerID: r.ServerID, State: "unknown", Voter: slices.Contains(out.Voters, r.NodeID)}
 		if info, ok := byNode[r.NodeID]; ok {
 			rep.Applied, rep.State = info.Applied, stateName(info.State)
-			rep.Healthy = info.State == "Leader" || (info.State == "Follower" && info.Leader != "")
+			rep.Healthy = info.Corrupt == nil && (info.State == "Leader" || (info.State == "Follower" && info.Leader != ""))
+			if info.Corrupt != nil {
+				rep.HashMismatch, rep.HashMismatchIndex = true, info.Corrupt.Index
+			}
 		} else if starting[r.NodeID] {
 			rep.State = "starting"
 		}
@@ -416,6 +422,11 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 	if err != nil {
 		return nil, err
 	}
+	if rep.Corrupt() != nil {
+		// A hash check found this replica's state wrong: the leader
+		// serves the read, whatever its level.
+		return nil, corruptRedirect(rep)
+	}
 	err = rep.ReadBarrier(ctx, level)
 	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep, "") {
 		err = rep.ReadBarrier(ctx, level)
@@ -433,6 +444,17 @@ func (n *Node) readable(ctx context.Context, channel string, level shard.ReadLev
 		return nil, err
 	}
 	return rep, nil
+}
+
+// corruptRedirect is a corrupt replica's answer to a read: forward it to
+// the leader when another replica leads, else ErrReplicaCorrupt.
+func corruptRedirect(rep *shard.Replica) error {
+	err := fmt.Errorf("%w: channel %q", shard.ErrReplicaCorrupt, rep.Channel)
+	info := rep.Info()
+	if info.Leader == "" || info.State == "Leader" {
+		return err
+	}
+	return &shard.RedirectError{Err: err, NodeID: info.Leader, Addr: info.LeaderAddr}
 }
 
 func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool) (*shard.Replica, error) {

@@ -33,14 +33,16 @@ import (
 //	opPropose:       gid u64 | timeout ms u32 | fsm.Encode'd command
 //	opReadIndex:     gid u64 | timeout ms u32
 //	opMetaReadIndex: gid u64 (0, the meta group) | timeout ms u32
+//	opHashAt:        gid u64 | timeout ms u32 | index u64 (hashcheck.go)
 //
-// Answers: statusOK with the op's result (encodeResult, or the read index
-// u64, for both read-index ops), or statusErr with an error code u8, and for codeRedirect the leader's
+// Answers: statusOK with the op's result (encodeResult, the read index
+// u64 for both read-index ops, the state hash u64 for opHashAt), or statusErr with an error code u8, and for codeRedirect the leader's
 // node id and cluster address, then the error text.
 const (
 	opPropose       byte = 1
 	opReadIndex     byte = 2
 	opMetaReadIndex byte = 3
+	opHashAt        byte = 4
 
 	statusOK  byte = 0
 	statusErr byte = 1
@@ -68,6 +70,8 @@ const (
 	codeStopped
 	codeTimeout
 	codeBadRequest
+	codeCorrupt
+	codeHashUnknown
 )
 
 // final marks the answers a proposal's caller may pass on as they are:
@@ -86,6 +90,8 @@ var callErrors = []struct {
 	{codeQuota, ErrQuotaExceeded, true},
 	{codeOutcomeUnknown, shard.ErrOutcomeUnknown, true},
 	{codeStopped, shard.ErrStopped, true},
+	{codeCorrupt, shard.ErrReplicaCorrupt, true},
+	{codeHashUnknown, fsm.ErrHashUnknown, false},
 	{codeTimeout, context.DeadlineExceeded, false},
 }
 
@@ -327,6 +333,10 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 	if op == opMetaReadIndex {
 		return n.serveMetaReadIndex(ctx)
 	}
+	if op == opHashAt && gid == 0 { // group 0 is the meta group
+		n.metrics.callsServed.WithLabelValues("meta_hash").Inc()
+		return serveHash(ctx, n.meta.fsm.HashAt, body[12:])
+	}
 	rep, ok := n.shards.Replica(gid)
 	if !ok {
 		return statusErr, encodeCallError(fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid))
@@ -348,6 +358,9 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 			return statusErr, encodeCallError(err)
 		}
 		return statusOK, binary.BigEndian.AppendUint64(nil, idx)
+	case opHashAt:
+		n.metrics.callsServed.WithLabelValues("hash").Inc()
+		return serveHash(ctx, rep.FSM().HashAt, body[12:])
 	}
 	return statusErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op))
 }

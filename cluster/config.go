@@ -58,6 +58,11 @@ type Config struct {
 	// back to their preferred leaders (shard.Config.LeaderRebalance; 0:
 	// the default, negative: off).
 	LeaderRebalance time.Duration
+	// HashCheckInterval is how often the leader of each channel this node
+	// leads proposes a hash check, after which every replica compares its
+	// state's hash with its peers' (shard.Config.HashCheckInterval; 0: the
+	// default, 5 minutes; negative: off).
+	HashCheckInterval time.Duration
 
 	// Faults, when set, injects network faults into the node's cluster
 	// transport (tests only: partitions, slow links; see transport.Faults).

@@ -12,5 +12,7 @@ var (
 	ErrInvalidRequest  = errors.New("cluster: invalid request")
 	ErrNodeNotFound    = errors.New("cluster: node not found")
 	ErrQuotaExceeded   = errors.New("cluster: channel quota exceeded")
-	ErrNotReady        = errors.New("cluster: this node's copy of the meta state is still catching up")
+	// ErrRepairSource: a repair could not get the leader's state.
+	ErrRepairSource = errors.New("cluster: cannot get the leader's state to rebuild the replica from")
+	ErrNotReady     = errors.New("cluster: this node's copy of the meta state is still catching up")
 )

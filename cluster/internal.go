@@ -20,7 +20,8 @@ import (
 const InternalPrefix = "/internal/"
 
 // InternalHandler serves node-to-node calls: GET /internal/replicas/{gid}
-// answers this node's view of one of its replicas.
+// answers this node's view of one of its replicas, GET
+// /internal/snapshot/{gid} streams its state (a repair, hashcheck.go).
 func (n *Node) InternalHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /internal/replicas/{gid}", func(w http.ResponseWriter, r *http.Request) {
@@ -31,6 +32,7 @@ func (n *Node) InternalHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rep.Info())
 	})
+	mux.HandleFunc("GET /internal/snapshot/{gid}", n.serveSnapshot)
 	// No longer asked by this version (a node whose meta copy trails
 	// catches up with a meta read index, metaread.go); kept for nodes of
 	// the previous version during a rolling upgrade.

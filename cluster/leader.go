@@ -49,6 +49,11 @@ func (n *Node) runLeaderLoop() {
 }
 
 func (n *Node) leaderStep() {
+	if n.metaHashDue(time.Now()) {
+		if _, err := n.proposeMeta(context.Background(), &fsm.MetaHashCheck{}); err != nil {
+			n.log.Debug("could not propose a meta hash check", "error", err)
+		}
+	}
 	if n.meta.fsm.ClusterID() == "" {
 		var b [8]byte
 		_, _ = rand.Read(b[:])

@@ -13,6 +13,11 @@ type metrics struct {
 	leaderHintsDropped prometheus.Counter
 	metaSyncs          *prometheus.CounterVec
 	metaSyncSeconds    prometheus.Histogram
+	metaHashCompares   *prometheus.CounterVec
+	metaHashMismatches prometheus.Counter
+	// hashComparesSkipped: hashes not compared, too many comparisons
+	// running (hashcheck.go).
+	hashComparesSkipped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,9 +55,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "leader_hints_dropped_total",
 			Help: "Cached leaders of channels not hosted here that were dropped because their node could not be reached, so the next request asks the replicas again.",
 		}),
+		metaHashCompares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_hash_compares_total",
+			Help: "Comparisons of this node's hash of the meta state with the meta voters', by outcome (agree, mismatch, undecided).",
+		}, []string{"outcome"}),
+		metaHashMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_hash_mismatches_total",
+			Help: "Times this node's copy of the meta state was found other than the meta group's majority (it then answers not ready).",
+		}),
+		hashComparesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "hash_compares_skipped_total",
+			Help: "Hashes of a local replica's state (or of the meta state) not compared with the peers' because too many comparisons were running.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds)
+		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped)
 	}
 	return m
 }

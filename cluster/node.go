@@ -64,8 +64,14 @@ type Node struct {
 	started  atomic.Bool // every field above is set: callbacks may use them
 	metaFast atomic.Bool // the meta group's failover timers are in force
 	stop     chan struct{}
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	hashSem  chan struct{} // comparisons of state hashes running (hashcheck.go)
+	// nextMetaCheck is when the meta leader proposes its next hash check
+	// (leader loop only); metaCorrupt is set once a check found this
+	// node's copy of the meta state wrong (metahash.go).
+	nextMetaCheck time.Time
+	metaCorrupt   atomic.Pointer[shard.Corruption]
+	wg            sync.WaitGroup
+	stopOnce      sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -118,6 +124,7 @@ func New(cfg Config) (*Node, error) {
 		IdleConnTimeout:     30 * time.Second,
 	}}
 	n.calls = newCalls(n.trans.DialCall)
+	n.hashSem = make(chan struct{}, hashCompareParallel)
 	n.callConns = map[net.Conn]struct{}{}
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
@@ -131,6 +138,9 @@ func New(cfg Config) (*Node, error) {
 		LogFS:           cfg.LogFS,
 		KeyIndexBytes:   cfg.KeyIndexBytes,
 		LeaderRebalance: cfg.LeaderRebalance,
+		// Every replica compares its hashes with its peers' (hashcheck.go).
+		HashCheckInterval: cfg.HashCheckInterval,
+		CompareHash:       n.compareHash,
 	})
 	if err != nil {
 		n.trans.Close()

@@ -54,7 +54,7 @@ func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
 		keys:  c.keys,
 		bytes: c.bytes,
 	}
-	defer a.b.Close()
+	defer func() { a.b.Close() }()
 	n := 0
 	for i, l := range logs {
 		if l.Index <= last {
@@ -73,6 +73,16 @@ func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
 				"refusing to skip it, as that would diverge this replica: %v", c.gid, l.Index, l.Term, len(l.Data), err))
 		}
 		a.index = l.Index
+		if _, ok := cmd.(*HashCheck); ok {
+			// The state as of this index: commit what comes before, pin
+			// it, and hash it off the apply path (hashcheck.go).
+			a.commit(last)
+			c.startHash(c.db.NewSnapshot(), c.gen, last)
+			a.b.Close()
+			a.b = c.db.NewIndexedBatch()
+			results[i] = &Result{Index: l.Index}
+			continue
+		}
 		if r := a.apply(cmd); r != nil { // no typed nil in the results
 			results[i] = r
 		}
@@ -80,12 +90,8 @@ func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
 	if n == 0 {
 		return results
 	}
-	meta := channelMeta{gen: c.gen, applied: last, keys: a.keys, bytes: a.bytes}
-	if err := a.b.Set(metaKey(c.gid), meta.encode(), nil); err != nil {
-		panic(fmt.Sprintf("fsm: channel %d: write applied index %d: %v", c.gid, last, err))
-	}
-	if err := a.b.Commit(pebble.NoSync); err != nil {
-		panic(fmt.Sprintf("fsm: channel %d: commit batch up to index %d: %v", c.gid, last, err))
+	if last > a.committed {
+		a.commit(last)
 	}
 	c.keys, c.bytes = a.keys, a.bytes
 	c.applied.Store(last)
@@ -108,6 +114,19 @@ type applier struct {
 	keys, bytes uint64
 	changed     [][]byte    // keys written or deleted, for the waiters
 	deleted     []deleteRec // keys deleted, for the waiters
+	committed   uint64      // the applied index of the last commit of this batch
+}
+
+// commit writes the meta with applied index last and commits the batch.
+func (a *applier) commit(last uint64) {
+	meta := channelMeta{gen: a.gen, applied: last, keys: a.keys, bytes: a.bytes}
+	if err := a.b.Set(metaKey(a.c.gid), meta.encode(), nil); err != nil {
+		panic(fmt.Sprintf("fsm: channel %d: write applied index %d: %v", a.c.gid, last, err))
+	}
+	if err := a.b.Commit(pebble.NoSync); err != nil {
+		panic(fmt.Sprintf("fsm: channel %d: commit batch up to index %d: %v", a.c.gid, last, err))
+	}
+	a.committed = last
 }
 
 func (a *applier) apply(cmd Command) *Result {

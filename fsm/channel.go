@@ -49,6 +49,10 @@ type Channel struct {
 	applyHook atomic.Pointer[func(first, last uint64)]
 
 	w *waiters
+
+	// hashMu guards hashes, the latest hashes of the state (hashcheck.go).
+	hashMu sync.Mutex
+	hashes []*hashRecord
 }
 
 var _ raft.BatchingFSM = (*Channel)(nil)

@@ -49,6 +49,10 @@ import (
 //	                   op byte (1 put, 2 delete, 3 get), key bytes,
 //	                   [value bytes, put only]
 //	               failure ops: same layout as success ops
+//	HashCheck (0x84, skippable): empty body. Every replica hashes its state
+//	               as of this entry's index (hashcheck.go); the state does
+//	               not change. Skippable, so a node of an older version
+//	               applies it as a no-op during a rolling upgrade.
 //
 // Nothing may follow the body.
 
@@ -57,6 +61,8 @@ const (
 	typePut    byte = 0x01
 	typeDelete byte = 0x02
 	typeTxn    byte = 0x03
+	// typeHashCheck has the skippable bit: older nodes ignore it.
+	typeHashCheck byte = 0x04 | TypeSkippable
 
 	// TypeSkippable marks an entry that a node which does not know its type
 	// may apply as a no-op.
@@ -130,6 +136,8 @@ func Encode(c Command) ([]byte, error) {
 		b = appendOps(b, c.Success)
 		b = appendOps(b, c.Failure)
 		return b, nil
+	case *HashCheck:
+		return []byte{typeHashCheck}, nil
 	}
 	// validate refused every other type already.
 	return nil, fmt.Errorf("%w: unexpected command type %T", ErrInvalidCommand, c)
@@ -245,6 +253,10 @@ func validate(c Command) error {
 		if total > MaxTxnBytes {
 			return fmt.Errorf("txn of %d bytes: %w", total, ErrTxnTooLarge)
 		}
+	case *HashCheck:
+		if c == nil {
+			return fmt.Errorf("%w: nil hash check", ErrInvalidCommand)
+		}
 	case nil:
 		return fmt.Errorf("%w: nil command", ErrInvalidCommand)
 	default:
@@ -282,6 +294,8 @@ func Decode(b []byte) (Command, error) {
 		c = p
 	case typeTxn:
 		c = d.txn()
+	case typeHashCheck:
+		c = &HashCheck{}
 	default:
 		if t&TypeSkippable != 0 {
 			return &Unknown{Type: t}, nil

@@ -35,6 +35,7 @@ func codecCommands() []Command {
 			},
 			Failure: []Op{{Type: OpGet, Key: []byte("a")}},
 		},
+		&HashCheck{},
 	}
 }
 
@@ -78,6 +79,7 @@ func TestCodecGolden(t *testing.T) {
 			Success:  []Op{{Type: OpPut, Key: []byte("a"), Value: []byte("x")}},
 			Failure:  []Op{{Type: OpGet, Key: []byte("a")}},
 		}, []byte{0x03, 1, 2, 1, 1, 'a', 5, 1, 1, 1, 'a', 1, 'x', 1, 3, 1, 'a'}},
+		{&HashCheck{}, []byte{0x84}},
 	}
 	for _, tt := range tests {
 		got, err := Encode(tt.cmd)
@@ -169,6 +171,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"txn unknown op", []byte{0x03, 0, 1, 7, 1, 'a', 0}, nil},
 		{"txn ops over the limit in total", append([]byte{0x03, 0, 100}, append(bytes.Repeat([]byte{3, 1, 'a'}, 100), 29)...), ErrTxnTooLarge},
 		{"txn trailing bytes", []byte{0x03, 0, 0, 0, 0}, nil},
+		{"hash check trailing bytes", []byte{0x84, 0}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,7 +26,7 @@ var (
 	ErrDecode      = errors.New("fsm: cannot decode command")
 )
 
-// Command is one decoded channel command: *Put, *Delete or *Txn (or
+// Command is one decoded channel command: *Put, *Delete, *Txn or *HashCheck (or
 // *Unknown, a skippable entry of a newer type, see codec.go).
 type Command interface{ isCommand() }
 
@@ -54,9 +54,15 @@ type Txn struct {
 	Failure  []Op
 }
 
-func (*Put) isCommand()    {}
-func (*Delete) isCommand() {}
-func (*Txn) isCommand()    {}
+// HashCheck changes nothing: applying it at index I makes the replica hash
+// its state as of I (hashcheck.go), so that the replicas of a group can
+// compare the same state.
+type HashCheck struct{}
+
+func (*Put) isCommand()       {}
+func (*Delete) isCommand()    {}
+func (*Txn) isCommand()       {}
+func (*HashCheck) isCommand() {}
 
 // CompareTarget is what a Compare looks at.
 type CompareTarget uint8

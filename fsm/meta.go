@@ -113,6 +113,11 @@ type Meta struct {
 	changed chan struct{}
 
 	applyHook atomic.Pointer[func(index uint64)] // a test hook (SetApplyHook)
+
+	// hashes are the latest hashes of the state (metahash.go), under mu;
+	// onHash is told of each.
+	hashes []metaHash
+	onHash func(index, hash uint64)
 }
 
 // SetApplyHook installs a test hook that Apply calls first, on raft's FSM
@@ -162,9 +167,17 @@ func (m *Meta) Apply(l *raft.Log) interface{} {
 	m.mu.Lock()
 	res := m.apply(l.Index, cmd)
 	m.applied = l.Index
+	var hashed *metaHash
+	if _, ok := cmd.(*MetaHashCheck); ok {
+		hashed = m.hashNow(l.Index)
+	}
 	close(m.changed)
 	m.changed = make(chan struct{})
+	onHash := m.onHash
 	m.mu.Unlock()
+	if hashed != nil && onHash != nil {
+		onHash(hashed.index, hashed.hash)
+	}
 	return res
 }
 
@@ -333,6 +346,7 @@ func (m *Meta) Restore(rc io.ReadCloser) error {
 	m.mu.Lock()
 	m.st = st
 	m.applied = st.Applied
+	m.hashes = nil // of a state this replica no longer has
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()

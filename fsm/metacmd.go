@@ -17,6 +17,8 @@ const (
 	metaRemoveNode    byte = 0x43
 	metaCreateChannel byte = 0x44
 	metaDeleteChannel byte = 0x45
+	// metaHashCheck has the skippable bit: older nodes ignore it.
+	metaHashCheck byte = 0x46 | TypeSkippable
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -55,6 +57,11 @@ type DeleteChannel struct {
 	Name string `json:"name"`
 }
 
+// MetaHashCheck makes every replica of the meta group hash its state as of
+// the entry's index (metahash.go); it changes nothing.
+type MetaHashCheck struct{}
+
+func (*MetaHashCheck) metaType() byte { return metaHashCheck }
 func (*SetClusterID) metaType() byte  { return metaSetClusterID }
 func (*UpsertNode) metaType() byte    { return metaUpsertNode }
 func (*SetNodeState) metaType() byte  { return metaSetNodeState }
@@ -90,6 +97,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &CreateChannel{}
 	case metaDeleteChannel:
 		c = &DeleteChannel{}
+	case metaHashCheck:
+		c = &MetaHashCheck{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

@@ -15,6 +15,7 @@ type metrics struct {
 	applyBatchSeconds prometheus.Histogram
 	keyIndexBytes     prometheus.Gauge
 	keyIndexChannels  prometheus.Gauge
+	hashedKeys        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		keyIndexBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "fsm", Name: "key_index_bytes",
 			Help: "Memory charged to the channels' in-memory key indexes (bounded by the node's key index budget).",
+		}),
+		hashedKeys: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "fsm", Name: "hash_check_keys_total",
+			Help: "Keys read to hash channel states for hash checks (the check's I/O).",
 		}),
 		keyIndexChannels: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "fsm", Name: "key_index_channels",
@@ -62,6 +67,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.keyIndexChannels, err = register(reg, m.keyIndexChannels)
+	if err != nil {
+		return nil, err
+	}
+	m.hashedKeys, err = register(reg, m.hashedKeys)
 	if err != nil {
 		return nil, err
 	}

@@ -174,6 +174,24 @@ func writeSnapshot(w io.Writer, r *pebble.Snapshot, gid, gen, applied, keys uint
 // current state is left as it was. The applied index may move backwards.
 // Every waiter is woken.
 func (c *Channel) Restore(rc io.ReadCloser) error {
+	return c.restore(rc, false)
+}
+
+// ErrSnapshotBehind is Rebuild's refusal of a snapshot older than the
+// state it would replace.
+var ErrSnapshotBehind = errors.New("fsm: the snapshot is behind this replica's applied index")
+
+// Rebuild replaces the channel's state with the snapshot in rc, as Restore
+// does, but only if the snapshot's applied index is at or after the
+// channel's when it switches (ErrSnapshotBehind otherwise, and nothing
+// changes): raft does not hand a state machine the entries it applied
+// again, so a rebuild must not move the index back. It is how a replica
+// whose state a hash check found wrong is rebuilt from a sound one's.
+func (c *Channel) Rebuild(rc io.ReadCloser) error {
+	return c.restore(rc, true)
+}
+
+func (c *Channel) restore(rc io.ReadCloser, notBehind bool) error {
 	defer rc.Close()
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
@@ -194,6 +212,9 @@ func (c *Channel) Restore(rc io.ReadCloser) error {
 	drop()
 
 	meta, err := c.load(rc, newGen)
+	if err == nil && notBehind && meta.applied < c.applied.Load() {
+		err = fmt.Errorf("%w: snapshot at %d, applied %d", ErrSnapshotBehind, meta.applied, c.applied.Load())
+	}
 	if err != nil {
 		drop()
 		return fmt.Errorf("fsm: restore channel %d: %w", c.gid, err)
@@ -213,6 +234,12 @@ func (c *Channel) Restore(rc io.ReadCloser) error {
 	c.gen = newGen
 	c.stateMu.Unlock()
 	c.dropIndex(false) // rebuilt from the restored state by the next apply
+	if notBehind {
+		// The hashes of the replaced state are not the new state's.
+		c.hashMu.Lock()
+		c.hashes = nil
+		c.hashMu.Unlock()
+	}
 	c.keys, c.bytes = meta.keys, meta.bytes
 	c.applied.Store(meta.applied)
 	c.publishStats()

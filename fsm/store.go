@@ -35,6 +35,10 @@ type StoreOptions struct {
 	// FS is the file system of the state DB; default: the OS's. Tests pass
 	// a crashable in-memory FS to cut the power (shard's power-loss test).
 	FS vfs.FS
+	// OnHash, when set, is called with each hash of a channel's state a
+	// hash check produced (hashcheck.go), from the goroutine that computed
+	// it.
+	OnHash func(gid, index, hash uint64)
 }
 
 // Store is a node's state DB: one pebble DB holding the state of every
@@ -44,6 +48,7 @@ type Store struct {
 	logger  hclog.Logger
 	metrics *metrics
 	waiters atomic.Int64 // blocked WaitKey and WaitApplied calls, all channels
+	hashes
 
 	indexMu sync.Mutex
 	index   indexBudget
@@ -78,6 +83,9 @@ func OpenStore(dir string, opts StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("fsm: open state db %s: %w", dir, err)
 	}
 	s := &Store{db: db, logger: logger, metrics: m, open: make(map[uint64]*Channel)}
+	s.onHash = opts.OnHash
+	s.hashSem = make(chan struct{}, hashParallel)
+	s.hashStop = make(chan struct{})
 	switch {
 	case opts.KeyIndexBytes == 0:
 		s.index.limit = DefaultKeyIndexBytes
@@ -286,6 +294,7 @@ func (s *Store) Close() error {
 	for _, c := range open {
 		c.Close()
 	}
+	s.stopHashes() // they read pebble snapshots
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("fsm: close state db: %w", err)
 	}

@@ -44,6 +44,8 @@ type Backend interface {
 	WaitKey(ctx context.Context, channel string, key []byte, index uint64) error
 	// Lag is the time since the local replica of channel last heard from its leader (0 on the leader), reported by stale reads.
 	Lag(channel string) time.Duration
+	// RepairReplica rebuilds node's replica of channel, marked corrupt by a hash check, from its leader's state and returns the applied index it was rebuilt at; a *shard.RedirectError when node is another node.
+	RepairReplica(ctx context.Context, channel, node string) (uint64, error)
 	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection; the far end serves it with ServeForwarded.
 	DialNode(ctx context.Context, addr string) (net.Conn, error)
 }

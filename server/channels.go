@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/shardnet/shardnet/api"
 )
@@ -78,6 +79,33 @@ func (s *Server) deleteChannel(ctx context.Context, req *request) (*response, er
 		return nil, fmt.Errorf("delete channel %s: %w", req.ch, err)
 	}
 	return &response{status: http.StatusNoContent}, nil
+}
+
+// repairTimeout bounds a repair: the rebuild streams the channel's whole
+// state from its leader.
+const repairTimeout = 10 * time.Minute
+
+// repairReplica serves POST /v1/channels/{ch}/repair: 200 once the named
+// node's replica, marked corrupt by a hash check, was rebuilt from the
+// leader's state.
+func (s *Server) repairReplica(ctx context.Context, req *request) (*response, error) {
+	if err := validChannel(req.ch); err != nil {
+		return nil, err
+	}
+	var b api.RepairRequest
+	if err := decodeStrict(req.body, &b); err != nil {
+		return nil, err
+	}
+	if b.Node == "" {
+		return nil, invalid("node is required")
+	}
+	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
+	defer cancel()
+	applied, err := s.b.RepairReplica(ctx, req.ch, b.Node)
+	if err != nil {
+		return nil, fmt.Errorf("repair channel %s on node %s: %w", req.ch, b.Node, err)
+	}
+	return jsonResponse(http.StatusOK, api.RepairResponse{Node: b.Node, Applied: applied}), nil
 }
 
 // createBody is api.CreateChannelRequest with replicas as a pointer, so

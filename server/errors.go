@@ -62,6 +62,7 @@ var errorTable = []struct {
 	{fsm.ErrTxnTooLarge, http.StatusRequestEntityTooLarge, api.CodeTxnTooLarge, false},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
 	{errBodyTimeout, http.StatusRequestTimeout, api.CodeRequestTimeout, false},
+	{shard.ErrNotCorrupt, http.StatusConflict, api.CodeNotCorrupt, false},
 	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
 	{errRateLimited, http.StatusTooManyRequests, api.CodeRateLimited, true},
 	{shard.ErrDiskFull, http.StatusInsufficientStorage, api.CodeDiskFull, false},
@@ -72,6 +73,7 @@ var errorTable = []struct {
 	// applied must never look retryable (docs/design.md "D3").
 	{shard.ErrOutcomeUnknown, http.StatusServiceUnavailable, api.CodeOutcomeUnknown, false},
 	{shard.ErrNoLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{shard.ErrReplicaCorrupt, http.StatusServiceUnavailable, api.CodeReplicaCorrupt, true},
 	{cluster.ErrNoMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	// A redirect reaches this table only when the request was already
 	// forwarded once: the leader moved again, or is not known yet.
@@ -80,6 +82,8 @@ var errorTable = []struct {
 	{cluster.ErrNotMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	{errUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{shard.ErrStopped, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{cluster.ErrRepairSource, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{fsm.ErrSnapshotBehind, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{fsm.ErrClosed, http.StatusServiceUnavailable, api.CodeUnavailable, true}, // a read of a replica being closed
 	{errStopping, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{errNotReady, http.StatusServiceUnavailable, api.CodeNotReady, true},

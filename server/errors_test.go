@@ -45,6 +45,7 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("%w: %w", shard.ErrOutcomeUnknown, context.DeadlineExceeded), 503, api.CodeOutcomeUnknown, false},
 		{shard.ErrOverloaded, 429, api.CodeOverloaded, true},
 		{shard.ErrStopped, 503, api.CodeUnavailable, true},
+		{shard.ErrReplicaCorrupt, 503, api.CodeReplicaCorrupt, true},
 		{fsm.ErrClosed, 503, api.CodeUnavailable, true},
 		{context.DeadlineExceeded, 503, api.CodeTimeout, false},
 		{errors.New("disk on fire"), 500, api.CodeInternal, false},

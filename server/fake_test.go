@@ -36,6 +36,7 @@ type fakeBackend struct {
 	list          func(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) ([]fsm.Entry, bool, uint64, error)
 	waitKey       func(ctx context.Context, channel string, key []byte, index uint64) error
 	dialNode      func(ctx context.Context, addr string) (net.Conn, error)
+	repair        func(ctx context.Context, channel, node string) (uint64, error)
 
 	proposals atomic.Int64
 	reads     atomic.Int64
@@ -185,4 +186,11 @@ func do(t *testing.T, base, method, rawPath string, body []byte, hdr http.Header
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+func (f *fakeBackend) RepairReplica(ctx context.Context, channel, node string) (uint64, error) {
+	if f.repair != nil {
+		return f.repair(ctx, channel, node)
+	}
+	return f.mem.RepairReplica(ctx, channel, node)
 }

@@ -21,6 +21,7 @@ const (
 	routeKVList   = "/v1/channels/{ch}/kv/"
 	routeKV       = "/v1/channels/{ch}/kv/{key}"
 	routeTxn      = "/v1/channels/{ch}/txn"
+	routeRepair   = "/v1/channels/{ch}/repair"
 	routeMetrics  = "/metrics"
 	routePprof    = "/debug/pprof/{profile}"
 )
@@ -90,6 +91,7 @@ func (s *Server) routeTable() map[string]*route {
 		{routeTxn, map[string]endpoint{
 			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge},
 		}},
+		{routeRepair, map[string]endpoint{http.MethodPost: small(s.repairReplica)}},
 		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH}}},
 		{routePprof, map[string]endpoint{http.MethodGet: pprofH, http.MethodPost: pprofH}},
 	}
@@ -139,6 +141,8 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeChannel), ch, ""
 	case rest == "txn":
 		return byName(routeTxn), ch, ""
+	case rest == "repair":
+		return byName(routeRepair), ch, ""
 	case rest == "kv" || rest == "kv/":
 		return byName(routeKVList), ch, ""
 	case strings.HasPrefix(rest, "kv/"):

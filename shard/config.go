@@ -40,6 +40,18 @@ type Config struct {
 	// fsm.DefaultKeyIndexBytes, a negative value turns them off.
 	KeyIndexBytes int64
 
+	// HashCheckInterval is how often the leader of each group proposes a
+	// hash check, which makes every replica hash its state so that the
+	// replicas can compare (hashcheck.go). 0 takes
+	// DefaultHashCheckInterval; negative turns the checks off.
+	HashCheckInterval time.Duration
+
+	// CompareHash, when set, is given each hash of a local replica's
+	// state that a hash check produced; it compares it with the peers'
+	// and reports with Replica.HashVerdict (the cluster layer asks the
+	// peers). It is called on the goroutine that computed the hash.
+	CompareHash func(r *Replica, index, hash uint64)
+
 	// MinFreeDisk is the free space below which proposals are refused with
 	// ErrDiskFull (default 256 MiB).
 	MinFreeDisk uint64

@@ -15,6 +15,12 @@ var (
 	ErrOverloaded     = errors.New("shard: too many proposals in flight")
 	ErrStopped        = errors.New("shard: replica stopped")
 	ErrDiskFull       = errors.New("shard: disk almost full, writes refused")
+	// ErrReplicaCorrupt: the replica's state differed from its group's
+	// majority at a hash check (hashcheck.go); it serves nothing until
+	// repaired.
+	ErrReplicaCorrupt = errors.New("shard: this replica's state differs from its group's (hash check); it serves no reads until repaired")
+	// ErrNotCorrupt: a repair of a replica that is not marked corrupt.
+	ErrNotCorrupt = errors.New("shard: the replica is not marked corrupt")
 )
 
 // RedirectError says that another node can serve the request: the leader of

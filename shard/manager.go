@@ -93,6 +93,9 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.LogFS == nil {
 		cfg.LogFS = cfg.FS
 	}
+	if cfg.HashCheckInterval == 0 {
+		cfg.HashCheckInterval = DefaultHashCheckInterval
+	}
 	m := &Manager{
 		stop:     make(chan struct{}),
 		cfg:      cfg,
@@ -120,6 +123,7 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	state, err := fsm.OpenStore(filepath.Join(cfg.DataDir, "state"), fsm.StoreOptions{
 		Logger: cfg.Logger.Named("fsm"), Registerer: cfg.Registry, KeyIndexBytes: cfg.KeyIndexBytes, FS: cfg.FS,
+		OnHash: m.onHash,
 	})
 	if err != nil {
 		logs.Close()
@@ -134,6 +138,10 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.LeaderRebalance > 0 && cfg.Transport != nil {
 		m.loops.Add(1)
 		go m.rebalanceLoop()
+	}
+	if cfg.HashCheckInterval > 0 {
+		m.loops.Add(1)
+		go m.hashCheckLoop()
 	}
 	return m, nil
 }
@@ -271,6 +279,10 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	if err := restoreIfBehind(ch, snaps); err != nil {
 		return fail(err)
 	}
+	corrupt, err := loadCorrupt(m.fs, dir)
+	if err != nil {
+		return fail(err)
+	}
 	store := m.logs.Group(gid)
 	cache, err := raft.NewLogCache(512, store)
 	if err != nil {
@@ -311,6 +323,11 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
 		raft: rf, fsm: ch, logs: store, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
 	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}
+	if corrupt != nil {
+		r.corrupt.Store(corrupt)
+		m.log.Error("this replica was marked corrupt by a hash check; it serves no reads until repaired",
+			"channel", rec.Channel, "group", gid, "index", corrupt.Index)
+	}
 	r.electionAtStart(bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
 	return r, nil
 }

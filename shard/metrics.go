@@ -14,6 +14,9 @@ type metrics struct {
 	readConfirmRetries prometheus.Counter
 	fastElections      prometheus.Counter
 	leaderMoves        *prometheus.CounterVec
+	hashChecks         prometheus.Counter
+	hashCompares       *prometheus.CounterVec
+	hashMismatches     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,9 +58,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "shard", Name: "leader_moves_total",
 			Help: "Leaderships this node handed back to a group's preferred leader (shard/rebalance.go), by outcome (ok, failed).",
 		}, []string{"outcome"}),
+		hashChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "hash_checks_total",
+			Help: "Hash checks this node proposed as a group's leader (shard/hashcheck.go).",
+		}),
+		hashCompares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "hash_compares_total",
+			Help: "Comparisons of a local replica's state hash with its peers', by outcome (agree, mismatch, undecided).",
+		}, []string{"outcome"}),
+		hashMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "shard", Name: "replica_hash_mismatches_total",
+			Help: "Local replicas marked corrupt because their state hash differed from their group's majority.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.readConfirmRetries, m.fastElections, m.leaderMoves)
+		reg.MustRegister(m.replicas, m.proposals, m.proposalErrors, m.proposalSeconds, m.proposalBatches, m.readBarriers, m.readConfirmRetries, m.fastElections, m.leaderMoves,
+			m.hashChecks, m.hashCompares, m.hashMismatches)
 	}
 	return m
 }

@@ -83,7 +83,7 @@ func (b *rebalancer) pass() {
 		if b.seen[r.GroupID] != term || len(moves) == rebalanceMovesPerPass || now.Before(b.backoff[r.GroupID]) {
 			continue
 		}
-		if to, ok := r.preferredLeader(); ok && b.m.cfg.Transport.PeerHealthy(string(to.Address)) && r.caughtUp(to.Address) {
+		if to, ok := r.preferredLeader(); ok && !r.disagrees(to.ID) && b.m.cfg.Transport.PeerHealthy(string(to.Address)) && r.caughtUp(to.Address) {
 			moves = append(moves, leaderMove{r: r, to: to})
 		}
 	}

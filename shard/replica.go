@@ -54,6 +54,16 @@ type Replica struct {
 	inflightBytes atomic.Int64
 	batch         batcher
 
+	// corrupt is set once a hash check found this replica's state other
+	// than its group's majority (hashcheck.go); corruptMu orders marking
+	// and repairing; a comparison of an index at or below repaired is
+	// about the state the repair replaced and changes nothing.
+	// disagreeing are the peers the latest check found so.
+	corrupt     atomic.Pointer[Corruption]
+	corruptMu   sync.Mutex
+	repaired    uint64 // under corruptMu: the applied index of the last repair
+	disagreeing atomic.Pointer[[]raft.ServerID]
+
 	shortTimers atomic.Bool // failover timers in force (failover.go)
 	stopped     atomic.Bool
 	done        chan struct{} // closed once the replica stopped
@@ -103,6 +113,10 @@ func (r *Replica) Raft() *raft.Raft { return r.raft }
 func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) {
 	if r.raft.State() != raft.Leader {
 		return nil, r.redirect()
+	}
+	if err := r.errIfCorrupt(); err != nil {
+		// Not proposed; the replica hands its leadership away.
+		return nil, err
 	}
 	if r.m.disk != nil && r.m.disk.full.Load() {
 		r.m.metrics.proposalErrors.WithLabelValues("disk_full").Inc()
@@ -235,8 +249,12 @@ func (r *Replica) redirect() error {
 // ReadBarrier returns once a read of this replica's FSM is allowed at level:
 // for Linearizable (and Lease), once this replica leads, has confirmed a
 // read index (ReadIndex) and its state machine has reached it
-// (WaitIndex). A non-leader answers with a RedirectError to the leader.
+// (WaitIndex). A non-leader answers with a RedirectError to the leader. A
+// replica marked corrupt refuses every level with ErrReplicaCorrupt.
 func (r *Replica) ReadBarrier(ctx context.Context, level ReadLevel) error {
+	if err := r.errIfCorrupt(); err != nil {
+		return err
+	}
 	if level == Stale {
 		return nil
 	}
@@ -382,6 +400,9 @@ type ReplicaInfo struct {
 	LastContact time.Time
 	Keys        uint64 // live keys in this replica's state
 	Bytes       uint64 // their keys' and values' bytes
+	// Corrupt is set when a hash check found this replica's state other
+	// than its group's majority (hashcheck.go).
+	Corrupt *Corruption `json:",omitempty"`
 }
 
 // Info reports the replica's current Raft state.
@@ -398,6 +419,7 @@ func (r *Replica) Info() ReplicaInfo {
 		LastIndex:   r.raft.LastIndex(),
 		CommitIndex: r.raft.CommitIndex(),
 		LastContact: r.raft.LastContact(),
+		Corrupt:     r.corrupt.Load(),
 	}
 	if id != "" {
 		info.Leader = NodeOf(id)

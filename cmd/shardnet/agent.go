@@ -49,6 +49,7 @@ type agentConfig struct {
 	RateLimit       float64  `hcl:"rate_limit,optional"`
 	KeyIndexMB      int      `hcl:"key_index_mb,optional"`
 	LeaderRebalance string   `hcl:"leader_rebalance,optional"`
+	HashCheck       string   `hcl:"hash_check_interval,optional"`
 
 	HTTPMaxConns          int    `hcl:"http_max_conns,optional"`
 	HTTPMaxConnsPerClient int    `hcl:"http_max_conns_per_client,optional"`
@@ -113,6 +114,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "trace, debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
 	fs.IntVar(&c.KeyIndexMB, "key-index-mb", c.KeyIndexMB, "memory for the channels' in-memory key indexes, which spare each write a read of its key (0: 256; -1: none)")
+	fs.StringVar(&c.HashCheck, "hash-check-interval", c.HashCheck, "how often the leader of each channel this node leads has every replica hash its state, so that a replica whose state differs from its group's is noticed and stops serving (default 5m; off: never)")
 	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
 	return fs
@@ -159,6 +161,9 @@ func loadAgentConfig(args []string) (agentConfig, error) {
 		errs = append(errs, fmt.Errorf("-http-addr %q: %w", cfg.HTTPAddr, err))
 	}
 	if _, err := cfg.leaderRebalance(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := cfg.hashCheckInterval(); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := cfg.httpLimits(); err != nil {
@@ -238,15 +243,27 @@ func (c agentConfig) httpLimits() (server.Limits, error) {
 // leaderRebalance is -leader-rebalance as cluster.Config takes it: 0 for
 // the default, negative for off.
 func (c agentConfig) leaderRebalance() (time.Duration, error) {
-	switch c.LeaderRebalance {
+	return interval("-leader-rebalance", c.LeaderRebalance, "10s")
+}
+
+// hashCheckInterval is -hash-check-interval as cluster.Config takes it: 0
+// for the default, negative for off.
+func (c agentConfig) hashCheckInterval() (time.Duration, error) {
+	return interval("-hash-check-interval", c.HashCheck, "5m")
+}
+
+// interval parses the value of an interval flag: "" is 0 (the default),
+// "off" is negative, else a positive duration.
+func interval(flag, v, example string) (time.Duration, error) {
+	switch v {
 	case "":
 		return 0, nil
 	case "off":
 		return -1, nil
 	}
-	d, err := time.ParseDuration(c.LeaderRebalance)
+	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("-leader-rebalance %q: want a positive duration such as 10s, or off", c.LeaderRebalance)
+		return 0, fmt.Errorf("%s %q: want a positive duration such as %s, or off", flag, v, example)
 	}
 	return d, nil
 }
@@ -295,6 +312,7 @@ func runAgent(args []string) int {
 		httpAdvertise = net.JoinHostPort(adv, port)
 	}
 	rebalance, _ := cfg.leaderRebalance() // checked by loadAgentConfig
+	hashCheck, _ := cfg.hashCheckInterval()
 	limits, _ := cfg.httpLimits()
 	a, err := agent.Start(agent.Options{
 		Cluster: cluster.Config{
@@ -304,8 +322,9 @@ func runAgent(args []string) int {
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
 			ClusterKey: cfg.clusterKey(), Logger: logger,
-			KeyIndexBytes:   int64(cfg.KeyIndexMB) << 20,
-			LeaderRebalance: rebalance,
+			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,
+			LeaderRebalance:   rebalance,
+			HashCheckInterval: hashCheck,
 		},
 		HTTPBind:  cfg.HTTPAddr,
 		Token:     cfg.Token,

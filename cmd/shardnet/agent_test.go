@@ -53,6 +53,15 @@ func TestLeaderRebalanceFlag(t *testing.T) {
 	}
 }
 
+func TestHashCheckIntervalFlag(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "off": -1, "90s": 90 * time.Second} {
+		got, err := agentConfig{HashCheck: in}.hashCheckInterval()
+		if err != nil || got != want {
+			t.Errorf("-hash-check-interval %q = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
 func TestAgentConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.hcl")
@@ -72,6 +81,7 @@ func TestAgentConfigErrors(t *testing.T) {
 		{[]string{"-name", "x", "-data-dir", dir, "extra"}, "unexpected arguments"},
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "soon"}, "-leader-rebalance"},
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "0s"}, "-leader-rebalance"},
+		{[]string{"-name", "x", "-data-dir", dir, "-hash-check-interval", "-5m"}, "-hash-check-interval"},
 		{[]string{"-name", "x", "-data-dir", dir, "-token", "a", "-token-file", bad}, "give one"},
 		{[]string{"-name", "x", "-data-dir", dir, "-token-file", filepath.Join(dir, "nofile")}, "-token-file"},
 		{[]string{"-name", "x", "-data-dir", dir, "-cluster-key-file", filepath.Join(dir, "nofile")}, "-cluster-key-file"},

@@ -15,9 +15,10 @@ var channelCommands = map[string]command{
 	"ls":     {"list channels", runChannelList},
 	"get":    {"describe a channel: placement, leader, voters, applied indexes", runChannelGet},
 	"rm":     {"delete a channel and its data", runChannelRemove},
+	"repair": {"rebuild a replica a hash check marked corrupt from the leader's state", runChannelRepair},
 }
 
-// runChannel: shardnet channel create|ls|get|rm
+// runChannel: shardnet channel create|ls|get|rm|repair
 func runChannel(ctx context.Context, c *cli, args []string) int {
 	return subcommands(ctx, c, "channel", channelCommands, args)
 }
@@ -154,9 +155,32 @@ func (c *cli) printChannel(ch api.Channel) {
 		if r.NodeID == ch.Leader {
 			role = "leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%v\n", r.NodeID, orDash(r.ServerID), role, r.Voter, r.Applied, r.Healthy)
+		healthy := fmt.Sprint(r.Healthy)
+		if r.HashMismatch {
+			healthy = fmt.Sprintf("false (hash mismatch at %d: shardnet channel repair %s -node %s)", r.HashMismatchIndex, ch.Name, r.NodeID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", r.NodeID, orDash(r.ServerID), role, r.Voter, r.Applied, healthy)
 	}
 	_ = tw.Flush()
+}
+
+func runChannelRepair(ctx context.Context, c *cli, args []string) int {
+	f := c.newFlags("channel repair", "NAME -node NODE",
+		"Rebuild NODE's replica of channel NAME, which a hash check marked corrupt (hash_mismatch in `channel get`), from the leader's state; it serves again afterwards.")
+	node := f.String("node", "", "the node whose replica to rebuild (required)")
+	pos, code, ok := f.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	if *node == "" {
+		return c.usageError("channel repair: -node is required")
+	}
+	res, err := f.client().RepairReplica(ctx, pos[0], *node)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "Replica of %s on %s rebuilt at index %d.\n", pos[0], res.Node, res.Applied)
+	return 0
 }
 
 func runChannelRemove(ctx context.Context, c *cli, args []string) int {

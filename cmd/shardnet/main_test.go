@@ -241,6 +241,7 @@ func TestUsage(t *testing.T) {
 		{"kv get -h", []string{"kv", "get", "-h"}, 0},
 		{"kv ls negative limit", []string{"kv", "ls", "nft", "-limit", "-1"}, 2},
 		{"channel create without name", []string{"channel", "create"}, 2},
+		{"channel repair without node", []string{"channel", "repair", "nft"}, 2},
 		{"members with an argument", []string{"members", "x"}, 2},
 	}
 	for _, tt := range tests {
@@ -255,6 +256,10 @@ func TestUsage(t *testing.T) {
 		})
 	}
 	expect(t, shardnet(t, nil, "", "version"), 0, "shardnet "+version)
+	// A repair of a replica no hash check marked is refused by the server.
+	if r := shardnet(t, env, "", "channel", "repair", "nft", "-node", "n1"); r.code != 1 || !strings.Contains(r.err, "(not_corrupt, HTTP 409)") {
+		t.Fatalf("channel repair of a sound replica: exit %d, stderr %q", r.code, r.err)
+	}
 	// A server-side validation error is exit 1 with the server's code.
 	r := shardnet(t, env, "", "kv", "get", "nft", "k", "-consistency", "strong")
 	if r.code != 1 || !strings.Contains(r.err, "(invalid_request, HTTP 400)") {

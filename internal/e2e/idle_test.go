@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,9 +22,11 @@ import (
 // Raft timers, then the process CPU and heap over 10 idle seconds, then how
 // long a restarted node takes to serve every channel again. A measurement,
 // not a check: it runs only when asked and asserts only that everything
-// came up.
+// came up. SHARDNET_IDLE_HASH_CHECK sets the hash check interval (a
+// duration, or off; default 5m) and the test reports the checks proposed
+// and compared while it measured.
 //
-//	SHARDNET_IDLE_CHANNELS=1000 [SHARDNET_IDLE_TIMERS=3s] go test -run TestIdleCost -v -timeout 30m ./internal/e2e/
+//	SHARDNET_IDLE_CHANNELS=1000 [SHARDNET_IDLE_TIMERS=3s] [SHARDNET_IDLE_HASH_CHECK=10s] go test -run TestIdleCost -v -timeout 30m ./internal/e2e/
 func TestIdleCost(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("SHARDNET_IDLE_CHANNELS"))
 	if n <= 0 {
@@ -38,7 +41,19 @@ func TestIdleCost(t *testing.T) {
 		// HB/5) or leaders step down over and over.
 		timing.LeaderLeaseTimeout = d / 2
 	}
-	c := testcluster.New(t, testcluster.Options{Core: 3, ChannelRaft: timing})
+	var hashCheck time.Duration
+	switch v := os.Getenv("SHARDNET_IDLE_HASH_CHECK"); v {
+	case "":
+	case "off":
+		hashCheck = -1
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SHARDNET_IDLE_HASH_CHECK: %v", err)
+		}
+		hashCheck = d
+	}
+	c := testcluster.New(t, testcluster.Options{Core: 3, ChannelRaft: timing, HashCheckInterval: hashCheck})
 	ctx := context.Background()
 	start := time.Now()
 	for i := range n {
@@ -84,12 +99,28 @@ func TestIdleCost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	hashMetrics := func() (checks, compares, skipped float64) {
+		for i := range c.Nodes {
+			checks += metric(t, c, i, "shardnet_shard_hash_checks_total")
+			compares += metric(t, c, i, `shardnet_shard_hash_compares_total{outcome="agree"}`)
+			skipped += metric(t, c, i, "shardnet_cluster_hash_compares_skipped_total")
+		}
+		return checks, compares, skipped
+	}
+	checks0, compares0, skipped0 := hashMetrics()
+	io0 := procIO(t)
 	cpu0 := cpuTime()
 	time.Sleep(10 * time.Second)
 	cpu := cpuTime() - cpu0
+	io1 := procIO(t)
+	checks1, compares1, skipped1 := hashMetrics()
 	pprof.StopCPUProfile()
 	runtime.ReadMemStats(&ms)
 	t.Logf("timers: heartbeat %v, election %v, commit %v", timing.HeartbeatTimeout, timing.ElectionTimeout, timing.CommitTimeout)
+	t.Logf("hash checks (interval %v; 0: the default): %.0f proposed, %.0f replica comparisons agreed and %.0f skipped in the 10 s",
+		hashCheck, checks1-checks0, compares1-compares0, skipped1-skipped0)
+	t.Logf("I/O in the 10 s: %d KiB written to storage, %d KiB read from it, %d write syscalls (/proc/self/io: write_bytes, read_bytes, syscw)",
+		(io1["write_bytes"]-io0["write_bytes"])>>10, (io1["read_bytes"]-io0["read_bytes"])>>10, io1["syscw"]-io0["syscw"])
 	t.Logf("idle: %d replicas in one process: %.1f%% of one core, heap in use %d MiB (%d KiB per replica), %d goroutines",
 		3*n, 100*cpu.Seconds()/10, ms.HeapInuse>>20, ms.HeapInuse/1024/uint64(3*n), runtime.NumGoroutine())
 
@@ -117,4 +148,21 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procIO reads this process's I/O counters (Linux; empty elsewhere).
+func procIO(t *testing.T) map[string]uint64 {
+	out := map[string]uint64{}
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Logf("no I/O counters: %v", err)
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			out[k] = n
+		}
+	}
+	return out
 }

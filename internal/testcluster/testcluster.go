@@ -45,6 +45,9 @@ type Options struct {
 	// LeaderRebalance is the nodes' leader rebalance interval (0: the
 	// default, negative: off).
 	LeaderRebalance time.Duration
+	// HashCheckInterval is how often channel leaders propose a hash check
+	// (0: the default, negative: off).
+	HashCheckInterval time.Duration
 	// HTTP sets the nodes' HTTP connection limits and timeouts (zero
 	// fields: the defaults).
 	HTTP server.Limits
@@ -155,6 +158,7 @@ func (c *Cluster) start(nd *Node) error {
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
 		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
+		HashCheckInterval: c.opts.HashCheckInterval,
 	}
 	if nd.disk != nil {
 		// Not in the literal: a nil *SlowFS in the interface would be non-nil.

@@ -144,6 +144,16 @@ func (m *Memory) Channel(_ context.Context, name string) (api.Channel, error) {
 }
 
 // DeleteChannel forgets a channel and its data.
+// RepairReplica: no replica of this backend is ever corrupt.
+func (m *Memory) RepairReplica(_ context.Context, channel, node string) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.channel(channel); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%w: node %s", shard.ErrNotCorrupt, node)
+}
+
 func (m *Memory) DeleteChannel(_ context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

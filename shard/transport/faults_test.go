@@ -56,7 +56,7 @@ func TestFaultsBlockAndDelay(t *testing.T) {
 		return ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp) == nil
 	})
 
-	const d = 150 * time.Millisecond
+	const d = 600 * time.Millisecond // well above an RPC on a loaded machine (150 ms was not)
 	fa.Delay(string(b.Addr()), d)
 	start := time.Now()
 	if err := ga.AppendEntries("b", b.Addr(), heartbeatReq(1), &resp); err != nil {
