@@ -159,7 +159,7 @@ start_sn_node() {
 	local i=$1 join=${2:-} n=$(($1 + 1))
 	local args=(agent -name "n$n" -role core -data-dir "$WORK/shardnet/n$n" -bind "${SN_IP[i]}"
 		-gossip-port "${SN_GOSSIP[i]}" -cluster-port "${SN_CLUSTER[i]}"
-		-http-addr "${SN_IP[i]}:${SN_HTTP[i]}" -bootstrap-expect 3 -token "$TOKEN" -log-level warn)
+		-http-addr "${SN_IP[i]}:${SN_HTTP[i]}" -bootstrap-expect 3 -log-level warn)
 	[ -z "$join" ] || args+=(-join "$join")
 	# The per-client-IP rate limit (default 20,000 req/s) would cap wrk, one
 	# client IP, below what the node serves; etcd has no such limit.
@@ -172,7 +172,8 @@ start_sn_node() {
 	[ -z "$SN_RATE_FLAG" ] || args+=("$SN_RATE_FLAG")
 	# shellcheck disable=SC2206 # extra flags, split on spaces
 	args+=(${SN_EXTRA_FLAGS:-})
-	"$BIN" "${args[@]}" >>"$WORK/logs/n$n.log" 2>&1 &
+	# The token through the environment, not the command line (ps shows that).
+	SHARDNET_TOKEN="$TOKEN" "$BIN" "${args[@]}" >>"$WORK/logs/n$n.log" 2>&1 &
 	SN_PID[i]=$!
 }
 
