@@ -217,11 +217,21 @@ func (m *Manager) hashCheckLoop() {
 	sem := make(chan struct{}, hashCheckParallel)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	told := false
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-t.C:
+		}
+		if err := fsm.CheckVersion(fsm.EntryVersion(hashCheckEntry), m.clusterVersion()); err != nil {
+			// Older nodes would skip the checks and answer no hash: wait
+			// until every node is upgraded.
+			if !told {
+				m.log.Info("no hash checks until every node is upgraded", "reason", err)
+				told = true
+			}
+			continue
 		}
 		now := time.Now()
 		led := map[uint64]bool{}
@@ -263,6 +273,14 @@ func (m *Manager) hashCheckLoop() {
 			}
 		}
 	}
+}
+
+// clusterVersion is the cluster version (Config.ClusterVersion).
+func (m *Manager) clusterVersion() int {
+	if m.cfg.ClusterVersion == nil {
+		return fsm.Version
+	}
+	return m.cfg.ClusterVersion()
 }
 
 var hashCheckEntry = func() []byte {

@@ -53,6 +53,7 @@ func runStatus(ctx context.Context, c *cli, args []string) int {
 		{"Node", st.NodeID}, {"Role", st.Role}, {"Zone", orDash(st.Zone)},
 		{"Cluster addr", orDash(st.ClusterAddr)}, {"HTTP addr", orDash(st.HTTPAddr)}, {"Cluster id", orDash(st.ClusterID)},
 		{"Meta leader", leader}, {"Replicas", fmt.Sprint(st.Replicas)}, {"Version", st.Version},
+		{"Cluster version", fmt.Sprintf("%d (this node supports %d)", st.ClusterVersion, st.SupportedVersion)},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 	}
