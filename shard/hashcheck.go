@@ -224,15 +224,6 @@ func (m *Manager) hashCheckLoop() {
 			return
 		case <-t.C:
 		}
-		if err := fsm.CheckVersion(fsm.EntryVersion(hashCheckEntry), m.clusterVersion()); err != nil {
-			// Older nodes would skip the checks and answer no hash: wait
-			// until every node is upgraded.
-			if !told {
-				m.log.Info("no hash checks until every node is upgraded", "reason", err)
-				told = true
-			}
-			continue
-		}
 		now := time.Now()
 		led := map[uint64]bool{}
 		for _, r := range m.Replicas() {
@@ -252,6 +243,16 @@ func (m *Manager) hashCheckLoop() {
 				continue
 			}
 			if now.Before(due) {
+				continue
+			}
+			if err := fsm.CheckVersion(fsm.EntryVersion(hashCheckEntry), m.clusterVersion()); err != nil {
+				// Older nodes would skip the check and answer no hash:
+				// none until every node is upgraded.
+				if !told {
+					m.log.Info("no hash checks until every node is upgraded", "channel", r.Channel, "group", r.GroupID, "reason", err)
+					told = true
+				}
+				next[r.GroupID] = now.Add(every)
 				continue
 			}
 			select {

@@ -3,7 +3,6 @@ package chaos
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -27,7 +26,8 @@ const oldCommit = "404f01c6e1a3613004c99ba9927676f381aefb16"
 
 // TestRollingUpgrade: a cluster of two nodes of oldCommit's binary and one
 // of this tree's keeps taking writes, runs cluster version 1 and proposes
-// no hash check (the old nodes could not take part). Then the old nodes are
+// no hash check (the old nodes could not take part), even while the new
+// node leads the channel and the meta group. Then the old nodes are
 // restarted one at a time with this tree's binary, on their data dirs,
 // under the same write load: the version stays 1 while an old node is a
 // member (even one that is down), becomes 2 once every node runs the new
@@ -41,7 +41,7 @@ func TestRollingUpgrade(t *testing.T) {
 	oldBin := buildOldShardnet(t)
 	newBin := buildShardnet(t)
 	newFlags := []string{"-hash-check-interval", "300ms", "-log-level", "info"}
-	pc := startProcClusterOf(t, []string{oldBin, oldBin, newBin}, func(bin string) []string {
+	pc := startProcClusterOf(t, []string{newBin, oldBin, oldBin}, func(bin string) []string {
 		if bin == newBin {
 			return newFlags
 		}
@@ -84,11 +84,61 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	waitAcked(50)
 
-	// Mixed: the new node knows the version and holds back its hash checks.
-	newNode := 2
+	// Mixed: the new node n1 knows the version and, leading the channel
+	// and the meta group, holds back its hash checks. It has the lowest
+	// server id, so it stands first when a leader's node is killed.
+	newNode := 0
+	for try := 0; ; try++ {
+		st, err := clusterVersion(newNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ch, err := cl[newNode].Channel(cctx, channel)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.MetaLeader == "n1" && ch.Leader == "n1" {
+			break
+		}
+		if try == 6 {
+			t.Fatalf("n1 leads neither the channel (%q) nor the meta group (%q) after %d restarts of their leaders", ch.Leader, st.MetaLeader, try)
+		}
+		victim := st.MetaLeader
+		if victim == "n1" || victim == "" {
+			victim = ch.Leader
+		}
+		i := map[string]int{"n2": 1, "n3": 2}[victim]
+		if i == 0 {
+			t.Fatalf("no old node to restart: meta leader %q, channel leader %q", st.MetaLeader, ch.Leader)
+		}
+		t.Logf("%s leads the meta group, %s the channel: restart %s (old binary)", st.MetaLeader, ch.Leader, victim)
+		pc.procs[i].kill(t)
+		testcluster.WaitFor(t, 30*time.Second, func() error {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			ch, err := cl[newNode].Channel(sctx, channel)
+			if err != nil {
+				return err
+			}
+			st, err := cl[newNode].Status(sctx)
+			if err != nil {
+				return err
+			}
+			if ch.Leader == victim || ch.Leader == "" || st.MetaLeader == victim || st.MetaLeader == "" {
+				return fmt.Errorf("meta leader %q, channel leader %q", st.MetaLeader, ch.Leader)
+			}
+			return nil
+		})
+		pc.procs[i].start(t)
+		pc.waitReady(t, i)
+	}
 	testcluster.WaitFor(t, 30*time.Second, func() error {
-		if !logHas(pc.procs[newNode].logPath, "no hash checks until every node is upgraded") {
-			return errors.New("the new node's hash-check loop has not said it waits")
+		for _, line := range []string{"no hash checks until every node is upgraded", "no meta hash checks until every node is upgraded"} {
+			if !logHas(pc.procs[newNode].logPath, line) {
+				return fmt.Errorf("n1, leading, has not said %q", line)
+			}
 		}
 		return nil
 	})
@@ -96,19 +146,20 @@ func TestRollingUpgrade(t *testing.T) {
 	if err != nil || st.ClusterVersion != 1 || st.SupportedVersion != fsm.Version {
 		t.Fatalf("mixed cluster: status %+v, %v; want cluster version 1, supported %d", st, err, fsm.Version)
 	}
-	// n3's own version is in the registry only if a new node leads the
-	// meta group: an old leader's records have no version field.
-	wantSupported(ctx, t, cl[newNode], map[string]int{"n1": 1, "n2": 1})
+	// n1's own version is in the registry only if a new node leads the
+	// meta group when it registers: an old leader's records have no
+	// version field.
+	wantSupported(ctx, t, cl[newNode], map[string]int{"n1": fsm.Version, "n2": 1, "n3": 1})
 	before := led.ackedCount()
 	waitAcked(before + 50)
 	noHashChecks(t, pc.procs[newNode].http, pc.token)
 
 	// Upgrade the old nodes one at a time.
-	for _, i := range []int{0, 1} {
+	for _, i := range []int{1, 2} {
 		p := pc.procs[i]
 		before := led.ackedCount()
 		p.kill(t)
-		if i == 1 {
+		if i == 2 {
 			// The last old node is down (dead or suspect, not left): it
 			// may come back old, so the version must not move.
 			if st, err := clusterVersion(0); err != nil || st.ClusterVersion != 1 {
@@ -121,9 +172,9 @@ func TestRollingUpgrade(t *testing.T) {
 		p.start(t)
 		pc.waitReady(t, i)
 		waitAcked(before + 30)
-		if i == 0 {
+		if i == 1 {
 			if st, err := clusterVersion(0); err != nil || st.ClusterVersion != 1 {
-				t.Fatalf("with n2 still old: status %+v, %v; want cluster version 1", st, err)
+				t.Fatalf("with n3 still old: status %+v, %v; want cluster version 1", st, err)
 			}
 			noHashChecks(t, pc.procs[newNode].http, pc.token)
 		}
