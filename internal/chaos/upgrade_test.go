@@ -40,7 +40,9 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	oldBin := buildOldShardnet(t)
 	newBin := buildShardnet(t)
-	newFlags := []string{"-hash-check-interval", "300ms", "-log-level", "info"}
+	// Info, for the lines that say a hash check was held back; no leader
+	// rebalancing, so that n1 keeps the leaderships it is given below.
+	newFlags := []string{"-hash-check-interval", "300ms", "-log-level", "info", "-leader-rebalance", "off"}
 	pc := startProcClusterOf(t, []string{newBin, oldBin, oldBin}, func(bin string) []string {
 		if bin == newBin {
 			return newFlags
