@@ -121,15 +121,16 @@ func (n *Node) raiseClusterVersion() {
 }
 
 // clusterVersionTarget is the highest version every member among nodes
-// supports, at most own (this binary's), and the version of each member.
+// (those that have not left) supports, at most own (this binary's), and
+// the version of every node, left ones too: SetClusterVersion writes them
+// all, so that no record differs between replicas afterwards.
 func clusterVersionTarget(nodes []fsm.NodeRecord, own int) (int, map[string]int) {
 	versions := map[string]int{}
 	for _, nd := range nodes {
-		if nd.State == fsm.NodeLeft {
-			continue
-		}
 		versions[nd.ID] = nd.SupportedVersion()
-		own = min(own, nd.SupportedVersion())
+		if nd.State != fsm.NodeLeft {
+			own = min(own, nd.SupportedVersion())
+		}
 	}
 	return own, versions
 }

@@ -47,7 +47,8 @@ type Node struct {
 	shards *shard.Manager
 	meta   *metaGroup
 	// metaFSM is meta.fsm, there before the meta group opens: the shard
-	// manager reads the cluster version from it (clusterVersion).
+	// manager reads the cluster version from it
+	// (shard.Config.ClusterVersion).
 	metaFSM *fsm.Meta
 	gossip  *gossip
 

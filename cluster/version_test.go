@@ -24,7 +24,7 @@ func TestClusterVersionTarget(t *testing.T) {
 		{"an old node is dead", []fsm.NodeRecord{nd("a", fsm.NodeAlive, 2), nd("b", fsm.NodeDead, 1)}, 2, 1, 2},
 		{"an old node is suspect", []fsm.NodeRecord{nd("a", fsm.NodeAlive, 2), nd("b", fsm.NodeSuspect, 0)}, 2, 1, 2},
 		{"an old node is draining", []fsm.NodeRecord{nd("a", fsm.NodeAlive, 2), nd("b", fsm.NodeDraining, 0)}, 2, 1, 2},
-		{"an old node left", []fsm.NodeRecord{nd("a", fsm.NodeAlive, 2), nd("b", fsm.NodeLeft, 0)}, 2, 2, 1},
+		{"an old node left", []fsm.NodeRecord{nd("a", fsm.NodeAlive, 2), nd("b", fsm.NodeLeft, 0)}, 2, 2, 2},
 		{"a newer node", []fsm.NodeRecord{nd("a", fsm.NodeAlive, 3), nd("b", fsm.NodeAlive, 3)}, 2, 2, 2},
 	}
 	for _, tt := range tests {

@@ -242,8 +242,11 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		m.st.Channels[ch.Name] = &ch
 		res.GroupID = ch.GroupID
 	case *SetClusterVersion:
+		// Every record it names is written, changed or not: a replica
+		// whose record lacked the version (an older binary dropped it)
+		// must end up with the same modify index as the others.
 		for id, v := range c.Nodes {
-			if n, ok := m.st.Nodes[id]; ok && n.Version != v {
+			if n, ok := m.st.Nodes[id]; ok {
 				n.Version = v
 				n.ModifyIndex = index
 			}

@@ -13,9 +13,11 @@ import (
 // highest version every member supports; nothing proposes a command of a
 // higher version.
 //
-//	1  everything up to and including commit 404f01c (nodes that report no
-//	   version are version 1)
-//	2  HashCheck (0x84), MetaHashCheck (0xC6), SetClusterVersion (0x47)
+//	1  every release before versions: nodes that report no version. Some
+//	   of them (after commit 404f01c) apply the hash checks too, but
+//	   counting them as 1 only holds the checks back a little longer.
+//	2  HashCheck (0x84), MetaHashCheck (0xC6), SetClusterVersion (0x47);
+//	   nodes report their version
 const Version = 2
 
 // ErrUpgradePending is what a proposal of a command whose version is above
