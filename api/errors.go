@@ -40,6 +40,7 @@ const (
 	CodeNotReady         = "not_ready"            // 503: GET /v1/health?ready=1 on a node not ready
 	CodeReplicaCorrupt   = "replica_corrupt"      // 503: the replica that would serve this failed a hash check; retry
 	CodeNotCorrupt       = "not_corrupt"          // 409: a repair of a replica that no hash check marked corrupt
+	CodeUpgradePending   = "upgrade_pending"      // 409: the command needs a cluster version the cluster does not run yet; nothing was proposed
 )
 
 // ErrorBody is the JSON body of every error response:

@@ -49,6 +49,13 @@ type Status struct {
 	MetaLeaderHTTP string `json:"meta_leader_http"` // its HTTP address
 	Replicas       int    `json:"replicas"`         // channel replicas hosted here
 	Version        string `json:"version"`
+	// ClusterVersion is the command version the cluster runs, as this
+	// node's copy of the meta state has it: the highest every member
+	// supports (docs/operations.md "Upgrades").
+	ClusterVersion int `json:"cluster_version"`
+	// SupportedVersion is the highest command version this node's binary
+	// supports.
+	SupportedVersion int `json:"supported_version"`
 }
 
 // Node is one member of the cluster as the meta group records it.
@@ -64,6 +71,9 @@ type Node struct {
 	Usage       NodeUsage `json:"usage"`
 	Stake       uint64    `json:"stake"`
 	Score       float64   `json:"score"`
+	// SupportedVersion is the highest command version the node's binary
+	// supports (1: it reported none).
+	SupportedVersion int `json:"supported_version"`
 }
 
 // Capacity is what a node offers to channels.

@@ -26,6 +26,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		NodeID: n.cfg.Name, Role: n.cfg.Role, Zone: n.cfg.Zone,
 		ClusterAddr: n.ClusterAddr(), HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.GossipAddr(),
 		ClusterID: n.meta.fsm.ClusterID(), Replicas: len(n.shards.Replicas()), Version: Version,
+		ClusterVersion: n.meta.fsm.ClusterVersion(), SupportedVersion: fsm.Version,
 	}
 	if _, id := n.meta.raft.LeaderWithID(); id != "" {
 		st.MetaLeader = shard.NodeOf(id)
@@ -75,9 +76,10 @@ func (n *Node) Nodes(ctx context.Context) ([]api.Node, error) {
 		out = append(out, api.Node{
 			ID: nd.ID, Role: nd.Role, Zone: nd.Zone, State: nd.State,
 			ClusterAddr: nd.ClusterAddr, HTTPAddr: nd.HTTPAddr, GossipAddr: nd.GossipAddr,
-			Capacity: api.Capacity{DiskBytes: nd.DiskBytes, MaxReplicas: nd.MaxReplicas},
-			Usage:    api.NodeUsage{Replicas: load[nd.ID]},
-			Stake:    nd.Stake,
+			Capacity:         api.Capacity{DiskBytes: nd.DiskBytes, MaxReplicas: nd.MaxReplicas},
+			Usage:            api.NodeUsage{Replicas: load[nd.ID]},
+			Stake:            nd.Stake,
+			SupportedVersion: nd.SupportedVersion(),
 		})
 	}
 	return out, nil

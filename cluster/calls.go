@@ -72,6 +72,7 @@ const (
 	codeBadRequest
 	codeCorrupt
 	codeHashUnknown
+	codeUpgradePending
 )
 
 // final marks the answers a proposal's caller may pass on as they are:
@@ -91,6 +92,7 @@ var callErrors = []struct {
 	{codeOutcomeUnknown, shard.ErrOutcomeUnknown, true},
 	{codeStopped, shard.ErrStopped, true},
 	{codeCorrupt, shard.ErrReplicaCorrupt, true},
+	{codeUpgradePending, fsm.ErrUpgradePending, true},
 	{codeHashUnknown, fsm.ErrHashUnknown, false},
 	{codeTimeout, context.DeadlineExceeded, false},
 }

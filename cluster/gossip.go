@@ -30,6 +30,9 @@ type nodeMeta struct {
 	ClusterID   string `json:"cid,omitempty"`  // set once the node's meta FSM knows it
 	MetaIndex   uint64 `json:"midx,omitempty"` // the node's meta log last index, for promotion
 	HasState    bool   `json:"hs,omitempty"`   // has meta Raft state: never bootstrap with it
+	// Version is the highest command version the node supports
+	// (fsm.Version); nodes of version 1 do not send it.
+	Version int `json:"ver,omitempty"`
 }
 
 // member is one gossip member as this node last heard of it.

@@ -50,7 +50,15 @@ func (n *Node) runLeaderLoop() {
 
 func (n *Node) leaderStep() {
 	if n.metaHashDue(time.Now()) {
-		if _, err := n.proposeMeta(context.Background(), &fsm.MetaHashCheck{}); err != nil {
+		_, err := n.proposeMeta(context.Background(), &fsm.MetaHashCheck{})
+		switch {
+		case errors.Is(err, fsm.ErrUpgradePending):
+			// Older nodes would skip it: wait until every node is upgraded.
+			if !n.metaHashWaitTold {
+				n.log.Info("no meta hash checks until every node is upgraded", "reason", err)
+				n.metaHashWaitTold = true
+			}
+		case err != nil:
 			n.log.Debug("could not propose a meta hash check", "error", err)
 		}
 	}
@@ -68,7 +76,7 @@ func (n *Node) leaderStep() {
 			ID: m.meta.ID, ServerID: m.meta.ServerID, Role: m.meta.Role, Zone: m.meta.Zone,
 			ClusterAddr: m.meta.ClusterAddr, HTTPAddr: m.meta.HTTPAddr, GossipAddr: m.gossipAddr,
 			DiskBytes: m.meta.DiskBytes, MaxReplicas: m.meta.MaxReplicas, Stake: m.meta.Stake,
-			State: gossipState(m.state),
+			State: gossipState(m.state), Version: m.meta.Version,
 		}
 		have, ok := n.meta.fsm.Node(m.meta.ID)
 		if ok {
@@ -91,6 +99,40 @@ func (n *Node) leaderStep() {
 		}
 	}
 	n.reconcileMetaMembership(members)
+	n.raiseClusterVersion()
+}
+
+// raiseClusterVersion commits the highest version every member of the
+// cluster supports (every registered node that has not left: a dead node
+// may come back with its old binary), when it is above the cluster version
+// (fsm/DESIGN.md "Versions: a command is proposed only once every node can
+// apply it"). The version never goes down.
+func (n *Node) raiseClusterVersion() {
+	from := n.meta.fsm.ClusterVersion()
+	to, versions := clusterVersionTarget(n.meta.fsm.Nodes(), fsm.Version)
+	if to <= from {
+		return
+	}
+	if _, err := n.proposeMeta(context.Background(), &fsm.SetClusterVersion{Version: to, Nodes: versions}); err != nil {
+		n.log.Warn("raise the cluster version", "to", to, "error", err)
+		return
+	}
+	n.log.Info("cluster version raised: every member supports it", "from", from, "to", to)
+}
+
+// clusterVersionTarget is the highest version every member among nodes
+// (those that have not left) supports, at most own (this binary's), and
+// the version of every node, left ones too: SetClusterVersion writes them
+// all, so that no record differs between replicas afterwards.
+func clusterVersionTarget(nodes []fsm.NodeRecord, own int) (int, map[string]int) {
+	versions := map[string]int{}
+	for _, nd := range nodes {
+		versions[nd.ID] = nd.SupportedVersion()
+		if nd.State != fsm.NodeLeft {
+			own = min(own, nd.SupportedVersion())
+		}
+	}
+	return own, versions
 }
 
 func gossipState(s memberlist.NodeStateType) string {
@@ -162,7 +204,16 @@ func (n *Node) reconcileMetaMembership(members []member) {
 
 // proposeMeta commits a meta command on this node, which must lead the meta
 // group.
+//
+// A command of a version above the cluster version is refused with
+// fsm.ErrUpgradePending, nothing proposed; SetClusterVersion, which raises
+// it, is not.
 func (n *Node) proposeMeta(ctx context.Context, cmd fsm.MetaCommand) (*fsm.MetaResult, error) {
+	if _, raise := cmd.(*fsm.SetClusterVersion); !raise {
+		if err := fsm.CheckVersion(fsm.MetaVersion(cmd), n.meta.fsm.ClusterVersion()); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
 	b, err := fsm.EncodeMeta(cmd)
 	if err != nil {
 		return nil, err

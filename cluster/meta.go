@@ -93,7 +93,7 @@ func openMeta(n *Node) (*metaGroup, error) {
 	conf := metaTiming(n.cfg.MetaRaft).RaftConfig(n.serverID, logger)
 	// The meta FSM lives in memory: it must be rebuilt from the snapshot.
 	conf.NoSnapshotRestoreOnStart = false
-	m := &metaGroup{fsm: fsm.NewMeta(), store: store, logs: cache, trans: trans, hadState: has, lease: conf.LeaderLeaseTimeout}
+	m := &metaGroup{fsm: n.metaFSM, store: store, logs: cache, trans: trans, hadState: has, lease: conf.LeaderLeaseTimeout}
 	m.fsm.SetOnHash(n.compareMetaHash)
 	m.raft, err = raft.NewRaft(conf, m.fsm, cache, store, snaps, trans)
 	if err != nil {

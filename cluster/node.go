@@ -46,7 +46,11 @@ type Node struct {
 	trans  *transport.Node
 	shards *shard.Manager
 	meta   *metaGroup
-	gossip *gossip
+	// metaFSM is meta.fsm, there before the meta group opens: the shard
+	// manager reads the cluster version from it
+	// (shard.Config.ClusterVersion).
+	metaFSM *fsm.Meta
+	gossip  *gossip
 
 	peers       *http.Client // internal calls to other nodes over the cluster port
 	calls       *calls       // hot-path calls to other nodes (calls.go)
@@ -70,8 +74,11 @@ type Node struct {
 	// node's copy of the meta state wrong (metahash.go).
 	nextMetaCheck time.Time
 	metaCorrupt   atomic.Pointer[shard.Corruption]
-	wg            sync.WaitGroup
-	stopOnce      sync.Once
+	// metaHashWaitTold: the leader loop logged that meta hash checks wait
+	// for the cluster version.
+	metaHashWaitTold bool
+	wg               sync.WaitGroup
+	stopOnce         sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -126,6 +133,7 @@ func New(cfg Config) (*Node, error) {
 	n.calls = newCalls(n.trans.DialCall)
 	n.hashSem = make(chan struct{}, hashCompareParallel)
 	n.callConns = map[net.Conn]struct{}{}
+	n.metaFSM = fsm.NewMeta()
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
 		NodeID:          cfg.Name,
@@ -141,6 +149,9 @@ func New(cfg Config) (*Node, error) {
 		// Every replica compares its hashes with its peers' (hashcheck.go).
 		HashCheckInterval: cfg.HashCheckInterval,
 		CompareHash:       n.compareHash,
+		// Until the meta state is restored and replayed this is 1 or a
+		// version it has since raised: never above the cluster's.
+		ClusterVersion: n.metaFSM.ClusterVersion,
 	})
 	if err != nil {
 		n.trans.Close()
@@ -248,6 +259,7 @@ func (n *Node) selfMeta() nodeMeta {
 		ClusterAddr: string(n.trans.Addr()), HTTPAddr: n.cfg.HTTPAddr,
 		DiskBytes: n.cfg.CapacityDisk, MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
 		ClusterID: n.meta.fsm.ClusterID(), HasState: n.meta.hadState,
+		Version: fsm.Version,
 	}
 }
 

@@ -69,8 +69,10 @@ func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
 		}
 		cmd, err := Decode(l.Data)
 		if err != nil {
-			panic(fmt.Sprintf("fsm: channel %d: committed log entry %d (term %d, %d bytes) cannot be decoded; "+
-				"refusing to skip it, as that would diverge this replica: %v", c.gid, l.Index, l.Term, len(l.Data), err))
+			panic(fmt.Sprintf("fsm: channel %d: committed log entry %d (term %d, %d bytes, type %#x) cannot be decoded; "+
+				"refusing to skip it, as that would diverge this replica: %v; if another node wrote it with a newer binary "+
+				"(this one supports command version %d), start this node with that binary (docs/operations.md \"Upgrades\")",
+				c.gid, l.Index, l.Term, len(l.Data), l.Data[:min(len(l.Data), 1)], err, Version))
 		}
 		a.index = l.Index
 		if _, ok := cmd.(*HashCheck); ok {

@@ -23,7 +23,11 @@ import (
 //	                          type applies the entry as a no-op (Consul/Nomad
 //	                          "ignore unknown type" flag). Without the bit an
 //	                          unknown type is a decode error, and a committed
-//	                          entry that fails to decode halts the node.
+//	                          entry that fails to decode halts the node. Only
+//	                          a command that changes no state may have the
+//	                          bit; every new type also gets a version
+//	                          (version.go) and is not proposed before the
+//	                          cluster version allows it.
 //	            bits 0-6      the command type:
 //	                          0x01..0x3F channel commands (this file),
 //	                          0x40..0x7F reserved for the meta group commands,

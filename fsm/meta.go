@@ -50,9 +50,15 @@ type NodeRecord struct {
 	MaxReplicas int    `json:"max_replicas,omitempty"`
 	Stake       uint64 `json:"stake,omitempty"`
 	State       string `json:"state"`
+	// Version is the highest command version the node supports (fsm.Version
+	// of its binary); 0: it reported none, it is version 1.
+	Version     int    `json:"version,omitempty"`
 	CreateIndex uint64 `json:"create_index"`
 	ModifyIndex uint64 `json:"modify_index"`
 }
+
+// SupportedVersion is the highest command version the node supports.
+func (n *NodeRecord) SupportedVersion() int { return max(n.Version, 1) }
 
 // Replica is one placed replica of a channel.
 type Replica struct {
@@ -92,12 +98,14 @@ type MetaResult struct {
 }
 
 type metaState struct {
-	Version     int                       `json:"version"`
-	Applied     uint64                    `json:"applied"` // the index the snapshot reflects
-	ClusterID   string                    `json:"cluster_id"`
-	NextGroupID uint64                    `json:"next_group_id"`
-	Nodes       map[string]*NodeRecord    `json:"nodes"`
-	Channels    map[string]*ChannelRecord `json:"channels"`
+	Version   int    `json:"version"`
+	Applied   uint64 `json:"applied"` // the index the snapshot reflects
+	ClusterID string `json:"cluster_id"`
+	// ClusterVersion is the committed cluster version; 0 is version 1.
+	ClusterVersion int                       `json:"cluster_version,omitempty"`
+	NextGroupID    uint64                    `json:"next_group_id"`
+	Nodes          map[string]*NodeRecord    `json:"nodes"`
+	Channels       map[string]*ChannelRecord `json:"channels"`
 }
 
 const metaSnapshotVersion = 1
@@ -111,6 +119,7 @@ type Meta struct {
 	st      metaState
 	applied uint64
 	changed chan struct{}
+	version atomic.Int64 // the cluster version, read without the lock
 
 	applyHook atomic.Pointer[func(index uint64)] // a test hook (SetApplyHook)
 
@@ -162,7 +171,10 @@ func (m *Meta) Apply(l *raft.Log) interface{} {
 			m.mu.Unlock()
 			return &MetaResult{Index: l.Index}
 		}
-		panic(fmt.Sprintf("fsm: meta: committed entry %d cannot be decoded: %v", l.Index, err))
+		panic(fmt.Sprintf("fsm: meta: committed entry %d (type %#x) cannot be decoded: %v; "+
+			"this binary supports command version %d and the entry was written by a newer one: refusing to skip it, "+
+			"which would diverge this node's copy; start this node with the binary the others run "+
+			"(docs/operations.md \"Upgrades\")", l.Index, l.Data[:min(len(l.Data), 1)], err, Version))
 	}
 	m.mu.Lock()
 	res := m.apply(l.Index, cmd)
@@ -229,6 +241,20 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		ch.Placement = slices.Clone(ch.Placement)
 		m.st.Channels[ch.Name] = &ch
 		res.GroupID = ch.GroupID
+	case *SetClusterVersion:
+		// Every record it names is written, changed or not: a replica
+		// whose record lacked the version (an older binary dropped it)
+		// must end up with the same modify index as the others.
+		for id, v := range c.Nodes {
+			if n, ok := m.st.Nodes[id]; ok {
+				n.Version = v
+				n.ModifyIndex = index
+			}
+		}
+		if c.Version > m.st.ClusterVersion {
+			m.st.ClusterVersion = c.Version
+			m.version.Store(int64(c.Version))
+		}
 	case *DeleteChannel:
 		if _, ok := m.st.Channels[c.Name]; !ok {
 			res.Err = ErrChannelNotFound
@@ -251,6 +277,12 @@ func (m *Meta) Changed() <-chan struct{} {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.changed
+}
+
+// ClusterVersion is the committed cluster version (version.go): commands
+// of a higher version are not proposed.
+func (m *Meta) ClusterVersion() int {
+	return max(int(m.version.Load()), 1)
 }
 
 // ClusterID is the id the first meta leader committed ("" before that).
@@ -346,6 +378,7 @@ func (m *Meta) Restore(rc io.ReadCloser) error {
 	m.mu.Lock()
 	m.st = st
 	m.applied = st.Applied
+	m.version.Store(int64(st.ClusterVersion))
 	m.hashes = nil // of a state this replica no longer has
 	close(m.changed)
 	m.changed = make(chan struct{})

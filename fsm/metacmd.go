@@ -19,6 +19,12 @@ const (
 	metaDeleteChannel byte = 0x45
 	// metaHashCheck has the skippable bit: older nodes ignore it.
 	metaHashCheck byte = 0x46 | TypeSkippable
+	// metaSetClusterVersion has no skippable bit: a node that skipped it
+	// would hold another cluster version than its group, and could propose
+	// what the others cannot apply. It is proposed only once every member
+	// supports its version, so a node that cannot decode it runs a binary
+	// older than it claimed, or joined after the upgrade: it must stop.
+	metaSetClusterVersion byte = 0x47
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -61,13 +67,25 @@ type DeleteChannel struct {
 // the entry's index (metahash.go); it changes nothing.
 type MetaHashCheck struct{}
 
-func (*MetaHashCheck) metaType() byte { return metaHashCheck }
-func (*SetClusterID) metaType() byte  { return metaSetClusterID }
-func (*UpsertNode) metaType() byte    { return metaUpsertNode }
-func (*SetNodeState) metaType() byte  { return metaSetNodeState }
-func (*RemoveNode) metaType() byte    { return metaRemoveNode }
-func (*CreateChannel) metaType() byte { return metaCreateChannel }
-func (*DeleteChannel) metaType() byte { return metaDeleteChannel }
+// SetClusterVersion raises the cluster version (fsm/version.go) to Version;
+// a lower or equal Version changes nothing, so the cluster version never
+// goes down. Nodes carries the version each node supports, as the leader
+// decided from: applying it writes them into the node records, so that
+// every replica holds the same records whatever an older binary dropped
+// from them before it was upgraded.
+type SetClusterVersion struct {
+	Version int            `json:"version"`
+	Nodes   map[string]int `json:"nodes,omitempty"`
+}
+
+func (*MetaHashCheck) metaType() byte     { return metaHashCheck }
+func (*SetClusterVersion) metaType() byte { return metaSetClusterVersion }
+func (*SetClusterID) metaType() byte      { return metaSetClusterID }
+func (*UpsertNode) metaType() byte        { return metaUpsertNode }
+func (*SetNodeState) metaType() byte      { return metaSetNodeState }
+func (*RemoveNode) metaType() byte        { return metaRemoveNode }
+func (*CreateChannel) metaType() byte     { return metaCreateChannel }
+func (*DeleteChannel) metaType() byte     { return metaDeleteChannel }
 
 // EncodeMeta returns the log entry bytes of a meta command.
 func EncodeMeta(c MetaCommand) ([]byte, error) {
@@ -99,6 +117,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &DeleteChannel{}
 	case metaHashCheck:
 		c = &MetaHashCheck{}
+	case metaSetClusterVersion:
+		c = &SetClusterVersion{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

@@ -63,6 +63,7 @@ var errorTable = []struct {
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},
 	{errBodyTimeout, http.StatusRequestTimeout, api.CodeRequestTimeout, false},
 	{shard.ErrNotCorrupt, http.StatusConflict, api.CodeNotCorrupt, false},
+	{fsm.ErrUpgradePending, http.StatusConflict, api.CodeUpgradePending, false},
 	{shard.ErrOverloaded, http.StatusTooManyRequests, api.CodeOverloaded, true},
 	{errRateLimited, http.StatusTooManyRequests, api.CodeRateLimited, true},
 	{shard.ErrDiskFull, http.StatusInsufficientStorage, api.CodeDiskFull, false},

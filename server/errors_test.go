@@ -46,6 +46,7 @@ func TestErrorMapping(t *testing.T) {
 		{shard.ErrOverloaded, 429, api.CodeOverloaded, true},
 		{shard.ErrStopped, 503, api.CodeUnavailable, true},
 		{shard.ErrReplicaCorrupt, 503, api.CodeReplicaCorrupt, true},
+		{fmt.Errorf("shard: %w", fsm.CheckVersion(2, 1)), 409, api.CodeUpgradePending, false},
 		{fsm.ErrClosed, 503, api.CodeUnavailable, true},
 		{context.DeadlineExceeded, 503, api.CodeTimeout, false},
 		{errors.New("disk on fire"), 500, api.CodeInternal, false},

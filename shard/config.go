@@ -46,6 +46,13 @@ type Config struct {
 	// DefaultHashCheckInterval; negative turns the checks off.
 	HashCheckInterval time.Duration
 
+	// ClusterVersion, when set, returns the cluster version committed in
+	// the meta group (fsm/version.go): a proposal of a command of a higher
+	// version is refused with fsm.ErrUpgradePending, and no hash check is
+	// proposed below version 2. nil: fsm.Version, no gate (a node outside
+	// a cluster).
+	ClusterVersion func() int
+
 	// CompareHash, when set, is given each hash of a local replica's
 	// state that a hash check produced; it compares it with the peers'
 	// and reports with Replica.HashVerdict (the cluster layer asks the

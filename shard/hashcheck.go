@@ -217,6 +217,7 @@ func (m *Manager) hashCheckLoop() {
 	sem := make(chan struct{}, hashCheckParallel)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	told := false
 	for {
 		select {
 		case <-m.stop:
@@ -244,6 +245,16 @@ func (m *Manager) hashCheckLoop() {
 			if now.Before(due) {
 				continue
 			}
+			if err := fsm.CheckVersion(fsm.EntryVersion(hashCheckEntry), m.clusterVersion()); err != nil {
+				// Older nodes would skip the check and answer no hash:
+				// none until every node is upgraded.
+				if !told {
+					m.log.Info("no hash checks until every node is upgraded", "channel", r.Channel, "group", r.GroupID, "reason", err)
+					told = true
+				}
+				next[r.GroupID] = now.Add(every)
+				continue
+			}
 			select {
 			case sem <- struct{}{}:
 			case <-m.stop:
@@ -263,6 +274,14 @@ func (m *Manager) hashCheckLoop() {
 			}
 		}
 	}
+}
+
+// clusterVersion is the cluster version (Config.ClusterVersion).
+func (m *Manager) clusterVersion() int {
+	if m.cfg.ClusterVersion == nil {
+		return fsm.Version
+	}
+	return m.cfg.ClusterVersion()
 }
 
 var hashCheckEntry = func() []byte {

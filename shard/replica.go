@@ -118,6 +118,11 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) 
 		// Not proposed; the replica hands its leadership away.
 		return nil, err
 	}
+	if v := fsm.EntryVersion(cmd); v > 1 {
+		if err := fsm.CheckVersion(v, r.m.clusterVersion()); err != nil {
+			return nil, fmt.Errorf("shard: %w", err)
+		}
+	}
 	if r.m.disk != nil && r.m.disk.full.Load() {
 		r.m.metrics.proposalErrors.WithLabelValues("disk_full").Inc()
 		return nil, ErrDiskFull

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/server"
 	"github.com/shardnet/shardnet/server/servertest"
 )
@@ -150,6 +152,7 @@ func TestAddrAndToken(t *testing.T) {
 	expect(t, shardnet(t, map[string]string{"SHARDNET_ADDR": addr}, "", "kv", "put", "-addr", other, "nft", "k", "w"), 0, "1\n")
 	// An address without a scheme is plain HTTP.
 	expect(t, shardnet(t, nil, "", "status", "-addr", strings.TrimPrefix(other, "http://")), 0, "node-1")
+	expect(t, shardnet(t, nil, "", "status", "-addr", strings.TrimPrefix(other, "http://")), 0, fmt.Sprintf("Cluster version:  %d (this node supports %d)", fsm.Version, fsm.Version))
 	// Nothing listening: a plain error, exit 1.
 	r = shardnet(t, nil, "", "status", "-addr", "127.0.0.1:1")
 	expect(t, r, 1, "")
@@ -205,6 +208,9 @@ func TestChannelAndMembers(t *testing.T) {
 	// Aligned: every column starts at the same offset on both lines.
 	if strings.Index(lines[0], "ROLE") != strings.Index(lines[1], "core") {
 		t.Fatalf("members table is not aligned:\n%s", r.out)
+	}
+	if !strings.HasSuffix(lines[0], " VERSION") || !strings.HasSuffix(lines[1], fmt.Sprintf(" %d", fsm.Version)) {
+		t.Fatalf("members: no version column:\n%s", r.out)
 	}
 	var nodes []api.Node
 	if err := json.Unmarshal([]byte(shardnet(t, env, "", "members", "-json").out), &nodes); err != nil || len(nodes) != 1 {

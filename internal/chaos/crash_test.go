@@ -97,7 +97,33 @@ func TestCrashDurability(t *testing.T) {
 	stopLoad()
 	wg.Wait()
 
-	// Verify through a linearizable listing from any node.
+	verifyLedger(ctx, t, cl, channel, led)
+	pc.checkLogs(t)
+}
+
+// ledger is what the writers were told.
+type ledger struct {
+	mu      sync.Mutex
+	acked   map[string]string // key → value: 2xx
+	unknown map[string]string // key → value: outcome unknown
+	refused map[string]string // key → why: provably not applied
+	acks    atomic.Int64
+}
+
+func (l *ledger) ackedCount() int { return int(l.acks.Load()) }
+
+func (l *ledger) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprintf("%d acked, %d unknown, %d refused", len(l.acked), len(l.unknown), len(l.refused))
+}
+
+// verifyLedger reads the channel through a linearizable listing from any
+// node and checks it against what the writers were told: every
+// acknowledged write present with its value, no value torn, nothing that
+// was refused or never written.
+func verifyLedger(ctx context.Context, t *testing.T, cl []*api.Client, channel string, led *ledger) {
+	t.Helper()
 	var got Listing
 	testcluster.WaitFor(t, 60*time.Second, func() error {
 		var err error
@@ -153,24 +179,6 @@ func TestCrashDurability(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged (%d lost); %d with unknown outcome (%d present); %d refused; %d keys in all",
 		len(led.acked), lost, len(led.unknown), unknownPresent, len(led.refused), len(present))
-	pc.checkLogs(t)
-}
-
-// ledger is what the writers were told.
-type ledger struct {
-	mu      sync.Mutex
-	acked   map[string]string // key → value: 2xx
-	unknown map[string]string // key → value: outcome unknown
-	refused map[string]string // key → why: provably not applied
-	acks    atomic.Int64
-}
-
-func (l *ledger) ackedCount() int { return int(l.acks.Load()) }
-
-func (l *ledger) summary() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return fmt.Sprintf("%d acked, %d unknown, %d refused", len(l.acked), len(l.unknown), len(l.refused))
 }
 
 // writer writes unique keys w<id>/<seq> with self-checking values through
@@ -279,6 +287,18 @@ type proc struct {
 
 func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 	t.Helper()
+	bins := make([]string, n)
+	for i := range bins {
+		bins[i] = bin
+	}
+	return startProcClusterOf(t, bins, nil)
+}
+
+// startProcClusterOf starts one node per binary of bins; extra, if set,
+// gives the flags to add for a binary.
+func startProcClusterOf(t *testing.T, bins []string, extra func(bin string) []string) *procCluster {
+	t.Helper()
+	n := len(bins)
 	pc := &procCluster{token: "chaos-token"}
 	dir := t.TempDir()
 	type ports struct{ http, gossip, cluster int }
@@ -298,7 +318,10 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 				args = append(args, "-join", "127.0.0.1:"+strconv.Itoa(ps[j].gossip))
 			}
 		}
-		p := &proc{name: name, bin: bin, args: args, http: "127.0.0.1:" + strconv.Itoa(ps[i].http),
+		if extra != nil {
+			args = append(args, extra(bins[i])...)
+		}
+		p := &proc{name: name, bin: bins[i], args: args, http: "127.0.0.1:" + strconv.Itoa(ps[i].http),
 			logPath: filepath.Join(dir, name+".log")}
 		pc.procs = append(pc.procs, p)
 	}

@@ -57,7 +57,8 @@ func NewMemory(channels ...string) *Memory {
 
 // Status describes the one node.
 func (m *Memory) Status(context.Context) (api.Status, error) {
-	return api.Status{NodeID: m.NodeID, Role: "core", MetaLeader: m.NodeID, Version: "test"}, nil
+	return api.Status{NodeID: m.NodeID, Role: "core", MetaLeader: m.NodeID, Version: "test",
+		ClusterVersion: fsm.Version, SupportedVersion: fsm.Version}, nil
 }
 
 // Ready always says yes.
@@ -69,7 +70,7 @@ func (m *Memory) Nodes(context.Context) ([]api.Node, error) {
 	defer m.mu.Unlock()
 	return []api.Node{{
 		ID: m.NodeID, Role: "core", State: "alive", ClusterAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Usage: api.NodeUsage{Replicas: len(m.channels)},
+		Usage: api.NodeUsage{Replicas: len(m.channels)}, SupportedVersion: fsm.Version,
 	}}, nil
 }
 

@@ -1,0 +1,71 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Versions of the commands (fsm/DESIGN.md "Versions: a command is proposed
+// only once every node can apply it"). Version is the highest version this
+// binary applies; every release that adds a command type raises it by one,
+// and gives the new type that version in EntryVersion or MetaVersion. The
+// cluster version, committed in the meta group (SetClusterVersion), is the
+// highest version every member supports; nothing proposes a command of a
+// higher version.
+//
+//	1  every release before versions: nodes that report no version. Some
+//	   of them (after commit 404f01c) apply the hash checks too, but
+//	   counting them as 1 only holds the checks back a little longer.
+//	2  HashCheck (0x84), MetaHashCheck (0xC6), SetClusterVersion (0x47);
+//	   nodes report their version
+const Version = 2
+
+// ErrUpgradePending is what a proposal of a command whose version is above
+// the cluster version fails with: nothing was proposed.
+var ErrUpgradePending = errors.New("finish upgrading every node")
+
+// VersionError says which version a refused command needs.
+type VersionError struct {
+	Need, Cluster int
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("command needs cluster version %d, the cluster runs %d: %v", e.Need, e.Cluster, ErrUpgradePending)
+}
+
+// Unwrap makes errors.Is(err, ErrUpgradePending) hold.
+func (e *VersionError) Unwrap() error { return ErrUpgradePending }
+
+// CheckVersion returns a *VersionError when a command of version need may
+// not be proposed in a cluster that runs version cluster.
+func CheckVersion(need, cluster int) error {
+	if need > cluster {
+		return &VersionError{Need: need, Cluster: cluster}
+	}
+	return nil
+}
+
+// EntryVersion is the version that introduced an encoded channel command's
+// type. A type this binary does not know is above Version: it is never
+// proposed.
+func EntryVersion(entry []byte) int {
+	if len(entry) == 0 {
+		return 1
+	}
+	switch entry[0] {
+	case typePut, typeDelete, typeTxn:
+		return 1
+	case typeHashCheck:
+		return 2
+	}
+	return Version + 1
+}
+
+// MetaVersion is the version that introduced a meta command's type.
+func MetaVersion(c MetaCommand) int {
+	switch c.(type) {
+	case *MetaHashCheck, *SetClusterVersion:
+		return 2
+	}
+	return 1
+}
