@@ -55,8 +55,16 @@ func TestRollingUpgrade(t *testing.T) {
 	defer cancel()
 	pc.createChannel(t, channel)
 
+	// A second channel takes the linearizability workload (puts, CAS,
+	// transactions, deletes, reads through every node) for the whole
+	// upgrade; its history is checked with porcupine at the end.
+	const linChannel = "upgrade-lin"
+	pc.createChannel(t, linChannel)
+	linKeys := []string{"k0", "k1", "k2", "k3"}
+
 	seed := chaosSeed(t)
 	led := &ledger{acked: map[string]string{}, unknown: map[string]string{}, refused: map[string]string{}}
+	rec, stats := NewRecorder(), NewStats()
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -66,6 +74,13 @@ func TestRollingUpgrade(t *testing.T) {
 			writer(loadCtx, w, seed, cl, channel, led)
 		}()
 	}
+	lin := &Workload{Channel: linChannel, Keys: linKeys, Clients: 4, Nodes: cl, Rec: rec, Stats: stats,
+		Seed: seed, OpTimeout: 5 * time.Second, Think: 10 * time.Millisecond}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		lin.Run(loadCtx)
+	}()
 	defer func() {
 		stopLoad()
 		wg.Wait()
@@ -218,6 +233,14 @@ func TestRollingUpgrade(t *testing.T) {
 	stopLoad()
 	wg.Wait()
 	verifyLedger(ctx, t, cl, channel, led)
+	if err := RecordFinalReads(ctx, rec, cl[0], linChannel, linKeys); err != nil {
+		t.Errorf("final reads of %s: %v", linChannel, err)
+	}
+	t.Logf("linearizability workload: %s", stats)
+	if stats.Count("", "ok") < 100 {
+		t.Errorf("only %d operations of the linearizability workload succeeded", stats.Count("", "ok"))
+	}
+	reportHistory(t, rec, seed)
 	pc.checkLogs(t)
 }
 
