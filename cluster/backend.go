@@ -46,6 +46,15 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !n.metaCaughtUp() {
 		return ErrNotReady
 	}
+	return n.metaSound()
+}
+
+// metaSound is nil unless a hash check found this node's copy of the meta
+// state other than the meta group's: then nothing is answered from it (the
+// node list, channel descriptions, the routing of channel requests) until
+// a restart rebuilds it from the meta log. A 503 not_ready is retryable:
+// a client goes on through another node.
+func (n *Node) metaSound() error {
 	if c := n.metaCorrupt.Load(); c != nil {
 		return fmt.Errorf("%w: a hash check at meta index %d found this node's copy of the meta state other than the meta group's; restart the node", ErrNotReady, c.Index)
 	}
@@ -65,6 +74,9 @@ func (n *Node) metaCaughtUp() bool {
 
 // Nodes lists the registry with each node's replica count.
 func (n *Node) Nodes(ctx context.Context) ([]api.Node, error) {
+	if err := n.metaSound(); err != nil {
+		return nil, err
+	}
 	load := map[string]int{}
 	for _, ch := range n.meta.fsm.Channels() {
 		for _, r := range ch.Placement {
@@ -156,6 +168,9 @@ func (n *Node) DeleteChannel(ctx context.Context, name string) error {
 
 // Channels lists every channel with what this node knows of its health.
 func (n *Node) Channels(ctx context.Context) ([]api.Channel, error) {
+	if err := n.metaSound(); err != nil {
+		return nil, err
+	}
 	out := []api.Channel{}
 	for _, ch := range n.meta.fsm.Channels() {
 		out = append(out, n.describe(ctx, ch, false))
@@ -165,6 +180,9 @@ func (n *Node) Channels(ctx context.Context) ([]api.Channel, error) {
 
 // Channel describes one channel, asking each replica for its state.
 func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
+	if err := n.metaSound(); err != nil {
+		return api.Channel{}, err
+	}
 	ch, ok := n.meta.fsm.Channel(name)
 	if !ok {
 		// A channel created a moment ago through another node may not be
@@ -460,6 +478,9 @@ func corruptRedirect(rep *shard.Replica) error {
 }
 
 func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool) (*shard.Replica, error) {
+	if err := n.metaSound(); err != nil {
+		return nil, err
+	}
 	ch, ok := n.meta.fsm.Channel(channel)
 	if !ok {
 		// After a restart the meta state catches up only once the meta

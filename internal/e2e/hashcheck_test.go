@@ -230,6 +230,16 @@ func TestCorruptMetaCopyIsNoticed(t *testing.T) {
 		}
 		return nil
 	})
+	// Nothing is answered from a copy found different: not the node list,
+	// not a channel's description, not a channel's data.
+	for _, i := range bad {
+		if _, err := c.Client(i).Nodes(ctx); api.AsError(err) == nil || api.AsError(err).Code != api.CodeNotReady {
+			t.Errorf("%s answered the node list from its flagged copy: %v", c.Nodes[i].Name, err)
+		}
+		if _, err := c.Client(i).Channels(ctx); api.AsError(err) == nil || api.AsError(err).Code != api.CodeNotReady {
+			t.Errorf("%s answered the channel list from its flagged copy: %v", c.Nodes[i].Name, err)
+		}
+	}
 	for i := range c.Nodes {
 		want := 0.0
 		if i == bad[0] || i == bad[1] {
