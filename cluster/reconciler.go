@@ -34,6 +34,12 @@ func (n *Node) reconcile() {
 	if applied == 0 {
 		return // nothing known yet; local replicas keep running
 	}
+	if n.metaSound() != nil {
+		// A copy a hash check found different must not start or remove
+		// replicas: the ones running keep running until a restart
+		// rebuilds the copy.
+		return
+	}
 	want := map[uint64]bool{}
 	for _, ch := range n.meta.fsm.Channels() {
 		if !ch.HasNode(n.cfg.Name) {
