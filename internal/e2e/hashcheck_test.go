@@ -230,6 +230,23 @@ func TestCorruptMetaCopyIsNoticed(t *testing.T) {
 		}
 		return nil
 	})
+	// Nor does its reconciler act on it: a channel placed on a flagged
+	// node (through a sound one) gets no replica there.
+	sound := (voter + 1) % 3
+	if _, err := c.Client(sound).CreateChannel(ctx, api.CreateChannelRequest{Name: "late", Replicas: 1, Nodes: []string{c.Nodes[3].Name}}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, func() error {
+		if _, ok := c.Nodes[3].Agent().Node.Meta().Channel("late"); !ok {
+			return errors.New("the flagged node's copy has not applied the new channel yet")
+		}
+		return nil
+	})
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, ok := c.Nodes[3].Agent().Node.Shards().ReplicaByChannel("late"); ok {
+			t.Fatalf("%s started a replica from the copy a hash check found different", c.Nodes[3].Name)
+		}
+	}
 	// Nothing is answered from a copy found different: not the node list,
 	// not a channel's description, not a channel's data.
 	for _, i := range bad {
