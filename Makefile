@@ -4,7 +4,7 @@ BIN       := bin/shardnet
 # Packages with concurrency run under the race detector, including the
 # end-to-end suite (in-process clusters: the node's loops race there if
 # anywhere).
-UNIT_PKGS := ./fsm/... ./shard/... ./server/... ./api/... ./cluster/... ./internal/agent/... ./internal/e2e/...
+UNIT_PKGS := ./fsm/... ./transport/... ./shard/... ./server/... ./api/... ./cluster/... ./internal/agent/... ./internal/e2e/...
 # Long multi-node suites: real TCP and disks, no -race (it slows them past
 # their fault schedules on 2 cores).
 CLUSTER_PKGS := ./internal/chaos/... ./internal/lint/... ./cmd/...
@@ -45,7 +45,7 @@ chaos-docker: ## chaos run on a 5-node docker compose cluster (needs Docker; SHA
 	SHARDNET_DOCKER_CHAOS=1 SHARDNET_CHAOS_DURATION=$${SHARDNET_CHAOS_DURATION:-2m} $(GO) test -count=1 -timeout 30m -v -run 'TestDockerLinearizableUnderFaults' ./internal/chaos/
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./internal/e2e/ ./shard/...
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./internal/e2e/ ./shard/... ./transport/...
 
 bench-compare: ## shardnet vs etcd under wrk, and leader-loss trials (DURATION=10s; bench/results/latest.md)
 	bash bench/compare.sh

@@ -11,7 +11,7 @@ import (
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // Version is the release this binary reports.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // metaGroupID is the transport group of the meta Raft group; channel groups

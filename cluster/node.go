@@ -21,7 +21,7 @@ import (
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // identity is what a data dir remembers about the node that owns it.

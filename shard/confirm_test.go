@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // TestResumedLeaderCountsNoOldAnswers: a leader that, like a paused

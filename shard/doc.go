@@ -1,5 +1,5 @@
 // Package shard owns one node's channel replicas: many hashicorp/raft groups
-// sharing one node-level transport (shard/transport), one pebble database for
+// sharing one node-level transport (transport), one pebble database for
 // all their Raft logs (shard/logstore) and one pebble database for all their
 // state machines (fsm), with the lifecycle, proposal and read-barrier logic
 // that keeps each replica correct.

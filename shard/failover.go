@@ -6,7 +6,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // Fast failover without fast idle timers (docs/design.md "D13"). Channel

@@ -436,7 +436,7 @@ func (r *Replica) stop() {
 	r.stopped.Store(true)
 	// The transport first: raft's Shutdown waits for its replication
 	// goroutines, and one may be waiting in the transport for a peer that is
-	// down (shard/transport: replication waits); closing ends that wait.
+	// down (transport: replication waits); closing ends that wait.
 	r.trans.Close()
 	if err := r.raft.Shutdown().Error(); err != nil {
 		r.m.log.Warn("raft shutdown", "group", r.GroupID, "error", err)

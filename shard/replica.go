@@ -12,7 +12,7 @@ import (
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard/logstore"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // ReadLevel is how strongly a read must reflect the latest committed writes

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shardnet/shardnet/fsm"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 type lockedBuffer struct {

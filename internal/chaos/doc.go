@@ -6,7 +6,7 @@
 // (converge.go), and, in its tests, the crash-durability test of real
 // `shardnet agent` processes killed with SIGKILL.
 // It leaves starting nodes to internal/testcluster, the fault hook itself to
-// shard/transport (transport.Faults), and the behaviour under test to the
+// transport (transport.Faults), and the behaviour under test to the
 // packages that implement it.
 //
 // docs/testing.md says how to run the long version (`make chaos`), replay a

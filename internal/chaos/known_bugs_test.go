@@ -90,7 +90,7 @@ func TestRestartedNodeAnswersChannelNotFound(t *testing.T) {
 // prober) shortens failover, not this fail-back. Fixed: the transport's
 // replication RPCs wait for an unreachable peer instead of failing, so
 // Raft's backoff stays short for outages up to about 90 s
-// (shard/transport/doc.go).
+// (transport/doc.go).
 func TestWritesStallAfterLongFollowerOutage(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Core: 3})
 	ch := c.CreateChannel("ch", 3)

@@ -9,18 +9,19 @@ import (
 
 const module = "github.com/shardnet/shardnet/"
 
-// The layers point one way: cmd → server → cluster → shard → fsm, with api
-// a leaf client package (docs/design.md "Layers"). rank gives each
+// The layers point one way: cmd → server → cluster → shard → transport,
+// fsm, with api a leaf client package (docs/design.md "Layers"). rank gives each
 // top-level package its layer; a package may import only packages of a
 // lower rank (or its own subpackages).
 var rank = map[string]int{
-	"api":      0,
-	"fsm":      1,
-	"shard":    2,
-	"cluster":  3,
-	"server":   4,
-	"internal": 5, // agent, testcluster, e2e: assemble everything
-	"cmd":      6,
+	"api":       0,
+	"fsm":       1,
+	"transport": 2, // the node's one cluster port: Raft of every group, calls
+	"shard":     3,
+	"cluster":   4,
+	"server":    5,
+	"internal":  6, // agent, testcluster, e2e: assemble everything
+	"cmd":       7,
 }
 
 // allowed lists imports that rank alone would refuse.

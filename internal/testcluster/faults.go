@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/shardnet/shardnet/shard/logstore"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // Network faults between nodes, through the fault hook of each node's

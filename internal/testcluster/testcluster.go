@@ -27,7 +27,7 @@ import (
 	"github.com/shardnet/shardnet/server"
 	"github.com/shardnet/shardnet/shard"
 	"github.com/shardnet/shardnet/shard/logstore"
-	"github.com/shardnet/shardnet/shard/transport"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // Options shape a test cluster.

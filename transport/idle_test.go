@@ -18,8 +18,8 @@ import (
 // InmemStore, no-op load): CPU, goroutines, heap and RPCs over 10 s. It is a
 // measurement, not a check, and is skipped unless asked for:
 //
-//	TRANSPORT_IDLE_GROUPS=333 go test ./shard/transport -run IdleCost -v
-//	TRANSPORT_IDLE_GROUPS=333 TRANSPORT_IDLE_SLOW=1 go test ./shard/transport -run IdleCost -v
+//	TRANSPORT_IDLE_GROUPS=333 go test ./transport -run IdleCost -v
+//	TRANSPORT_IDLE_GROUPS=333 TRANSPORT_IDLE_SLOW=1 go test ./transport -run IdleCost -v
 //
 // TRANSPORT_IDLE_SLOW sets HB=ET=Lease=CommitTimeout=3s ("slow" in docs/raft-notes.md "R9").
 func TestIdleCost(t *testing.T) {
