@@ -70,8 +70,8 @@ func (n *Node) metaReadIndex(ctx context.Context) (uint64, error) {
 
 // localMetaReadIndex is metaReadIndex on the meta leader: one Barrier per
 // term (a fresh leader's commit index can trail what the old one
-// acknowledged), then the commit index and a heartbeat round in the same
-// term.
+// acknowledged), then the commit index, confirmed in the same term by
+// answers to messages sent after it was taken (shard.ConfirmLeadership).
 func (n *Node) localMetaReadIndex(ctx context.Context) (uint64, error) {
 	r := n.meta.raft
 	if r.State() != raft.Leader {
@@ -88,11 +88,13 @@ func (n *Node) localMetaReadIndex(ctx context.Context) (uint64, error) {
 		n.meta.readyTerm.Store(term)
 	}
 	idx := r.CommitIndex()
-	if err := n.awaitFuture(ctx, r.VerifyLeader()); err != nil {
+	// Confirmed only by answers to messages sent after the index was taken,
+	// as channel groups confirm theirs: meta survivors stand at once too.
+	if err := shard.ConfirmLeadership(ctx, r, n.meta.trans, term, time.Now(), n.stop, nil); err != nil {
+		if errors.Is(err, shard.ErrNoLeader) {
+			return 0, ErrNoMetaLeader
+		}
 		return 0, fmt.Errorf("cluster: meta verify leader: %w", err)
-	}
-	if r.CurrentTerm() != term {
-		return 0, ErrNoMetaLeader
 	}
 	return idx, nil
 }

@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/transport"
 )
 
-// confirmLeadership returns once a quorum of the group's voters has
-// answered, as followers of term, an AppendEntries this replica sent at or
+// ConfirmLeadership returns once a quorum of the group's voters has
+// answered, as followers of term, an AppendEntries this node sent at or
 // after since (the moment the read index was taken). That is the check of
 // etcd's ReadIndex. raft's VerifyLeader alone is not enough: it counts any
 // answer that arrives after it asks, including answers to messages sent
@@ -19,41 +21,56 @@ import (
 // count acknowledgements from before a new leader was elected and serve a
 // read that misses writes the new leader acknowledged. VerifyLeader still
 // runs: it makes the heartbeats go out now and notices a deposed leader.
-func (r *Replica) confirmLeadership(ctx context.Context, term uint64, since time.Time) error {
+//
+// Channel groups (Replica.ReadIndex) and the meta group (cluster's meta
+// read index) both confirm this way. The errors: VerifyLeader's
+// raft.ErrNotLeader or raft.ErrLeadershipLost once this node no longer
+// leads, ErrNoLeader when the term moved, ctx's error, or ErrStopped once
+// stopped is closed. onRetry, if set, counts the rounds asked again.
+func ConfirmLeadership(ctx context.Context, r *raft.Raft, trans *transport.GroupTransport, term uint64, since time.Time, stopped <-chan struct{}, onRetry func()) error {
 	for {
-		r.trans.Urgent() // the heartbeats must not wait in a batch
-		if err := r.wait(ctx, r.raft.VerifyLeader()); err != nil {
-			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-				return r.redirect()
-			}
-			if ctx.Err() != nil {
-				return err
-			}
-			return fmt.Errorf("shard: group %d: verify leader: %w", r.GroupID, err)
+		trans.Urgent() // the heartbeats must not wait in a batch
+		if err := AwaitFuture(ctx, r.VerifyLeader(), stopped); err != nil {
+			return err
 		}
-		if r.raft.CurrentTerm() != term {
+		if r.CurrentTerm() != term {
 			return ErrNoLeader
 		}
-		if r.quorumAckedSince(term, since) {
+		if quorumAckedSince(r, trans, term, since) {
 			return nil
 		}
 		// Some answers VerifyLeader counted were to older messages: ask
 		// again, until the fresh ones are in or the request's time is up.
-		r.m.metrics.readConfirmRetries.Inc()
+		if onRetry != nil {
+			onRetry()
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("shard: group %d: confirm leadership for a read: %w", r.GroupID, ctx.Err())
-		case <-r.done:
+			return fmt.Errorf("confirm leadership for a read: %w", ctx.Err())
+		case <-stopped:
 			return ErrStopped
 		case <-time.After(time.Millisecond):
 		}
 	}
 }
 
-// quorumAckedSince counts this replica and every voter whose latest answer
-// as a follower of term was to a message sent at or after since.
-func (r *Replica) quorumAckedSince(term uint64, since time.Time) bool {
-	cfg := r.raft.GetConfiguration()
+// confirmLeadership is ConfirmLeadership for this replica: a deposed
+// leader redirects.
+func (r *Replica) confirmLeadership(ctx context.Context, term uint64, since time.Time) error {
+	err := ConfirmLeadership(ctx, r.raft, r.trans, term, since, r.done, r.m.metrics.readConfirmRetries.Inc)
+	switch {
+	case err == nil, errors.Is(err, ErrNoLeader), errors.Is(err, ErrStopped), ctx.Err() != nil:
+		return err
+	case errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost):
+		return r.redirect()
+	}
+	return fmt.Errorf("shard: group %d: verify leader: %w", r.GroupID, err)
+}
+
+// quorumAckedSince counts this node and every voter whose latest answer as
+// a follower of term was to a message sent at or after since.
+func quorumAckedSince(r *raft.Raft, trans *transport.GroupTransport, term uint64, since time.Time) bool {
+	cfg := r.GetConfiguration()
 	if cfg.Error() != nil {
 		return false
 	}
@@ -63,7 +80,7 @@ func (r *Replica) quorumAckedSince(term uint64, since time.Time) bool {
 			continue
 		}
 		voters++
-		if s.ID == r.serverID || r.trans.AckedSince(s.Address, term, since) {
+		if s.Address == trans.LocalAddr() || trans.AckedSince(s.Address, term, since) {
 			acked++
 		}
 	}
