@@ -43,11 +43,21 @@ const (
 // compareHash compares a local replica's hash at index with its peers', in
 // the background (shard.Config.CompareHash).
 func (n *Node) compareHash(r *shard.Replica, index, hash uint64) {
+	n.inHashSlot(r.GroupID, index, func(ctx context.Context) {
+		r.HashVerdict(n.tallyHashes(ctx, r, index, hash))
+	})
+}
+
+// inHashSlot runs compare in the background in one of the node's
+// hashCompareParallel slots, with a context that ends after
+// hashCompareLimit or when the node stops; with no slot free it counts the
+// comparison skipped.
+func (n *Node) inHashSlot(gid, index uint64, compare func(ctx context.Context)) {
 	select {
 	case n.hashSem <- struct{}{}:
 	default:
 		n.metrics.hashComparesSkipped.Inc()
-		n.log.Debug("too many hash comparisons running; skipping one", "group", r.GroupID, "index", index)
+		n.log.Debug("too many hash comparisons running; skipping one", "group", gid, "index", index)
 		return
 	}
 	go func() {
@@ -61,7 +71,7 @@ func (n *Node) compareHash(r *shard.Replica, index, hash uint64) {
 			case <-ctx.Done():
 			}
 		}()
-		r.HashVerdict(n.tallyHashes(ctx, r, index, hash))
+		compare(ctx)
 	}()
 }
 

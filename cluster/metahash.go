@@ -48,23 +48,7 @@ func (n *Node) compareMetaHash(index, hash uint64) {
 	if !n.started.Load() {
 		return // replayed at boot: too late to compare
 	}
-	select {
-	case n.hashSem <- struct{}{}:
-	default:
-		n.metrics.hashComparesSkipped.Inc()
-		return
-	}
-	go func() {
-		defer func() { <-n.hashSem }()
-		ctx, cancel := context.WithTimeout(context.Background(), hashCompareLimit)
-		defer cancel()
-		go func() {
-			select {
-			case <-n.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+	n.inHashSlot(metaGroupID, index, func(ctx context.Context) {
 		f := n.meta.raft.GetConfiguration()
 		if f.Error() != nil {
 			return
@@ -82,8 +66,8 @@ func (n *Node) compareMetaHash(index, hash uint64) {
 				peers = append(peers, s)
 			}
 		}
-		n.metaHashVerdict(tally(index, hash, voter, voters, n.askHashes(ctx, peers, 0, index)))
-	}()
+		n.metaHashVerdict(tally(index, hash, voter, voters, n.askHashes(ctx, peers, metaGroupID, index)))
+	})
 }
 
 // metaHashVerdict acts on a comparison of this node's meta hash.

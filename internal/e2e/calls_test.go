@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -84,29 +80,5 @@ func TestFollowerWritesProposeOnTheLeader(t *testing.T) {
 // metric reads one sample of node i's /metrics (0 when absent).
 func metric(t *testing.T, c *testcluster.Cluster, i int, series string) float64 {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, c.Nodes[i].URL()+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer calls-token")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("metrics of node %d: %v", i, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("metrics of node %d: HTTP %d", i, resp.StatusCode)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return f
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(fmt.Errorf("read metrics: %w", err))
-	}
-	return 0
+	return testcluster.Metric(t, c.Nodes[i].URL(), "calls-token", series)
 }
