@@ -39,8 +39,11 @@ func ConfirmLeadership(ctx context.Context, r *raft.Raft, trans *transport.Group
 		if quorumAckedSince(r, trans, term, since) {
 			return nil
 		}
-		// Some answers VerifyLeader counted were to older messages: ask
-		// again, until the fresh ones are in or the request's time is up.
+		// Some answers VerifyLeader counted were to older messages (a
+		// round of concurrent reads already in flight): ask again at once,
+		// until the fresh ones are in or the request's time is up. No
+		// pause: the next VerifyLeader waits for a round trip itself, and
+		// a 1 ms pause here halved linearizable reads at 16 connections.
 		if onRetry != nil {
 			onRetry()
 		}
@@ -49,7 +52,7 @@ func ConfirmLeadership(ctx context.Context, r *raft.Raft, trans *transport.Group
 			return fmt.Errorf("confirm leadership for a read: %w", ctx.Err())
 		case <-stopped:
 			return ErrStopped
-		case <-time.After(time.Millisecond):
+		default:
 		}
 	}
 }
