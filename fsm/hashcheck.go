@@ -78,7 +78,9 @@ func (c *Channel) startHash(snap *pebble.Snapshot, gen, index uint64) {
 		case <-s.hashStop:
 			rec.err = ErrClosed
 		}
-		close(rec.done)
+		// OnHash hears of the hash before HashAt can return it, so whoever
+		// sees a hash through HashAt knows OnHash was told of it too.
+		defer close(rec.done)
 		if rec.err != nil {
 			c.logger.Warn("cannot hash the state for a hash check", "index", index, "error", rec.err)
 			return

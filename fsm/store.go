@@ -37,7 +37,7 @@ type StoreOptions struct {
 	FS vfs.FS
 	// OnHash, when set, is called with each hash of a channel's state a
 	// hash check produced (hashcheck.go), from the goroutine that computed
-	// it.
+	// it and before HashAt returns that hash; it must not block.
 	OnHash func(gid, index, hash uint64)
 }
 
