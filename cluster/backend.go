@@ -347,17 +347,27 @@ func movedOn(err error) bool {
 		(errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader))
 }
 
-// proposeLocal proposes cmd on rep if it leads, after the channel's quota
-// check.
+// proposeLocal proposes cmd on rep if it leads, after the cluster layer's
+// admission step (admitQuota); the shard layer runs its own (Replica.admit).
 func (n *Node) proposeLocal(ctx context.Context, rep *shard.Replica, cmd []byte) (*fsm.Result, error) {
-	if ch, ok := n.meta.fsm.Channel(rep.Channel); ok && ch.QuotaBytes > 0 && fsm.MayGrow(cmd) {
-		// Checked on the leader before proposing: the quota can be passed
-		// by at most the writes already in flight.
-		if used := rep.FSM().Stats().Bytes; used+uint64(len(cmd)) > ch.QuotaBytes {
-			return nil, fmt.Errorf("%w: channel %q uses %d of its %d bytes", ErrQuotaExceeded, rep.Channel, used, ch.QuotaBytes)
-		}
+	if err := n.admitQuota(rep, cmd); err != nil {
+		return nil, err
 	}
 	return rep.Propose(ctx, cmd)
+}
+
+// admitQuota refuses a command that may grow a channel past its quota
+// (meta state). Checked on the leader before proposing, so the quota can be
+// passed by at most the writes already in flight.
+func (n *Node) admitQuota(rep *shard.Replica, cmd []byte) error {
+	ch, ok := n.meta.fsm.Channel(rep.Channel)
+	if !ok || ch.QuotaBytes == 0 || !fsm.MayGrow(cmd) {
+		return nil
+	}
+	if used := rep.FSM().Stats().Bytes; used+uint64(len(cmd)) > ch.QuotaBytes {
+		return fmt.Errorf("%w: channel %q uses %d of its %d bytes", ErrQuotaExceeded, rep.Channel, used, ch.QuotaBytes)
+	}
+	return nil
 }
 
 // Get reads one key from the local replica once a read at level is allowed.

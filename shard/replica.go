@@ -111,25 +111,8 @@ func (r *Replica) Raft() *raft.Raft { return r.raft }
 // have been applied: ErrOutcomeUnknown when it may, a RedirectError or
 // ErrOverloaded when it was not.
 func (r *Replica) Propose(ctx context.Context, cmd []byte) (*fsm.Result, error) {
-	if r.raft.State() != raft.Leader {
-		return nil, r.redirect()
-	}
-	if err := r.errIfCorrupt(); err != nil {
-		// Not proposed; the replica hands its leadership away.
+	if err := r.admit(cmd); err != nil {
 		return nil, err
-	}
-	if v := fsm.EntryVersion(cmd); v > 1 {
-		if err := fsm.CheckVersion(v, r.m.clusterVersion()); err != nil {
-			return nil, fmt.Errorf("shard: %w", err)
-		}
-	}
-	if r.m.disk != nil && r.m.disk.full.Load() {
-		r.m.metrics.proposalErrors.WithLabelValues("disk_full").Inc()
-		return nil, ErrDiskFull
-	}
-	if !r.acquire(int64(len(cmd))) {
-		r.m.metrics.proposalErrors.WithLabelValues("overloaded").Inc()
-		return nil, ErrOverloaded
 	}
 	defer r.release(int64(len(cmd)))
 	if err := ctx.Err(); err != nil {
@@ -221,6 +204,37 @@ func enqueueTimeoutUntil(dl time.Time) time.Duration {
 		return 10 * time.Second
 	}
 	return max(time.Until(dl), time.Millisecond)
+}
+
+// admit runs the shard layer's admission checks on a proposal, one step
+// each and in this order, before anything is queued: leadership, the
+// replica's soundness, the cluster version the command needs, free disk,
+// and room among the proposals in flight (which it reserves: the caller
+// releases it). Every refusal means nothing was proposed. The checks of
+// the layers above run before this one: the request rate in server
+// (server.go), the channel's quota in cluster (admitQuota).
+func (r *Replica) admit(cmd []byte) error {
+	if r.raft.State() != raft.Leader {
+		return r.redirect()
+	}
+	if err := r.errIfCorrupt(); err != nil {
+		// The replica hands its leadership away.
+		return err
+	}
+	if v := fsm.EntryVersion(cmd); v > 1 {
+		if err := fsm.CheckVersion(v, r.m.clusterVersion()); err != nil {
+			return fmt.Errorf("shard: %w", err)
+		}
+	}
+	if r.m.disk != nil && r.m.disk.full.Load() {
+		r.m.metrics.proposalErrors.WithLabelValues("disk_full").Inc()
+		return ErrDiskFull
+	}
+	if !r.acquire(int64(len(cmd))) {
+		r.m.metrics.proposalErrors.WithLabelValues("overloaded").Inc()
+		return ErrOverloaded
+	}
+	return nil
 }
 
 func (r *Replica) acquire(n int64) bool {
