@@ -75,32 +75,20 @@ func openMeta(n *Node) (*metaGroup, error) {
 		store.Close()
 		return nil, fmt.Errorf("cluster: meta snapshots: %w", err)
 	}
-	cache, err := raft.NewLogCache(256, store)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	has, err := raft.HasExistingState(cache, store, snaps)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("cluster: meta state: %w", err)
-	}
-	trans, err := n.trans.Group(metaGroupID)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("cluster: meta transport: %w", err)
-	}
-	conf := metaTiming(n.cfg.MetaRaft).RaftConfig(n.serverID, logger)
-	// The meta FSM lives in memory: it must be rebuilt from the snapshot.
-	conf.NoSnapshotRestoreOnStart = false
-	m := &metaGroup{fsm: n.metaFSM, store: store, logs: cache, trans: trans, hadState: has, lease: conf.LeaderLeaseTimeout}
+	m := &metaGroup{fsm: n.metaFSM, store: store}
 	m.fsm.SetOnHash(n.compareMetaHash)
-	m.raft, err = raft.NewRaft(conf, m.fsm, cache, store, snaps, trans)
+	g, err := shard.StartGroup(shard.GroupSetup{
+		GroupID: metaGroupID, ServerID: n.serverID, Timing: metaTiming(n.cfg.MetaRaft), Logger: logger,
+		FSM: m.fsm, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 256,
+		Transport: n.trans,
+		// The meta FSM lives in memory: it must be rebuilt from the snapshot.
+		RestoreOnStart: true,
+	})
 	if err != nil {
-		trans.Close()
 		store.Close()
 		return nil, fmt.Errorf("cluster: start meta group: %w", err)
 	}
+	m.raft, m.trans, m.logs, m.hadState, m.lease = g.Raft, g.Trans, g.Logs, g.HadState, g.Lease
 	return m, nil
 }
 

@@ -284,51 +284,33 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		return fail(err)
 	}
 	store := m.logs.Group(gid)
-	cache, err := raft.NewLogCache(512, store)
+	g, err := StartGroup(GroupSetup{
+		GroupID: gid, ServerID: raft.ServerID(rec.ServerID), Timing: m.cfg.Raft, Logger: logger,
+		FSM: ch, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 512,
+		Transport: m.cfg.Transport, Bootstrap: spec.Peers,
+		BeforeStart: func() error {
+			if known {
+				return nil
+			}
+			if err := writeFileSync(m.fs, filepath.Join(dir, "replica.json"), rec); err != nil {
+				return err
+			}
+			m.records[gid] = rec
+			return nil
+		},
+	})
 	if err != nil {
 		return fail(err)
 	}
-	trans, err := m.cfg.Transport.Group(gid)
-	if err != nil {
-		return fail(fmt.Errorf("transport: %w", err))
-	}
-	conf := m.cfg.Raft.RaftConfig(raft.ServerID(rec.ServerID), logger)
-	bootstrapped := false
-	if len(spec.Peers) > 0 {
-		has, err := raft.HasExistingState(cache, store, snaps)
-		if err != nil {
-			trans.Close()
-			return fail(err)
-		}
-		if !has {
-			if err := raft.BootstrapCluster(conf, cache, store, snaps, trans, raft.Configuration{Servers: spec.Peers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-				trans.Close()
-				return fail(fmt.Errorf("bootstrap: %w", err))
-			}
-			bootstrapped = true
-		}
-	}
-	if !known {
-		if err := writeFileSync(m.fs, filepath.Join(dir, "replica.json"), rec); err != nil {
-			trans.Close()
-			return fail(err)
-		}
-		m.records[gid] = rec
-	}
-	rf, err := raft.NewRaft(conf, ch, cache, store, snaps, trans)
-	if err != nil {
-		trans.Close()
-		return fail(fmt.Errorf("new raft: %w", err))
-	}
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
-		raft: rf, fsm: ch, logs: store, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
+		raft: g.Raft, fsm: ch, logs: store, trans: g.Trans, snaps: snaps, m: m, done: make(chan struct{})}
 	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}
 	if corrupt != nil {
 		r.corrupt.Store(corrupt)
 		m.log.Error("this replica was marked corrupt by a hash check; it serves no reads until repaired",
 			"channel", rec.Channel, "group", gid, "index", corrupt.Index)
 	}
-	r.electionAtStart(bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
+	r.electionAtStart(g.Bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
 	return r, nil
 }
 

@@ -1,0 +1,95 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/transport"
+)
+
+// GroupSetup is what starting one Raft group of this node takes, a channel
+// group (Manager) or the meta group (package cluster): both start the same
+// way, so their timers, stores and transport are set up in one place.
+type GroupSetup struct {
+	GroupID  uint64 // the transport group; 0 is the meta group
+	ServerID raft.ServerID
+	Timing   RaftTiming
+	Logger   hclog.Logger // raft's own logger (already Quiet, if wanted)
+
+	FSM       raft.FSM
+	Logs      raft.LogStore
+	Stable    raft.StableStore
+	Snapshots raft.SnapshotStore
+	CacheSize int // entries of the log kept in memory (raft.NewLogCache)
+
+	Transport *transport.Node
+	// RestoreOnStart has raft restore the FSM from the newest snapshot at
+	// start: for a state machine in memory. A state machine that persists
+	// its applied index with its data does not want it (docs/raft-notes.md
+	// "R1").
+	RestoreOnStart bool
+	// Bootstrap, when set and the group has no Raft state yet, is the
+	// configuration the group is bootstrapped with.
+	Bootstrap []raft.Server
+	// BeforeStart, when set, runs after any bootstrap and before raft
+	// starts: the last moment to record that the group exists, before it
+	// can acknowledge an entry.
+	BeforeStart func() error
+}
+
+// Group is a started Raft group and what it was started with.
+type Group struct {
+	Raft  *raft.Raft
+	Trans *transport.GroupTransport
+	Logs  raft.LogStore // the log under raft's cache: what raft reads
+	// HadState says the group had Raft state (a log, a term or a snapshot)
+	// before this start; Bootstrapped that this start bootstrapped it.
+	HadState, Bootstrapped bool
+	// Lease is the group's leader lease: the short timer of its failover.
+	Lease time.Duration
+}
+
+// StartGroup registers the group on the node transport and starts raft.
+// On an error nothing is left registered; the stores stay the caller's.
+func StartGroup(s GroupSetup) (*Group, error) {
+	cache, err := raft.NewLogCache(s.CacheSize, s.Logs)
+	if err != nil {
+		return nil, fmt.Errorf("log cache: %w", err)
+	}
+	has, err := raft.HasExistingState(cache, s.Stable, s.Snapshots)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state: %w", err)
+	}
+	trans, err := s.Transport.Group(s.GroupID)
+	if err != nil {
+		return nil, fmt.Errorf("transport: %w", err)
+	}
+	fail := func(err error) (*Group, error) {
+		trans.Close()
+		return nil, err
+	}
+	conf := s.Timing.RaftConfig(s.ServerID, s.Logger)
+	conf.NoSnapshotRestoreOnStart = !s.RestoreOnStart
+	g := &Group{Trans: trans, Logs: cache, HadState: has, Lease: conf.LeaderLeaseTimeout}
+	if len(s.Bootstrap) > 0 && !has {
+		err := raft.BootstrapCluster(conf, cache, s.Stable, s.Snapshots, trans, raft.Configuration{Servers: s.Bootstrap})
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fail(fmt.Errorf("bootstrap: %w", err))
+		}
+		g.Bootstrapped = true
+	}
+	if s.BeforeStart != nil {
+		if err := s.BeforeStart(); err != nil {
+			return fail(err)
+		}
+	}
+	g.Raft, err = raft.NewRaft(conf, s.FSM, cache, s.Stable, s.Snapshots, trans)
+	if err != nil {
+		return fail(fmt.Errorf("new raft: %w", err))
+	}
+	return g, nil
+}
