@@ -52,6 +52,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt *route, ch, ra
 		// No such route or method: a channel's token may learn that
 		// (404, 405) about its own channel's paths.
 		rule = accessRead
+		if rt == nil {
+			ch = pathChannel(path)
+		}
 	}
 	cred, present, err := s.credential(r)
 	switch {
@@ -69,6 +72,17 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt *route, ch, ra
 	}
 	writeError(w, refuse(errUnauthorized, "missing or wrong bearer token"))
 	return false
+}
+
+// pathChannel is the channel segment of a path under /v1/channels/ that no
+// route matched ("" for any other path).
+func pathChannel(path string) string {
+	rest, ok := strings.CutPrefix(path, "/v1/channels/")
+	if !ok {
+		return ""
+	}
+	ch, _, _ := strings.Cut(rest, "/")
+	return ch
 }
 
 // endpointOf returns the endpoint that serves method on rt (HEAD is GET).
