@@ -38,7 +38,10 @@ type credential struct {
 // caller is and whether the endpoint's rule lets it in. It writes the
 // refusal itself and returns false when the request goes no further.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt *route, ch, rawKey, path string) bool {
-	if ch != "" && r.Header.Get("Origin") != "" {
+	// A forwarded request's CORS headers are the first node's: the proxy
+	// adds the answer's headers to them, and a browser refuses two
+	// Access-Control-Allow-Origin values.
+	if ch != "" && r.Header.Get("Origin") != "" && !fromPeer(r) {
 		if !s.cors(w, r, ch) {
 			return false
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
 )
 
 const operatorToken = "operator-s3cret"
@@ -482,5 +483,31 @@ func BenchmarkAdmit(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A forwarded request carries the CORS headers of the node the browser
+// talked to, once: the node that serves it adds none of its own (two
+// Access-Control-Allow-Origin values make a browser refuse the answer).
+func TestCORSHeadersOnceThroughAForward(t *testing.T) {
+	a, b := startNode(t, "a", operatorToken, "nft"), startNode(t, "b", operatorToken, "nft")
+	link(t, a, b)
+	st := api.ChannelSettings{CORS: &api.CORS{AllowedOrigins: []string{"https://app.example"}}}
+	for _, n := range []*node{a, b} {
+		if err := n.f.mem.SetChannelSettings(context.Background(), "nft", st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.f.get = func(context.Context, string, []byte, shard.ReadLevel) (fsm.Entry, bool, uint64, error) {
+		return fsm.Entry{}, false, 0, redirectTo(b, shard.ErrNotLeader)
+	}
+	h := bearer(operatorToken)
+	h.Set("Origin", "https://app.example")
+	resp := do(t, a.public, http.MethodGet, "/v1/channels/nft/kv/k", nil, h)
+	if b.f.reads.Load() == 0 {
+		t.Fatal("the read was not forwarded")
+	}
+	if got := resp.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 {
+		t.Fatalf("Access-Control-Allow-Origin %q, want one value", got)
 	}
 }

@@ -69,8 +69,9 @@ type Config struct {
 	// NodeID is this node's id, sent in the hop header of forwarded
 	// requests.
 	NodeID string
-	// Token, when set, is the operator token every /v1 request (but GET
-	// /v1/health) and /metrics must present as "Authorization: Bearer".
+	// Token, when set, is the operator token; every /v1 request (but GET
+	// /v1/health) and /metrics must then present it, or a channel token
+	// the endpoint's rule accepts, as "Authorization: Bearer" (auth.go).
 	Token  string
 	Logger hclog.Logger // default: a null logger
 	// Registry receives the server's metrics and is what GET /metrics
