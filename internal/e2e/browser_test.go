@@ -82,8 +82,7 @@ func TestBrowserPlaysSignedVideo(t *testing.T) {
 	c.WaitLeader("media")
 
 	results := make(chan string, 1)
-	var page *httptest.Server
-	page = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/result" {
 			select {
 			case results <- r.URL.Query().Get("m"):
