@@ -132,6 +132,45 @@ func (c *Client) RepairReplica(ctx context.Context, channel, node string) (Repai
 	return out, err
 }
 
+// CreateToken issues a token of channel; the answer holds its secret, once.
+func (c *Client) CreateToken(ctx context.Context, channel string, req TokenRequest) (TokenCreated, error) {
+	var out TokenCreated
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/tokens", nil, req, &out)
+	return out, err
+}
+
+// Tokens lists channel's tokens, without their secrets.
+func (c *Client) Tokens(ctx context.Context, channel string) ([]TokenInfo, error) {
+	var out []TokenInfo
+	_, err := c.doJSON(ctx, http.MethodGet, channelPath(channel)+"/tokens", nil, nil, &out)
+	return out, err
+}
+
+// RevokeToken revokes one of channel's tokens, and every link it signed.
+func (c *Client) RevokeToken(ctx context.Context, channel, id string) error {
+	_, err := c.doJSON(ctx, http.MethodDelete, channelPath(channel)+"/tokens/"+url.PathEscape(id), nil, nil, nil)
+	return err
+}
+
+// Sign returns a link to key that works without a token for ttl (0: the
+// server's default). The client's token must be one of the channel's.
+func (c *Client) Sign(ctx context.Context, channel, key string, ttl time.Duration) (SignResponse, error) {
+	req := SignRequest{Key: key}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	var out SignResponse
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/sign", nil, req, &out)
+	return out, err
+}
+
+// SetChannelSettings replaces channel's public prefixes and CORS.
+func (c *Client) SetChannelSettings(ctx context.Context, channel string, s ChannelSettings) (ChannelSettings, error) {
+	var out ChannelSettings
+	_, err := c.doJSON(ctx, http.MethodPut, channelPath(channel)+"/settings", nil, s, &out)
+	return out, err
+}
+
 // Put writes value under key and returns the index of the write.
 func (c *Client) Put(ctx context.Context, channel, key string, value []byte, opts PutOptions) (uint64, error) {
 	q := url.Values{}

@@ -13,7 +13,10 @@ const (
 	CodeInvalidChannel   = "invalid_channel"      // 400: channel name not [a-z0-9-]{1,63}
 	CodeInvalidKey       = "invalid_key"          // 400: empty, not UTF-8, NUL, bad escape
 	CodeKeyTooLarge      = "key_too_large"        // 400: key over 1 KiB
-	CodeUnauthorized     = "unauthorized"         // 401
+	CodeUnauthorized     = "unauthorized"         // 401: no valid credentials (token or signed link)
+	CodeForbidden        = "forbidden"            // 403: a valid token that may not do this (another channel's, or read-only on a write)
+	CodeTokenNotFound    = "token_not_found"      // 404: no such token in the channel
+	CodeTooManyTokens    = "too_many_tokens"      // 409: the channel holds its maximum of token records
 	CodeNotFound         = "not_found"            // 404: no such endpoint
 	CodeKeyNotFound      = "key_not_found"        // 404
 	CodeChannelNotFound  = "channel_not_found"    // 404

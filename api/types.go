@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Header names of the API.
 const (
 	// HeaderIndex carries a Raft index on channel data responses: the
@@ -125,9 +127,73 @@ type Channel struct {
 	Health      string       `json:"health"`
 	Usage       ChannelUsage `json:"usage"`
 	CreateIndex uint64       `json:"create_index"`
-	// Token is the channel's access token. Only the create response
-	// carries it, and only once: the cluster keeps a hash.
+	// Token is a read-write token of the channel. Only the create
+	// response carries it, and only once: the cluster keeps a hash.
+	// Absent while the cluster runs a version before channel tokens.
 	Token string `json:"token,omitempty"`
+	// Settings are the channel's public prefixes and CORS, when set.
+	Settings *ChannelSettings `json:"settings,omitempty"`
+}
+
+// Token scopes.
+const (
+	ScopeReadOnly  = "read-only"
+	ScopeReadWrite = "read-write"
+)
+
+// TokenRequest is the body of POST /v1/channels/{ch}/tokens. Scope is
+// ScopeReadOnly (the default) or ScopeReadWrite; TTL (a Go duration, "24h")
+// or ExpiresAt (RFC 3339) bounds its life, neither: it never expires.
+type TokenRequest struct {
+	Scope     string `json:"scope,omitempty"`
+	TTL       string `json:"ttl,omitempty"`
+	ExpiresAt string `json:"expires_at,omitempty"`
+}
+
+// TokenInfo describes one token, without its secret.
+type TokenInfo struct {
+	ID        string     `json:"id"`
+	Scope     string     `json:"scope"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Revoked   bool       `json:"revoked"`
+}
+
+// TokenCreated answers a token's creation: Token is the whole token
+// ("snc_<id>_<secret>"), shown this once.
+type TokenCreated struct {
+	TokenInfo
+	Token string `json:"token"`
+}
+
+// SignRequest is the body of POST /v1/channels/{ch}/sign.
+type SignRequest struct {
+	Key string `json:"key"`
+	TTL string `json:"ttl,omitempty"` // a Go duration; default 1h, at most 7 days
+}
+
+// SignResponse is a signed link: URL is the path and query to GET (or
+// HEAD) on any node, without an Authorization header, until ExpiresAt.
+type SignResponse struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// ChannelSettings is the body of PUT /v1/channels/{ch}/settings, and what
+// a channel's description shows: keys under PublicPrefixes are readable
+// without a token; CORS is answered on the channel's routes.
+type ChannelSettings struct {
+	PublicPrefixes []string `json:"public_prefixes,omitempty"`
+	CORS           *CORS    `json:"cors,omitempty"`
+}
+
+// CORS is a channel's cross-origin policy. AllowedOrigins holds exact
+// origins ("https://app.example") or "*"; MaxAge is in seconds.
+type CORS struct {
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	AllowedMethods []string `json:"allowed_methods,omitempty"`
+	AllowedHeaders []string `json:"allowed_headers,omitempty"`
+	MaxAge         int      `json:"max_age,omitempty"`
 }
 
 // Replica is one placed replica of a channel.

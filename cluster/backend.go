@@ -140,7 +140,19 @@ func (n *Node) CreateChannel(ctx context.Context, req api.CreateChannelRequest) 
 	}
 	ch, _ := n.meta.fsm.Channel(req.Name)
 	n.log.Info("channel created", "channel", ch.Name, "group", ch.GroupID, "placement", nodeIDs(ch.Placement))
-	return n.describe(ctx, ch, false), nil
+	out := n.describe(ctx, ch, false)
+	if n.tokensSupported() {
+		// A second entry: a CreateChannel that carried the token would be
+		// applied by a node of an older release without it.
+		tok, err := n.issueToken(ctx, ch, fsm.ScopeReadWrite, time.Time{})
+		if err != nil {
+			// The channel exists; the operator token can issue one.
+			n.log.Warn("channel created without a token", "channel", ch.Name, "error", err)
+		} else {
+			out.Token = tok.Token
+		}
+	}
+	return out, nil
 }
 
 func nodeIDs(rs []fsm.Replica) []string {
@@ -206,7 +218,7 @@ func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) 
 	out := api.Channel{
 		Name: ch.Name, GroupID: ch.GroupID, Replicas: ch.Replicas, Dedicated: ch.Dedicated,
 		Zones: ch.Zones, Nodes: ch.Nodes, QuotaBytes: ch.QuotaBytes, CreateIndex: ch.CreateIndex,
-		Placement: []api.Replica{}, Voters: []string{},
+		Placement: []api.Replica{}, Voters: []string{}, Settings: APISettings(ch.Settings),
 	}
 	var ask []fsm.NodeRecord
 	for _, nd := range n.placedNodes(ch) {

@@ -16,3 +16,9 @@ var (
 	ErrRepairSource = errors.New("cluster: cannot get the leader's state to rebuild the replica from")
 	ErrNotReady     = errors.New("cluster: this node's copy of the meta state is still catching up")
 )
+
+// Errors of channel tokens (tokens.go).
+var (
+	ErrTokenNotFound = errors.New("cluster: token not found")
+	ErrTooManyTokens = errors.New("cluster: too many tokens in the channel")
+)

@@ -68,16 +68,18 @@ type Replica struct {
 
 // ChannelRecord is one channel: its Raft group and where it is placed.
 type ChannelRecord struct {
-	Name        string    `json:"name"`
-	GroupID     uint64    `json:"group_id"`
-	Replicas    int       `json:"replicas"`
-	Dedicated   bool      `json:"dedicated,omitempty"`
-	Zones       []string  `json:"zones,omitempty"`
-	Nodes       []string  `json:"nodes,omitempty"` // operator pins
-	QuotaBytes  uint64    `json:"quota_bytes,omitempty"`
-	Placement   []Replica `json:"placement"`
-	CreateIndex uint64    `json:"create_index"`
-	ModifyIndex uint64    `json:"modify_index"`
+	Name       string    `json:"name"`
+	GroupID    uint64    `json:"group_id"`
+	Replicas   int       `json:"replicas"`
+	Dedicated  bool      `json:"dedicated,omitempty"`
+	Zones      []string  `json:"zones,omitempty"`
+	Nodes      []string  `json:"nodes,omitempty"` // operator pins
+	QuotaBytes uint64    `json:"quota_bytes,omitempty"`
+	Placement  []Replica `json:"placement"`
+	// Settings are the channel's public prefixes and CORS (tokens.go).
+	Settings    *ChannelSettings `json:"settings,omitempty"`
+	CreateIndex uint64           `json:"create_index"`
+	ModifyIndex uint64           `json:"modify_index"`
 }
 
 // HasNode reports whether the channel is placed on node id.
@@ -106,6 +108,8 @@ type metaState struct {
 	NextGroupID    uint64                    `json:"next_group_id"`
 	Nodes          map[string]*NodeRecord    `json:"nodes"`
 	Channels       map[string]*ChannelRecord `json:"channels"`
+	// Tokens are the channels' tokens by id (tokens.go).
+	Tokens map[string]*TokenRecord `json:"tokens,omitempty"`
 }
 
 const metaSnapshotVersion = 1
@@ -152,6 +156,7 @@ func emptyMetaState() metaState {
 		NextGroupID: 1,
 		Nodes:       map[string]*NodeRecord{},
 		Channels:    map[string]*ChannelRecord{},
+		Tokens:      map[string]*TokenRecord{},
 	}
 }
 
@@ -261,6 +266,27 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 			return res
 		}
 		delete(m.st.Channels, c.Name)
+		m.dropTokens(c.Name)
+	case *IssueToken:
+		m.applyIssueToken(index, c, res)
+	case *RevokeToken:
+		t, ok := m.st.Tokens[c.ID]
+		if !ok || t.Channel != c.Channel {
+			res.Err = ErrTokenNotFound
+			return res
+		}
+		if !t.Revoked {
+			t.Revoked = true
+			t.ModifyIndex = index
+		}
+	case *SetChannelSettings:
+		ch, ok := m.st.Channels[c.Channel]
+		if !ok {
+			res.Err = ErrChannelNotFound
+			return res
+		}
+		ch.Settings = cloneSettings(&c.Settings)
+		ch.ModifyIndex = index
 	}
 	return res
 }
@@ -343,6 +369,7 @@ func cloneChannel(c *ChannelRecord) ChannelRecord {
 	cp.Placement = slices.Clone(c.Placement)
 	cp.Zones = slices.Clone(c.Zones)
 	cp.Nodes = slices.Clone(c.Nodes)
+	cp.Settings = cloneSettings(c.Settings)
 	return cp
 }
 
@@ -374,6 +401,9 @@ func (m *Meta) Restore(rc io.ReadCloser) error {
 	}
 	if st.Channels == nil {
 		st.Channels = map[string]*ChannelRecord{}
+	}
+	if st.Tokens == nil {
+		st.Tokens = map[string]*TokenRecord{}
 	}
 	m.mu.Lock()
 	m.st = st

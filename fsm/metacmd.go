@@ -25,6 +25,11 @@ const (
 	// supports its version, so a node that cannot decode it runs a binary
 	// older than it claimed, or joined after the upgrade: it must stop.
 	metaSetClusterVersion byte = 0x47
+	// Channel tokens and settings (version 3; tokens.go). No skippable
+	// bit: a node that skipped them would accept revoked tokens.
+	metaIssueToken         byte = 0x48
+	metaRevokeToken        byte = 0x49
+	metaSetChannelSettings byte = 0x4A
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -119,6 +124,12 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &MetaHashCheck{}
 	case metaSetClusterVersion:
 		c = &SetClusterVersion{}
+	case metaIssueToken:
+		c = &IssueToken{}
+	case metaRevokeToken:
+		c = &RevokeToken{}
+	case metaSetChannelSettings:
+		c = &SetChannelSettings{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

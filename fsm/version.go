@@ -18,7 +18,9 @@ import (
 //	   counting them as 1 only holds the checks back a little longer.
 //	2  HashCheck (0x84), MetaHashCheck (0xC6), SetClusterVersion (0x47);
 //	   nodes report their version
-const Version = 2
+//	3  IssueToken (0x48), RevokeToken (0x49), SetChannelSettings (0x4A):
+//	   channel tokens, public prefixes and CORS
+const Version = 3
 
 // ErrUpgradePending is what a proposal of a command whose version is above
 // the cluster version fails with: nothing was proposed.
@@ -66,6 +68,8 @@ func MetaVersion(c MetaCommand) int {
 	switch c.(type) {
 	case *MetaHashCheck, *SetClusterVersion:
 		return 2
+	case *IssueToken, *RevokeToken, *SetChannelSettings:
+		return 3
 	}
 	return 1
 }

@@ -46,6 +46,18 @@ type Backend interface {
 	Lag(channel string) time.Duration
 	// RepairReplica rebuilds node's replica of channel, marked corrupt by a hash check, from its leader's state and returns the applied index it was rebuilt at; a *shard.RedirectError when node is another node.
 	RepairReplica(ctx context.Context, channel, node string) (uint64, error)
+	// IssueToken records a new token of channel (meta leader only, as CreateChannel) expiring at expires (zero: never) and returns it with its secret.
+	IssueToken(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error)
+	// Tokens lists channel's tokens, without secrets, from this node's copy of the meta state.
+	Tokens(ctx context.Context, channel string) ([]api.TokenInfo, error)
+	// RevokeToken marks a token of channel revoked (meta leader only), or cluster.ErrTokenNotFound.
+	RevokeToken(ctx context.Context, channel, id string) error
+	// SetChannelSettings replaces channel's public prefixes and CORS (meta leader only).
+	SetChannelSettings(ctx context.Context, channel string, s api.ChannelSettings) error
+	// Token returns a token's record from this node's copy of the meta state: no Raft round-trip, checked on every request that carries a channel token.
+	Token(id string) (fsm.TokenRecord, bool)
+	// ChannelSettings returns channel's settings from this node's copy of the meta state; nil when it has none or is not known here.
+	ChannelSettings(channel string) *fsm.ChannelSettings
 	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection; the far end serves it with ServeForwarded.
 	DialNode(ctx context.Context, addr string) (net.Conn, error)
 }

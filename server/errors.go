@@ -22,6 +22,7 @@ var (
 	errInvalidChannel   = errors.New("server: invalid channel name")
 	errBodyTooLarge     = errors.New("server: request body too large")
 	errUnauthorized     = errors.New("server: unauthorized")
+	errForbidden        = errors.New("server: forbidden")
 	errRouteNotFound    = errors.New("server: no such endpoint")
 	errMethodNotAllowed = errors.New("server: method not allowed")
 	errTooManyWatchers  = errors.New("server: too many blocking reads on this node")
@@ -50,6 +51,9 @@ var errorTable = []struct {
 	{fsm.ErrInvalidCommand, http.StatusBadRequest, api.CodeBadRequest, false},
 	{cluster.ErrInvalidRequest, http.StatusBadRequest, api.CodeBadRequest, false},
 	{errUnauthorized, http.StatusUnauthorized, api.CodeUnauthorized, false},
+	{errForbidden, http.StatusForbidden, api.CodeForbidden, false},
+	{cluster.ErrTokenNotFound, http.StatusNotFound, api.CodeTokenNotFound, false},
+	{cluster.ErrTooManyTokens, http.StatusConflict, api.CodeTooManyTokens, false},
 	{errRouteNotFound, http.StatusNotFound, api.CodeNotFound, false},
 	{fsm.ErrKeyNotFound, http.StatusNotFound, api.CodeKeyNotFound, false},
 	{cluster.ErrChannelNotFound, http.StatusNotFound, api.CodeChannelNotFound, false},

@@ -127,6 +127,28 @@ func (f *fakeBackend) WaitKey(ctx context.Context, channel string, key []byte, i
 
 func (f *fakeBackend) Lag(channel string) time.Duration { return f.mem.Lag(channel) }
 
+func (f *fakeBackend) IssueToken(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error) {
+	return f.mem.IssueToken(ctx, channel, scope, expires)
+}
+
+func (f *fakeBackend) Tokens(ctx context.Context, channel string) ([]api.TokenInfo, error) {
+	return f.mem.Tokens(ctx, channel)
+}
+
+func (f *fakeBackend) RevokeToken(ctx context.Context, channel, id string) error {
+	return f.mem.RevokeToken(ctx, channel, id)
+}
+
+func (f *fakeBackend) SetChannelSettings(ctx context.Context, channel string, st api.ChannelSettings) error {
+	return f.mem.SetChannelSettings(ctx, channel, st)
+}
+
+func (f *fakeBackend) Token(id string) (fsm.TokenRecord, bool) { return f.mem.Token(id) }
+
+func (f *fakeBackend) ChannelSettings(channel string) *fsm.ChannelSettings {
+	return f.mem.ChannelSettings(channel)
+}
+
 func (f *fakeBackend) DialNode(ctx context.Context, addr string) (net.Conn, error) {
 	if f.dialNode != nil {
 		return f.dialNode(ctx, addr)

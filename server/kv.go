@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
@@ -51,6 +53,14 @@ func (s *Server) kvGet(ctx context.Context, req *request) (*response, error) {
 	resp := &response{raw: e.Value, isRaw: true, header: http.Header{}}
 	resp.header.Set(api.HeaderIndex, strconv.FormatUint(e.ModifyIndex, 10))
 	resp.header.Set(api.HeaderCreateIndex, strconv.FormatUint(e.CreateIndex, 10))
+	resp.header.Set("Content-Type", "application/octet-stream")
+	// The modify index names the value's version: a range request (a
+	// <video> element asks for ranges) with If-Range gets the rest of the
+	// same version, or the whole new one.
+	resp.header.Set("Etag", `"`+strconv.FormatUint(e.ModifyIndex, 10)+`"`)
+	resp.content = func(w http.ResponseWriter) {
+		http.ServeContent(w, req.r, "", time.Time{}, bytes.NewReader(e.Value))
+	}
 	s.setLag(resp.header, req.ch, level)
 	return resp, nil
 }

@@ -22,6 +22,10 @@ const (
 	routeKV       = "/v1/channels/{ch}/kv/{key}"
 	routeTxn      = "/v1/channels/{ch}/txn"
 	routeRepair   = "/v1/channels/{ch}/repair"
+	routeTokens   = "/v1/channels/{ch}/tokens"
+	routeToken    = "/v1/channels/{ch}/tokens/{id}"
+	routeSign     = "/v1/channels/{ch}/sign"
+	routeSettings = "/v1/channels/{ch}/settings"
 	routeMetrics  = "/metrics"
 	routePprof    = "/debug/pprof/{profile}"
 )
@@ -42,6 +46,8 @@ type endpoint struct {
 	// params are the query parameters the endpoint takes; any other is
 	// refused (parseQuery).
 	params []string
+	// access says who may call it (auth.go).
+	access access
 }
 
 func (rt *route) allow() string {
@@ -57,42 +63,50 @@ func (rt *route) allow() string {
 }
 
 func (s *Server) routeTable() map[string]*route {
-	small := func(h handlerFunc, params ...string) endpoint {
-		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge, params: params}
+	small := func(a access, h handlerFunc, params ...string) endpoint {
+		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge, params: params, access: a}
 	}
-	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge, params: []string{"cas"}}
-	pprofH := endpoint{raw: http.HandlerFunc(servePprof), params: []string{"debug", "gc", "seconds"}}
+	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge, params: []string{"cas"}, access: accessWrite}
+	pprofH := endpoint{raw: http.HandlerFunc(servePprof), params: []string{"debug", "gc", "seconds"}, access: accessOperator}
 	routes := []*route{
-		{routeHealth, map[string]endpoint{http.MethodGet: small(s.health, "ready")}},
-		{routeStatus, map[string]endpoint{http.MethodGet: small(s.status)}},
-		{routeNodes, map[string]endpoint{http.MethodGet: small(s.nodes)}},
+		{routeHealth, map[string]endpoint{http.MethodGet: small(accessPublic, s.health, "ready")}},
+		{routeStatus, map[string]endpoint{http.MethodGet: small(accessOperator, s.status)}},
+		{routeNodes, map[string]endpoint{http.MethodGet: small(accessOperator, s.nodes)}},
 		{routeChannels, map[string]endpoint{
-			http.MethodGet:  small(s.listChannels),
-			http.MethodPost: small(s.createChannel),
+			http.MethodGet:  small(accessOperator, s.listChannels),
+			http.MethodPost: small(accessOperator, s.createChannel),
 		}},
 		{routeChannel, map[string]endpoint{
-			http.MethodGet:    small(s.getChannel),
-			http.MethodDelete: small(s.deleteChannel),
+			http.MethodGet:    small(accessRead, s.getChannel),
+			http.MethodDelete: small(accessOperator, s.deleteChannel),
 		}},
 		// PUT and DELETE on kv/ reach the key handlers, which refuse the
 		// empty key with 400 invalid_key rather than a puzzling 405.
 		{routeKVList, map[string]endpoint{
 			// index and wait are known here so that the handler can say
 			// why a listing does not block.
-			http.MethodGet:    small(s.kvList, "prefix", "after", "limit", "consistency", "index", "wait"),
+			http.MethodGet:    small(accessRead, s.kvList, "prefix", "after", "limit", "consistency", "index", "wait"),
 			http.MethodPut:    put,
-			http.MethodDelete: small(s.kvDelete, "cas"),
+			http.MethodDelete: small(accessWrite, s.kvDelete, "cas"),
 		}},
 		{routeKV, map[string]endpoint{
-			http.MethodGet:    small(s.kvGet, "consistency", "index", "wait"),
+			// exp, sig and tok are a signed link's (auth.go).
+			http.MethodGet:    small(accessRead, s.kvGet, "consistency", "index", "wait", "exp", "sig", "tok"),
 			http.MethodPut:    put,
-			http.MethodDelete: small(s.kvDelete, "cas"),
+			http.MethodDelete: small(accessWrite, s.kvDelete, "cas"),
 		}},
 		{routeTxn, map[string]endpoint{
-			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge},
+			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge, access: accessWrite},
 		}},
-		{routeRepair, map[string]endpoint{http.MethodPost: small(s.repairReplica)}},
-		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH}}},
+		{routeRepair, map[string]endpoint{http.MethodPost: small(accessOperator, s.repairReplica)}},
+		{routeTokens, map[string]endpoint{
+			http.MethodGet:  small(accessWrite, s.listTokens),
+			http.MethodPost: small(accessWrite, s.createToken),
+		}},
+		{routeToken, map[string]endpoint{http.MethodDelete: small(accessWrite, s.revokeToken)}},
+		{routeSign, map[string]endpoint{http.MethodPost: small(accessRead, s.sign)}},
+		{routeSettings, map[string]endpoint{http.MethodPut: small(accessWrite, s.putSettings)}},
+		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH, access: accessOperator}}},
 		{routePprof, map[string]endpoint{http.MethodGet: pprofH, http.MethodPost: pprofH}},
 	}
 	byName := make(map[string]*route, len(routes))
@@ -143,6 +157,14 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeTxn), ch, ""
 	case rest == "repair":
 		return byName(routeRepair), ch, ""
+	case rest == "tokens":
+		return byName(routeTokens), ch, ""
+	case strings.HasPrefix(rest, "tokens/") && len(rest) > len("tokens/") && !strings.Contains(rest[len("tokens/"):], "/"):
+		return byName(routeToken), ch, rest[len("tokens/"):]
+	case rest == "sign":
+		return byName(routeSign), ch, ""
+	case rest == "settings":
+		return byName(routeSettings), ch, ""
 	case rest == "kv" || rest == "kv/":
 		return byName(routeKVList), ch, ""
 	case strings.HasPrefix(rest, "kv/"):

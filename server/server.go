@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,8 +69,9 @@ type Config struct {
 	// NodeID is this node's id, sent in the hop header of forwarded
 	// requests.
 	NodeID string
-	// Token, when set, is the operator token every /v1 request (but GET
-	// /v1/health) and /metrics must present as "Authorization: Bearer".
+	// Token, when set, is the operator token; every /v1 request (but GET
+	// /v1/health) and /metrics must then present it, or a channel token
+	// the endpoint's rule accepts, as "Authorization: Bearer" (auth.go).
 	Token  string
 	Logger hclog.Logger // default: a null logger
 	// Registry receives the server's metrics and is what GET /metrics
@@ -350,6 +350,9 @@ type response struct {
 	body   any    // written as JSON unless raw
 	raw    []byte // written as application/octet-stream when isRaw
 	isRaw  bool
+	// content, when set, writes a raw answer itself after the headers
+	// are copied (http.ServeContent: ranges and conditional requests).
+	content func(w http.ResponseWriter)
 }
 
 func jsonResponse(status int, body any) *response {
@@ -406,8 +409,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		writeError(w, refuse(errRateLimited, "more than %g requests per second from %s", float64(s.limiter.limit), clientIP(r)))
 		return
 	}
-	if s.hasToken && needsAuth(r, path) && !s.authorized(r) {
-		writeError(w, refuse(errUnauthorized, "missing or wrong bearer token"))
+	if !s.admit(w, r, rt, ch, rawKey, path) {
 		return
 	}
 	if rt == nil {
@@ -488,18 +490,6 @@ func needsAuth(r *http.Request, path string) bool {
 		return false
 	}
 	return path == "/v1" || strings.HasPrefix(path, "/v1/") || path == "/metrics" || strings.HasPrefix(path, "/debug/pprof/")
-}
-
-// authorized compares the bearer token in constant time (hashes of equal
-// length, so not even the length leaks).
-func (s *Server) authorized(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	const scheme = "bearer "
-	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
-		return false
-	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(scheme):])))
-	return subtle.ConstantTimeCompare(got[:], s.token[:]) == 1
 }
 
 // bodyDeadline is when a body of n bytes must have arrived: BodyTimeout
@@ -612,6 +602,8 @@ func writeResponse(w http.ResponseWriter, resp *response) {
 		status = http.StatusOK
 	}
 	switch {
+	case resp.content != nil:
+		resp.content(w)
 	case resp.isRaw:
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Length", strconv.Itoa(len(resp.raw)))

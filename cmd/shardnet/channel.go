@@ -11,14 +11,17 @@ import (
 )
 
 var channelCommands = map[string]command{
-	"create": {"create a channel", runChannelCreate},
-	"ls":     {"list channels", runChannelList},
-	"get":    {"describe a channel: placement, leader, voters, applied indexes", runChannelGet},
-	"rm":     {"delete a channel and its data", runChannelRemove},
-	"repair": {"rebuild a replica a hash check marked corrupt from the leader's state", runChannelRepair},
+	"create":   {"create a channel", runChannelCreate},
+	"ls":       {"list channels", runChannelList},
+	"get":      {"describe a channel: placement, leader, voters, applied indexes", runChannelGet},
+	"rm":       {"delete a channel and its data", runChannelRemove},
+	"repair":   {"rebuild a replica a hash check marked corrupt from the leader's state", runChannelRepair},
+	"token":    {"issue, list and revoke a channel's tokens", runChannelToken},
+	"sign":     {"print a link to a key that works without a token until it expires", runChannelSign},
+	"settings": {"set a channel's public prefixes and CORS", runChannelSettings},
 }
 
-// runChannel: shardnet channel create|ls|get|rm|repair
+// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings
 func runChannel(ctx context.Context, c *cli, args []string) int {
 	return subcommands(ctx, c, "channel", channelCommands, args)
 }
@@ -142,6 +145,12 @@ func (c *cli) printChannel(ch api.Channel) {
 	}
 	if ch.QuotaBytes > 0 {
 		rows = append(rows, [2]string{"Quota", fmt.Sprintf("%d bytes", ch.QuotaBytes)})
+	}
+	if st := ch.Settings; st != nil && len(st.PublicPrefixes) > 0 {
+		rows = append(rows, [2]string{"Public", strings.Join(st.PublicPrefixes, ", ")})
+	}
+	if st := ch.Settings; st != nil && st.CORS != nil {
+		rows = append(rows, [2]string{"CORS", strings.Join(st.CORS.AllowedOrigins, ", ")})
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])

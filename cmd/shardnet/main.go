@@ -119,7 +119,7 @@ func subcommands(ctx context.Context, c *cli, name string, table map[string]comm
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			fmt.Fprintf(w, "  %-7s %s\n", n, table[n].synopsis)
+			fmt.Fprintf(w, "  %-8s %s\n", n, table[n].synopsis)
 		}
 		return code
 	}

@@ -34,6 +34,9 @@ type Memory struct {
 	channels  map[string]*memChannel
 	nextGroup uint64
 	changed   chan struct{} // closed and replaced on every write
+
+	tokens     map[string]*fsm.TokenRecord // by id (tokens.go)
+	tokenOrder []string
 }
 
 type memChannel struct {
@@ -42,6 +45,7 @@ type memChannel struct {
 	applied    uint64
 	kv         map[string]fsm.Entry
 	deleted    map[string]uint64 // key -> index of its delete (for WaitKey)
+	settings   *fsm.ChannelSettings
 }
 
 // NewMemory returns a backend holding the given (empty) channels.
@@ -95,7 +99,9 @@ func (m *Memory) CreateChannel(_ context.Context, req api.CreateChannelRequest) 
 		leaderless: m.ElectAfterReads,
 	}
 	m.channels[req.Name] = ch
-	return m.describe(ch), nil
+	out := m.describe(ch)
+	out.Token = m.issue(ch, fsm.ScopeReadWrite, time.Time{}).Token
+	return out, nil
 }
 
 func (m *Memory) describe(ch *memChannel) api.Channel {
@@ -106,6 +112,7 @@ func (m *Memory) describe(ch *memChannel) api.Channel {
 		out.Leader, out.Voters, out.Health = "", nil, "no_leader"
 		out.Placement[0].State, out.Placement[0].Healthy = "candidate", false
 	}
+	out.Settings = cluster.APISettings(ch.settings)
 	out.Usage.Keys = uint64(len(ch.kv))
 	for _, e := range ch.kv {
 		out.Usage.Bytes += uint64(len(e.Key) + len(e.Value))
@@ -162,6 +169,7 @@ func (m *Memory) DeleteChannel(_ context.Context, name string) error {
 		return err
 	}
 	delete(m.channels, name)
+	m.dropTokens(name)
 	m.broadcast()
 	return nil
 }
