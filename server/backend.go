@@ -46,6 +46,10 @@ type Backend interface {
 	Lag(channel string) time.Duration
 	// RepairReplica rebuilds node's replica of channel, marked corrupt by a hash check, from its leader's state and returns the applied index it was rebuilt at; a *shard.RedirectError when node is another node.
 	RepairReplica(ctx context.Context, channel, node string) (uint64, error)
+	// GossipKeyring lists this node's gossip keys, or cluster.ErrGossipNotEncrypted.
+	GossipKeyring(ctx context.Context) (api.GossipKeyring, error)
+	// ChangeGossipKeyring installs, uses or removes a base64 gossip key on this node only and returns the resulting keyring.
+	ChangeGossipKeyring(ctx context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error)
 	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection; the far end serves it with ServeForwarded.
 	DialNode(ctx context.Context, addr string) (net.Conn, error)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
 )
 
@@ -22,6 +23,7 @@ const (
 	routeKV       = "/v1/channels/{ch}/kv/{key}"
 	routeTxn      = "/v1/channels/{ch}/txn"
 	routeRepair   = "/v1/channels/{ch}/repair"
+	routeKeyring  = "/v1/operator/keyring"
 	routeMetrics  = "/metrics"
 	routePprof    = "/debug/pprof/{profile}"
 )
@@ -92,6 +94,12 @@ func (s *Server) routeTable() map[string]*route {
 			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge},
 		}},
 		{routeRepair, map[string]endpoint{http.MethodPost: small(s.repairReplica)}},
+		{routeKeyring, map[string]endpoint{
+			http.MethodGet:    small(s.gossipKeyring),
+			http.MethodPost:   small(s.changeKeyring(api.KeyringInstall)),
+			http.MethodPut:    small(s.changeKeyring(api.KeyringUse)),
+			http.MethodDelete: small(s.changeKeyring(api.KeyringRemove)),
+		}},
 		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH}}},
 		{routePprof, map[string]endpoint{http.MethodGet: pprofH, http.MethodPost: pprofH}},
 	}
@@ -127,6 +135,8 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeNodes), "", ""
 	case "channels":
 		return byName(routeChannels), "", ""
+	case "operator/keyring":
+		return byName(routeKeyring), "", ""
 	}
 	rest, ok = strings.CutPrefix(rest, "channels/")
 	if !ok {
@@ -152,7 +162,7 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 }
 
 // secretFlags are the command-line flags whose values are secrets.
-var secretFlags = []string{"token", "cluster-key"}
+var secretFlags = []string{"token", "cluster-key", "encrypt"}
 
 // RedactArgs returns a command line with the values of secretFlags
 // replaced by "<redacted>", in every form the flag package accepts
