@@ -50,6 +50,7 @@ type connLimiter struct {
 	sendTimeout    time.Duration
 	log            hclog.Logger
 	metrics        *metrics
+	tls            *tls.Config // set: refusals are answered inside TLS
 
 	mu       sync.Mutex
 	conns    map[net.Conn]*connEntry
@@ -205,6 +206,11 @@ func (l *connLimiter) refuse(c net.Conn, status int, reason, msg string) {
 	}
 	go func() {
 		defer func() { <-l.refusing }()
+		if l.tls != nil {
+			// A TLS client reads the answer only inside TLS; the
+			// handshake runs under writeRefusal's deadline.
+			c = tls.Server(c, l.tls)
+		}
 		writeRefusal(c, status, msg)
 	}()
 }

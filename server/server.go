@@ -225,6 +225,7 @@ func New(cfg Config) *Server {
 	s.reg = cfg.Registry
 	s.metrics = newMetrics(cfg.Registry, s.log)
 	s.conns = newConnLimiter(max(cfg.MaxConns, 0), max(cfg.MaxConnsPerClient, 0), cfg.BodyTimeout, s.log.Named("conns"), s.metrics)
+	s.conns.tls = s.tls
 	s.promH = promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})
 	s.routes = s.routeTable()
 	s.closing, s.close = context.WithCancel(context.Background())
