@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
@@ -36,6 +37,9 @@ func runGossipKeygen(_ context.Context, c *cli, args []string) int {
 	fmt.Fprintln(c.stdout, base64.StdEncoding.EncodeToString(k))
 	return 0
 }
+
+// keyringCallTimeout bounds each node's keyring call.
+const keyringCallTimeout = 10 * time.Second
 
 // nodeResult is one node's answer to a keyring call.
 type nodeResult struct {
@@ -97,13 +101,17 @@ once it is back, before the next step.`).withJSON()
 			continue // gone for good: nothing to change, nothing to wait for
 		}
 		r := nodeResult{node: nd.ID}
+		// A node that hangs is reported like one that is down, and the
+		// others are still asked.
+		nctx, cancel := context.WithTimeout(ctx, keyringCallTimeout)
 		if nd.HTTPAddr == "" {
 			r.err = fmt.Errorf("no HTTP address known")
 		} else if op == "" {
-			r.kr, r.err = client.At(nd.HTTPAddr).GossipKeyring(ctx)
+			r.kr, r.err = client.At(nd.HTTPAddr).GossipKeyring(nctx)
 		} else {
-			r.kr, r.err = client.At(nd.HTTPAddr).ChangeGossipKeyring(ctx, op, key)
+			r.kr, r.err = client.At(nd.HTTPAddr).ChangeGossipKeyring(nctx, op, key)
 		}
+		cancel()
 		results = append(results, r)
 	}
 	failed := 0

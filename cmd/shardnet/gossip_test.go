@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardnet/shardnet/api"
+
 	"github.com/shardnet/shardnet/server"
 	"github.com/shardnet/shardnet/server/servertest"
 )
@@ -63,6 +65,34 @@ func TestGossipKeyringCommand(t *testing.T) {
 	r = shardnet(t, map[string]string{"SHARDNET_ADDR": hs.URL}, "", "gossip", "keyring", "-list")
 	if r.code != 1 || !strings.Contains(r.err, "unauthorized") {
 		t.Fatalf("keyring without the operator token: %+v", r)
+	}
+}
+
+// TestGossipKeyringCommandReportsAbsentNodes: a node that does not answer
+// fails the command and is named; the others are still changed; a node
+// that left is not asked.
+func TestGossipKeyringCommandReportsAbsentNodes(t *testing.T) {
+	mem := servertest.NewMemory()
+	s := server.New(server.Config{Backend: mem, Registry: prometheus.NewRegistry()})
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	mem.HTTPAddr = hs.Listener.Addr().String()
+	mem.GossipKeys = []string{testGossipKey}
+	closed := httptest.NewServer(nil)
+	closedAddr := closed.Listener.Addr().String()
+	closed.Close()
+	mem.Peers = []api.Node{
+		{ID: "down-1", State: "dead", HTTPAddr: closedAddr},
+		{ID: "gone-1", State: "left", HTTPAddr: closedAddr},
+	}
+	newKey := base64.StdEncoding.EncodeToString(make([]byte, 24))
+	r := shardnet(t, map[string]string{"SHARDNET_ADDR": hs.URL}, "", "gossip", "keyring", "-install", newKey)
+	if r.code != 1 || !strings.Contains(r.err, "down-1: ") || strings.Contains(r.err, "gone-1") ||
+		!strings.Contains(r.err, "install applied on 1 of 2 nodes") {
+		t.Fatalf("install with a node down: %+v", r)
+	}
+	if len(mem.GossipKeys) != 2 {
+		t.Fatalf("the node that answered was not changed: %v", mem.GossipKeys)
 	}
 }
 

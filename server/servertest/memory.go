@@ -32,6 +32,9 @@ type Memory struct {
 	// HTTPAddr is the address Nodes reports for the one node (default
 	// 127.0.0.1:0).
 	HTTPAddr string
+	// Peers are listed by Nodes after the one node (a CLI test's other
+	// members, unreachable or served elsewhere).
+	Peers []api.Node
 	// GossipKeys is the node's gossip keyring, base64, the primary first;
 	// nil: gossip not encrypted. Guarded by mu once the backend serves.
 	GossipKeys []string
@@ -74,10 +77,10 @@ func (m *Memory) Ready(context.Context) error { return nil }
 func (m *Memory) Nodes(context.Context) ([]api.Node, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return []api.Node{{
+	return append([]api.Node{{
 		ID: m.NodeID, Role: "core", State: "alive", ClusterAddr: "127.0.0.1:0", HTTPAddr: cmpOr(m.HTTPAddr, "127.0.0.1:0"),
 		Usage: api.NodeUsage{Replicas: len(m.channels)}, SupportedVersion: fsm.Version,
-	}}, nil
+	}}, m.Peers...), nil
 }
 
 // CreateChannel creates an empty channel placed on the one node.
