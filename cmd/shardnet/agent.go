@@ -61,7 +61,7 @@ type agentConfig struct {
 	HTTPBodyTimeout       string `hcl:"http_body_timeout,optional"`
 	HTTPBodyMinRate       int64  `hcl:"http_body_min_rate,optional"`
 
-	// gossipKey is Encrypt decoded (readSecrets).
+	// gossipKey is Encrypt decoded (checkKeys).
 	gossipKey []byte
 	// secretOnCommandLine: -token, -cluster-key or -encrypt was given as a flag,
 	// where every local user's process listing shows it.
@@ -223,7 +223,7 @@ func (c *agentConfig) checkKeys() error {
 	return errors.Join(errs...)
 }
 
-// readSecrets fills Token and ClusterKey from their files or, failing
+// readSecrets fills Token, ClusterKey and Encrypt from their files or, failing
 // those, the environment. A secret given twice (flag or HCL, and a file)
 // is refused: which one wins would be a guess.
 func (c *agentConfig) readSecrets(getenv func(string) string) error {
@@ -336,7 +336,7 @@ func runAgent(args []string) int {
 		logger.Warn("a secret was given on the command line, where every local user's process listing shows it; use -token-file, -cluster-key-file and -encrypt-file, or $SHARDNET_TOKEN, $SHARDNET_CLUSTER_KEY and $SHARDNET_GOSSIP_KEY")
 	}
 	if cfg.Insecure && (cfg.ClusterKey == "" || (cfg.gossipKey == nil && !cluster.KeyringExists(cfg.DataDir))) {
-		logger.Warn("-insecure: the cluster port or gossip runs without a key; anyone who reaches them can join this cluster, read and write every channel")
+		logger.Warn("-insecure: the cluster port or gossip runs without a key; anyone who reaches them can join this cluster (and, through an open cluster port, read and write every channel)")
 	}
 	httpAdvertise := cfg.HTTPAddr
 	if host, port, _ := net.SplitHostPort(cfg.HTTPAddr); host == "" || host == "0.0.0.0" || host == "::" {
