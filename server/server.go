@@ -249,10 +249,12 @@ func (s *Server) Serve(l net.Listener) error {
 	hs.ConnState = s.conns.connState
 	var ln net.Listener = &limitListener{Listener: l, l: s.conns}
 	if s.tls != nil {
-		// Outside the limits: a connection is admitted (or refused, in
-		// plain HTTP) before its handshake, which http.Server then runs
-		// under its header timeout and, on a plain HTTP request, answers
-		// 400 "Client sent an HTTP request to an HTTPS server".
+		// Outside the limits: a connection is admitted (or refused, with
+		// an answer inside TLS: conns.go) before its handshake, which
+		// http.Server then runs under its header timeout and, on a plain
+		// HTTP request, answers 400 "Client sent an HTTP request to an
+		// HTTPS server". http.Server sees the *tls.Conn, and connState
+		// looks through it to the connection admitted.
 		ln = tls.NewListener(ln, s.tls)
 	}
 	return s.serve(hs, ln, false)
