@@ -184,3 +184,35 @@ func startOutsider(t *testing.T, c *testcluster.Cluster, name string, gossipKey 
 	t.Cleanup(func() { _ = a.Close() })
 	return a
 }
+
+// TestKeyringOfUnencryptedGossip: a node started without a gossip key
+// (what -insecure allows) has no keyring: the keyring calls answer 409
+// gossip_not_encrypted and change nothing, and no keyring file appears.
+func TestKeyringOfUnencryptedGossip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bare")
+	a, err := agent.Start(agent.Options{
+		Cluster: cluster.Config{
+			Name: "bare", Role: fsm.RoleCore, DataDir: dir, BindAddr: "127.0.0.1", BootstrapExpect: 1,
+			GossipPort: testcluster.FreePort(t), ClusterPort: testcluster.FreePort(t), LocalGossip: true,
+		},
+		HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(testcluster.FreePort(t))),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	ctx := ctxT(t)
+	c := api.NewClient(a.URL(), "", nil)
+	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	for _, call := range []func() error{
+		func() error { _, err := c.GossipKeyring(ctx); return err },
+		func() error { _, err := c.ChangeGossipKeyring(ctx, api.KeyringInstall, key); return err },
+	} {
+		if e := api.AsError(call()); e == nil || e.Status != 409 || e.Code != api.CodeGossipNotEncrypted {
+			t.Fatalf("keyring call on a node without a gossip key: %v", e)
+		}
+	}
+	if cluster.KeyringExists(dir) {
+		t.Fatal("a keyring file appeared on a node without a gossip key")
+	}
+}
