@@ -190,6 +190,13 @@ func (g *gossip) record(n *memberlist.Node) {
 		g.log.Warn("ignoring gossip member with bad metadata", "member", n.Name)
 		return
 	}
+	if meta.ID != n.Name {
+		// Every node gossips under its own id. Metadata under another
+		// id would let one member speak for another in the registry;
+		// memberlist itself keeps one address per name.
+		g.log.Warn("ignoring gossip member whose metadata names another node", "member", n.Name, "claims", meta.ID)
+		return
+	}
 	g.mu.Lock()
 	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: n.State}
 	g.mu.Unlock()
