@@ -3,11 +3,14 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +32,8 @@ type Client struct {
 	hc    *http.Client
 }
 
-// NewClient returns a client of the node at addr ("http://host:port", or
-// "host:port" for plain HTTP). A non-empty token is sent as
+// NewClient returns a client of the node at addr ("http://host:port",
+// "https://host:port", or "host:port" for plain HTTP). A non-empty token is sent as
 // "Authorization: Bearer <token>". httpClient may be nil; it should have no
 // overall Timeout when blocking reads are used, since they wait up to 5
 // minutes: bound calls with their context instead.
@@ -46,6 +49,40 @@ func NewClient(addr, token string, httpClient *http.Client) *Client {
 
 // Addr returns the base URL the client talks to.
 func (c *Client) Addr() string { return c.base }
+
+// At returns a client of the node at addr with this client's token and
+// HTTP client; an addr without a scheme takes this client's (a node lists
+// its peers' HTTP addresses as host:port).
+func (c *Client) At(addr string) *Client {
+	if !strings.Contains(addr, "://") {
+		scheme, _, _ := strings.Cut(c.base, "://")
+		addr = scheme + "://" + addr
+	}
+	return NewClient(addr, c.token, c.hc)
+}
+
+// NewHTTPClient returns an HTTP client for NewClient that trusts the
+// certificates of caFile (PEM) besides the system's: nodes whose API
+// serves HTTPS with a certificate of a private CA. An empty caFile trusts
+// the system's roots only.
+func NewHTTPClient(caFile string) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("api: CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("api: CA file %s holds no PEM certificate", caFile)
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: t}, nil
+}
 
 // PutOptions tunes Put.
 type PutOptions struct {
@@ -169,6 +206,26 @@ func (c *Client) SetChannelSettings(ctx context.Context, channel string, s Chann
 	var out ChannelSettings
 	_, err := c.doJSON(ctx, http.MethodPut, channelPath(channel)+"/settings", nil, s, &out)
 	return out, err
+}
+
+// GossipKeyring lists the gossip keys of the node the client talks to
+// (each node has its own keyring: ask each).
+func (c *Client) GossipKeyring(ctx context.Context) (GossipKeyring, error) {
+	var kr GossipKeyring
+	_, err := c.doJSON(ctx, http.MethodGet, "/v1/operator/keyring", nil, nil, &kr)
+	return kr, err
+}
+
+// ChangeGossipKeyring installs, uses or removes a gossip key (base64) on
+// the node the client talks to only, and returns its keyring after.
+func (c *Client) ChangeGossipKeyring(ctx context.Context, op KeyringOp, key string) (GossipKeyring, error) {
+	method := map[KeyringOp]string{KeyringInstall: http.MethodPost, KeyringUse: http.MethodPut, KeyringRemove: http.MethodDelete}[op]
+	if method == "" {
+		return GossipKeyring{}, fmt.Errorf("api: unknown keyring operation %q", op)
+	}
+	var kr GossipKeyring
+	_, err := c.doJSON(ctx, method, "/v1/operator/keyring", nil, KeyringRequest{Key: key}, &kr)
+	return kr, err
 }
 
 // Put writes value under key and returns the index of the write.
@@ -339,6 +396,10 @@ func readError(resp *http.Response) *Error {
 	// Not one of ours (a proxy in between, say): keep what it said.
 	e.Code = "http_" + strconv.Itoa(resp.StatusCode)
 	e.Message = strings.TrimSpace(string(raw))
+	if strings.Contains(e.Message, "HTTP request to an HTTPS server") {
+		// Go's answer to plain HTTP on a TLS port; say what to change.
+		e.Message = "the node serves HTTPS: use an https:// address (" + e.Message + ")"
+	}
 	if e.Message == "" {
 		e.Message = http.StatusText(resp.StatusCode)
 	}

@@ -44,6 +44,11 @@ const (
 	CodeReplicaCorrupt   = "replica_corrupt"      // 503: the replica that would serve this failed a hash check; retry
 	CodeNotCorrupt       = "not_corrupt"          // 409: a repair of a replica that no hash check marked corrupt
 	CodeUpgradePending   = "upgrade_pending"      // 409: the command needs a cluster version the cluster does not run yet; nothing was proposed
+
+	CodeInvalidGossipKey      = "invalid_gossip_key"       // 400: not base64 of 16, 24 or 32 bytes
+	CodeGossipNotEncrypted    = "gossip_not_encrypted"     // 409: the node runs gossip without a key (-insecure), so it has no keyring
+	CodeGossipKeyNotInstalled = "gossip_key_not_installed" // 409: use of a key the node does not have; install it first
+	CodeGossipKeyPrimary      = "gossip_key_primary"       // 409: removal of the key gossip is encrypted with; use another first
 )
 
 // ErrorBody is the JSON body of every error response:

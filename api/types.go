@@ -244,3 +244,27 @@ type WriteResponse struct {
 type Health struct {
 	Status string `json:"status"` // "ok"
 }
+
+// KeyringOp is a change of a node's gossip keyring.
+type KeyringOp string
+
+// The keyring operations, as Consul's `keyring` command has them: install
+// a key (it decrypts at once, encrypts once used), use an installed key (it
+// encrypts from then on), remove a key that is not the primary one.
+const (
+	KeyringInstall KeyringOp = "install"
+	KeyringUse     KeyringOp = "use"
+	KeyringRemove  KeyringOp = "remove"
+)
+
+// KeyringRequest is the body of POST, PUT and DELETE /v1/operator/keyring.
+type KeyringRequest struct {
+	Key string `json:"key"` // base64 of 16, 24 or 32 bytes
+}
+
+// GossipKeyring is one node's gossip keys (GET /v1/operator/keyring).
+type GossipKeyring struct {
+	Node    string   `json:"node"`
+	Primary string   `json:"primary"` // the key gossip is encrypted with
+	Keys    []string `json:"keys"`    // every installed key, the primary first; each decrypts
+}

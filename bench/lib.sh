@@ -10,6 +10,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 BIN=$ROOT/bin/shardnet
 TOKEN=${TOKEN:-bench-token}
+# The nodes' cluster and gossip keys: agents do not start without them
+# (docs/security.md). One pair per run, the same for every node and restart.
+CLUSTER_KEY=${CLUSTER_KEY:-bench-cluster-key}
+GOSSIP_KEY=${GOSSIP_KEY:-$(head -c 32 /dev/urandom | base64)}
 
 # Loopback ports, index 0..2 = node/member 1..3.
 SN_GOSSIP=(17946 17956 17966)
@@ -172,8 +176,9 @@ start_sn_node() {
 	[ -z "$SN_RATE_FLAG" ] || args+=("$SN_RATE_FLAG")
 	# shellcheck disable=SC2206 # extra flags, split on spaces
 	args+=(${SN_EXTRA_FLAGS:-})
-	# The token through the environment, not the command line (ps shows that).
-	SHARDNET_TOKEN="$TOKEN" "$BIN" "${args[@]}" >>"$WORK/logs/n$n.log" 2>&1 &
+	# Secrets through the environment, not the command line (ps shows that).
+	SHARDNET_TOKEN="$TOKEN" SHARDNET_CLUSTER_KEY="$CLUSTER_KEY" SHARDNET_GOSSIP_KEY="$GOSSIP_KEY" \
+		"$BIN" "${args[@]}" >>"$WORK/logs/n$n.log" 2>&1 &
 	SN_PID[i]=$!
 }
 

@@ -36,7 +36,11 @@ type Config struct {
 	CapacityDisk uint64
 	MaxReplicas  int
 
-	ClusterKey []byte // shared secret of the cluster port and gossip encryption
+	ClusterKey []byte // shared secret of the cluster port
+	// GossipKey is the AES key (16, 24 or 32 bytes) gossip starts with
+	// when the data dir holds no keyring yet (KeyringFile); nil with no
+	// keyring: gossip is not encrypted.
+	GossipKey []byte
 
 	// LocalGossip selects memberlist's fast loopback timings (dev mode, tests).
 	LocalGossip bool

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -47,7 +46,8 @@ type member struct {
 type gossip struct {
 	ml      *memberlist.Memberlist
 	log     hclog.Logger
-	addrStr string // our gossip address; memberlist's LocalNode() races with UpdateNode
+	keys    *keyring // nil: gossip is not encrypted
+	addrStr string   // our gossip address; memberlist's LocalNode() races with UpdateNode
 
 	mu      sync.Mutex
 	self    nodeMeta
@@ -71,9 +71,21 @@ func newGossip(cfg *Config, self nodeMeta, poke chan struct{}) (*gossip, error) 
 	mc.Delegate = g
 	mc.Events = g
 	mc.Logger = g.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug})
-	if len(cfg.ClusterKey) > 0 {
-		k := sha256.Sum256(append([]byte("shardnet-gossip:"), cfg.ClusterKey...))
-		mc.SecretKey = k[:]
+	// Gossip has its own keys, never derived from the cluster key or a
+	// token, so that they can be rotated while the cluster runs (keyring.go).
+	keys, err := openKeyring(cfg.DataDir, cfg.GossipKey, g.log)
+	if err != nil {
+		return nil, err
+	}
+	if keys != nil {
+		g.keys = keys
+		mc.Keyring = keys.kr
+		// Both default to true; said here because the trust model
+		// (docs/security.md "Gossip port") relies on them: a message that
+		// is not encrypted with an installed key is dropped.
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	} else {
+		g.log.Warn("no gossip key: gossip is neither encrypted nor authenticated; anyone who reaches the gossip port can join it (-encrypt-file, $SHARDNET_GOSSIP_KEY)")
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -125,6 +137,20 @@ func (g *gossip) snapshot() []member {
 	return out
 }
 
+// GossipMembers is memberlist's state of each gossip member this node
+// knows (alive, suspect; dead and left members are not listed), itself
+// included: for tests and debugging.
+func (n *Node) GossipMembers() map[string]string {
+	out := map[string]string{}
+	for _, m := range n.gossip.ml.Members() {
+		out[m.Name] = map[memberlist.NodeStateType]string{
+			memberlist.StateAlive: "alive", memberlist.StateSuspect: "suspect",
+			memberlist.StateDead: "dead", memberlist.StateLeft: "left",
+		}[m.State]
+	}
+	return out
+}
+
 func (g *gossip) leave() {
 	if err := g.ml.Leave(2 * time.Second); err != nil {
 		g.log.Debug("gossip leave", "error", err)
@@ -162,6 +188,13 @@ func (g *gossip) record(n *memberlist.Node) {
 	var meta nodeMeta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.ID == "" {
 		g.log.Warn("ignoring gossip member with bad metadata", "member", n.Name)
+		return
+	}
+	if meta.ID != n.Name {
+		// Every node gossips under its own id. Metadata under another
+		// id would let one member speak for another in the registry;
+		// memberlist itself keeps one address per name.
+		g.log.Warn("ignoring gossip member whose metadata names another node", "member", n.Name, "claims", meta.ID)
 		return
 	}
 	g.mu.Lock()

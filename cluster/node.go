@@ -106,7 +106,7 @@ func New(cfg Config) (*Node, error) {
 		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 {
-		n.log.Warn("no cluster key: the cluster port and gossip are unauthenticated; set -cluster-key or -token")
+		n.log.Warn("no cluster key: the cluster port is unauthenticated; anyone who reaches it can speak Raft to this node (-cluster-key-file, $SHARDNET_CLUSTER_KEY)")
 	}
 	n.trans, err = transport.New(transport.Config{
 		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.ClusterPort)),

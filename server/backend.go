@@ -58,6 +58,10 @@ type Backend interface {
 	Token(id string) (fsm.TokenRecord, bool)
 	// ChannelSettings returns channel's settings from this node's copy of the meta state; nil when it has none or is not known here.
 	ChannelSettings(channel string) *fsm.ChannelSettings
+	// GossipKeyring lists this node's gossip keys, or cluster.ErrGossipNotEncrypted.
+	GossipKeyring(ctx context.Context) (api.GossipKeyring, error)
+	// ChangeGossipKeyring installs, uses or removes a base64 gossip key on this node only and returns the resulting keyring.
+	ChangeGossipKeyring(ctx context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error)
 	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection; the far end serves it with ServeForwarded.
 	DialNode(ctx context.Context, addr string) (net.Conn, error)
 }

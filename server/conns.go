@@ -2,6 +2,7 @@ package server
 
 import (
 	"container/list"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,6 +50,7 @@ type connLimiter struct {
 	sendTimeout    time.Duration
 	log            hclog.Logger
 	metrics        *metrics
+	tls            *tls.Config // set: refusals are answered inside TLS
 
 	mu       sync.Mutex
 	conns    map[net.Conn]*connEntry
@@ -168,6 +170,9 @@ func (l *connLimiter) unlistLocked(e *connEntry) {
 
 // connState is the http.Server's ConnState hook.
 func (l *connLimiter) connState(c net.Conn, state http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn() // the connection admit returned, under TLS
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.conns[c]
@@ -201,6 +206,11 @@ func (l *connLimiter) refuse(c net.Conn, status int, reason, msg string) {
 	}
 	go func() {
 		defer func() { <-l.refusing }()
+		if l.tls != nil {
+			// A TLS client reads the answer only inside TLS; the
+			// handshake runs under writeRefusal's deadline.
+			c = tls.Server(c, l.tls)
+		}
 		writeRefusal(c, status, msg)
 	}()
 }

@@ -216,3 +216,11 @@ func (f *fakeBackend) RepairReplica(ctx context.Context, channel, node string) (
 	}
 	return f.mem.RepairReplica(ctx, channel, node)
 }
+
+func (f *fakeBackend) GossipKeyring(ctx context.Context) (api.GossipKeyring, error) {
+	return f.mem.GossipKeyring(ctx)
+}
+
+func (f *fakeBackend) ChangeGossipKeyring(ctx context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error) {
+	return f.mem.ChangeGossipKeyring(ctx, op, key)
+}

@@ -66,6 +66,8 @@ func TestRedactArgs(t *testing.T) {
 		{[]string{"-tokens", "x"}, []string{"-tokens", "x"}},
 		{[]string{"--", "-token", "x"}, []string{"--", "-token", "x"}},
 		{[]string{"-token-file", "/run/tok"}, []string{"-token-file", "/run/tok"}},
+		{[]string{"-encrypt", "a2V5", "--encrypt=a2V5"}, []string{"-encrypt", "<redacted>", "--encrypt=<redacted>"}},
+		{[]string{"-encrypt-file", "/run/gk"}, []string{"-encrypt-file", "/run/gk"}},
 	} {
 		if got := RedactArgs(tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("RedactArgs(%q) = %q, want %q", tc.in, got, tc.want)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
 )
 
@@ -26,6 +27,7 @@ const (
 	routeToken    = "/v1/channels/{ch}/tokens/{id}"
 	routeSign     = "/v1/channels/{ch}/sign"
 	routeSettings = "/v1/channels/{ch}/settings"
+	routeKeyring  = "/v1/operator/keyring"
 	routeMetrics  = "/metrics"
 	routePprof    = "/debug/pprof/{profile}"
 )
@@ -106,6 +108,12 @@ func (s *Server) routeTable() map[string]*route {
 		{routeToken, map[string]endpoint{http.MethodDelete: small(accessWrite, s.revokeToken)}},
 		{routeSign, map[string]endpoint{http.MethodPost: small(accessRead, s.sign)}},
 		{routeSettings, map[string]endpoint{http.MethodPut: small(accessWrite, s.putSettings)}},
+		{routeKeyring, map[string]endpoint{
+			http.MethodGet:    small(accessOperator, s.gossipKeyring),
+			http.MethodPost:   small(accessOperator, s.changeKeyring(api.KeyringInstall)),
+			http.MethodPut:    small(accessOperator, s.changeKeyring(api.KeyringUse)),
+			http.MethodDelete: small(accessOperator, s.changeKeyring(api.KeyringRemove)),
+		}},
 		{routeMetrics, map[string]endpoint{http.MethodGet: {raw: s.promH, access: accessOperator}}},
 		{routePprof, map[string]endpoint{http.MethodGet: pprofH, http.MethodPost: pprofH}},
 	}
@@ -141,6 +149,8 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeNodes), "", ""
 	case "channels":
 		return byName(routeChannels), "", ""
+	case "operator/keyring":
+		return byName(routeKeyring), "", ""
 	}
 	rest, ok = strings.CutPrefix(rest, "channels/")
 	if !ok {
@@ -174,7 +184,7 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 }
 
 // secretFlags are the command-line flags whose values are secrets.
-var secretFlags = []string{"token", "cluster-key"}
+var secretFlags = []string{"token", "cluster-key", "encrypt"}
 
 // RedactArgs returns a command line with the values of secretFlags
 // replaced by "<redacted>", in every form the flag package accepts

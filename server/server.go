@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,6 +96,13 @@ type Config struct {
 	// Internal serves the paths under cluster.InternalPrefix on the
 	// listener of ServeForwarded (the node's own endpoints for its peers).
 	Internal http.Handler
+	// TLS, when set, makes Serve answer HTTPS only (HTTP/1.1: the
+	// connection limits and body deadlines count one request per
+	// connection at a time). Its certificate usually comes from
+	// GetCertificate, so that it can be replaced while the node runs.
+	// ServeForwarded is not concerned: the cluster connection has its own
+	// authentication.
+	TLS *tls.Config
 }
 
 // Limits are the HTTP API's connection limits and timeouts; a zero field
@@ -143,6 +151,7 @@ type Server struct {
 	bodyTimeout   time.Duration
 	bodyMinRate   int64
 	internal      http.Handler
+	tls           *tls.Config
 
 	fwd *http.Transport // forwarding, dialled over the cluster connection
 
@@ -200,6 +209,13 @@ func New(cfg Config) *Server {
 		bodyMinRate:   cfg.BodyMinRate,
 		internal:      cfg.Internal,
 	}
+	if cfg.TLS != nil {
+		s.tls = cfg.TLS.Clone()
+		s.tls.NextProtos = []string{"http/1.1"}
+		if s.tls.MinVersion == 0 {
+			s.tls.MinVersion = tls.VersionTLS12
+		}
+	}
 	if s.nodeID == "" {
 		s.nodeID = "unknown"
 	}
@@ -209,6 +225,7 @@ func New(cfg Config) *Server {
 	s.reg = cfg.Registry
 	s.metrics = newMetrics(cfg.Registry, s.log)
 	s.conns = newConnLimiter(max(cfg.MaxConns, 0), max(cfg.MaxConnsPerClient, 0), cfg.BodyTimeout, s.log.Named("conns"), s.metrics)
+	s.conns.tls = s.tls
 	s.promH = promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})
 	s.routes = s.routeTable()
 	s.closing, s.close = context.WithCancel(context.Background())
@@ -230,7 +247,17 @@ func (s *Server) Handler() http.Handler { return s }
 func (s *Server) Serve(l net.Listener) error {
 	hs := s.httpServer(s, "public")
 	hs.ConnState = s.conns.connState
-	return s.serve(hs, &limitListener{Listener: l, l: s.conns}, false)
+	var ln net.Listener = &limitListener{Listener: l, l: s.conns}
+	if s.tls != nil {
+		// Outside the limits: a connection is admitted (or refused, with
+		// an answer inside TLS: conns.go) before its handshake, which
+		// http.Server then runs under its header timeout and, on a plain
+		// HTTP request, answers 400 "Client sent an HTTP request to an
+		// HTTPS server". http.Server sees the *tls.Conn, and connState
+		// looks through it to the connection admitted.
+		ln = tls.NewListener(ln, s.tls)
+	}
+	return s.serve(hs, ln, false)
 }
 
 // ServeForwarded answers what other nodes send over the cluster connection

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +43,11 @@ type agentConfig struct {
 	TokenFile       string   `hcl:"token_file,optional"`
 	ClusterKey      string   `hcl:"cluster_key,optional"`
 	ClusterKeyFile  string   `hcl:"cluster_key_file,optional"`
+	Encrypt         string   `hcl:"encrypt,optional"`
+	EncryptFile     string   `hcl:"encrypt_file,optional"`
+	HTTPTLSCert     string   `hcl:"http_tls_cert,optional"`
+	HTTPTLSKey      string   `hcl:"http_tls_key,optional"`
+	Insecure        bool     `hcl:"insecure,optional"`
 	LogLevel        string   `hcl:"log_level,optional"`
 	LogJSON         bool     `hcl:"log_json,optional"`
 	RateLimit       float64  `hcl:"rate_limit,optional"`
@@ -57,7 +61,9 @@ type agentConfig struct {
 	HTTPBodyTimeout       string `hcl:"http_body_timeout,optional"`
 	HTTPBodyMinRate       int64  `hcl:"http_body_min_rate,optional"`
 
-	// secretOnCommandLine: -token or -cluster-key was given as a flag,
+	// gossipKey is Encrypt decoded (checkKeys).
+	gossipKey []byte
+	// secretOnCommandLine: -token, -cluster-key or -encrypt was given as a flag,
 	// where every local user's process listing shows it.
 	secretOnCommandLine bool
 }
@@ -104,8 +110,14 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.IntVar(&c.MaxReplicas, "max-replicas", c.MaxReplicas, "most channel replicas this node hosts (0: 2000)")
 	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth); process listings show it: prefer -token-file or $SHARDNET_TOKEN")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the operator token (default: $SHARDNET_TOKEN)")
-	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster and gossip ports (default: derived from the token); process listings show it: prefer -cluster-key-file or $SHARDNET_CLUSTER_KEY")
+	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster port (required unless -insecure); process listings show it: prefer -cluster-key-file or $SHARDNET_CLUSTER_KEY")
 	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", c.ClusterKeyFile, "file holding the cluster key (default: $SHARDNET_CLUSTER_KEY)")
+	fs.StringVar(&c.Encrypt, "encrypt", c.Encrypt, "gossip encryption key: base64 of 16, 24 or 32 random bytes (shardnet gossip keygen); it seeds the keyring file in -data-dir, which wins from then on (required unless -insecure or that file exists); process listings show it: prefer -encrypt-file or $SHARDNET_GOSSIP_KEY")
+	fs.StringVar(&c.EncryptFile, "encrypt-file", c.EncryptFile, "file holding the gossip encryption key (default: $SHARDNET_GOSSIP_KEY)")
+	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", c.HTTPTLSCert, "PEM certificate (chain) of the HTTP API: with -http-tls-key, the API serves HTTPS only; both files are read again on SIGHUP")
+	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", c.HTTPTLSKey, "PEM private key of -http-tls-cert")
+	// insecure: shared with the tls work
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "run without a cluster key or gossip key: anyone who reaches the cluster or gossip port can join the cluster (a test on a closed network, never production)")
 	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", c.HTTPMaxConns, "most open HTTP connections; at the cap the longest idle one is closed to make room (0: half the file descriptor limit)")
 	fs.IntVar(&c.HTTPMaxConnsPerClient, "http-max-conns-per-client", c.HTTPMaxConnsPerClient, "most open HTTP connections from one client IP; beyond, 429 too_many_connections (-1: no cap)")
 	fs.StringVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "close an HTTP keep-alive connection idle this long")
@@ -170,17 +182,48 @@ func loadAgentConfig(args []string) (agentConfig, error) {
 		errs = append(errs, err)
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "token" || f.Name == "cluster-key" {
+		if f.Name == "token" || f.Name == "cluster-key" || f.Name == "encrypt" {
 			cfg.secretOnCommandLine = true
 		}
 	})
 	if err := cfg.readSecrets(os.Getenv); err != nil {
 		errs = append(errs, err)
+	} else if err := cfg.checkKeys(); err != nil {
+		errs = append(errs, err)
+	}
+	if (cfg.HTTPTLSCert == "") != (cfg.HTTPTLSKey == "") {
+		errs = append(errs, errors.New("-http-tls-cert and -http-tls-key go together: give both or neither"))
 	}
 	return cfg, errors.Join(errs...)
 }
 
-// readSecrets fills Token and ClusterKey from their files or, failing
+// checkKeys refuses to start a node whose cluster or gossip port would be
+// open to anyone, unless -insecure says so. The keys are never derived
+// from the operator token: whoever holds a token for the API would then
+// hold the cluster too (docs/security.md "Secrets").
+func (c *agentConfig) checkKeys() error {
+	var errs []error
+	if c.Encrypt != "" {
+		k, err := cluster.ParseGossipKey(c.Encrypt)
+		if err != nil {
+			// Not the value: it is a secret.
+			return fmt.Errorf("gossip key (-encrypt, -encrypt-file or $SHARDNET_GOSSIP_KEY): want base64 of 16, 24 or 32 bytes, as shardnet gossip keygen prints")
+		}
+		c.gossipKey = k
+	}
+	if c.Insecure {
+		return nil
+	}
+	if c.ClusterKey == "" {
+		errs = append(errs, errors.New("no cluster key: pass -cluster-key-file FILE or set $SHARDNET_CLUSTER_KEY (the same secret on every node; -insecure runs without one)"))
+	}
+	if c.gossipKey == nil && !cluster.KeyringExists(c.DataDir) {
+		errs = append(errs, errors.New("no gossip key: pass -encrypt-file FILE or set $SHARDNET_GOSSIP_KEY (the same key on every node, made with shardnet gossip keygen; -insecure runs without one)"))
+	}
+	return errors.Join(errs...)
+}
+
+// readSecrets fills Token, ClusterKey and Encrypt from their files or, failing
 // those, the environment. A secret given twice (flag or HCL, and a file)
 // is refused: which one wins would be a guess.
 func (c *agentConfig) readSecrets(getenv func(string) string) error {
@@ -192,6 +235,7 @@ func (c *agentConfig) readSecrets(getenv func(string) string) error {
 	}{
 		{"token", &c.Token, &c.TokenFile, "SHARDNET_TOKEN"},
 		{"cluster-key", &c.ClusterKey, &c.ClusterKeyFile, "SHARDNET_CLUSTER_KEY"},
+		{"encrypt", &c.Encrypt, &c.EncryptFile, "SHARDNET_GOSSIP_KEY"},
 	} {
 		switch {
 		case *s.file != "" && *s.value != "":
@@ -268,19 +312,6 @@ func interval(flag, v, example string) (time.Duration, error) {
 	return d, nil
 }
 
-// clusterKey is the explicit key, or one derived from the operator token so
-// a cluster started with -token is authenticated without another secret.
-func (c agentConfig) clusterKey() []byte {
-	if c.ClusterKey != "" {
-		return []byte(c.ClusterKey)
-	}
-	if c.Token != "" {
-		k := sha256.Sum256([]byte("shardnet-cluster-key:" + c.Token))
-		return k[:]
-	}
-	return nil
-}
-
 func newLogger(level string, json bool) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "shardnet",
@@ -296,12 +327,16 @@ func runAgent(args []string) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		// One "Error:" line per mistake: errors.Join puts each on its own.
+		fmt.Fprintf(os.Stderr, "Error: %s\n", strings.ReplaceAll(err.Error(), "\n", "\nError: "))
 		return 2
 	}
 	logger := newLogger(cfg.LogLevel, cfg.LogJSON)
 	if cfg.secretOnCommandLine {
-		logger.Warn("a secret was given on the command line, where every local user's process listing shows it; use -token-file and -cluster-key-file, or $SHARDNET_TOKEN and $SHARDNET_CLUSTER_KEY")
+		logger.Warn("a secret was given on the command line, where every local user's process listing shows it; use -token-file, -cluster-key-file and -encrypt-file, or $SHARDNET_TOKEN, $SHARDNET_CLUSTER_KEY and $SHARDNET_GOSSIP_KEY")
+	}
+	if cfg.Insecure && (cfg.ClusterKey == "" || (cfg.gossipKey == nil && !cluster.KeyringExists(cfg.DataDir))) {
+		logger.Warn("-insecure: the cluster port or gossip runs without a key; anyone who reaches them can join this cluster (and, through an open cluster port, read and write every channel)")
 	}
 	httpAdvertise := cfg.HTTPAddr
 	if host, port, _ := net.SplitHostPort(cfg.HTTPAddr); host == "" || host == "0.0.0.0" || host == "::" {
@@ -321,7 +356,7 @@ func runAgent(args []string) int {
 			GossipPort: cfg.GossipPort, ClusterPort: cfg.ClusterPort, HTTPAddr: httpAdvertise,
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
-			ClusterKey: cfg.clusterKey(), Logger: logger,
+			ClusterKey: []byte(cfg.ClusterKey), GossipKey: cfg.gossipKey, Logger: logger,
 			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,
 			LeaderRebalance:   rebalance,
 			HashCheckInterval: hashCheck,
@@ -330,13 +365,20 @@ func runAgent(args []string) int {
 		Token:     cfg.Token,
 		RateLimit: cfg.RateLimit,
 		HTTP:      limits,
+
+		HTTPTLSCert: cfg.HTTPTLSCert,
+		HTTPTLSKey:  cfg.HTTPTLSKey,
 	})
 	if err != nil {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
 	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr())
-	waitForSignal()
+	waitForSignal(func() {
+		if err := a.ReloadTLS(); err != nil {
+			logger.Error("SIGHUP: the HTTP API keeps its certificate", "error", err)
+		}
+	})
 	logger.Info("shutting down")
 	if err := a.Close(); err != nil {
 		logger.Error("shutdown", "error", err)
@@ -345,9 +387,19 @@ func runAgent(args []string) int {
 	return 0
 }
 
-func waitForSignal() {
+// waitForSignal returns on SIGINT or SIGTERM; on SIGHUP it calls reload
+// (nil: SIGHUP is not caught) and waits on.
+func waitForSignal(reload func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	<-sig
-	signal.Stop(sig)
+	if reload != nil {
+		signal.Notify(sig, syscall.SIGHUP)
+	}
+	defer signal.Stop(sig)
+	for s := range sig {
+		if s != syscall.SIGHUP {
+			return
+		}
+		reload()
+	}
 }

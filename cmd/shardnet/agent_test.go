@@ -11,7 +11,8 @@ import (
 
 func TestAgentConfigPrecedence(t *testing.T) {
 	t.Setenv("SHARDNET_TOKEN", "") // an operator's shell may export one
-	t.Setenv("SHARDNET_CLUSTER_KEY", "")
+	t.Setenv("SHARDNET_CLUSTER_KEY", "ck")
+	t.Setenv("SHARDNET_GOSSIP_KEY", testGossipKey)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "node.hcl")
 	if err := os.WriteFile(file, []byte(`
@@ -34,6 +35,7 @@ stake            = 7
 	want.Name, want.Role, want.DataDir, want.HTTPAddr = "from-file", "resource", "/data/file", "127.0.0.1:9000"
 	want.Join = []string{"10.0.0.1:7946", "10.0.0.2:7946"}
 	want.Zone, want.Stake, want.GossipPort = "b", 7, 8000 // flags win; untouched file values stay
+	want.ClusterKey, want.Encrypt, want.gossipKey = "ck", testGossipKey, testGossipKeyBytes
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config =\n%+v\nwant\n%+v", cfg, want)
 	}
@@ -98,19 +100,59 @@ func TestAgentConfigErrors(t *testing.T) {
 	}
 }
 
-func TestClusterKey(t *testing.T) {
-	c := agentConfig{}
-	if c.clusterKey() != nil {
-		t.Fatal("no token, no key: want nil")
+// testGossipKey is base64 of 16 bytes, testGossipKeyBytes.
+const testGossipKey = "AAECAwQFBgcICQoLDA0ODw=="
+
+var testGossipKeyBytes = []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+
+// TestAgentNeedsItsKeys: an agent without a cluster key or a gossip key
+// does not start, even with an operator token (keys are no longer derived
+// from it), and says what to pass; -insecure starts it anyway, and a
+// keyring file in the data dir stands for the gossip key.
+func TestAgentNeedsItsKeys(t *testing.T) {
+	for _, env := range []string{"SHARDNET_TOKEN", "SHARDNET_CLUSTER_KEY", "SHARDNET_GOSSIP_KEY"} {
+		t.Setenv(env, "")
 	}
-	c.Token = "t"
-	k1 := c.clusterKey()
-	if len(k1) != 32 || string(k1) == "t" {
-		t.Fatalf("derived key %x", k1)
+	dir := t.TempDir()
+	base := []string{"-name", "x", "-data-dir", dir}
+	_, err := loadAgentConfig(append(base, "-token", "t"))
+	if err == nil {
+		t.Fatal("an agent with a token but no keys started")
 	}
-	c.ClusterKey = "explicit"
-	if string(c.clusterKey()) != "explicit" {
-		t.Fatal("explicit key must win")
+	for _, want := range []string{"no cluster key: pass -cluster-key-file FILE or set $SHARDNET_CLUSTER_KEY", "no gossip key: pass -encrypt-file FILE or set $SHARDNET_GOSSIP_KEY", "-insecure"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	cfg, err := loadAgentConfig(append(base, "-insecure"))
+	if err != nil || cfg.ClusterKey != "" || cfg.gossipKey != nil {
+		t.Fatalf("-insecure: %v (key %q, gossip key %x)", err, cfg.ClusterKey, cfg.gossipKey)
+	}
+	t.Setenv("SHARDNET_CLUSTER_KEY", "ck")
+	if _, err := loadAgentConfig(base); err == nil || strings.Contains(err.Error(), "cluster key") || !strings.Contains(err.Error(), "gossip key") {
+		t.Fatalf("cluster key but no gossip key: %v", err)
+	}
+	// A key that is not base64 of 16, 24 or 32 bytes is refused without
+	// being echoed.
+	for _, bad := range []string{"not-base64!", "c2hvcnQ=", "s3cret-" + testGossipKey} {
+		_, err := loadAgentConfig(append(base, "-encrypt", bad))
+		if err == nil || !strings.Contains(err.Error(), "16, 24 or 32") || strings.Contains(err.Error(), bad) {
+			t.Errorf("-encrypt %q: %v", bad, err)
+		}
+	}
+	cfg, err = loadAgentConfig(append(base, "-encrypt", testGossipKey))
+	if err != nil || string(cfg.gossipKey) != string(testGossipKeyBytes) || !cfg.secretOnCommandLine {
+		t.Fatalf("-encrypt: %x %v, %v", cfg.gossipKey, cfg.secretOnCommandLine, err)
+	}
+	// The keyring a node keeps in its data dir is its gossip key.
+	if err := os.WriteFile(filepath.Join(dir, "gossip.keyring"), []byte(`["`+testGossipKey+`"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadAgentConfig(base); err != nil {
+		t.Fatalf("keyring file in the data dir: %v", err)
+	}
+	if _, err := loadAgentConfig(append(base, "-http-tls-cert", "c.pem")); err == nil || !strings.Contains(err.Error(), "-http-tls-key") {
+		t.Fatalf("-http-tls-cert alone: %v", err)
 	}
 }
 
@@ -122,21 +164,24 @@ func TestSecretsFromFilesAndEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "token")
 	keyFile := filepath.Join(dir, "key")
+	gossipFile := filepath.Join(dir, "gossip")
+	_ = os.WriteFile(gossipFile, []byte(testGossipKey+"\n"), 0o600)
 	empty := filepath.Join(dir, "empty")
 	_ = os.WriteFile(tokFile, []byte("tok-from-file\n"), 0o600)
 	_ = os.WriteFile(keyFile, []byte("key-from-file\n"), 0o600)
 	_ = os.WriteFile(empty, []byte("\n"), 0o600)
 	base := []string{"-name", "x", "-data-dir", dir}
 
-	cfg, err := loadAgentConfig(append(base, "-token-file", tokFile, "-cluster-key-file", keyFile))
-	if err != nil || cfg.Token != "tok-from-file" || cfg.ClusterKey != "key-from-file" || cfg.secretOnCommandLine {
-		t.Fatalf("from files: %q %q %v, %v", cfg.Token, cfg.ClusterKey, cfg.secretOnCommandLine, err)
+	cfg, err := loadAgentConfig(append(base, "-token-file", tokFile, "-cluster-key-file", keyFile, "-encrypt-file", gossipFile))
+	if err != nil || cfg.Token != "tok-from-file" || cfg.ClusterKey != "key-from-file" || string(cfg.gossipKey) != string(testGossipKeyBytes) || cfg.secretOnCommandLine {
+		t.Fatalf("from files: %q %q %x %v, %v", cfg.Token, cfg.ClusterKey, cfg.gossipKey, cfg.secretOnCommandLine, err)
 	}
 	t.Setenv("SHARDNET_TOKEN", "tok-from-env")
 	t.Setenv("SHARDNET_CLUSTER_KEY", "key-from-env")
+	t.Setenv("SHARDNET_GOSSIP_KEY", testGossipKey)
 	cfg, err = loadAgentConfig(base)
-	if err != nil || cfg.Token != "tok-from-env" || cfg.ClusterKey != "key-from-env" {
-		t.Fatalf("from the environment: %q %q, %v", cfg.Token, cfg.ClusterKey, err)
+	if err != nil || cfg.Token != "tok-from-env" || cfg.ClusterKey != "key-from-env" || string(cfg.gossipKey) != string(testGossipKeyBytes) {
+		t.Fatalf("from the environment: %q %q %x, %v", cfg.Token, cfg.ClusterKey, cfg.gossipKey, err)
 	}
 	// A file wins over the environment; a flag too, noted as unsafe.
 	cfg, err = loadAgentConfig(append(base, "-token-file", tokFile))

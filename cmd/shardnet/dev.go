@@ -60,7 +60,13 @@ func runDev(args []string) int {
 		tok = hex.EncodeToString(b[:])
 	}
 	logger := newLogger(*logLevel, false)
-	key := []byte("shardnet-dev:" + tok)
+	// Keys of their own, never derived from the token (docs/security.md
+	// "Secrets"). With -data-dir kept across runs, each node's keyring file
+	// keeps the first run's gossip key, and wins over this one.
+	key := make([]byte, 32)
+	gossipKey := make([]byte, 32)
+	_, _ = rand.Read(key)
+	_, _ = rand.Read(gossipKey)
 
 	type devNode struct{ name, role string }
 	var specs []devNode
@@ -107,7 +113,7 @@ func runDev(args []string) int {
 			Cluster: cluster.Config{
 				Name: s.name, Role: s.role, Zone: zones[i%len(zones)], DataDir: filepath.Join(dir, s.name),
 				BindAddr: "127.0.0.1", GossipPort: gossipPorts[i], ClusterPort: clusterPorts[i],
-				BootstrapExpect: bootstrap, Join: join, ClusterKey: key, LocalGossip: true,
+				BootstrapExpect: bootstrap, Join: join, ClusterKey: key, GossipKey: gossipKey, LocalGossip: true,
 				Stake:  map[bool]uint64{true: 100}[s.role == fsm.RoleCore],
 				Logger: logger.Named(s.name),
 			},
@@ -130,7 +136,7 @@ func runDev(args []string) int {
 		return 1
 	}
 	printDevBanner(agents, tok, *demo, dir, *dataDir == "")
-	waitForSignal()
+	waitForSignal(nil)
 	fmt.Println("\nstopping the dev cluster...")
 	// All nodes stop at once: each sees its peers vanish and would warn
 	// about it. Nothing of that is news to whoever pressed Ctrl-C.

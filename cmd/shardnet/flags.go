@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -15,11 +16,12 @@ import (
 // command shares.
 type cmdFlags struct {
 	*flag.FlagSet
-	c     *cli
-	addr  string
-	token string
-	json  bool
-	nargs string // the positional part of the usage line
+	c      *cli
+	addr   string
+	token  string
+	caFile string
+	json   bool
+	nargs  string // the positional part of the usage line
 }
 
 // newFlags returns the flag set of "shardnet <name>"; synopsis is the
@@ -29,6 +31,7 @@ func (c *cli) newFlags(name, synopsis, help string) *cmdFlags {
 	f.SetOutput(c.stderr)
 	f.StringVar(&f.addr, "addr", "", "HTTP address of any node (default $SHARDNET_ADDR, else "+api.DefaultAddr+")")
 	f.StringVar(&f.token, "token", "", "bearer token (default $SHARDNET_TOKEN)")
+	f.StringVar(&f.caFile, "ca-file", "", "PEM file of the CA that signed the nodes' HTTPS certificates, trusted besides the system's (default $SHARDNET_CA_FILE)")
 	f.Usage = func() {
 		fmt.Fprintf(f.Output(), "Usage: shardnet %s [flags] %s\n\n%s\n\nFlags:\n", name, synopsis, help)
 		f.PrintDefaults()
@@ -100,8 +103,26 @@ func (f *cmdFlags) client() *api.Client {
 	if token == "" {
 		token = f.c.getenv("SHARDNET_TOKEN")
 	}
-	return api.NewClient(addr, token, f.c.httpClient)
+	hc := f.c.httpClient
+	ca := f.caFile
+	if ca == "" {
+		ca = f.c.getenv("SHARDNET_CA_FILE")
+	}
+	if ca != "" {
+		var err error
+		if hc, err = api.NewHTTPClient(ca); err != nil {
+			// Every call of this client fails with err: the commands
+			// report it as they report any request that failed.
+			hc = &http.Client{Transport: failingTransport{err}}
+		}
+	}
+	return api.NewClient(addr, token, hc)
 }
+
+// failingTransport fails every request with err.
+type failingTransport struct{ err error }
+
+func (t failingTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, t.err }
 
 // fail prints err as "Error: <message> (<code>, HTTP <status>)" and
 // returns exit code 1.

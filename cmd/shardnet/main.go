@@ -39,6 +39,7 @@ var commands = map[string]command{
 	"status":  {"describe the node you talk to", runStatus},
 	"channel": {"create, list, describe and delete channels", runChannel},
 	"kv":      {"read and write a channel's keys", runKV},
+	"gossip":  {"make and rotate gossip encryption keys", runGossip},
 	"version": {"print the version", runVersion},
 }
 
@@ -97,7 +98,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "  help      show this, or a command's help (shardnet help kv)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Client commands talk to the node at -addr (default $SHARDNET_ADDR, else")
-	fmt.Fprintln(w, "http://127.0.0.1:8500) with the token -token (default $SHARDNET_TOKEN).")
+	fmt.Fprintln(w, "http://127.0.0.1:8500; https://... for a node serving HTTPS, with -ca-file or")
+	fmt.Fprintln(w, "$SHARDNET_CA_FILE for a private CA) with the token -token (default $SHARDNET_TOKEN).")
 }
 
 func runVersion(_ context.Context, c *cli, _ []string) int {

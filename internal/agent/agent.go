@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"time"
@@ -31,6 +32,10 @@ type Options struct {
 	// HTTP holds the connection limits and timeouts of the API (zero
 	// fields: the defaults; MaxConns 0: server.MaxConnsForFDs).
 	HTTP server.Limits
+	// HTTPTLSCert and HTTPTLSKey, when both set, are the PEM files of the
+	// API's certificate and key: the API serves HTTPS only. They are read
+	// again by ReloadTLS.
+	HTTPTLSCert, HTTPTLSKey string
 }
 
 // Agent is a running node with its HTTP servers.
@@ -39,6 +44,7 @@ type Agent struct {
 	Server *server.Server
 	log    hclog.Logger
 	url    string
+	certs  *certFiles // nil: plain HTTP
 }
 
 // Start listens on the HTTP port, starts the node and serves.
@@ -50,6 +56,16 @@ func Start(opts Options) (*Agent, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	var certs *certFiles
+	if opts.HTTPTLSCert != "" || opts.HTTPTLSKey != "" {
+		if opts.HTTPTLSCert == "" || opts.HTTPTLSKey == "" {
+			return nil, fmt.Errorf("agent: HTTPS needs both a certificate and a key file")
+		}
+		var err error
+		if certs, err = newCertFiles(opts.HTTPTLSCert, opts.HTTPTLSKey); err != nil {
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", opts.HTTPBind)
 	if err != nil {
@@ -67,6 +83,12 @@ func Start(opts Options) (*Agent, error) {
 	if limits.MaxConns == 0 {
 		limits.MaxConns = server.MaxConnsForFDs()
 	}
+	var tlsConfig *tls.Config
+	scheme := "http://"
+	if certs != nil {
+		tlsConfig = &tls.Config{GetCertificate: certs.getCertificate, MinVersion: tls.VersionTLS12}
+		scheme = "https://"
+	}
 	srv := server.New(server.Config{
 		Backend:   node,
 		Token:     opts.Token,
@@ -76,8 +98,9 @@ func Start(opts Options) (*Agent, error) {
 		RateLimit: opts.RateLimit,
 		Limits:    limits,
 		Internal:  node.InternalHandler(),
+		TLS:       tlsConfig,
 	})
-	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: "http://" + cfg.HTTPAddr}
+	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: scheme + cfg.HTTPAddr, certs: certs}
 	go a.serve(srv.Serve, ln)
 	go a.serve(srv.ServeForwarded, node.AppListener())
 	return a, nil
@@ -91,6 +114,20 @@ func (a *Agent) serve(serve func(net.Listener) error, ln net.Listener) {
 
 // URL is the base URL of the node's HTTP API.
 func (a *Agent) URL() string { return a.url }
+
+// ReloadTLS reads the API's certificate and key files again (SIGHUP); new
+// connections get the new certificate. On error the old one stays. Without
+// HTTPS it does nothing.
+func (a *Agent) ReloadTLS() error {
+	if a.certs == nil {
+		return nil
+	}
+	if err := a.certs.reload(); err != nil {
+		return err
+	}
+	a.log.Info("reloaded the HTTP API's TLS certificate", "cert", a.certs.certFile)
+	return nil
+}
 
 // Close stops serving new requests, lets running ones finish (bounded),
 // then shuts the node down gracefully.

@@ -3,6 +3,8 @@ package chaos
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -269,6 +271,19 @@ func buildShardnet(t *testing.T) string {
 	return bin
 }
 
+// chaosClusterKey is the process clusters' cluster key.
+const chaosClusterKey = "chaos-cluster-key"
+
+// chaosGossipKey is the gossip key the releases before gossip keys of
+// their own derived from chaosClusterKey, so that a cluster mixing them
+// (TestRollingUpgrade) gossips as one: the new binary reads it from
+// $SHARDNET_GOSSIP_KEY, which the old one ignores (docs/operations.md
+// "Upgrading from derived keys").
+func chaosGossipKey() string {
+	k := sha256.Sum256([]byte("shardnet-gossip:" + chaosClusterKey))
+	return base64.StdEncoding.EncodeToString(k[:])
+}
+
 // procCluster is a cluster of real agent processes on loopback.
 type procCluster struct {
 	token string
@@ -312,7 +327,10 @@ func startProcClusterOf(t *testing.T, bins []string, extra func(bin string) []st
 			"-data-dir", filepath.Join(dir, name), "-bind", "127.0.0.1",
 			"-gossip-port", strconv.Itoa(ps[i].gossip), "-cluster-port", strconv.Itoa(ps[i].cluster),
 			"-http-addr", "127.0.0.1:" + strconv.Itoa(ps[i].http),
-			"-bootstrap-expect", strconv.Itoa(n), "-token", pc.token, "-log-level", "warn"}
+			"-bootstrap-expect", strconv.Itoa(n), "-token", pc.token, "-log-level", "warn",
+			// A flag, not $SHARDNET_CLUSTER_KEY: the old binary of
+			// TestRollingUpgrade reads no environment.
+			"-cluster-key", chaosClusterKey}
 		for j := range n {
 			if j != i {
 				args = append(args, "-join", "127.0.0.1:"+strconv.Itoa(ps[j].gossip))
@@ -352,6 +370,7 @@ func (p *proc) start(t *testing.T) {
 	}
 	fmt.Fprintf(logf, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = append(os.Environ(), "SHARDNET_GOSSIP_KEY="+chaosGossipKey())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -73,7 +73,10 @@ type Cluster struct {
 	opts  Options
 	Nodes []*Node
 	key   []byte
-	log   hclog.Logger
+	// GossipKey is the nodes' first gossip key (a node restarted later
+	// keeps the keyring in its data dir instead).
+	GossipKey []byte
+	log       hclog.Logger
 }
 
 // Node is one node of the test cluster; it keeps its ports and data dir
@@ -112,7 +115,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	w := &testWriter{t: t}
 	t.Cleanup(func() { w.closed.Store(true) })
-	c := &Cluster{t: t, opts: opts, key: []byte("test-cluster-key"),
+	c := &Cluster{t: t, opts: opts, key: []byte("test-cluster-key"), GossipKey: []byte("test-gossip-key-32-bytes-of-aes!"),
 		log: hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.LevelFromString(level), Output: w})}
 	dir := t.TempDir()
 	for i := 0; i < opts.Core+opts.Resource; i++ {
@@ -156,7 +159,7 @@ func (c *Cluster) start(nd *Node) error {
 		Name: nd.Name, Role: nd.Role, DataDir: nd.Dir, BindAddr: "127.0.0.1",
 		GossipPort: nd.gossipPort, ClusterPort: nd.clusterPort,
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
-		ClusterKey: c.key, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
+		ClusterKey: c.key, GossipKey: c.GossipKey, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
 		HashCheckInterval: c.opts.HashCheckInterval,
 	}
@@ -206,6 +209,10 @@ func (c *Cluster) running() int {
 	}
 	return n
 }
+
+// ClusterKey is the key the nodes prove to each other on the cluster port
+// (for a test that starts a node of its own beside them).
+func (c *Cluster) ClusterKey() []byte { return c.key }
 
 // Agent returns the node's running agent, or nil while it is stopped.
 func (nd *Node) Agent() *agent.Agent {

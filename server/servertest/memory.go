@@ -29,6 +29,15 @@ type Memory struct {
 	// and in its first ElectAfterReads Channel reads (a real cluster's
 	// first election takes a moment).
 	ElectAfterReads int
+	// HTTPAddr is the address Nodes reports for the one node (default
+	// 127.0.0.1:0).
+	HTTPAddr string
+	// Peers are listed by Nodes after the one node (a CLI test's other
+	// members, unreachable or served elsewhere).
+	Peers []api.Node
+	// GossipKeys is the node's gossip keyring, base64, the primary first;
+	// nil: gossip not encrypted. Guarded by mu once the backend serves.
+	GossipKeys []string
 
 	mu        sync.Mutex
 	channels  map[string]*memChannel
@@ -72,10 +81,10 @@ func (m *Memory) Ready(context.Context) error { return nil }
 func (m *Memory) Nodes(context.Context) ([]api.Node, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return []api.Node{{
-		ID: m.NodeID, Role: "core", State: "alive", ClusterAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+	return append([]api.Node{{
+		ID: m.NodeID, Role: "core", State: "alive", ClusterAddr: "127.0.0.1:0", HTTPAddr: cmpOr(m.HTTPAddr, "127.0.0.1:0"),
 		Usage: api.NodeUsage{Replicas: len(m.channels)}, SupportedVersion: fsm.Version,
-	}}, nil
+	}}, m.Peers...), nil
 }
 
 // CreateChannel creates an empty channel placed on the one node.
@@ -377,4 +386,59 @@ func (m *Memory) Lag(string) time.Duration { return m.LagValue }
 // DialNode fails: a Memory is alone.
 func (m *Memory) DialNode(context.Context, string) (net.Conn, error) {
 	return nil, errors.New("servertest: a memory backend has no other nodes")
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// GossipKeyring lists GossipKeys.
+func (m *Memory) GossipKeyring(context.Context) (api.GossipKeyring, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.keyringLocked()
+}
+
+func (m *Memory) keyringLocked() (api.GossipKeyring, error) {
+	if len(m.GossipKeys) == 0 {
+		return api.GossipKeyring{}, cluster.ErrGossipNotEncrypted
+	}
+	return api.GossipKeyring{Node: m.NodeID, Primary: m.GossipKeys[0], Keys: slices.Clone(m.GossipKeys)}, nil
+}
+
+// ChangeGossipKeyring changes GossipKeys as a node changes its keyring.
+func (m *Memory) ChangeGossipKeyring(_ context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.GossipKeys) == 0 {
+		return api.GossipKeyring{}, cluster.ErrGossipNotEncrypted
+	}
+	if _, err := cluster.ParseGossipKey(key); err != nil {
+		return api.GossipKeyring{}, err
+	}
+	i := slices.Index(m.GossipKeys, key)
+	switch op {
+	case api.KeyringInstall:
+		if i < 0 {
+			m.GossipKeys = append(m.GossipKeys, key)
+		}
+	case api.KeyringUse:
+		if i < 0 {
+			return api.GossipKeyring{}, cluster.ErrGossipKeyNotInstalled
+		}
+		m.GossipKeys = append([]string{key}, slices.Delete(m.GossipKeys, i, i+1)...)
+	case api.KeyringRemove:
+		if i == 0 {
+			return api.GossipKeyring{}, cluster.ErrGossipKeyPrimary
+		}
+		if i > 0 {
+			m.GossipKeys = slices.Delete(m.GossipKeys, i, i+1)
+		}
+	default:
+		return api.GossipKeyring{}, fmt.Errorf("%w: unknown keyring operation %q", cluster.ErrInvalidRequest, op)
+	}
+	return m.keyringLocked()
 }
