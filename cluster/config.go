@@ -37,6 +37,10 @@ type Config struct {
 	MaxReplicas  int
 
 	ClusterKey []byte // shared secret of the cluster port and gossip encryption
+	// TLS, when set, makes the cluster port speak mutual TLS with these
+	// certificates instead of proving ClusterKey (transport.Config.TLS); its
+	// certificate must name this node (Name).
+	TLS *transport.Certs
 
 	// LocalGossip selects memberlist's fast loopback timings (dev mode, tests).
 	LocalGossip bool
@@ -82,6 +86,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.TLS != nil && c.TLS.NodeID() != c.Name {
+		errs = append(errs, fmt.Errorf("the TLS certificate names node %q, but this node is %q", c.TLS.NodeID(), c.Name))
 	}
 	if c.BootstrapExpect < 0 || c.BootstrapExpect > 5 {
 		errs = append(errs, errors.New("bootstrap-expect must be 0..5"))

@@ -101,6 +101,7 @@ func openMeta(n *Node) (*metaGroup, error) {
 		store.Close()
 		return nil, fmt.Errorf("cluster: start meta group: %w", err)
 	}
+	trans.SetVoterCheck(shard.VoterCheck(m.raft))
 	return m, nil
 }
 

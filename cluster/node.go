@@ -105,13 +105,14 @@ func New(cfg Config) (*Node, error) {
 		leaders:  newLeaderCache(),
 		metrics:  newMetrics(cfg.Registry),
 	}
-	if len(cfg.ClusterKey) == 0 {
+	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
 		n.log.Warn("no cluster key: the cluster port and gossip are unauthenticated; set -cluster-key or -token")
 	}
 	n.trans, err = transport.New(transport.Config{
 		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.ClusterPort)),
 		AdvertiseAddr: advertise(cfg.Advertise, cfg.ClusterPort),
 		ClusterKey:    cfg.ClusterKey,
+		TLS:           cfg.TLS,
 		Logger:        cfg.Logger.Named("transport"),
 		Registerer:    cfg.Registry,
 		Faults:        cfg.Faults,

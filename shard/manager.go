@@ -320,6 +320,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		trans.Close()
 		return fail(fmt.Errorf("new raft: %w", err))
 	}
+	trans.SetVoterCheck(VoterCheck(rf))
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
 		raft: rf, fsm: ch, logs: store, trans: trans, snaps: snaps, m: m, done: make(chan struct{})}
 	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}

@@ -31,6 +31,7 @@ var labelNames = [numLabels]string{
 type metrics struct {
 	sent              [numLabels]prometheus.Counter
 	errors            [numLabels]prometheus.Counter
+	refused           [numLabels]prometheus.Counter
 	handshakeFailures prometheus.Counter
 	sessions          prometheus.Gauge
 	heartbeatBatches  prometheus.Counter
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "shardnet", Subsystem: "transport", Name: "rpc_errors_total",
 		Help: "Raft RPCs this node sent that failed (network, timeout or remote error), by type.",
+	}, []string{"type"})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "shardnet", Subsystem: "transport", Name: "rpcs_refused_total",
+		Help: "Raft RPCs this node refused, by type: the sender claimed another node's server id or is not a voter of the group (auth.go).",
 	}, []string{"type"})
 	m := &metrics{
 		handshakeFailures: prometheus.NewCounter(prometheus.CounterOpts{
@@ -65,9 +70,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i, name := range labelNames {
 		m.sent[i] = sent.WithLabelValues(name)
 		m.errors[i] = errs.WithLabelValues(name)
+		m.refused[i] = refused.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, m.handshakeFailures, m.sessions, m.heartbeatBatches} {
+		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

@@ -237,9 +237,24 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 		return nil, err // a *net.OpError, which names the address
 	}
 	conn = n.cfg.Faults.freezable(conn)
-	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
+	raw := conn // conn changes below; the closure must not read it
+	stop := context.AfterFunc(n.ctx, func() { _ = raw.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	err = clientHandshake(conn, n.cfg.ClusterKey)
+	if n.cfg.TLS != nil {
+		// TLS sits above the fault injector, which then delays and drops
+		// records as it did plain frames.
+		conn = n.cfg.Faults.wrap(addr, conn, n.goFunc)
+		var tc net.Conn
+		tc, _, err = n.cfg.TLS.handshake(n.ctx, conn, true)
+		if err == nil {
+			conn = tc
+		}
+	} else {
+		err = clientHandshake(conn, n.cfg.ClusterKey)
+		if err == nil {
+			conn = n.cfg.Faults.wrap(addr, conn, n.goFunc)
+		}
+	}
 	if !stop() {
 		_ = conn.Close()
 		return nil, ErrClosed
@@ -252,7 +267,7 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newCoalescingConn(n.cfg.Faults.wrap(addr, conn, n.goFunc), n.goFunc), n.ymux)
+	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc), n.ymux)
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("start session: %w", err)
