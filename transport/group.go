@@ -23,7 +23,7 @@ type GroupTransport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	heartbeat atomic.Pointer[func(raft.RPC)]
-	urgent    atomic.Int64 // unix nanos until which heartbeats skip batching (Urgent)
+	urgent    atomic.Int64                           // unix nanos until which heartbeats skip batching (Urgent)
 	voters    atomic.Pointer[func(node string) bool] // SetVoterCheck (auth.go)
 
 	// followers holds, per follower address, the last log index it
