@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		handshakeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "handshake_failures_total",
-			Help: "Cluster connections (inbound or outbound) dropped because the peer did not prove the cluster key or spoke another protocol.",
+			Help: "Cluster connections (inbound or outbound) dropped because the peer did not prove the cluster key, failed mutual TLS (no certificate, another CA, expired), or spoke another protocol.",
 		}),
 		heartbeatBatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "heartbeat_batches_sent_total",

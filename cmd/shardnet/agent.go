@@ -57,6 +57,13 @@ type agentConfig struct {
 	HTTPBodyTimeout       string `hcl:"http_body_timeout,optional"`
 	HTTPBodyMinRate       int64  `hcl:"http_body_min_rate,optional"`
 
+	// The cluster port's mutual TLS (tls.go): the node's certificate and
+	// key, the cluster CA, or -insecure for the shared cluster key alone.
+	TLSCert  string `hcl:"tls_cert,optional"`
+	TLSKey   string `hcl:"tls_key,optional"`
+	TLSCA    string `hcl:"tls_ca,optional"`
+	Insecure bool   `hcl:"insecure,optional"`
+
 	// secretOnCommandLine: -token or -cluster-key was given as a flag,
 	// where every local user's process listing shows it.
 	secretOnCommandLine bool
@@ -117,6 +124,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.HashCheck, "hash-check-interval", c.HashCheck, "how often the leader of each channel this node leads has every replica hash its state, so that a replica whose state differs from its group's is noticed and stops serving (default 5m; off: never)")
 	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
+	tlsFlags(fs, c)
 	return fs
 }
 
@@ -299,7 +307,15 @@ func runAgent(args []string) int {
 		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 		return 2
 	}
+	certs, err := cfg.clusterTLS()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 2
+	}
 	logger := newLogger(cfg.LogLevel, cfg.LogJSON)
+	if certs != nil && keyTooOpen(cfg.TLSKey) {
+		logger.Warn("the node's TLS key can be read by other users: chmod 600 it", "file", cfg.TLSKey)
+	}
 	if cfg.secretOnCommandLine {
 		logger.Warn("a secret was given on the command line, where every local user's process listing shows it; use -token-file and -cluster-key-file, or $SHARDNET_TOKEN and $SHARDNET_CLUSTER_KEY")
 	}
@@ -322,6 +338,7 @@ func runAgent(args []string) int {
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
 			ClusterKey: cfg.clusterKey(), Logger: logger,
+			TLS:               certs,
 			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,
 			LeaderRebalance:   rebalance,
 			HashCheckInterval: hashCheck,
@@ -335,8 +352,10 @@ func runAgent(args []string) int {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
-	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr())
+	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr(), "cluster_tls", certs != nil)
+	stopReload := reloadOnSIGHUP(certs, logger)
 	waitForSignal()
+	stopReload()
 	logger.Info("shutting down")
 	if err := a.Close(); err != nil {
 		logger.Error("shutdown", "error", err)

@@ -40,6 +40,7 @@ var commands = map[string]command{
 	"channel": {"create, list, describe and delete channels", runChannel},
 	"kv":      {"read and write a channel's keys", runKV},
 	"version": {"print the version", runVersion},
+	"tls":     {"create the cluster CA and node certificates", runTLS},
 }
 
 func main() {
