@@ -74,7 +74,7 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 	var nodes, ips, dns stringList
 	fs.Var(&nodes, "node", "node id the certificate names (its -name); repeatable")
 	caDir := fs.String("ca-dir", ".", "directory holding ca.pem and ca-key.pem")
-	out := fs.String("out", ".", "directory to write <node>.pem and <node>-key.pem (0600) to: the node's data dir")
+	out := fs.String("out", ".", "directory to write <node>.pem, <node>-key.pem (0600) and a copy of ca.pem to: the node's data dir")
 	fs.Var(&ips, "ip", "IP address to add as a SAN (for other tools; shardnet checks the node name); repeatable")
 	fs.Var(&dns, "dns", "DNS name to add as a SAN; repeatable")
 	keyType := fs.String("key-type", transport.KeyECDSA, "ecdsa (P-256) or ed25519")
@@ -106,6 +106,12 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 			fmt.Fprintf(c.stdout, "wrote a new CA to %s\n", *caDir)
 		}
 	}
+	// The node needs the CA's certificate too (-tls-ca): a copy beside its
+	// own makes -out all a node needs.
+	if err := copyCACert(*caDir, *out); err != nil {
+		fmt.Fprintf(c.stderr, "Error: %v\n", err)
+		return 1
+	}
 	for _, node := range nodes {
 		certFile, keyFile := transport.NodeCertFiles(*out, node)
 		if *ifMissing && !*force {
@@ -124,6 +130,24 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 		fmt.Fprintf(c.stdout, "wrote %s and %s for node %q\n", certFile, keyFile, node)
 	}
 	return 0
+}
+
+// copyCACert copies caDir's ca.pem into dir, unless they are one.
+func copyCACert(caDir, dir string) error {
+	from, to := filepath.Join(caDir, transport.CACertFile), filepath.Join(dir, transport.CACertFile)
+	if a, err := filepath.Abs(from); err == nil {
+		if b, err := filepath.Abs(to); err == nil && a == b {
+			return nil
+		}
+	}
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return fmt.Errorf("read the CA certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return transport.WriteFileAtomic(to, b, 0o644, true)
 }
 
 func flagExit(err error) int {

@@ -23,6 +23,9 @@ func TestTLSCommands(t *testing.T) {
 	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-ca-dir", ca, "-out", node), 2, "")
 	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-ip", "nope"), 2, "")
 	certFile, keyFile := transport.NodeCertFiles(node, "n1")
+	if _, err := os.Stat(filepath.Join(node, transport.CACertFile)); err != nil {
+		t.Fatalf("no copy of the CA certificate beside the node's: %v", err)
+	}
 	for _, f := range []string{keyFile, filepath.Join(ca, transport.CAKeyFile)} {
 		st, err := os.Stat(f)
 		if err != nil || st.Mode().Perm() != 0o600 {
