@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -20,12 +21,16 @@ import (
 //
 // Requests go to a follower node, so writes and linearizable reads include
 // one forwarding hop, as a client that does not track leaders would see.
+//
+// The cluster port speaks mutual TLS, as by default; SHARDNET_BENCH_TLS=off
+// runs it on the cluster key alone, to measure what TLS costs
+// (docs/benchmarks.md "Mutual TLS on the cluster port").
 
 const benchKeys = 10000
 
 func benchCluster(b *testing.B) (*testcluster.Cluster, *api.Client) {
 	b.Helper()
-	c := testcluster.New(b, testcluster.Options{Core: 3})
+	c := testcluster.New(b, testcluster.Options{Core: 3, Insecure: os.Getenv("SHARDNET_BENCH_TLS") == "off"})
 	c.CreateChannel("bench", 3)
 	leader := c.WaitLeader("bench")
 	// A non-leader, so the numbers include forwarding.
