@@ -74,7 +74,8 @@ func (c *Certs) Reload() error {
 // NodeID returns the node the certificate names.
 func (c *Certs) NodeID() string { return c.cur.Load().node }
 
-// Leaf returns the certificate in force (tests: rotation).
+// Leaf returns the certificate in force (its serial and expiry for the
+// reload log line).
 func (c *Certs) Leaf() *x509.Certificate { return c.cur.Load().cert.Leaf }
 
 func (c *Certs) read() (*certState, error) {

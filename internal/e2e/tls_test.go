@@ -1,15 +1,23 @@
 package e2e
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/cluster"
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/internal/agent"
 	"github.com/shardnet/shardnet/internal/testcluster"
 	"github.com/shardnet/shardnet/transport"
 )
@@ -165,4 +173,175 @@ func newRawTransport(t *testing.T, cfg transport.Config) *transport.Node {
 	}
 	t.Cleanup(func() { _ = n.Close() })
 	return n
+}
+
+// TestCertificateRotationKeepsServing: while a client writes to a
+// channel's leader, the leader's certificate is replaced and reloaded (what
+// SIGHUP does), and then a follower crashes and comes back, so it dials the
+// leader afresh and must accept the new certificate. No write fails, the
+// new connection shows the new certificate, and the follower catches up.
+func TestCertificateRotationKeepsServing(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	ch := c.CreateChannel("rot", 3)
+	leader := c.Index(c.WaitLeader("rot"))
+	follower := (leader + 1) % 3
+	cl := c.Client(leader)
+
+	var written, failed atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx := context.Background()
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := cl.Put(ctx, "rot", fmt.Sprintf("k%03d", i%500), []byte("v"), api.PutOptions{}); err != nil {
+				failed.Add(1)
+				t.Errorf("write %d: %v", i, err)
+				continue
+			}
+			written.Add(1)
+		}
+	}()
+	stopWriter := sync.OnceFunc(func() { close(stop); <-done })
+	defer stopWriter()
+	c.WaitFor(10*time.Second, func() error { return atLeast(&written, 50) })
+
+	nd := c.Nodes[leader]
+	certFile, _ := nd.CertFiles()
+	old := peerSerial(t, c, nd)
+	if _, _, err := transport.WriteNodeCert(c.CADir(), filepath.Dir(certFile), transport.NodeCertOptions{Node: nd.Name}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.ReloadCerts(); err != nil {
+		t.Fatal(err)
+	}
+	if now := peerSerial(t, c, nd); now == old {
+		t.Fatalf("a new connection still gets the old certificate %s", old)
+	}
+	before := written.Load()
+	c.WaitFor(10*time.Second, func() error { return atLeast(&written, before+50) })
+
+	c.Kill(follower)
+	c.Start(follower)
+	c.WaitFor(30*time.Second, func() error {
+		lr, ok := c.Nodes[leader].Agent().Node.Shards().Replica(ch.GroupID)
+		if !ok {
+			return fmt.Errorf("no replica on the leader")
+		}
+		fa := c.Nodes[follower].Agent()
+		if fa == nil {
+			return fmt.Errorf("follower not running")
+		}
+		fr, ok := fa.Node.Shards().Replica(ch.GroupID)
+		if !ok {
+			return fmt.Errorf("the follower has not opened its replica yet")
+		}
+		if got, want := fr.FSM().Applied(), lr.FSM().Applied(); got+20 < want {
+			return fmt.Errorf("the restarted follower applied %d, the leader %d", got, want)
+		}
+		return nil
+	})
+	before = written.Load()
+	c.WaitFor(10*time.Second, func() error { return atLeast(&written, before+50) })
+	stopWriter()
+	if failed.Load() != 0 {
+		t.Fatalf("%d writes failed during the rotation", failed.Load())
+	}
+	t.Logf("%d writes, none failed", written.Load())
+}
+
+func atLeast(n *atomic.Int64, want int64) error {
+	if got := n.Load(); got < want {
+		return fmt.Errorf("%d writes, want %d", got, want)
+	}
+	return nil
+}
+
+// peerSerial dials the node's cluster port as a fresh peer of the cluster
+// CA would and returns the serial of the certificate the node shows.
+func peerSerial(t *testing.T, c *testcluster.Cluster, nd *testcluster.Node) string {
+	t.Helper()
+	dir := t.TempDir()
+	cf, kf, err := transport.WriteNodeCert(c.CADir(), dir, transport.NodeCertOptions{Node: "probe"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", nd.Agent().Node.ClusterAddr(), &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair},
+		InsecureSkipVerify: true, // only the serial is read
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// TestNodeOfAnotherCACannotJoin: a real node whose certificate another CA
+// signed joins the cluster's gossip (it knows the gossip key) and is even
+// registered by the meta leader, but no cluster connection to or from it
+// is ever made: it learns no meta leader and none of the cluster's
+// channels, and the cluster's nodes count the refused handshakes.
+func TestNodeOfAnotherCACannotJoin(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	c.CreateChannel("before", 3)
+	other := t.TempDir()
+	if err := transport.WriteCA(other, "another CA", transport.KeyECDSA, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	cf, kf, err := transport.WriteNodeCert(other, filepath.Join(other, "res9"), transport.NodeCertOptions{Node: "res9"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := transport.LoadCerts(cf, kf, filepath.Join(other, transport.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var join []string
+	for _, nd := range c.Nodes {
+		join = append(join, nd.Agent().Node.GossipAddr())
+	}
+	a, err := agent.Start(agent.Options{
+		Cluster: cluster.Config{
+			Name: "res9", Role: fsm.RoleResource, DataDir: filepath.Join(other, "data"), BindAddr: "127.0.0.1",
+			GossipPort: testcluster.FreePort(t), ClusterPort: testcluster.FreePort(t), Join: join,
+			ClusterKey: []byte("test-cluster-key"), LocalGossip: true, TLS: certs,
+		},
+		HTTPBind: "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	// The meta leader learns of res9 by gossip and tries to replicate to
+	// it: the refusals show that it tried.
+	c.WaitFor(30*time.Second, func() error {
+		var sum float64
+		for _, nd := range c.Nodes {
+			sum += testcluster.Metric(t, nd.URL(), "", "shardnet_transport_handshake_failures_total")
+		}
+		if sum < 3 {
+			return fmt.Errorf("%v refused handshakes so far", sum)
+		}
+		return nil
+	})
+	st, err := a.Node.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MetaLeader != "" || st.ClusterID != "" {
+		t.Fatalf("the stranger learned the meta group: %+v", st)
+	}
+	if _, ok := a.Node.Meta().Channel("before"); ok {
+		t.Fatal("the stranger learned the cluster's channels")
+	}
 }
