@@ -42,7 +42,7 @@ func BenchmarkAppendEntries(b *testing.B) {
 			b.ReportAllocs()
 			var resp raft.AppendEntriesResponse
 			for b.Loop() {
-				if err := ga.AppendEntries("f", f.Addr(), req, &resp); err != nil {
+				if err := ga.AppendEntries("n1", f.Addr(), req, &resp); err != nil { // f is n1 with TLS
 					b.Fatal(err)
 				}
 			}

@@ -140,6 +140,9 @@
 // "Certificates") the cluster port speaks mutual TLS 1.3 only (tls.go):
 // both sides present a certificate of the cluster CA and verify the
 // other's, and the certificate's "shardnet-node:<id>" URI names the peer.
+// An outbound RPC goes only to the node its target server id names
+// (expectPeer): a node of the CA answering at another node's address is
+// refused at dial, or at the next RPC if a session to it is open.
 // Every record is authenticated, so a byte changed in flight closes the
 // connection and reaches no group (TestByteFlippedInFlight). Certs.Reload
 // (SIGHUP) swaps certificate, key and CA pool for new connections.

@@ -158,6 +158,25 @@ func TestTLSRefusesStrangersAndImpostors(t *testing.T) {
 			t.Fatalf("rpcs_refused_total = %v, want 3", v)
 		}
 	})
+	t.Run("the dialed address is another node's", func(t *testing.T) {
+		a := newTLSNode(t, ca.certs(t, "n1"))
+		ga, _ := a.Group(1)
+		// A fresh dial: b answers, but b is n2, not the n3 the RPC is for.
+		if err := ga.RequestVote("n3@1", b.Addr(), voteFrom("n1@1", 9), &resp); !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), `is "n2", not "n3"`) {
+			t.Fatalf("fresh dial: err = %v, want ErrHandshake naming n2 and n3", err)
+		}
+		// The session to n2 is open; an RPC meant for n3 still does not go.
+		gb.SetVoterCheck(func(string) bool { return false }) // nothing from a reaches the group anyway
+		defer gb.SetVoterCheck(nil)
+		// (After the failed dial the peer is in its dial backoff a moment.)
+		waitFor(t, 5*time.Second, "a session to n2, refused by the voter check", func() bool {
+			err := ga.RequestVote("n2@1", b.Addr(), voteFrom("n1@1", 9), &resp)
+			return err != nil && strings.Contains(err.Error(), "not a voter")
+		})
+		if err := ga.RequestVote("n3@1", b.Addr(), voteFrom("n1@1", 9), &resp); !errors.Is(err, ErrHandshake) {
+			t.Fatalf("open session: err = %v, want ErrHandshake", err)
+		}
+	})
 	if n := seen.Load(); n != 0 {
 		t.Fatalf("the group received %d RPCs from strangers", n)
 	}
@@ -379,7 +398,8 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 		g    *GroupTransport
 		to   raft.ServerAddress
 		from string
-	}{{ga, b.Addr(), "n1@1"}, {gb2, a.Addr(), "n2@1"}} {
+		id   raft.ServerID
+	}{{ga, b.Addr(), "n1@1", "n2@1"}, {gb2, a.Addr(), "n2@1", "n1@1"}} {
 		for range 4 {
 			wg.Add(1)
 			go func() {
@@ -391,7 +411,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 					default:
 					}
 					var resp raft.RequestVoteResponse
-					if err := dir.g.RequestVote("x", dir.to, voteFrom(dir.from, 1), &resp); err != nil {
+					if err := dir.g.RequestVote(dir.id, dir.to, voteFrom(dir.from, 1), &resp); err != nil {
 						failures.Add(1)
 						t.Errorf("rpc during rotation: %v", err)
 					}
@@ -480,5 +500,20 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Raft groups elect, replicate and converge over TLS, with every server id
+// its node's (the checks in auth.go and expectPeer pass real traffic).
+func TestRaftOverTLS(t *testing.T) {
+	gids := []uint64{1, 2, 3, 4}
+	c := newRaftClusterTLS(t, 3, gids, nil, true)
+	c.waitLeaders(30 * time.Second)
+	c.applyAll("e", 20)
+	c.waitConverged(20, 30*time.Second)
+	for i, n := range c.nodes {
+		if v := n.metric(t, "shardnet_transport_rpcs_refused_total") + n.metric(t, "shardnet_transport_handshake_failures_total"); v != 0 {
+			t.Errorf("node %d refused %v RPCs or handshakes of its own cluster", i, v)
+		}
 	}
 }
