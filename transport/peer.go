@@ -20,18 +20,18 @@ type peer struct {
 	n    *Node
 	addr string
 
-	mu        sync.Mutex
-	closed    bool
-	sess      *yamux.Session
-	idle      []*yamux.Stream
-	dialing   chan struct{} // non-nil while a dial runs; closed when it ends
-	lastErr   error         // the last dial failure, kept for dialBackoff
+	mu      sync.Mutex
+	closed  bool
+	sess    *yamux.Session
+	idle    []*yamux.Stream
+	dialing chan struct{} // non-nil while a dial runs; closed when it ends
+	lastErr error         // the last dial failure, kept for dialBackoff
 	// With TLS: node is the node the live session's certificate names, and
 	// expect the node the last RPC's server id named (expectPeer); a
 	// session to another node than expected is refused.
 	node, expect string
-	lastErrAt time.Time
-	waiters   int // callers in await
+	lastErrAt    time.Time
+	waiters      int // callers in await
 
 	// Prober state (probe.go).
 	lastUsed atomic.Int64 // unix nanos of the last RPC or PeerHealthy call
