@@ -113,10 +113,9 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 		return 1
 	}
 	for _, node := range nodes {
-		certFile, keyFile := transport.NodeCertFiles(*out, node)
 		if *ifMissing && !*force {
-			if _, err := os.Stat(certFile); err == nil {
-				fmt.Fprintf(c.stdout, "kept %s\n", certFile)
+			if existing, _ := transport.NodeCertFiles(*out, node); fileExists(existing) {
+				fmt.Fprintf(c.stdout, "kept %s\n", existing)
 				continue
 			}
 		}
@@ -130,6 +129,11 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 		fmt.Fprintf(c.stdout, "wrote %s and %s for node %q\n", certFile, keyFile, node)
 	}
 	return 0
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // copyCACert copies caDir's ca.pem into dir, unless they are one.

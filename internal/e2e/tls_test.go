@@ -110,7 +110,7 @@ func TestClusterPortRefusesNonVotersAndStrangers(t *testing.T) {
 			RPCHeader: header(resID), Term: high, LastLogIndex: 1 << 40, LastLogTerm: high}, &pr), "not a voter")
 		var ar raft.AppendEntriesResponse
 		wantRefused("heartbeat to "+c.Nodes[i].Name, g.AppendEntries(id, to, &raft.AppendEntriesRequest{
-			RPCHeader: header(resID), Term: high, Leader: []byte(member.Addr())}, &ar), "not a voter")
+			RPCHeader: header(resID), Term: high}, &ar), "not a voter")
 		wantRefused("append to "+c.Nodes[i].Name, g.AppendEntries(id, to, &raft.AppendEntriesRequest{
 			RPCHeader: header(resID), Term: high, PrevLogEntry: 0, PrevLogTerm: 0, LeaderCommitIndex: 1 << 40,
 			Entries: []*raft.Log{{Index: 1, Term: high, Type: raft.LogCommand, Data: []byte("forged")}}}, &ar), "not a voter")
