@@ -143,6 +143,8 @@
 // An outbound RPC goes only to the node its target server id names
 // (expectPeer): a node of the CA answering at another node's address is
 // refused at dial, or at the next RPC if a session to it is open.
+// PeerNode gives the application the authenticated node behind an app or
+// call stream.
 // Every record is authenticated, so a byte changed in flight closes the
 // connection and reaches no group (TestByteFlippedInFlight). Certs.Reload
 // (SIGHUP) swaps certificate, key and CA pool for new connections.

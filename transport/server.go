@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -30,11 +31,11 @@ func (n *Node) serveStream(st *yamux.Stream, from string) (handedOff bool) {
 	case kindSnapshot:
 		n.serveSnapshot(st, from)
 	case kindApp:
-		if n.app.offer(st) {
+		if n.app.offer(&peerStream{st, from}) {
 			return true // the application owns it now
 		}
 	case kindCall:
-		if n.calls.offer(st) {
+		if n.calls.offer(&peerStream{st, from}) {
 			return true
 		}
 	default:
@@ -241,4 +242,22 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return m, err
+}
+
+// peerStream is an app or call stream handed to the application, with the
+// node its session authenticated (PeerNode).
+type peerStream struct {
+	*yamux.Stream
+	node string
+}
+
+// PeerNode returns the node id that the TLS certificate of the peer on the
+// other end of an app or call stream (from AppListener or CallListener)
+// names, so that the application can authorize node-to-node calls by node;
+// "" without TLS, or for a conn the transport did not hand out.
+func PeerNode(c net.Conn) string {
+	if ps, ok := c.(*peerStream); ok {
+		return ps.node
+	}
+	return ""
 }

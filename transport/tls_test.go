@@ -517,3 +517,34 @@ func TestRaftOverTLS(t *testing.T) {
 		}
 	}
 }
+
+// The application learns which node opened an app or call stream.
+func TestPeerNodeOfAppStreams(t *testing.T) {
+	ca := newTestCA(t)
+	a, b := newTLSNode(t, ca.certs(t, "n1")), newTLSNode(t, ca.certs(t, "n2"))
+	for _, dial := range []struct {
+		name string
+		dial func() (net.Conn, error)
+		ln   net.Listener
+	}{
+		{"app", func() (net.Conn, error) { return a.DialApp(t.Context(), string(b.Addr())) }, b.AppListener()},
+		{"call", func() (net.Conn, error) { return a.DialCall(t.Context(), string(b.Addr())) }, b.CallListener()},
+	} {
+		c, err := dial.dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := dial.ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if PeerNode(got) != "n1" {
+			t.Errorf("%s stream: PeerNode = %q, want n1", dial.name, PeerNode(got))
+		}
+		c.Close()
+		got.Close()
+	}
+	if PeerNode(nil) != "" {
+		t.Error("PeerNode of a foreign conn")
+	}
+}
