@@ -4,7 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/shardnet/shardnet/transport"
 )
@@ -90,5 +94,37 @@ func TestAgentRefusesToStartWithoutCertificates(t *testing.T) {
 	}
 	if certs, err := cfg.clusterTLS(); err != nil || certs.NodeID() != "n2" {
 		t.Fatalf("from HCL: %v %v", certs, err)
+	}
+}
+
+// SIGHUP makes the agent reread its certificate files.
+func TestSIGHUPReloadsCertificates(t *testing.T) {
+	dir := t.TempDir()
+	if err := transport.WriteCA(dir, "ca", "", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := transport.LoadCerts(cf, kf, filepath.Join(dir, transport.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := certs.Leaf().SerialNumber
+	stop := reloadOnSIGHUP(certs, hclog.NewNullLogger())
+	defer stop()
+	if _, _, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for certs.Leaf().SerialNumber.Cmp(old) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the certificate")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
