@@ -239,7 +239,7 @@ func (n *Node) handleHeartbeats(r *heartbeatsRequest, from string) heartbeatsRes
 			err = n.authorize(g, from, &r.reqs[i].RPCHeader, labelHeartbeat)
 		}
 		switch {
-		case err != nil:
+		case err != nil: // an unknown group, or a refused sender: err is the answer
 		case g.heartbeat.Load() == nil:
 			// Never queue a batch behind one group's busy main loop.
 			err = fmt.Errorf("transport: group %d takes no heartbeats yet", gid)
