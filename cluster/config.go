@@ -36,7 +36,11 @@ type Config struct {
 	CapacityDisk uint64
 	MaxReplicas  int
 
-	ClusterKey []byte // shared secret of the cluster port
+	ClusterKey []byte // shared secret of the cluster port (without TLS)
+	// TLS, when set, makes the cluster port speak mutual TLS with these
+	// certificates instead of proving ClusterKey (transport.Config.TLS); its
+	// certificate must name this node (Name).
+	TLS *transport.Certs
 	// GossipKey is the AES key (16, 24 or 32 bytes) gossip starts with
 	// when the data dir holds no keyring yet (KeyringFile); nil with no
 	// keyring: gossip is not encrypted.
@@ -86,6 +90,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.TLS != nil && c.TLS.NodeID() != c.Name {
+		errs = append(errs, fmt.Errorf("the TLS certificate names node %q, but this node is %q", c.TLS.NodeID(), c.Name))
 	}
 	if c.BootstrapExpect < 0 || c.BootstrapExpect > 5 {
 		errs = append(errs, errors.New("bootstrap-expect must be 0..5"))

@@ -105,13 +105,14 @@ func New(cfg Config) (*Node, error) {
 		leaders:  newLeaderCache(),
 		metrics:  newMetrics(cfg.Registry),
 	}
-	if len(cfg.ClusterKey) == 0 {
-		n.log.Warn("no cluster key: the cluster port is unauthenticated; anyone who reaches it can speak Raft to this node (-cluster-key-file, $SHARDNET_CLUSTER_KEY)")
+	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
+		n.log.Warn("no cluster key and no certificate: the cluster port is unauthenticated; anyone who reaches it can speak Raft to this node (-tls-cert/-tls-key/-tls-ca, or -cluster-key-file)")
 	}
 	n.trans, err = transport.New(transport.Config{
 		BindAddr:      net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.ClusterPort)),
 		AdvertiseAddr: advertise(cfg.Advertise, cfg.ClusterPort),
 		ClusterKey:    cfg.ClusterKey,
+		TLS:           cfg.TLS,
 		Logger:        cfg.Logger.Named("transport"),
 		Registerer:    cfg.Registry,
 		Faults:        cfg.Faults,
@@ -284,6 +285,20 @@ func (n *Node) Meta() *fsm.Meta { return n.meta.fsm }
 
 // IsMetaLeader reports whether this node leads the meta group.
 func (n *Node) IsMetaLeader() bool { return n.meta.raft.State() == raft.Leader }
+
+// ServerID is the node's Raft server id in every group it is part of.
+func (n *Node) ServerID() raft.ServerID { return n.serverID }
+
+// MetaRaft reports this node's view of the meta group: its current term,
+// its leader's server id ("" while none) and its latest configuration
+// (tests: a refused RPC changes none of them).
+func (n *Node) MetaRaft() (term uint64, leader raft.ServerID, conf raft.Configuration) {
+	_, leader = n.meta.raft.LeaderWithID()
+	if f := n.meta.raft.GetConfiguration(); f.Error() == nil {
+		conf = f.Configuration()
+	}
+	return n.meta.raft.CurrentTerm(), leader, conf
+}
 
 // Close shuts the node down gracefully: leaves gossip, hands over the
 // leadership of its groups, then stops replicas, the meta group and the

@@ -171,13 +171,7 @@ func ServerIDFor(nodeID, incarnation string) raft.ServerID {
 	return raft.ServerID(nodeID + "@" + incarnation)
 }
 
-// NodeOf returns the node id part of a Raft server id.
-func NodeOf(id raft.ServerID) string {
-	s := string(id)
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '@' {
-			return s[:i]
-		}
-	}
-	return s
-}
+// NodeOf returns the node id part of a Raft server id (the transport
+// holds the convention: it checks that a server id belongs to the node that
+// sent it).
+func NodeOf(id raft.ServerID) string { return transport.NodeOf(id) }

@@ -3,6 +3,7 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -72,6 +73,13 @@ func StartGroup(s GroupSetup) (*Group, error) {
 		trans.Close()
 		return nil, err
 	}
+	// Only the group's voters may send it Raft RPCs (VoterCheck); until
+	// raft runs, nobody may.
+	var check atomic.Pointer[func(node string) bool]
+	trans.SetVoterCheck(func(node string) bool {
+		c := check.Load()
+		return c != nil && (*c)(node)
+	})
 	conf := s.Timing.RaftConfig(s.ServerID, s.Logger)
 	conf.NoSnapshotRestoreOnStart = !s.RestoreOnStart
 	g := &Group{Trans: trans, Logs: cache, HadState: has, Lease: conf.LeaderLeaseTimeout}
@@ -91,5 +99,7 @@ func StartGroup(s GroupSetup) (*Group, error) {
 	if err != nil {
 		return fail(fmt.Errorf("new raft: %w", err))
 	}
+	isVoter := VoterCheck(g.Raft)
+	check.Store(&isVoter)
 	return g, nil
 }

@@ -25,10 +25,15 @@ func benchAppendRequest(entries, size int) *raft.AppendEntriesRequest {
 
 // BenchmarkAppendEntries measures one AppendEntries round trip between two
 // nodes over loopback (a follower that answers at once).
+// tls=on is mutual TLS 1.3 (docs/benchmarks.md "Mutual TLS on the cluster
+// port"); tls=off the cluster-key handshake alone.
 func BenchmarkAppendEntries(b *testing.B) {
-	for _, bc := range []struct{ entries, size int }{{64, 256}, {64, 4096}, {4, 1 << 20}} {
-		b.Run(fmt.Sprintf("entries=%d/size=%d", bc.entries, bc.size), func(b *testing.B) {
-			a, f := newTestNode(b, "k"), newTestNode(b, "k")
+	for _, bc := range []struct {
+		entries, size int
+		tls           bool
+	}{{64, 256, false}, {64, 256, true}, {64, 4096, false}, {64, 4096, true}, {4, 1 << 20, false}, {4, 1 << 20, true}} {
+		b.Run(fmt.Sprintf("entries=%d/size=%d/tls=%s", bc.entries, bc.size, onOff(bc.tls)), func(b *testing.B) {
+			a, f := benchPair(b, bc.tls)
 			ga, _ := a.Group(1)
 			gf, _ := f.Group(1)
 			serve(b, gf, echoHandler)
@@ -37,12 +42,28 @@ func BenchmarkAppendEntries(b *testing.B) {
 			b.ReportAllocs()
 			var resp raft.AppendEntriesResponse
 			for b.Loop() {
-				if err := ga.AppendEntries("f", f.Addr(), req, &resp); err != nil {
+				if err := ga.AppendEntries("n1", f.Addr(), req, &resp); err != nil { // f is n1 with TLS
 					b.Fatal(err)
 				}
 			}
 		})
 	}
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+// benchPair starts two nodes, with mutual TLS or the cluster key.
+func benchPair(b *testing.B, withTLS bool) (*testNode, *testNode) {
+	if !withTLS {
+		return newTestNode(b, "k"), newTestNode(b, "k")
+	}
+	ca := newTestCA(b)
+	return newTLSNode(b, ca.certs(b, "n0")), newTLSNode(b, ca.certs(b, "n1"))
 }
 
 // BenchmarkHeartbeat: the fast path's round trip, many groups in parallel.
@@ -76,13 +97,17 @@ func BenchmarkHeartbeat(b *testing.B) {
 // writers spread over the groups. BenchmarkRaftApplyStock runs the same load
 // over Raft's own transports for comparison.
 func BenchmarkRaftApply(b *testing.B) {
-	for _, groups := range []int{1, 16} {
-		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+	for _, bc := range []struct {
+		groups int
+		tls    bool
+	}{{1, false}, {1, true}, {16, false}, {16, true}} {
+		groups := bc.groups
+		b.Run(fmt.Sprintf("groups=%d/tls=%s", groups, onOff(bc.tls)), func(b *testing.B) {
 			gids := make([]uint64, groups)
 			for i := range gids {
 				gids[i] = uint64(i + 1)
 			}
-			c := newRaftCluster(b, 3, gids, nil)
+			c := newRaftClusterTLS(b, 3, gids, nil, bc.tls)
 			c.waitLeaders(30 * time.Second)
 			leaders := make([]*raft.Raft, groups)
 			for i, gid := range gids {

@@ -33,8 +33,9 @@
 //
 // # Wire format
 //
-// A new TCP connection first runs the handshake (handshake.go), then carries
-// a yamux session. Every stream starts with a kind byte (frame.go): RPC,
+// A new TCP connection first runs the TLS handshake (tls.go), or without
+// TLS the cluster-key handshake (handshake.go), then carries a yamux
+// session. Every stream starts with a kind byte (frame.go): RPC,
 // snapshot, app or call. On an RPC stream, requests are
 // [gid u64][rpc type u8][len u32][body] and responses
 // [status u8][len u32][body or error text]; bodies use the hand-written
@@ -135,23 +136,46 @@
 //
 // # Security
 //
-// The cluster port accepts only peers that prove the cluster key: a mutual
-// HMAC-SHA256 challenge-response over fresh nonces from both sides, before
-// any Raft traffic (handshake.go). Failures are closed, counted in
-// shardnet_transport_handshake_failures_total and logged at WARN (at most
-// every 30 s; the rest at DEBUG). The key never crosses the wire.
+// With Config.TLS (the default of every agent; docs/operations.md
+// "Certificates") the cluster port speaks mutual TLS 1.3 only (tls.go):
+// both sides present a certificate of the cluster CA and verify the
+// other's, and the certificate's "shardnet-node:<id>" URI names the peer.
+// An outbound RPC goes only to the node its target server id names
+// (expectPeer): a node of the CA answering at another node's address is
+// refused at dial, or at the next RPC if a session to it is open.
+// PeerNode gives the application the authenticated node behind an app or
+// call stream.
+// Every record is authenticated, so a byte changed in flight closes the
+// connection and reaches no group (TestByteFlippedInFlight). Certs.Reload
+// (SIGHUP) swaps certificate, key and CA pool for new connections.
 //
-// The connection is NOT encrypted and its frames carry no MAC after the
-// handshake: anyone who can read the traffic sees all Raft data, and anyone
-// who can modify it can inject RPCs into an authenticated connection. Run the
-// cluster port on a private network or under a VPN or WireGuard until TLS is
-// added. With an empty cluster key the handshake authenticates nothing:
-// anyone who can reach the port can send Raft RPCs; New logs a warning.
+// Each inbound Raft RPC is then checked (auth.go): the server id it claims
+// must be the sending node's, and the sender must pass the group's voter
+// check (GroupTransport.SetVoterCheck: a voter of the group's current
+// configuration), so a member that is not a voter cannot depose a leader
+// with a higher term. Refusals are answered with an error, counted in
+// shardnet_transport_rpcs_refused_total{type} and logged at WARN (at most
+// every 30 s).
+//
+// Without TLS (-insecure) the port accepts only peers that prove the
+// cluster key: a mutual HMAC-SHA256 challenge-response over fresh nonces
+// from both sides, before any Raft traffic (handshake.go). The key never
+// crosses the wire, but the connection is NOT encrypted and its frames
+// carry no MAC: anyone who can read the traffic sees all Raft data, anyone
+// who can modify it can inject RPCs, and any holder of the key can claim
+// any server id (the voter check then guards against mistakes only). With
+// an empty cluster key the handshake authenticates nothing; New logs a
+// warning.
+//
+// Failed handshakes, TLS or HMAC, are closed, counted in
+// shardnet_transport_handshake_failures_total and logged at WARN (at most
+// every 30 s; the rest at DEBUG).
 //
 // # Metrics
 //
 // With Config.Registerer set: shardnet_transport_rpcs_sent_total{type},
 // shardnet_transport_rpc_errors_total{type},
+// shardnet_transport_rpcs_refused_total{type},
 // shardnet_transport_handshake_failures_total and shardnet_transport_sessions.
 // No per-group label.
 package transport

@@ -14,11 +14,25 @@ import (
 // Faults: a blocked peer gets nothing from this node (its session is closed,
 // dials fail) while it can still reach us; Unblock restores it; a delay slows
 // this node's requests by at least the delay; a node without Faults is the
-// default path.
+// default path. The same with mutual TLS, which sits above the injector.
 func TestFaultsBlockAndDelay(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run("tls="+onOff(withTLS), func(t *testing.T) { testFaultsBlockAndDelay(t, withTLS) })
+	}
+}
+
+func testFaultsBlockAndDelay(t *testing.T, withTLS bool) {
 	fa := NewFaults()
-	a := newTestNode(t, "k", func(c *Config) { c.Faults = fa })
-	b := newTestNode(t, "k")
+	withFaults := func(c *Config) { c.Faults = fa }
+	var a, b *testNode
+	if withTLS {
+		ca := newTestCA(t)
+		a, b = newTLSNode(t, ca.certs(t, "a"), withFaults), newTLSNode(t, ca.certs(t, "b"))
+	} else {
+		a, b = newTestNode(t, "k", withFaults), newTestNode(t, "k")
+	}
+	// Server ids are their nodes' names, as TLS requires.
+	heartbeatReq := func(term uint64) *raft.AppendEntriesRequest { return heartbeatReqFrom("a", term) }
 	ga, _ := a.Group(1)
 	gb, _ := b.Group(1)
 	serve(t, ga, echoHandler)
@@ -47,7 +61,7 @@ func TestFaultsBlockAndDelay(t *testing.T) {
 		t.Fatal("Blocked = false after Block")
 	}
 	// The other direction is b's business: b still reaches a.
-	if err := gb.AppendEntries("a", a.Addr(), heartbeatReq(1), &resp); err != nil {
+	if err := gb.AppendEntries("a", a.Addr(), heartbeatReqFrom("b", 1), &resp); err != nil {
 		t.Fatalf("the blocked peer's own RPC: %v", err)
 	}
 
@@ -74,7 +88,7 @@ func TestFaultsBlockAndDelay(t *testing.T) {
 	serveSnapshotSum(t, gb2, &got, done)
 	const size = 3 << 20
 	var sresp raft.InstallSnapshotResponse
-	req := &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: 1, Size: size}
+	req := &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("a")}, Term: 1, Size: size}
 	if err := ga2.InstallSnapshot("b", b.Addr(), req, &sresp, newPattern(size)); err != nil {
 		t.Fatalf("snapshot through a delay: %v", err)
 	}

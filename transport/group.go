@@ -23,7 +23,8 @@ type GroupTransport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	heartbeat atomic.Pointer[func(raft.RPC)]
-	urgent    atomic.Int64 // unix nanos until which heartbeats skip batching (Urgent)
+	urgent    atomic.Int64                           // unix nanos until which heartbeats skip batching (Urgent)
+	voters    atomic.Pointer[func(node string) bool] // SetVoterCheck (auth.go)
 
 	// followers holds, per follower address, the last log index it
 	// reported in its latest successful AppendEntries answer to this
@@ -113,11 +114,17 @@ func (g *GroupTransport) errClosed() error {
 }
 
 // AppendEntries implements raft.Transport.
-func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	// Heartbeats fail fast on an unreachable peer; the AppendEntries that
 	// carry entries or the commit index wait for it (doc.go).
 	label, wait := labelAppendEntries, g.node.replicationWait()
 	sent := time.Now()
+	if isHeartbeat(args) {
+		label = labelHeartbeat
+	}
+	if err := g.node.expectPeer(id, target); err != nil {
+		return g.result(label, target, err)
+	}
 	if isHeartbeat(args) {
 		if g.node.cfg.HeartbeatBatch > 0 && !g.isUrgent() {
 			return g.result(labelHeartbeat, target, g.node.batcher(target).heartbeat(g, args, resp))
@@ -188,7 +195,10 @@ func (g *GroupTransport) FollowerLastLog(addr raft.ServerAddress) (last uint64, 
 }
 
 // RequestVote implements raft.Transport.
-func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+func (g *GroupTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	if err := g.node.expectPeer(id, target); err != nil {
+		return g.result(labelRequestVote, target, err)
+	}
 	body, err := g.voteCall(target, typeRequestVote, labelRequestVote, func(b []byte) []byte { return appendRequestVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestVoteResponse(body, resp)
@@ -197,7 +207,10 @@ func (g *GroupTransport) RequestVote(_ raft.ServerID, target raft.ServerAddress,
 }
 
 // RequestPreVote implements raft.WithPreVote.
-func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+func (g *GroupTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	if err := g.node.expectPeer(id, target); err != nil {
+		return g.result(labelRequestPreVote, target, err)
+	}
 	body, err := g.voteCall(target, typeRequestPreVote, labelRequestPreVote, func(b []byte) []byte { return appendRequestPreVoteRequest(b, args) })
 	if err == nil {
 		err = decodeRequestPreVoteResponse(body, resp)
@@ -206,7 +219,10 @@ func (g *GroupTransport) RequestPreVote(_ raft.ServerID, target raft.ServerAddre
 }
 
 // TimeoutNow implements raft.Transport.
-func (g *GroupTransport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+func (g *GroupTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	if err := g.node.expectPeer(id, target); err != nil {
+		return g.result(labelTimeoutNow, target, err)
+	}
 	body, err := g.call(target, typeTimeoutNow, labelTimeoutNow, 0, 0, func(b []byte) []byte { return appendTimeoutNowRequest(b, args) })
 	if err == nil {
 		err = decodeTimeoutNowResponse(body, resp)
@@ -340,8 +356,11 @@ func (n *Node) roundTrip(target raft.ServerAddress, owner *GroupTransport, gid u
 // refused before any data moves), then exactly args.Size bytes read from data
 // in small chunks, then the final response. Nothing is buffered beyond one
 // chunk, and no other RPC waits behind it.
-func (g *GroupTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
-	err := g.installSnapshot(target, args, resp, data)
+func (g *GroupTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	err := g.node.expectPeer(id, target)
+	if err == nil {
+		err = g.installSnapshot(target, args, resp, data)
+	}
 	return g.result(labelInstallSnapshot, target, err)
 }
 
@@ -427,10 +446,13 @@ func snapshotTimeout(base time.Duration, size int64) time.Duration {
 }
 
 // AppendEntriesPipeline implements raft.Transport; see pipeline.go.
-func (g *GroupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+func (g *GroupTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	n := g.node
 	if g.isClosed() {
 		return nil, g.errClosed()
+	}
+	if err := n.expectPeer(id, target); err != nil {
+		return nil, err
 	}
 	p, err := n.peer(string(target))
 	if err != nil {

@@ -227,17 +227,23 @@ func decodeHeartbeatsRequest(body []byte) (*heartbeatsRequest, error) {
 // handleHeartbeats runs each heartbeat of a batch through its group's
 // heartbeat handler and encodes the answers: per heartbeat a status byte
 // (statusOK + AppendEntriesResponse, or statusErr + error text).
-func (n *Node) handleHeartbeats(r *heartbeatsRequest) heartbeatsResponse {
+func (n *Node) handleHeartbeats(r *heartbeatsRequest, from string) heartbeatsResponse {
 	b := binary.AppendUvarint(make([]byte, 0, 16+len(r.gids)*40), uint64(len(r.gids)))
 	for i, gid := range r.gids {
 		var resp any
 		var err error
-		if g := n.lookup(gid); g == nil {
+		g := n.lookup(gid)
+		if g == nil {
 			err = fmt.Errorf("%w %d", ErrUnknownGroup, gid)
-		} else if g.heartbeat.Load() == nil {
+		} else {
+			err = n.authorize(g, from, &r.reqs[i].RPCHeader, labelHeartbeat)
+		}
+		switch {
+		case err != nil: // an unknown group, or a refused sender: err is the answer
+		case g.heartbeat.Load() == nil:
 			// Never queue a batch behind one group's busy main loop.
 			err = fmt.Errorf("transport: group %d takes no heartbeats yet", gid)
-		} else {
+		default:
 			resp, err = g.dispatch(r.reqs[i], nil, true, n.cfg.RPCTimeout)
 		}
 		if err == nil {

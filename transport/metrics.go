@@ -31,6 +31,7 @@ var labelNames = [numLabels]string{
 type metrics struct {
 	sent              [numLabels]prometheus.Counter
 	errors            [numLabels]prometheus.Counter
+	refused           [numLabels]prometheus.Counter
 	handshakeFailures prometheus.Counter
 	sessions          prometheus.Gauge
 	heartbeatBatches  prometheus.Counter
@@ -48,10 +49,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Namespace: "shardnet", Subsystem: "transport", Name: "rpc_errors_total",
 		Help: "Raft RPCs this node sent that failed (network, timeout or remote error), by type.",
 	}, []string{"type"})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "shardnet", Subsystem: "transport", Name: "rpcs_refused_total",
+		Help: "Raft RPCs this node refused, by type: the sender claimed another node's server id or is not a voter of the group (auth.go).",
+	}, []string{"type"})
 	m := &metrics{
 		handshakeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "handshake_failures_total",
-			Help: "Cluster connections (inbound or outbound) dropped because the peer did not prove the cluster key or spoke another protocol.",
+			Help: "Cluster connections (inbound or outbound) dropped because the peer did not prove the cluster key, failed mutual TLS (no certificate, another CA, expired), or spoke another protocol.",
 		}),
 		heartbeatBatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "heartbeat_batches_sent_total",
@@ -65,9 +70,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i, name := range labelNames {
 		m.sent[i] = sent.WithLabelValues(name)
 		m.errors[i] = errs.WithLabelValues(name)
+		m.refused[i] = refused.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, m.handshakeFailures, m.sessions, m.heartbeatBatches} {
+		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

@@ -65,10 +65,15 @@ const (
 type Config struct {
 	BindAddr      string        // "127.0.0.1:7001"; ":0"-style ports allowed (tests)
 	AdvertiseAddr string        // what peers dial; default: the bound listener address (required when BindAddr has no host)
-	ClusterKey    []byte        // shared secret; peers must prove it. Empty key = unauthenticated (allowed, logged at WARN once)
+	ClusterKey    []byte        // shared secret; peers must prove it. Empty key = unauthenticated (allowed, logged at WARN once). Unused with TLS
 	Logger        hclog.Logger  // default: hclog.NewNullLogger()
 	DialTimeout   time.Duration // default 2s
 	RPCTimeout    time.Duration // default 10s for non-snapshot RPCs
+	// TLS, when set, makes the cluster port speak mutual TLS 1.3 with
+	// certificates of the cluster CA instead of the ClusterKey handshake,
+	// and gives every inbound RPC its sender's authenticated node id
+	// (tls.go, auth.go). Reload it to rotate certificates.
+	TLS *Certs
 	// HeartbeatBatch, when positive, is how long a heartbeat waits for
 	// others to the same peer so that they travel in one frame
 	// (heartbeat.go); 0 sends each on its own.
@@ -133,6 +138,9 @@ type Node struct {
 	// lastHandshakeWarn (unix nanos) rate-limits handshake warnings: a
 	// peer with the wrong key is re-dialed every few hundred milliseconds.
 	lastHandshakeWarn atomic.Int64
+	// lastRefusedWarn likewise rate-limits warnings of refused RPCs
+	// (auth.go): a stranger's heartbeats arrive many times a second.
+	lastRefusedWarn atomic.Int64
 }
 
 // handshakeWarnEvery: at most one WARN per this period for failed
@@ -231,7 +239,7 @@ func New(cfg Config) (*Node, error) {
 	n.app = newAppListener(n.addr, n.done)
 	n.calls = newAppListener(n.addr, n.done)
 	cfg.Faults.attach(n)
-	if len(cfg.ClusterKey) == 0 {
+	if cfg.TLS == nil && len(cfg.ClusterKey) == 0 {
 		logger.Warn("no cluster key: the cluster port accepts any peer (set a cluster key outside tests)")
 	}
 	n.goFunc(n.acceptLoop)
@@ -414,9 +422,22 @@ func (n *Node) acceptLoop() {
 // serveConn authenticates an inbound connection and serves its streams.
 func (n *Node) serveConn(conn net.Conn) {
 	conn = n.cfg.Faults.freezable(conn)
-	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
+	raw := conn // conn changes below; the closure must not read it
+	stop := context.AfterFunc(n.ctx, func() { _ = raw.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	err := serverHandshake(conn, n.cfg.ClusterKey)
+	// from is the peer's authenticated node id; "" without TLS, where the
+	// cluster key proves membership but not who the peer is.
+	var from string
+	var err error
+	if n.cfg.TLS != nil {
+		var tc net.Conn
+		tc, from, err = n.cfg.TLS.handshake(n.ctx, conn, false)
+		if err == nil {
+			conn = tc
+		}
+	} else {
+		err = serverHandshake(conn, n.cfg.ClusterKey)
+	}
 	if !stop() || err != nil {
 		_ = conn.Close()
 		if err != nil && n.ctx.Err() == nil {
@@ -462,7 +483,7 @@ func (n *Node) serveConn(conn net.Conn) {
 			return
 		}
 		if !n.goFunc(func() {
-			if !n.serveStream(st) {
+			if !n.serveStream(st, from) {
 				streams.remove(st)
 			}
 		}) {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/hashicorp/yamux"
 )
 
@@ -19,14 +20,18 @@ type peer struct {
 	n    *Node
 	addr string
 
-	mu        sync.Mutex
-	closed    bool
-	sess      *yamux.Session
-	idle      []*yamux.Stream
-	dialing   chan struct{} // non-nil while a dial runs; closed when it ends
-	lastErr   error         // the last dial failure, kept for dialBackoff
-	lastErrAt time.Time
-	waiters   int // callers in await
+	mu      sync.Mutex
+	closed  bool
+	sess    *yamux.Session
+	idle    []*yamux.Stream
+	dialing chan struct{} // non-nil while a dial runs; closed when it ends
+	lastErr error         // the last dial failure, kept for dialBackoff
+	// With TLS: node is the node the live session's certificate names, and
+	// expect the node the last RPC's server id named (expectPeer); a
+	// session to another node than expected is refused.
+	node, expect string
+	lastErrAt    time.Time
+	waiters      int // callers in await
 
 	// Prober state (probe.go).
 	lastUsed atomic.Int64 // unix nanos of the last RPC or PeerHealthy call
@@ -181,9 +186,15 @@ func (p *peer) await(stop <-chan struct{}, until time.Time) (*yamux.Session, err
 // publishes it (or the error) and closes ch.
 func (p *peer) dial(ch chan struct{}) {
 	n := p.n
-	sess, err := n.dialSession(p.addr)
+	sess, node, err := n.dialSession(p.addr)
 	p.mu.Lock()
 	p.dialing = nil
+	if err == nil && p.expect != "" && node != p.expect {
+		_ = sess.Close()
+		sess = nil
+		err = fmt.Errorf("%w: the node at %s is %q, not %q", ErrHandshake, p.addr, node, p.expect)
+		n.handshakeFailed("cluster peer is not the node its address belongs to", "peer", p.addr, "node", node, "want", p.expect)
+	}
 	if err == nil {
 		// Checked again under p.mu: see Faults.Block.
 		err = n.cfg.Faults.checkDial(p.addr)
@@ -201,6 +212,7 @@ func (p *peer) dial(ch chan struct{}) {
 	} else {
 		p.lastErr = nil
 		p.sess = sess
+		p.node = node
 		p.idle = nil
 	}
 	close(ch)
@@ -222,9 +234,11 @@ func (p *peer) dial(ch chan struct{}) {
 	p.mu.Unlock()
 }
 
-func (n *Node) dialSession(addr string) (*yamux.Session, error) {
+// dialSession dials addr, authenticates and starts a yamux client session;
+// with TLS it also returns the node the peer's certificate names.
+func (n *Node) dialSession(addr string) (*yamux.Session, string, error) {
 	if err := n.cfg.Faults.checkDial(addr); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
 	defer cancel()
@@ -232,33 +246,49 @@ func (n *Node) dialSession(addr string) (*yamux.Session, error) {
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if n.ctx.Err() != nil {
-			return nil, ErrClosed
+			return nil, "", ErrClosed
 		}
-		return nil, err // a *net.OpError, which names the address
+		return nil, "", err // a *net.OpError, which names the address
 	}
 	conn = n.cfg.Faults.freezable(conn)
-	stop := context.AfterFunc(n.ctx, func() { _ = conn.Close() })
+	raw := conn // conn changes below; the closure must not read it
+	stop := context.AfterFunc(n.ctx, func() { _ = raw.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	err = clientHandshake(conn, n.cfg.ClusterKey)
+	var node string
+	if n.cfg.TLS != nil {
+		// TLS sits above the fault injector, which then delays and drops
+		// records as it did plain frames.
+		conn = n.cfg.Faults.wrap(addr, conn, n.goFunc)
+		var tc net.Conn
+		tc, node, err = n.cfg.TLS.handshake(n.ctx, conn, true)
+		if err == nil {
+			conn = tc
+		}
+	} else {
+		err = clientHandshake(conn, n.cfg.ClusterKey)
+		if err == nil {
+			conn = n.cfg.Faults.wrap(addr, conn, n.goFunc)
+		}
+	}
 	if !stop() {
 		_ = conn.Close()
-		return nil, ErrClosed
+		return nil, "", ErrClosed
 	}
 	if err != nil {
 		_ = conn.Close()
 		if errors.Is(err, ErrHandshake) {
 			n.handshakeFailed("cluster peer failed the handshake", "peer", addr, "error", err)
 		}
-		return nil, err
+		return nil, "", err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newCoalescingConn(n.cfg.Faults.wrap(addr, conn, n.goFunc), n.goFunc), n.ymux)
+	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc), n.ymux)
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("start session: %w", err)
+		return nil, "", fmt.Errorf("start session: %w", err)
 	}
-	n.logger.Debug("connected to peer", "peer", addr)
-	return sess, nil
+	n.logger.Debug("connected to peer", "peer", addr, "node", node)
+	return sess, node, nil
 }
 
 // stream returns an idle RPC stream to the peer, or opens one (fresh: its
@@ -346,6 +376,28 @@ func (p *peer) release(st *yamux.Stream, last int) {
 	}
 	p.mu.Unlock()
 	_ = st.Close()
+}
+
+// expectPeer, with TLS, notes that the node at target is the one id names
+// (a raft.Transport call's server id), so that a session to another node,
+// one that took over the address, is refused: at dial, or here when it is
+// already open.
+func (n *Node) expectPeer(id raft.ServerID, target raft.ServerAddress) error {
+	if n.cfg.TLS == nil || id == "" {
+		return nil
+	}
+	p, err := n.peer(string(target))
+	if err != nil {
+		return err
+	}
+	want := NodeOf(id)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expect = want
+	if p.sess != nil && !p.sess.IsClosed() && p.node != want {
+		return fmt.Errorf("%w: the node at %s is %q, not %q", ErrHandshake, target, p.node, want)
+	}
+	return nil
 }
 
 func (p *peer) close() {

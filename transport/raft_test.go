@@ -132,8 +132,22 @@ type raftCluster struct {
 // newRaftCluster starts nodes and one replica of every group on each node,
 // and bootstraps every group with all of them as voters.
 func newRaftCluster(t testing.TB, nodes int, gids []uint64, tweak func(*raft.Config)) *raftCluster {
+	return newRaftClusterTLS(t, nodes, gids, tweak, false)
+}
+
+// newRaftClusterTLS is newRaftCluster whose nodes speak mutual TLS when
+// withTLS, each with a certificate naming its replicas' server id (n0, n1…).
+func newRaftClusterTLS(t testing.TB, nodes int, gids []uint64, tweak func(*raft.Config), withTLS bool) *raftCluster {
 	c := &raftCluster{t: t, groups: map[uint64][]*replica{}, tweak: tweak}
-	for range nodes {
+	var ca *testCA
+	if withTLS {
+		ca = newTestCA(t)
+	}
+	for i := range nodes {
+		if withTLS {
+			c.nodes = append(c.nodes, newTLSNode(t, ca.certs(t, fmt.Sprintf("n%d", i))))
+			continue
+		}
 		c.nodes = append(c.nodes, newTestNode(t, "cluster-key"))
 	}
 	for _, gid := range gids {

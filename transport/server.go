@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -12,10 +13,11 @@ import (
 
 // serveStream serves one inbound stream on its own goroutine: every RPC in
 // flight has its own stream, so a heartbeat is never read after, or answered
-// after, an AppendEntries or a snapshot of another stream. It reports
-// whether it handed the stream to the application (app and call streams),
-// which then owns it until the session ends.
-func (n *Node) serveStream(st *yamux.Stream) (handedOff bool) {
+// after, an AppendEntries or a snapshot of another stream. from is the
+// peer's authenticated node id ("" without TLS). It reports whether it
+// handed the stream to the application (app and call streams), which then
+// owns it until the session ends.
+func (n *Node) serveStream(st *yamux.Stream, from string) (handedOff bool) {
 	var kind [1]byte
 	_ = st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
 	if _, err := io.ReadFull(st, kind[:]); err != nil {
@@ -25,15 +27,15 @@ func (n *Node) serveStream(st *yamux.Stream) (handedOff bool) {
 	_ = st.SetReadDeadline(time.Time{})
 	switch kind[0] {
 	case kindRPC:
-		n.serveRPCs(st)
+		n.serveRPCs(st, from)
 	case kindSnapshot:
-		n.serveSnapshot(st)
+		n.serveSnapshot(st, from)
 	case kindApp:
-		if n.app.offer(st) {
+		if n.app.offer(&peerStream{st, from}) {
 			return true // the application owns it now
 		}
 	case kindCall:
-		if n.calls.offer(st) {
+		if n.calls.offer(&peerStream{st, from}) {
 			return true
 		}
 	default:
@@ -45,7 +47,7 @@ func (n *Node) serveStream(st *yamux.Stream) (handedOff bool) {
 
 // serveRPCs answers request frames until the peer closes the stream. An idle
 // pooled stream waits here without a deadline; the peer owns its lifetime.
-func (n *Node) serveRPCs(st *yamux.Stream) {
+func (n *Node) serveRPCs(st *yamux.Stream, from string) {
 	scratch := make([]byte, reqHeaderSize)
 	for {
 		gid, typ, body, err := readRequest(st, scratch)
@@ -62,7 +64,7 @@ func (n *Node) serveRPCs(st *yamux.Stream) {
 		if typ == typeInstallSnapshot {
 			err = errors.New("transport: InstallSnapshot must use a snapshot stream")
 		} else {
-			resp, err = n.handleRPC(gid, typ, body)
+			resp, err = n.handleRPC(gid, typ, body, from)
 		}
 		if err := n.writeResponse(st, typ, resp, err); err != nil {
 			return
@@ -71,8 +73,8 @@ func (n *Node) serveRPCs(st *yamux.Stream) {
 }
 
 // handleRPC decodes a request, routes it to its group and waits for Raft's
-// answer.
-func (n *Node) handleRPC(gid uint64, typ uint8, body []byte) (any, error) {
+// answer, once the sender passes authorize.
+func (n *Node) handleRPC(gid uint64, typ uint8, body []byte, from string) (any, error) {
 	cmd, err := decodeRequest(typ, body)
 	if err != nil {
 		return nil, err
@@ -81,11 +83,18 @@ func (n *Node) handleRPC(gid uint64, typ uint8, body []byte) (any, error) {
 		if len(hb.reqs) > 0 {
 			n.watchLeader(hb.reqs[0].Addr)
 		}
-		return n.handleHeartbeats(hb), nil
+		return n.handleHeartbeats(hb, from), nil
 	}
 	g := n.lookup(gid)
 	if g == nil {
 		return nil, fmt.Errorf("%w %d", ErrUnknownGroup, gid)
+	}
+	h, label, ok := rpcHeader(cmd)
+	if !ok {
+		return nil, fmt.Errorf("%w: rpc type %d", ErrMalformed, typ)
+	}
+	if err := n.authorize(g, from, h, label); err != nil {
+		return nil, err
 	}
 	heartbeat := false
 	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok {
@@ -167,7 +176,7 @@ func (n *Node) writeResponse(st *yamux.Stream, typ uint8, resp any, rerr error) 
 }
 
 // serveSnapshot receives one InstallSnapshot (see GroupTransport.InstallSnapshot).
-func (n *Node) serveSnapshot(st *yamux.Stream) {
+func (n *Node) serveSnapshot(st *yamux.Stream, from string) {
 	timeout := n.cfg.RPCTimeout
 	_ = st.SetReadDeadline(time.Now().Add(timeout))
 	gid, typ, body, err := readRequest(st, make([]byte, reqHeaderSize))
@@ -181,6 +190,8 @@ func (n *Node) serveSnapshot(st *yamux.Stream) {
 	} else if req, err = decodeInstallSnapshotRequest(body); err == nil {
 		if g = n.lookup(gid); g == nil {
 			err = fmt.Errorf("%w %d", ErrUnknownGroup, gid)
+		} else {
+			err = n.authorize(g, from, &req.RPCHeader, labelInstallSnapshot)
 		}
 	}
 	if err != nil {
@@ -231,4 +242,22 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return m, err
+}
+
+// peerStream is an app or call stream handed to the application, with the
+// node its session authenticated (PeerNode).
+type peerStream struct {
+	*yamux.Stream
+	node string
+}
+
+// PeerNode returns the node id that the TLS certificate of the peer on the
+// other end of an app or call stream (from AppListener or CallListener)
+// names, so that the application can authorize node-to-node calls by node;
+// "" without TLS, or for a conn the transport did not hand out.
+func PeerNode(c net.Conn) string {
+	if ps, ok := c.(*peerStream); ok {
+		return ps.node
+	}
+	return ""
 }

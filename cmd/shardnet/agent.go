@@ -63,6 +63,13 @@ type agentConfig struct {
 
 	// gossipKey is Encrypt decoded (checkKeys).
 	gossipKey []byte
+
+	// The cluster port's mutual TLS (tls.go): the node's certificate and
+	// key and the cluster CA; -insecure (Insecure) runs without them.
+	TLSCert string `hcl:"tls_cert,optional"`
+	TLSKey  string `hcl:"tls_key,optional"`
+	TLSCA   string `hcl:"tls_ca,optional"`
+
 	// secretOnCommandLine: -token, -cluster-key or -encrypt was given as a flag,
 	// where every local user's process listing shows it.
 	secretOnCommandLine bool
@@ -116,8 +123,6 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.EncryptFile, "encrypt-file", c.EncryptFile, "file holding the gossip encryption key (default: $SHARDNET_GOSSIP_KEY)")
 	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", c.HTTPTLSCert, "PEM certificate (chain) of the HTTP API: with -http-tls-key, the API serves HTTPS only; both files are read again on SIGHUP")
 	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", c.HTTPTLSKey, "PEM private key of -http-tls-cert")
-	// insecure: shared with the tls work
-	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "run without a cluster key or gossip key: anyone who reaches the cluster or gossip port can join the cluster (a test on a closed network, never production)")
 	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", c.HTTPMaxConns, "most open HTTP connections; at the cap the longest idle one is closed to make room (0: half the file descriptor limit)")
 	fs.IntVar(&c.HTTPMaxConnsPerClient, "http-max-conns-per-client", c.HTTPMaxConnsPerClient, "most open HTTP connections from one client IP; beyond, 429 too_many_connections (-1: no cap)")
 	fs.StringVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "close an HTTP keep-alive connection idle this long")
@@ -129,6 +134,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.HashCheck, "hash-check-interval", c.HashCheck, "how often the leader of each channel this node leads has every replica hash its state, so that a replica whose state differs from its group's is noticed and stops serving (default 5m; off: never)")
 	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
+	tlsFlags(fs, c)
 	return fs
 }
 
@@ -211,11 +217,10 @@ func (c *agentConfig) checkKeys() error {
 		}
 		c.gossipKey = k
 	}
+	// The cluster port needs certificates unless -insecure (clusterTLS,
+	// tls.go); with -insecure it proves the cluster key, if one is given.
 	if c.Insecure {
 		return nil
-	}
-	if c.ClusterKey == "" {
-		errs = append(errs, errors.New("no cluster key: pass -cluster-key-file FILE or set $SHARDNET_CLUSTER_KEY (the same secret on every node; -insecure runs without one)"))
 	}
 	if c.gossipKey == nil && !cluster.KeyringExists(c.DataDir) {
 		errs = append(errs, errors.New("no gossip key: pass -encrypt-file FILE or set $SHARDNET_GOSSIP_KEY (the same key on every node, made with shardnet gossip keygen; -insecure runs without one)"))
@@ -331,7 +336,15 @@ func runAgent(args []string) int {
 		fmt.Fprintf(os.Stderr, "Error: %s\n", strings.ReplaceAll(err.Error(), "\n", "\nError: "))
 		return 2
 	}
+	certs, err := cfg.clusterTLS()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 2
+	}
 	logger := newLogger(cfg.LogLevel, cfg.LogJSON)
+	if certs != nil && keyTooOpen(cfg.TLSKey) {
+		logger.Warn("the node's TLS key can be read by other users: chmod 600 it", "file", cfg.TLSKey)
+	}
 	if cfg.secretOnCommandLine {
 		logger.Warn("a secret was given on the command line, where every local user's process listing shows it; use -token-file, -cluster-key-file and -encrypt-file, or $SHARDNET_TOKEN, $SHARDNET_CLUSTER_KEY and $SHARDNET_GOSSIP_KEY")
 	}
@@ -357,6 +370,7 @@ func runAgent(args []string) int {
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
 			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
 			ClusterKey: []byte(cfg.ClusterKey), GossipKey: cfg.gossipKey, Logger: logger,
+			TLS:               certs,
 			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,
 			LeaderRebalance:   rebalance,
 			HashCheckInterval: hashCheck,
@@ -373,12 +387,16 @@ func runAgent(args []string) int {
 		logger.Error("cannot start", "error", err)
 		return 1
 	}
-	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr())
+	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr(), "cluster_tls", certs != nil)
+	// SIGHUP rereads both: the cluster certificates (reloadOnSIGHUP) and
+	// the HTTP API's.
+	stopReload := reloadOnSIGHUP(certs, logger)
 	waitForSignal(func() {
 		if err := a.ReloadTLS(); err != nil {
 			logger.Error("SIGHUP: the HTTP API keeps its certificate", "error", err)
 		}
 	})
+	stopReload()
 	logger.Info("shutting down")
 	if err := a.Close(); err != nil {
 		logger.Error("shutdown", "error", err)

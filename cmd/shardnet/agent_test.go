@@ -105,10 +105,11 @@ const testGossipKey = "AAECAwQFBgcICQoLDA0ODw=="
 
 var testGossipKeyBytes = []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 
-// TestAgentNeedsItsKeys: an agent without a cluster key or a gossip key
-// does not start, even with an operator token (keys are no longer derived
-// from it), and says what to pass; -insecure starts it anyway, and a
-// keyring file in the data dir stands for the gossip key.
+// TestAgentNeedsItsKeys: an agent without a gossip key does not start,
+// even with an operator token (keys are no longer derived from it), and
+// says what to pass; -insecure starts it anyway, and a keyring file in the
+// data dir stands for the gossip key. (The cluster port needs certificates
+// instead of a key: TestAgentRefusesToStartWithoutCertificates.)
 func TestAgentNeedsItsKeys(t *testing.T) {
 	for _, env := range []string{"SHARDNET_TOKEN", "SHARDNET_CLUSTER_KEY", "SHARDNET_GOSSIP_KEY"} {
 		t.Setenv(env, "")
@@ -119,7 +120,7 @@ func TestAgentNeedsItsKeys(t *testing.T) {
 	if err == nil {
 		t.Fatal("an agent with a token but no keys started")
 	}
-	for _, want := range []string{"no cluster key: pass -cluster-key-file FILE or set $SHARDNET_CLUSTER_KEY", "no gossip key: pass -encrypt-file FILE or set $SHARDNET_GOSSIP_KEY", "-insecure"} {
+	for _, want := range []string{"no gossip key: pass -encrypt-file FILE or set $SHARDNET_GOSSIP_KEY", "-insecure"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}

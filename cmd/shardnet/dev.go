@@ -76,6 +76,18 @@ func runDev(args []string) int {
 	for i := 1; i <= *resources; i++ {
 		specs = append(specs, devNode{fmt.Sprintf("res%d", i), fsm.RoleResource})
 	}
+	// The cluster port speaks mutual TLS here too, so the default path is
+	// the one production runs: a CA under the dev dir, each node's
+	// certificate and key in its data dir.
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.name)
+	}
+	certs, err := tlsCertsForDev(dir, names)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: certificates: %v\n", err)
+		return 1
+	}
 	zones := []string{"zone-a", "zone-b", "zone-c"}
 	gossipPorts := make([]int, len(specs))
 	clusterPorts := make([]int, len(specs))
@@ -114,6 +126,7 @@ func runDev(args []string) int {
 				Name: s.name, Role: s.role, Zone: zones[i%len(zones)], DataDir: filepath.Join(dir, s.name),
 				BindAddr: "127.0.0.1", GossipPort: gossipPorts[i], ClusterPort: clusterPorts[i],
 				BootstrapExpect: bootstrap, Join: join, ClusterKey: key, GossipKey: gossipKey, LocalGossip: true,
+				TLS:    certs[s.name],
 				Stake:  map[bool]uint64{true: 100}[s.role == fsm.RoleCore],
 				Logger: logger.Named(s.name),
 			},
@@ -128,7 +141,7 @@ func runDev(args []string) int {
 		agents = append(agents, a)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	err := waitDevReady(ctx, agents, tok, *demo)
+	err = waitDevReady(ctx, agents, tok, *demo)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "Error: the dev cluster did not come up: %v\n", err)
@@ -209,6 +222,7 @@ func printDevBanner(agents []*agent.Agent, token, demo, dir string, temp bool) {
 	addr := agents[0].URL()
 	fmt.Printf(`
 Data:           %s
+Cluster port:   mutual TLS; CA and node certificates under the data dir
 Operator token: %s
 
 In another shell:

@@ -41,6 +41,7 @@ var commands = map[string]command{
 	"kv":      {"read and write a channel's keys", runKV},
 	"gossip":  {"make and rotate gossip encryption keys", runGossip},
 	"version": {"print the version", runVersion},
+	"tls":     {"create the cluster CA and node certificates", runTLS},
 }
 
 func main() {

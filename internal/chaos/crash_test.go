@@ -23,6 +23,7 @@ import (
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/internal/testcluster"
+	"github.com/shardnet/shardnet/transport"
 )
 
 // Crash durability with real processes: three `shardnet agent` processes
@@ -306,12 +307,24 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 	for i := range bins {
 		bins[i] = bin
 	}
-	return startProcClusterOf(t, bins, nil)
+	// The cluster port speaks mutual TLS, as the agent does by default:
+	// a CA and a certificate per node.
+	pki := t.TempDir()
+	if err := transport.WriteCA(pki, "chaos CA", transport.KeyECDSA, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	return startProcClusterOf(t, bins, func(name, _ string) []string {
+		certFile, keyFile, err := transport.WriteNodeCert(pki, filepath.Join(pki, name), transport.NodeCertOptions{Node: name}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{"-tls-cert", certFile, "-tls-key", keyFile, "-tls-ca", filepath.Join(pki, transport.CACertFile)}
+	})
 }
 
 // startProcClusterOf starts one node per binary of bins; extra, if set,
-// gives the flags to add for a binary.
-func startProcClusterOf(t *testing.T, bins []string, extra func(bin string) []string) *procCluster {
+// gives the flags to add for a node and its binary.
+func startProcClusterOf(t *testing.T, bins []string, extra func(name, bin string) []string) *procCluster {
 	t.Helper()
 	n := len(bins)
 	pc := &procCluster{token: "chaos-token"}
@@ -337,7 +350,7 @@ func startProcClusterOf(t *testing.T, bins []string, extra func(bin string) []st
 			}
 		}
 		if extra != nil {
-			args = append(args, extra(bins[i])...)
+			args = append(args, extra(name, bins[i])...)
 		}
 		p := &proc{name: name, bin: bins[i], args: args, http: "127.0.0.1:" + strconv.Itoa(ps[i].http),
 			logPath: filepath.Join(dir, name+".log")}

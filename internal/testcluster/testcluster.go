@@ -51,6 +51,9 @@ type Options struct {
 	// HTTP sets the nodes' HTTP connection limits and timeouts (zero
 	// fields: the defaults).
 	HTTP server.Limits
+	// Insecure runs the cluster port with the shared cluster key instead of
+	// mutual TLS (the default: a CA per cluster, a certificate per node).
+	Insecure bool
 	// Faults installs a network fault hook in every node's cluster
 	// transport and a logstore.SlowFS under every node's Raft log store, for
 	// Partition, Isolate, Delay, SlowDisk and Heal (faults.go).
@@ -77,6 +80,7 @@ type Cluster struct {
 	// keeps the keyring in its data dir instead).
 	GossipKey []byte
 	log       hclog.Logger
+	caDir     string // the cluster CA (ca.pem, ca-key.pem); "" when Insecure
 }
 
 // Node is one node of the test cluster; it keeps its ports and data dir
@@ -92,9 +96,14 @@ type Node struct {
 	join        []string
 	faults      *transport.Faults // nil unless Options.Faults; kept across restarts
 	disk        *logstore.SlowFS  // likewise
+	// certFile and keyFile are the node's TLS certificate and key, beside
+	// its data dir so that a test wiping the data dir keeps them; "" when
+	// Insecure.
+	certFile, keyFile string
 
 	mu    sync.Mutex
 	agent *agent.Agent
+	certs *transport.Certs // the running agent's, for Reload
 }
 
 // New starts a cluster and waits until every node is registered alive.
@@ -118,6 +127,12 @@ func New(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{t: t, opts: opts, key: []byte("test-cluster-key"), GossipKey: []byte("test-gossip-key-32-bytes-of-aes!"),
 		log: hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.LevelFromString(level), Output: w})}
 	dir := t.TempDir()
+	if !opts.Insecure {
+		c.caDir = filepath.Join(dir, "ca")
+		if err := transport.WriteCA(c.caDir, "testcluster CA", transport.KeyECDSA, 0, false); err != nil {
+			t.Fatalf("testcluster: %v", err)
+		}
+	}
 	for i := 0; i < opts.Core+opts.Resource; i++ {
 		role, name := fsm.RoleCore, fmt.Sprintf("core%d", i+1)
 		if i >= opts.Core {
@@ -127,6 +142,14 @@ func New(t testing.TB, opts Options) *Cluster {
 			httpPort: FreePort(t), gossipPort: FreePort(t), clusterPort: FreePort(t)}
 		if role == fsm.RoleCore {
 			nd.bootstrap = opts.Core
+		}
+		if !opts.Insecure {
+			var err error
+			nd.certFile, nd.keyFile, err = transport.WriteNodeCert(c.caDir, filepath.Join(dir, "tls", name),
+				transport.NodeCertOptions{Node: name, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, false)
+			if err != nil {
+				t.Fatalf("testcluster: %v", err)
+			}
 		}
 		if opts.Faults {
 			nd.faults = transport.NewFaults()
@@ -163,6 +186,14 @@ func (c *Cluster) start(nd *Node) error {
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
 		HashCheckInterval: c.opts.HashCheckInterval,
 	}
+	var certs *transport.Certs
+	if nd.certFile != "" {
+		var err error
+		if certs, err = transport.LoadCerts(nd.certFile, nd.keyFile, filepath.Join(c.caDir, transport.CACertFile)); err != nil {
+			return err
+		}
+		cfg.TLS = certs
+	}
 	if nd.disk != nil {
 		// Not in the literal: a nil *SlowFS in the interface would be non-nil.
 		cfg.LogFS = nd.disk
@@ -173,8 +204,29 @@ func (c *Cluster) start(nd *Node) error {
 	}
 	nd.mu.Lock()
 	nd.agent = a
+	nd.certs = certs
 	nd.mu.Unlock()
 	return nil
+}
+
+// CADir is the cluster CA's directory (ca.pem, ca-key.pem), "" when
+// Options.Insecure: tests make certificates of their own with it.
+func (c *Cluster) CADir() string { return c.caDir }
+
+// CertFiles returns the node's certificate and key files ("" when
+// Options.Insecure); a test may replace them, then call ReloadCerts.
+func (nd *Node) CertFiles() (certFile, keyFile string) { return nd.certFile, nd.keyFile }
+
+// ReloadCerts makes the running node reread its certificate files, as
+// SIGHUP does for an agent.
+func (nd *Node) ReloadCerts() error {
+	nd.mu.Lock()
+	certs := nd.certs
+	nd.mu.Unlock()
+	if certs == nil {
+		return fmt.Errorf("testcluster: %s runs without TLS or is stopped", nd.Name)
+	}
+	return certs.Reload()
 }
 
 func (c *Cluster) allRegistered() error {
