@@ -35,7 +35,7 @@ import (
 //	opMetaReadIndex: gid u64 (0, the meta group) | timeout ms u32
 //	opHashAt:        gid u64 | timeout ms u32 | index u64 (hashcheck.go)
 //
-// Answers: statusOK with the op's result (encodeResult, the read index
+// Answers: statusOK with the op's result (fsm.EncodeResult, the read index
 // u64 for both read-index ops, the state hash u64 for opHashAt), or statusErr with an error code u8, and for codeRedirect the leader's
 // node id and cluster address, then the error text.
 const (
@@ -350,7 +350,7 @@ func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
 		if err != nil {
 			return statusErr, encodeCallError(err)
 		}
-		return statusOK, encodeResult(res)
+		return statusOK, fsm.EncodeResult(nil, res)
 	case opReadIndex:
 		n.metrics.callsServed.WithLabelValues("readindex").Inc()
 		// The commit index, confirmed: the follower waits for its own
@@ -406,7 +406,7 @@ func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid u
 		}
 		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
 	}
-	res, err := decodeResult(resp)
+	res, err := fsm.DecodeResult(resp)
 	if err != nil {
 		n.metrics.calls.WithLabelValues("propose", "bad_answer").Inc()
 		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
@@ -474,84 +474,11 @@ func decodeCallError(b []byte) error {
 	return err
 }
 
-// encodeResult writes an fsm.Result: index uvarint | err code u8 |
-// succeeded u8 | op count uvarint | per op: type u8, found u8, key, and for
-// found gets the entry (key, value, create and modify index).
-func encodeResult(r *fsm.Result) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 16), r.Index)
-	b = append(b, resultErrCode(r.Err), boolByte(r.Succeeded))
-	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
-	for _, op := range r.Ops {
-		b = append(b, byte(op.Type), boolByte(op.Found))
-		b = appendBytes(b, op.Key)
-		b = appendBytes(b, op.Entry.Key)
-		b = appendBytes(b, op.Entry.Value)
-		b = binary.AppendUvarint(b, op.Entry.CreateIndex)
-		b = binary.AppendUvarint(b, op.Entry.ModifyIndex)
-	}
-	return b
-}
-
-func decodeResult(b []byte) (*fsm.Result, error) {
-	d := decoder{b: b}
-	r := &fsm.Result{Index: d.uvarint()}
-	r.Err = resultErr(d.byte())
-	r.Succeeded = d.byte() == 1
-	nops := d.uvarint()
-	if nops > uint64(len(b)) {
-		return nil, errors.New("cluster: result with too many ops")
-	}
-	for i := uint64(0); i < nops && d.err == nil; i++ {
-		op := fsm.OpResult{Type: fsm.OpType(d.byte()), Found: d.byte() == 1}
-		op.Key = d.bytes()
-		op.Entry.Key = d.bytes()
-		op.Entry.Value = d.bytes()
-		op.Entry.CreateIndex = d.uvarint()
-		op.Entry.ModifyIndex = d.uvarint()
-		r.Ops = append(r.Ops, op)
-	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	if len(d.b) != 0 {
-		return nil, errors.New("cluster: trailing bytes after a result")
-	}
-	return r, nil
-}
-
-var resultErrs = []error{nil, fsm.ErrCASMismatch, fsm.ErrKeyNotFound, fsm.ErrClosed}
-
-func resultErrCode(err error) byte {
-	for i, e := range resultErrs {
-		if e != nil && errors.Is(err, e) {
-			return byte(i)
-		}
-	}
-	if err != nil {
-		return byte(len(resultErrs)) // unknown: the caller reports it as such
-	}
-	return 0
-}
-
-func resultErr(code byte) error {
-	if int(code) < len(resultErrs) {
-		return resultErrs[code]
-	}
-	return errors.New("cluster: unknown result error")
-}
-
-func boolByte(v bool) byte {
-	if v {
-		return 1
-	}
-	return 0
-}
-
 func appendBytes(b, v []byte) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
 }
 
-// decoder reads what encodeResult and encodeCallError wrote; the first
+// decoder reads what encodeCallError wrote; the first
 // error sticks.
 type decoder struct {
 	b   []byte
