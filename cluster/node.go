@@ -1,14 +1,12 @@
 package cluster
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,13 +50,9 @@ type Node struct {
 	metaFSM *fsm.Meta
 	gossip  *gossip
 
-	peers       *http.Client // internal calls to other nodes over the cluster port
-	calls       *calls       // hot-path calls to other nodes (calls.go)
-	callWG      sync.WaitGroup
-	callMu      sync.Mutex
-	callConns   map[net.Conn]struct{} // call streams being served
-	callsClosed bool
-	leaders     *leaderCache
+	// route serves requests elsewhere and serves other nodes' calls
+	// (route.go).
+	route       *router
 	readBatches sync.Map       // *shard.Replica → *readIndexBatch (readindex.go)
 	metaReads   readIndexBatch // meta read indexes (metaread.go)
 	metrics     *metrics
@@ -102,7 +96,6 @@ func New(cfg Config) (*Node, error) {
 		poke:     make(chan struct{}, 1),
 		lpoke:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
-		leaders:  newLeaderCache(),
 		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 {
@@ -123,16 +116,8 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)
 	}
-	n.peers = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return n.trans.DialApp(ctx, addr)
-		},
-		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     30 * time.Second,
-	}}
-	n.calls = newCalls(n.trans.DialCall)
+	n.route = newRouter(n, n.trans.DialCall, n.trans.DialApp)
 	n.hashSem = make(chan struct{}, hashCompareParallel)
-	n.callConns = map[net.Conn]struct{}{}
 	n.metaFSM = fsm.NewMeta()
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
@@ -176,8 +161,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.started.Store(true)
-	n.callWG.Add(1)
-	go n.serveCalls(n.trans.CallListener())
+	n.route.wg.Add(1)
+	go n.route.serve(n.trans.CallListener())
 	n.wg.Add(3)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
@@ -299,9 +284,7 @@ func (n *Node) Close() error {
 			_ = n.meta.raft.LeadershipTransfer().Error()
 		}
 		errs = append(errs, n.meta.shutdown(), n.trans.Close())
-		n.calls.closeAll()
-		n.closeCallConns()
-		n.callWG.Wait()
+		n.route.close()
 		err = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
@@ -319,9 +302,7 @@ func (n *Node) Kill() error {
 		err = n.trans.Close()
 		n.wg.Wait()
 		err = errors.Join(err, n.shards.Kill(), n.meta.shutdown())
-		n.calls.closeAll()
-		n.closeCallConns()
-		n.callWG.Wait()
+		n.route.close()
 	})
 	return err
 }
