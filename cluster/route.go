@@ -199,7 +199,8 @@ func (r *router) do(ctx context.Context, call string, local func(context.Context
 	}
 	var retryUntil time.Time
 	failed := map[string]bool{} // the nodes that failed or refused
-	var next *shard.RedirectError
+	var next, lastTo *shard.RedirectError
+	var last error // what the last of them answered
 	for {
 		re := next
 		next = nil
@@ -207,11 +208,14 @@ func (r *router) do(ctx context.Context, call string, local func(context.Context
 			return err
 		}
 		if !failed[re.Addr] {
+			if len(failed) > 0 {
+				r.n.metrics.calls.WithLabelValues(call, "rerouted").Inc()
+			}
 			err = remote(ctx, re)
 			if !nothingDone(err) {
 				return err
 			}
-			failed[re.Addr] = true
+			failed[re.Addr], last, lastTo = true, err, re
 			var moved *shard.RedirectError
 			if errors.As(err, &moved) && moved.Addr != "" && !failed[moved.Addr] && moved.NodeID != r.n.cfg.Name {
 				next = moved // the refusing node names who can answer
@@ -221,17 +225,16 @@ func (r *router) do(ctx context.Context, call string, local func(context.Context
 			retryUntil = time.Now().Add(routeRetryFor)
 		}
 		if time.Now().After(retryUntil) {
-			return unreachable(err, re)
+			return unreachable(last, lastTo)
 		}
 		if next != nil {
 			continue
 		}
-		r.n.metrics.calls.WithLabelValues(call, "rerouted").Inc()
 		select {
 		case <-ctx.Done():
-			return unreachable(err, re)
+			return unreachable(last, lastTo)
 		case <-r.n.stop:
-			return unreachable(err, re)
+			return unreachable(last, lastTo)
 		case <-time.After(routeRetryPause):
 		}
 		if err = local(ctx); err == nil {
@@ -244,8 +247,9 @@ func (r *router) do(ctx context.Context, call string, local func(context.Context
 // served: the call reached nobody, or the node refused it first.
 func nothingDone(err error) bool {
 	var cf *callFailedError
+	var pv *PreviousVersionError
 	switch {
-	case err == nil, errors.Is(err, shard.ErrOutcomeUnknown):
+	case err == nil, errors.Is(err, shard.ErrOutcomeUnknown), errors.As(err, &pv):
 		return false
 	case errors.As(err, &cf):
 		return !cf.sent
@@ -560,11 +564,13 @@ func (r *router) serveConn(c net.Conn) {
 		r.serveLegacy(c, br, op, body)
 		return
 	}
-	r.serveRoute(c, br, op, body)
+	h, name := r.handler(op)
+	r.serveRoute(c, br, op, body, h, name)
 }
 
-// serveRoute serves one route call whose head frame was read.
-func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte) {
+// serveRoute serves one route call whose head frame was read with h, the
+// op's handler (nil: an unknown op).
+func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte, h routeHandler, name string) {
 	bw := bufio.NewWriterSize(c, 4096)
 	answer := func(status byte, b []byte) error {
 		h := [5]byte{status}
@@ -588,7 +594,6 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte)
 	defer cancel()
 	stop := context.AfterFunc(r.ctx, cancel)
 	defer stop()
-	h, name := r.handler(op)
 	if h == nil {
 		_ = answer(answerErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op)))
 		return
