@@ -257,8 +257,9 @@ func (n *Node) ClusterAddr() string { return string(n.trans.Addr()) }
 // GossipAddr is the address other nodes -join.
 func (n *Node) GossipAddr() string { return n.gossip.addr() }
 
-// AppListener yields the streams peers open to forward requests to this
-// node; the server serves them.
+// AppListener yields the streams nodes of the previous version open to
+// forward requests to this node (route.go's compatibility note); the server
+// serves them.
 func (n *Node) AppListener() net.Listener { return n.trans.AppListener() }
 
 // Shards exposes the node's replica manager (tests, bench).

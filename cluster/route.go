@@ -25,7 +25,9 @@ import (
 // serving a call answers from its own state or fails (servedCall): it
 // never calls on, so a request crosses at most one hop.
 //
-// A call, on its own stream, both directions big-endian:
+// A call has a stream to itself while it runs (idle streams are pooled per
+// peer, router.stream; one that carried a body is closed after it). Both
+// directions big-endian:
 //
 //	request head:  op u8 | length u32 | guard u64 (all ones) | timeout ms u32 |
 //	               flags u8 (bit 0: a request body follows) | the op's head
@@ -132,6 +134,8 @@ type router struct {
 
 	// leaders caches, for channels not hosted here, who leads them.
 	leaders *leaderCache
+	// watches holds a token per watch call served (maxServedWatches).
+	watches chan struct{}
 
 	// legacy and legacyHTTP speak to nodes of the previous version (the
 	// compatibility note above).
@@ -143,7 +147,8 @@ type router struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
-	served map[net.Conn]struct{} // call streams being served
+	idle   map[string][]*callConn // idle call streams by peer address
+	served map[net.Conn]struct{}  // call streams being served
 	closed bool
 }
 
@@ -155,12 +160,14 @@ func newRouter(n *Node, dial, dialApp func(ctx context.Context, addr string) (ne
 		cancel:  cancel,
 		dial:    dial,
 		leaders: newLeaderCache(),
+		watches: make(chan struct{}, maxServedWatches),
 		legacy:  newCalls(dial),
 		legacyHTTP: &http.Client{Transport: &http.Transport{
 			DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return dialApp(ctx, addr) },
 			MaxIdleConnsPerHost: 8,
 			IdleConnTimeout:     30 * time.Second,
 		}},
+		idle:   map[string][]*callConn{},
 		served: map[net.Conn]struct{}{},
 	}
 }
@@ -285,11 +292,12 @@ type callAnswer struct {
 // unread, else the peer's error rebuilt with its sentinel
 // (decodeCallError).
 func (r *router) call(ctx context.Context, addr string, op byte, head []byte, body io.Reader) (*callAnswer, error) {
-	c, err := r.dial(ctx, addr)
+	cc, err := r.stream(ctx, addr)
 	if err != nil {
 		r.leaderUnreachable(addr)
 		return nil, &callFailedError{err: fmt.Errorf("cluster: call %s: %w", addr, err)}
 	}
+	c := cc.c
 	deadline := time.Now().Add(internalCallLimit)
 	if d, ok := ctx.Deadline(); ok && (d.Before(deadline) || !shortCall[op]) {
 		deadline = d
@@ -307,7 +315,7 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 		}
 		return nil, &callFailedError{sent: sent, err: fmt.Errorf("cluster: call %s: %w", addr, err)}
 	}
-	bw := bufio.NewWriterSize(c, 4096)
+	cw := &countingWriter{w: c}
 	frame := make([]byte, 5, 5+routeHead+len(head))
 	frame[0] = op
 	binary.BigEndian.PutUint32(frame[1:], uint32(routeHead+len(head)))
@@ -318,22 +326,35 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 		flags = flagBody
 	}
 	frame = append(append(frame, flags), head...)
-	if _, err := bw.Write(frame); err != nil {
-		return fail(false, err)
-	}
-	if body != nil {
-		if err := writeChunks(bw, body); err != nil {
-			return fail(true, err)
+	// Any byte that left may have reached the peer: the call is sent.
+	if body == nil {
+		_, err = cw.Write(frame)
+	} else {
+		bw := bufio.NewWriterSize(cw, 4096)
+		_, err = bw.Write(frame)
+		if err == nil {
+			err = writeChunks(bw, body)
+		}
+		if err == nil {
+			err = bw.Flush()
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		// What was written may have left: a partial write is a sent one.
-		return fail(bw.Buffered() < len(frame), err)
+	if err != nil {
+		return fail(cw.n > 0, err)
 	}
-	br := bufio.NewReaderSize(c, 4096)
-	status, resp, err := readFrame(br)
+	status, resp, err := readFrame(cc.br)
 	if err != nil {
 		return fail(true, err)
+	}
+	// done ends a call whose answer is all in: a stream that carried no
+	// body, and whose caller did not leave, takes the next call.
+	done := func() {
+		if stop() && body == nil {
+			_ = c.SetDeadline(time.Time{})
+			r.putStream(addr, cc)
+			return
+		}
+		abort()
 	}
 	switch status {
 	case statusOK, statusErr:
@@ -341,8 +362,7 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 		abort()
 		return nil, errPreviousVersion
 	case answerErr:
-		stop()
-		_ = c.Close()
+		done()
 		return nil, decodeCallError(resp)
 	case answerOK:
 	default:
@@ -353,12 +373,74 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 	}
 	ans := &callAnswer{head: resp[1:]}
 	if resp[0]&flagBody == 0 {
-		stop()
-		_ = c.Close()
+		done()
 		return ans, nil
 	}
-	ans.body = &answerBody{r: chunkReader{r: br}, close: func() { stop(); abort() }}
+	ans.body = &answerBody{r: chunkReader{r: cc.br}, close: func() { stop(); abort() }}
 	return ans, nil
+}
+
+// stream returns an idle call stream to addr that its peer has not closed,
+// or a new one. Streams are pooled (maxIdleCalls per peer) because
+// opening one per call cost a small call a fifth of its time (yamux's
+// open and close handshakes and timers); a call still has its stream to
+// itself for as long as it runs.
+func (r *router) stream(ctx context.Context, addr string) (*callConn, error) {
+	for {
+		r.mu.Lock()
+		l := r.idle[addr]
+		if len(l) == 0 {
+			r.mu.Unlock()
+			break
+		}
+		cc := l[len(l)-1]
+		r.idle[addr] = l[:len(l)-1]
+		r.mu.Unlock()
+		if open(cc) {
+			return cc, nil
+		}
+		_ = cc.c.Close()
+	}
+	c, err := r.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &callConn{c: c, br: bufio.NewReaderSize(c, 4096)}, nil
+}
+
+// open reports whether an idle stream's peer has not closed it (a node
+// that stopped closes the streams it served): a call written on such a
+// stream would be sent, unanswered, and a write outcome_unknown.
+func open(cc *callConn) bool {
+	_ = cc.c.SetReadDeadline(time.Unix(1, 0))
+	_, err := cc.br.Peek(1)
+	_ = cc.c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (r *router) putStream(addr string, cc *callConn) {
+	r.mu.Lock()
+	if !r.closed && len(r.idle[addr]) < maxIdleCalls {
+		r.idle[addr] = append(r.idle[addr], cc)
+		cc = nil
+	}
+	r.mu.Unlock()
+	if cc != nil {
+		_ = cc.c.Close()
+	}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // answerBody is a streamed answer; Close ends the call.
@@ -539,7 +621,14 @@ func (r *router) close() {
 	r.closed = true
 	conns := r.served
 	r.served = map[net.Conn]struct{}{}
+	idle := r.idle
+	r.idle = map[string][]*callConn{}
 	r.mu.Unlock()
+	for _, l := range idle {
+		for _, cc := range l {
+			_ = cc.c.Close()
+		}
+	}
 	for c := range conns {
 		// A deadline in the past first: closing a yamux stream is only a
 		// half-close, which leaves a blocked reader waiting for the peer.
@@ -556,21 +645,29 @@ func (r *router) serveConn(c net.Conn) {
 	defer c.Close()
 	defer r.untrack(c)
 	br := bufio.NewReaderSize(c, 4096)
-	op, body, err := readFrame(br)
-	if err != nil {
-		return
+	for {
+		// An idle stream waits for its next call without a deadline
+		// (close aborts it).
+		_ = c.SetDeadline(time.Time{})
+		op, body, err := readFrame(br)
+		if err != nil {
+			return
+		}
+		if op < rcPropose {
+			r.serveLegacy(c, br, op, body)
+			return
+		}
+		h, name := r.handler(op)
+		if !r.serveRoute(c, br, op, body, h, name) {
+			return
+		}
 	}
-	if op < rcPropose {
-		r.serveLegacy(c, br, op, body)
-		return
-	}
-	h, name := r.handler(op)
-	r.serveRoute(c, br, op, body, h, name)
 }
 
 // serveRoute serves one route call whose head frame was read with h, the
-// op's handler (nil: an unknown op).
-func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte, h routeHandler, name string) {
+// op's handler (nil: an unknown op), and reports whether the stream may
+// carry another call (no body went either way and the caller stayed).
+func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte, h routeHandler, name string) bool {
 	bw := bufio.NewWriterSize(c, 4096)
 	answer := func(status byte, b []byte) error {
 		h := [5]byte{status}
@@ -585,7 +682,7 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte,
 	}
 	if len(frame) < routeHead || binary.BigEndian.Uint64(frame) != routeGuard {
 		_ = answer(answerErr, encodeCallError(fmt.Errorf("%w: malformed call", ErrInvalidRequest)))
-		return
+		return false
 	}
 	timeout := min(time.Duration(binary.BigEndian.Uint32(frame[8:]))*time.Millisecond, maxCallTimeout)
 	flags, head := frame[12], frame[routeHead:]
@@ -596,28 +693,38 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte,
 	defer stop()
 	if h == nil {
 		_ = answer(answerErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op)))
-		return
+		return false
 	}
 	r.n.metrics.callsServed.WithLabelValues(name).Inc()
 	var body io.Reader
+	stayed := false
 	if flags&flagBody != 0 {
 		body = &chunkReader{r: br}
 	} else {
-		// Nothing more is to come from the caller but the end of the
-		// stream, when it leaves: then the call is dropped.
-		go watchCaller(br, cancel)
+		// Nothing more is to come from the caller until it has the
+		// answer, but the end of the stream when it leaves: then the
+		// call is dropped.
+		w := watchCaller(br, cancel)
+		h0 := h
+		h = func(ctx context.Context, head []byte, body io.Reader) ([]byte, func(io.Writer) error, error) {
+			res, stream, err := h0(ctx, head, body)
+			stayed = w.stop(c)
+			return res, stream, err
+		}
 	}
 	res, stream, err := h(ctx, head, body)
 	if err != nil {
-		_ = answer(answerErr, encodeCallError(err))
-		return
+		return answer(answerErr, encodeCallError(err)) == nil && stayed
 	}
 	flags = 0
 	if stream != nil {
 		flags = flagBody
 	}
-	if err := answer(answerOK, append([]byte{flags}, res...)); err != nil || stream == nil {
-		return
+	if err := answer(answerOK, append([]byte{flags}, res...)); err != nil {
+		return false
+	}
+	if stream == nil {
+		return stayed
 	}
 	cw := chunkWriter{w: bw}
 	err = stream(cw)
@@ -625,11 +732,38 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte,
 		r.n.log.Debug("a streamed call answer failed", "call", name, "error", err)
 	}
 	_ = cw.end(err)
+	return false
 }
 
+// callerWatch reads a served call's stream while the call runs, for the
+// end of the stream that says its caller left.
+type callerWatch struct{ done chan error }
+
 // watchCaller cancels a served call once its caller closes the stream (or
-// the stream fails): nothing else may arrive.
-func watchCaller(br *bufio.Reader, cancel context.CancelFunc) {
-	_, _ = br.ReadByte()
-	cancel()
+// the stream fails).
+func watchCaller(br *bufio.Reader, cancel context.CancelFunc) *callerWatch {
+	w := &callerWatch{done: make(chan error, 1)}
+	go func() {
+		_, err := br.ReadByte()
+		if err == nil {
+			err = errors.New("cluster: the caller wrote during its call")
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			cancel()
+		}
+		w.done <- err
+	}()
+	return w
+}
+
+// stop ends the watch before the answer is written (the caller may send
+// its next call on the stream then) and reports whether the caller is
+// still there, with nothing read.
+func (w *callerWatch) stop(c net.Conn) bool {
+	_ = c.SetReadDeadline(time.Unix(1, 0))
+	err := <-w.done
+	_ = c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

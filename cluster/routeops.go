@@ -351,7 +351,18 @@ func (r *router) watch(ctx context.Context, re *shard.RedirectError, channel str
 	return nil
 }
 
+// maxServedWatches bounds the watch calls a node serves at once, as the
+// HTTP server bounds the blocking reads its own clients hold
+// (server.DefaultMaxWatchers): each holds a stream and a goroutine here.
+const maxServedWatches = 4096
+
 func (r *router) serveWatch(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+	select {
+	case r.watches <- struct{}{}:
+		defer func() { <-r.watches }()
+	default:
+		return nil, nil, fmt.Errorf("%w: this node already serves %d blocking reads for other nodes", shard.ErrOverloaded, maxServedWatches)
+	}
 	d := decoder{b: head}
 	channel, key := string(d.bytes()), d.bytes()
 	index := d.uvarint()

@@ -504,7 +504,7 @@ func (s *Server) armBody(w http.ResponseWriter, r *http.Request, limit int64) ti
 	return d
 }
 
-// readBody buffers the body (so that a forward can send it again), refusing
+// readBody buffers the body (a handler takes it whole), refusing
 // one over limit with tooLarge and one that does not arrive by deadline
 // (armBody), or stalls for BodyTimeout, with 408.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error, deadline time.Time) ([]byte, error) {
