@@ -90,6 +90,10 @@ const (
 	maxCallTimeout = 15 * time.Minute
 )
 
+// callGrace is how much longer than a call's deadline its caller waits for
+// the answer that the deadline passed.
+const callGrace = time.Second
+
 // shortCall marks the ops that take at most internalCallLimit, whatever
 // the caller's deadline: the hot path's small calls.
 var shortCall = map[byte]bool{rcPropose: true, rcReadIndex: true, rcMetaReadIndex: true, rcHash: true, rcReplicaInfo: true}
@@ -302,7 +306,11 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 	if d, ok := ctx.Deadline(); ok && (d.Before(deadline) || !shortCall[op]) {
 		deadline = d
 	}
-	_ = c.SetDeadline(deadline)
+	// The peer drops the call at deadline and answers so; the stream
+	// waits a little longer for that answer (the caller's context ending
+	// aborts it at once anyway), so that a call ending at its deadline, a
+	// blocking read's wait, ends with the caller's own timeout.
+	_ = c.SetDeadline(deadline.Add(callGrace))
 	abort := func() { _ = c.SetDeadline(time.Unix(1, 0)); _ = c.Close() }
 	// A caller that leaves aborts the call at once, not at its deadline;
 	// the peer sees the stream end and drops the call too.
@@ -686,7 +694,9 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte,
 	}
 	timeout := min(time.Duration(binary.BigEndian.Uint32(frame[8:]))*time.Millisecond, maxCallTimeout)
 	flags, head := frame[12], frame[routeHead:]
-	_ = c.SetDeadline(time.Now().Add(timeout))
+	// The stream outlives the call a little: the answer that its time ran
+	// out must still reach the caller.
+	_ = c.SetDeadline(time.Now().Add(timeout + callGrace))
 	ctx, cancel := context.WithTimeout(ServeLocally(context.Background()), timeout)
 	defer cancel()
 	stop := context.AfterFunc(r.ctx, cancel)
