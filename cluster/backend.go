@@ -17,8 +17,8 @@ import (
 )
 
 // What the HTTP server calls. Every method answers from this node's state
-// or with a *shard.RedirectError naming the node that can answer; the
-// server forwards (once).
+// or, through the router, from the node that can answer (route.go); the
+// server only turns errors into statuses.
 
 // Status describes this node and the meta leader.
 func (n *Node) Status(ctx context.Context) (api.Status, error) {
@@ -97,8 +97,22 @@ func (n *Node) Nodes(ctx context.Context) ([]api.Node, error) {
 	return out, nil
 }
 
-// CreateChannel places and records a channel; only the meta leader may.
+// CreateChannel places and records a channel, on the meta leader.
 func (n *Node) CreateChannel(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error) {
+	var ch api.Channel
+	err := n.route.do(ctx, "create_channel", func(ctx context.Context) (err error) {
+		ch, err = n.createChannel(ctx, req)
+		return err
+	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
+		ch, err = n.route.createChannel(ctx, re, req)
+		return err
+	})
+	return ch, err
+}
+
+// createChannel is CreateChannel on this node, which must lead the meta
+// group (else a redirect to the leader).
+func (n *Node) createChannel(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error) {
 	if !fsm.ValidChannelName(req.Name) {
 		return api.Channel{}, fmt.Errorf("%w: channel name %q must be 1-63 characters of a-z, 0-9 and -", ErrInvalidRequest, req.Name)
 	}
@@ -163,8 +177,17 @@ func nodeIDs(rs []fsm.Replica) []string {
 	return out
 }
 
-// DeleteChannel forgets a channel; every replica removes itself.
+// DeleteChannel forgets a channel, on the meta leader; every replica
+// removes itself.
 func (n *Node) DeleteChannel(ctx context.Context, name string) error {
+	return n.route.do(ctx, "delete_channel", func(ctx context.Context) error {
+		return n.deleteChannel(ctx, name)
+	}, func(ctx context.Context, re *shard.RedirectError) error {
+		return n.route.deleteChannel(ctx, re, name)
+	})
+}
+
+func (n *Node) deleteChannel(ctx context.Context, name string) error {
 	if n.meta.raft.State() != raft.Leader {
 		return n.metaRedirect()
 	}
@@ -244,7 +267,7 @@ func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			info, err := n.replicaInfo(ctx, nd, ch.GroupID)
+			info, err := n.route.replicaInfo(ctx, nd, ch.GroupID)
 			infos[i], errs[i] = &info, err
 		}()
 	}
@@ -315,48 +338,37 @@ func stateName(s string) string {
 }
 
 // Propose commits a channel command on the channel's leader: here when this
-// node leads, else, when this node hosts a follower that knows the leader,
-// on the leader through one node-to-node call (calls.go).
+// node leads, else on the leader's node through one call (route.go).
 func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
-	var re *shard.RedirectError
-	rep, err := n.localReplica(ctx, channel, true)
-	if err != nil {
-		// Not hosted here: propose on the node the redirect names (the
-		// leader, when a replica told us).
-		if ch, ok := n.meta.fsm.Channel(channel); ok && errors.As(err, &re) && re.Addr != "" {
-			return n.remotePropose(ctx, re, ch.GroupID, cmd)
-		}
-		return nil, err
-	}
-	for attempt := 1; ; attempt++ {
-		res, err := n.proposeLocal(ctx, rep, cmd)
-		if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep, "") {
-			res, err = n.proposeLocal(ctx, rep, cmd)
-		}
-		if err == nil || !errors.As(err, &re) || !errors.Is(err, shard.ErrNotLeader) || re.Addr == "" {
-			return res, err
-		}
-		res, err = n.remotePropose(ctx, re, rep.GroupID, cmd)
-		// Nothing was applied and the leadership is moving: the leader's
-		// node refused the connection (it is most likely gone, and the
-		// prober makes a survivor stand at once), or it answered that it
-		// no longer leads (it handed over: a graceful shutdown). Wait for
-		// the new leader and send again, rather than answer 503 to a
-		// write that will succeed in a moment.
-		if err == nil || attempt == 3 || !movedOn(err) || !n.awaitLeader(ctx, rep, re.Addr) {
-			return res, err
-		}
-	}
+	var res *fsm.Result
+	var gid uint64
+	err := n.route.do(ctx, "propose", func(ctx context.Context) (err error) {
+		res, gid, err = n.proposeHere(ctx, channel, cmd)
+		return err
+	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
+		res, err = n.route.propose(ctx, re, gid, cmd)
+		return err
+	})
+	return res, err
 }
 
-// movedOn says a proposal sent to a leader's node was not applied because
-// that node no longer leads the group, no longer runs it (it is shutting
-// down), or could not be reached at all.
-func movedOn(err error) bool {
-	var unsent *unsentError
-	var re *shard.RedirectError
-	return errors.As(err, &unsent) || errors.Is(err, shard.ErrNoLeader) || errors.Is(err, shard.ErrNotHosted) ||
-		(errors.As(err, &re) && errors.Is(err, shard.ErrNotLeader))
+// proposeHere proposes cmd on the local replica of channel if it leads (or
+// once it knows a leader, when it knows none yet), and returns the group's
+// id; a redirect names the leader, and means nothing was proposed.
+func (n *Node) proposeHere(ctx context.Context, channel string, cmd []byte) (*fsm.Result, uint64, error) {
+	rep, err := n.localReplica(ctx, channel, true)
+	if err != nil {
+		var gid uint64
+		if ch, ok := n.meta.fsm.Channel(channel); ok {
+			gid = ch.GroupID
+		}
+		return nil, gid, err
+	}
+	res, err := n.proposeLocal(ctx, rep, cmd)
+	if errors.Is(err, shard.ErrNoLeader) && n.awaitLeader(ctx, rep, "") {
+		res, err = n.proposeLocal(ctx, rep, cmd)
+	}
+	return res, rep.GroupID, err
 }
 
 // proposeLocal proposes cmd on rep if it leads, after the cluster layer's
@@ -382,8 +394,20 @@ func (n *Node) admitQuota(rep *shard.Replica, cmd []byte) error {
 	return nil
 }
 
-// Get reads one key from the local replica once a read at level is allowed.
-func (n *Node) Get(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (fsm.Entry, bool, uint64, error) {
+// Get reads one key once a read at level is allowed: from the local
+// replica, else from a replica of the node the router finds.
+func (n *Node) Get(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (e fsm.Entry, found bool, applied uint64, err error) {
+	err = n.route.do(ctx, "get", func(ctx context.Context) (err error) {
+		e, found, applied, err = n.getHere(ctx, channel, key, level)
+		return err
+	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
+		e, found, applied, err = n.route.get(ctx, re, channel, key, level)
+		return err
+	})
+	return e, found, applied, err
+}
+
+func (n *Node) getHere(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (fsm.Entry, bool, uint64, error) {
 	rep, err := n.readable(ctx, channel, level)
 	if err != nil {
 		return fsm.Entry{}, false, 0, err
@@ -393,9 +417,19 @@ func (n *Node) Get(ctx context.Context, channel string, key []byte, level shard.
 	return e, found, applied, err
 }
 
-// List reads a page of keys from the local replica once a read at level is
-// allowed.
-func (n *Node) List(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) ([]fsm.Entry, bool, uint64, error) {
+// List reads a page of keys once a read at level is allowed, as Get does.
+func (n *Node) List(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) (es []fsm.Entry, more bool, applied uint64, err error) {
+	err = n.route.do(ctx, "list", func(ctx context.Context) (err error) {
+		es, more, applied, err = n.listHere(ctx, channel, prefix, after, limit, level)
+		return err
+	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
+		es, more, applied, err = n.route.list(ctx, re, channel, prefix, after, limit, level)
+		return err
+	})
+	return es, more, applied, err
+}
+
+func (n *Node) listHere(ctx context.Context, channel string, prefix, after []byte, limit int, level shard.ReadLevel) ([]fsm.Entry, bool, uint64, error) {
 	rep, err := n.readable(ctx, channel, level)
 	if err != nil {
 		return nil, false, 0, err
@@ -405,13 +439,18 @@ func (n *Node) List(ctx context.Context, channel string, prefix, after []byte, l
 	return es, more, applied, err
 }
 
-// WaitKey blocks until key changes past index in the local replica.
+// WaitKey blocks until key changes past index in the local replica, or in
+// one of the node the router finds (a call held for the wait).
 func (n *Node) WaitKey(ctx context.Context, channel string, key []byte, index uint64) error {
-	rep, err := n.localReplica(ctx, channel, false)
-	if err != nil {
-		return err
-	}
-	return rep.FSM().WaitKey(ctx, key, index)
+	return n.route.do(ctx, "watch", func(ctx context.Context) error {
+		rep, err := n.localReplica(ctx, channel, false)
+		if err != nil {
+			return err
+		}
+		return rep.FSM().WaitKey(ctx, key, index)
+	}, func(ctx context.Context, re *shard.RedirectError) error {
+		return n.route.watch(ctx, re, channel, key, index)
+	})
 }
 
 // Lag is how long ago the local replica of channel last heard its leader.
@@ -524,20 +563,25 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 		}
 	}
 	rep, ok := n.shards.Replica(ch.GroupID)
-	if !ok {
-		return nil, n.remoteRedirect(ctx, ch, wantLeader)
+	switch {
+	case ok:
+		return rep, nil
+	case servedCall(ctx):
+		// Another node sent the request here: it is answered here or
+		// refused, never sent on (route.go).
+		return nil, fmt.Errorf("%w: channel %q (group %d)", shard.ErrNotHosted, channel, ch.GroupID)
 	}
-	return rep, nil
+	return nil, n.route.remoteRedirect(ctx, ch, wantLeader)
 }
 
-// DialNode opens a stream to another node over the cluster port.
-// A node that cannot be reached is no longer anyone's cached leader: the
-// server asks again (server.Server re-runs a request whose forward reached
-// nobody), and this node then asks the replicas.
+// DialNode opens a stream to the HTTP API of a node of the previous
+// version over the cluster port (the server forwards a request there on a
+// *PreviousVersionError; remove with route.go's compatibility note). A
+// node that cannot be reached is no longer anyone's cached leader.
 func (n *Node) DialNode(ctx context.Context, addr string) (net.Conn, error) {
 	c, err := n.trans.DialApp(ctx, addr)
 	if err != nil {
-		n.leaderUnreachable(addr)
+		n.route.leaderUnreachable(addr)
 	}
 	return c, err
 }

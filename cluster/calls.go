@@ -15,16 +15,10 @@ import (
 	"github.com/shardnet/shardnet/shard"
 )
 
-// Node-to-node calls on the hot path. A follower that receives a write
-// proposes it on the channel leader with one small call instead of proxying
-// the whole HTTP request (which the leader would parse, authenticate and
-// route again: measured as the larger share of a forwarded write's CPU), and
-// a follower serving a linearizable read asks the leader for a read index the
-// same way. Calls travel on call streams of the cluster port
-// (transport.DialCall): authenticated by the cluster key like Raft itself.
-//
-// Each stream carries one call at a time; idle streams are pooled per peer.
-// Frames, both directions:
+// The older framing of node-to-node calls, which nodes of the previous
+// version send and serve (route.go's compatibility note: remove with it),
+// and the error codes every call answers with. Each stream carries one call
+// at a time; idle streams are pooled per peer. Frames, both directions:
 //
 //	op (request) or status (answer) u8 | body length u32 BE | body
 //
@@ -35,9 +29,9 @@ import (
 //	opMetaReadIndex: gid u64 (0, the meta group) | timeout ms u32
 //	opHashAt:        gid u64 | timeout ms u32 | index u64 (hashcheck.go)
 //
-// Answers: statusOK with the op's result (encodeResult, the read index
-// u64 for both read-index ops, the state hash u64 for opHashAt), or statusErr with an error code u8, and for codeRedirect the leader's
-// node id and cluster address, then the error text.
+// Answers: statusOK with the op's result (fsm.EncodeResult, the read index
+// u64 for both read-index ops, the state hash u64 for opHashAt), or
+// statusErr with an error (encodeCallError).
 const (
 	opPropose       byte = 1
 	opReadIndex     byte = 2
@@ -56,8 +50,10 @@ const (
 )
 
 // Error codes of a failed call. The caller rebuilds an error that matches
-// the same sentinel, so the server's error table answers as if the leader
-// had answered itself.
+// the same sentinel, so the server's error table answers as if the node
+// that served the call had answered itself. Codes are never reused; a code
+// with codeRedirectBit set (and codeRedirect) carries the node a
+// *shard.RedirectError names.
 const (
 	codeUnknown byte = iota
 	codeRedirect
@@ -73,28 +69,73 @@ const (
 	codeCorrupt
 	codeHashUnknown
 	codeUpgradePending
+	codeNotMetaLeader
+	codeNoMetaLeader
+	codeChannelExists
+	codeChannelNotFound
+	codeNotEnoughNodes
+	codeNodeNotFound
+	codeRepairSource
+	codeNotReady
+	codeNotCorrupt
+	codeSnapshotBehind
+	codeClosed
+	codeInvalidKey
+	codeKeyTooLarge
+	codeInvalidCommand
+	codeValueLarge
+	codeTxnTooLarge
+	codeCanceled
+	codeUnreachable
+	codeTokenNotFound
+	codeTooManyTokens
+
+	codeRedirectBit byte = 0x80
 )
 
-// final marks the answers a proposal's caller may pass on as they are:
-// either nothing was proposed, or the leader already says the outcome is
-// unknown. Any other error may have come after the entry was appended.
+// callErrors maps sentinels to codes, first match wins: outcome_unknown
+// first, as in the server's table (docs/design.md "D3"). final marks the
+// answers a proposal's caller may pass on as they are: either nothing was
+// proposed, or the serving node already says the outcome is unknown. Any
+// other error may have come after the entry was appended.
 var callErrors = []struct {
 	code  byte
 	err   error
 	final bool
 }{
+	{codeOutcomeUnknown, shard.ErrOutcomeUnknown, true},
 	{codeRedirect, shard.ErrNotLeader, true},
 	{codeNoLeader, shard.ErrNoLeader, true},
 	{codeNotHosted, shard.ErrNotHosted, true},
 	{codeOverloaded, shard.ErrOverloaded, true},
 	{codeDiskFull, shard.ErrDiskFull, true},
 	{codeQuota, ErrQuotaExceeded, true},
-	{codeOutcomeUnknown, shard.ErrOutcomeUnknown, true},
 	{codeStopped, shard.ErrStopped, true},
 	{codeCorrupt, shard.ErrReplicaCorrupt, true},
 	{codeUpgradePending, fsm.ErrUpgradePending, true},
 	{codeHashUnknown, fsm.ErrHashUnknown, false},
 	{codeTimeout, context.DeadlineExceeded, false},
+	{codeBadRequest, ErrInvalidRequest, true},
+	{codeNotMetaLeader, ErrNotMetaLeader, true},
+	{codeNoMetaLeader, ErrNoMetaLeader, true},
+	{codeChannelExists, ErrChannelExists, true},
+	{codeChannelNotFound, ErrChannelNotFound, true},
+	{codeNotEnoughNodes, ErrNotEnoughNodes, true},
+	{codeNodeNotFound, ErrNodeNotFound, true},
+	{codeRepairSource, ErrRepairSource, true},
+	{codeNotReady, ErrNotReady, true},
+	{codeNotCorrupt, shard.ErrNotCorrupt, true},
+	{codeSnapshotBehind, fsm.ErrSnapshotBehind, true},
+	{codeClosed, fsm.ErrClosed, false},
+	{codeInvalidKey, fsm.ErrInvalidKey, true},
+	{codeKeyTooLarge, fsm.ErrKeyTooLarge, true},
+	{codeInvalidCommand, fsm.ErrInvalidCommand, true},
+	{codeValueLarge, fsm.ErrValueLarge, true},
+	{codeTxnTooLarge, fsm.ErrTxnTooLarge, true},
+	{codeCanceled, context.Canceled, false},
+	{codeUnreachable, ErrUnreachable, true},
+	{codeTokenNotFound, ErrTokenNotFound, true},
+	{codeTooManyTokens, ErrTooManyTokens, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a
@@ -127,17 +168,6 @@ type callFailedError struct {
 
 func (e *callFailedError) Error() string { return e.err.Error() }
 func (e *callFailedError) Unwrap() error { return e.err }
-
-// unsentError says a proposal never left this node (its leader's node could
-// not be reached); it unwraps to the redirect, so the server can still
-// forward the request there.
-type unsentError struct {
-	re  *shard.RedirectError
-	err error
-}
-
-func (e *unsentError) Error() string { return fmt.Sprintf("%v: %v", e.re, e.err) }
-func (e *unsentError) Unwrap() error { return e.re }
 
 // calls is the client side: pooled call streams per peer address.
 type calls struct {
@@ -251,120 +281,53 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	return h[0], body, nil
 }
 
-// serveCalls answers call streams until l closes.
-func (n *Node) serveCalls(l net.Listener) {
-	defer n.callWG.Done()
+// serveLegacy serves a stream of calls of the older framing whose first
+// request was read.
+func (r *router) serveLegacy(c net.Conn, br *bufio.Reader, op byte, body []byte) {
 	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		if !n.trackCallConn(c) {
-			_ = c.Close()
-			return
-		}
-		n.callWG.Add(1)
-		go n.serveCallConn(c)
-	}
-}
-
-// trackCallConn registers a served call stream, or reports false once the
-// node is stopping. A pooled stream waits for its next request without a
-// deadline, so stopping the node aborts the ones still open
-// (closeCallConns) rather than trusting the transport to end every session
-// under them.
-func (n *Node) trackCallConn(c net.Conn) bool {
-	n.callMu.Lock()
-	defer n.callMu.Unlock()
-	if n.callsClosed {
-		return false
-	}
-	n.callConns[c] = struct{}{}
-	return true
-}
-
-func (n *Node) untrackCallConn(c net.Conn) {
-	n.callMu.Lock()
-	delete(n.callConns, c)
-	n.callMu.Unlock()
-}
-
-// closeCallConns closes every served call stream and refuses new ones.
-func (n *Node) closeCallConns() {
-	n.callMu.Lock()
-	n.callsClosed = true
-	conns := n.callConns
-	n.callConns = map[net.Conn]struct{}{}
-	n.callMu.Unlock()
-	for c := range conns {
-		// A deadline in the past first: closing a yamux stream is only a
-		// half-close, which leaves a blocked reader waiting for the peer.
-		_ = c.SetDeadline(time.Unix(1, 0))
-		_ = c.Close()
-	}
-}
-
-func (n *Node) serveCallConn(c net.Conn) {
-	defer n.callWG.Done()
-	defer c.Close()
-	defer n.untrackCallConn(c)
-	br := bufio.NewReaderSize(c, 4096)
-	for {
-		op, body, err := readFrame(br)
-		if err != nil {
-			return
-		}
-		status, resp := n.handleCall(op, body)
+		status, resp := r.handleLegacy(op, body)
 		frame := make([]byte, callHeader, callHeader+len(resp))
 		frame[0] = status
 		binary.BigEndian.PutUint32(frame[1:], uint32(len(resp)))
 		if _, err := c.Write(append(frame, resp...)); err != nil {
 			return
 		}
+		var err error
+		if op, body, err = readFrame(br); err != nil {
+			return
+		}
 	}
 }
 
-func (n *Node) handleCall(op byte, body []byte) (byte, []byte) {
-	if len(body) < 12 {
-		return statusErr, encodeCallError(fmt.Errorf("%w: short call", ErrInvalidRequest))
+// legacyOps are the route calls that serve the older framing's ops, whose
+// bodies are a route call's head after the group id and timeout.
+var legacyOps = map[byte]byte{opPropose: rcPropose, opReadIndex: rcReadIndex, opMetaReadIndex: rcMetaReadIndex, opHashAt: rcHash}
+
+func (r *router) handleLegacy(op byte, body []byte) (byte, []byte) {
+	rc, ok := legacyOps[op]
+	if !ok || len(body) < 12 {
+		return statusErr, encodeCallError(fmt.Errorf("%w: unknown or short call %d", ErrInvalidRequest, op))
 	}
 	gid := binary.BigEndian.Uint64(body)
 	timeout := time.Duration(binary.BigEndian.Uint32(body[8:])) * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, internalCallLimit))
+	ctx, cancel := context.WithTimeout(ServeLocally(context.Background()), min(timeout, internalCallLimit))
 	defer cancel()
-	if op == opMetaReadIndex {
-		return n.serveMetaReadIndex(ctx)
+	head := body[12:]
+	switch rc {
+	case rcPropose, rcHash:
+		head = append(binary.BigEndian.AppendUint64(nil, gid), head...)
+	case rcReadIndex:
+		head = binary.BigEndian.AppendUint64(nil, gid)
+	case rcMetaReadIndex:
+		head = nil
 	}
-	if op == opHashAt && gid == 0 { // group 0 is the meta group
-		n.metrics.callsServed.WithLabelValues("meta_hash").Inc()
-		return serveHash(ctx, n.meta.fsm.HashAt, body[12:])
+	h, name := r.handler(rc)
+	r.n.metrics.callsServed.WithLabelValues(name).Inc()
+	res, _, err := h(ctx, head, nil)
+	if err != nil {
+		return statusErr, encodeCallError(err)
 	}
-	rep, ok := n.shards.Replica(gid)
-	if !ok {
-		return statusErr, encodeCallError(fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid))
-	}
-	switch op {
-	case opPropose:
-		n.metrics.callsServed.WithLabelValues("propose").Inc()
-		res, err := n.proposeLocal(ctx, rep, body[12:])
-		if err != nil {
-			return statusErr, encodeCallError(err)
-		}
-		return statusOK, encodeResult(res)
-	case opReadIndex:
-		n.metrics.callsServed.WithLabelValues("readindex").Inc()
-		// The commit index, confirmed: the follower waits for its own
-		// state machine, not for this one's (shard.Replica.ReadIndex).
-		idx, err := rep.ReadIndex(ctx)
-		if err != nil {
-			return statusErr, encodeCallError(err)
-		}
-		return statusOK, binary.BigEndian.AppendUint64(nil, idx)
-	case opHashAt:
-		n.metrics.callsServed.WithLabelValues("hash").Inc()
-		return serveHash(ctx, rep.FSM().HashAt, body[12:])
-	}
-	return statusErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op))
+	return statusOK, res
 }
 
 // callRequest is the common head of every request.
@@ -379,57 +342,6 @@ func callRequest(ctx context.Context, gid uint64, extra int) []byte {
 	return b
 }
 
-// remotePropose proposes cmd on the leader re names. A refusal that proves
-// nothing was proposed there comes back as a *shard.RedirectError (the server
-// then forwards the HTTP request as before); a call that may have reached
-// the leader but got no answer is shard.ErrOutcomeUnknown.
-func (n *Node) remotePropose(ctx context.Context, re *shard.RedirectError, gid uint64, cmd []byte) (*fsm.Result, error) {
-	body := append(callRequest(ctx, gid, len(cmd)), cmd...)
-	status, resp, err := n.calls.call(ctx, re.Addr, opPropose, body)
-	if err != nil {
-		var cf *callFailedError
-		if errors.As(err, &cf) && !cf.sent {
-			n.metrics.calls.WithLabelValues("propose", "unreachable").Inc()
-			n.leaderUnreachable(re.Addr)
-			// Nothing sent: the caller may wait for another leader, or
-			// the server forwards (and reports the node unreachable).
-			return nil, &unsentError{re: re, err: err}
-		}
-		n.metrics.calls.WithLabelValues("propose", "no_answer").Inc()
-		return nil, fmt.Errorf("%w: proposed to node %s, which did not answer: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
-	}
-	if status != statusOK {
-		n.metrics.calls.WithLabelValues("propose", "refused").Inc()
-		err := decodeCallError(resp)
-		if isFinal(err) {
-			return nil, err // a moved leader comes back as a *shard.RedirectError
-		}
-		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
-	}
-	res, err := decodeResult(resp)
-	if err != nil {
-		n.metrics.calls.WithLabelValues("propose", "bad_answer").Inc()
-		return nil, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
-	}
-	n.metrics.calls.WithLabelValues("propose", "ok").Inc()
-	return res, nil
-}
-
-// remoteReadIndex asks the leader at addr for a read index of group gid.
-func (n *Node) remoteReadIndex(ctx context.Context, addr string, gid uint64) (uint64, error) {
-	status, resp, err := n.calls.call(ctx, addr, opReadIndex, callRequest(ctx, gid, 0))
-	if err != nil {
-		return 0, err
-	}
-	if status != statusOK {
-		return 0, fmt.Errorf("cluster: read index from %s: %w", addr, decodeCallError(resp))
-	}
-	if len(resp) != 8 {
-		return 0, fmt.Errorf("cluster: read index from %s: answer of %d bytes", addr, len(resp))
-	}
-	return binary.BigEndian.Uint64(resp), nil
-}
-
 func encodeCallError(err error) []byte {
 	code := codeUnknown
 	for _, ce := range callErrors {
@@ -438,11 +350,14 @@ func encodeCallError(err error) []byte {
 			break
 		}
 	}
+	var re *shard.RedirectError // the node that can answer, when known
+	if errors.As(err, &re) && code != codeRedirect {
+		code |= codeRedirectBit
+	}
 	b := []byte{code}
-	if code == codeRedirect {
-		var re shard.RedirectError // the leader, when known
-		if p := (*shard.RedirectError)(nil); errors.As(err, &p) {
-			re = *p
+	if code == codeRedirect || code&codeRedirectBit != 0 {
+		if re == nil {
+			re = &shard.RedirectError{}
 		}
 		b = appendBytes(b, []byte(re.NodeID))
 		b = appendBytes(b, []byte(re.Addr))
@@ -453,8 +368,10 @@ func encodeCallError(err error) []byte {
 func decodeCallError(b []byte) error {
 	d := decoder{b: b}
 	code := d.byte()
+	redirect := code == codeRedirect || code&codeRedirectBit != 0
+	code &^= codeRedirectBit
 	var nodeID, addr []byte
-	if code == codeRedirect {
+	if redirect {
 		nodeID, addr = d.bytes(), d.bytes()
 	}
 	msg := string(d.bytes())
@@ -468,76 +385,10 @@ func decodeCallError(b []byte) error {
 		}
 	}
 	err := &remoteError{sentinel: sentinel, msg: msg}
-	if code == codeRedirect && len(addr) > 0 {
+	if redirect && len(addr) > 0 {
 		return &shard.RedirectError{Err: err, NodeID: string(nodeID), Addr: string(addr)}
 	}
 	return err
-}
-
-// encodeResult writes an fsm.Result: index uvarint | err code u8 |
-// succeeded u8 | op count uvarint | per op: type u8, found u8, key, and for
-// found gets the entry (key, value, create and modify index).
-func encodeResult(r *fsm.Result) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 16), r.Index)
-	b = append(b, resultErrCode(r.Err), boolByte(r.Succeeded))
-	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
-	for _, op := range r.Ops {
-		b = append(b, byte(op.Type), boolByte(op.Found))
-		b = appendBytes(b, op.Key)
-		b = appendBytes(b, op.Entry.Key)
-		b = appendBytes(b, op.Entry.Value)
-		b = binary.AppendUvarint(b, op.Entry.CreateIndex)
-		b = binary.AppendUvarint(b, op.Entry.ModifyIndex)
-	}
-	return b
-}
-
-func decodeResult(b []byte) (*fsm.Result, error) {
-	d := decoder{b: b}
-	r := &fsm.Result{Index: d.uvarint()}
-	r.Err = resultErr(d.byte())
-	r.Succeeded = d.byte() == 1
-	nops := d.uvarint()
-	if nops > uint64(len(b)) {
-		return nil, errors.New("cluster: result with too many ops")
-	}
-	for i := uint64(0); i < nops && d.err == nil; i++ {
-		op := fsm.OpResult{Type: fsm.OpType(d.byte()), Found: d.byte() == 1}
-		op.Key = d.bytes()
-		op.Entry.Key = d.bytes()
-		op.Entry.Value = d.bytes()
-		op.Entry.CreateIndex = d.uvarint()
-		op.Entry.ModifyIndex = d.uvarint()
-		r.Ops = append(r.Ops, op)
-	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	if len(d.b) != 0 {
-		return nil, errors.New("cluster: trailing bytes after a result")
-	}
-	return r, nil
-}
-
-var resultErrs = []error{nil, fsm.ErrCASMismatch, fsm.ErrKeyNotFound, fsm.ErrClosed}
-
-func resultErrCode(err error) byte {
-	for i, e := range resultErrs {
-		if e != nil && errors.Is(err, e) {
-			return byte(i)
-		}
-	}
-	if err != nil {
-		return byte(len(resultErrs)) // unknown: the caller reports it as such
-	}
-	return 0
-}
-
-func resultErr(code byte) error {
-	if int(code) < len(resultErrs) {
-		return resultErrs[code]
-	}
-	return errors.New("cluster: unknown result error")
 }
 
 func boolByte(v bool) byte {
@@ -551,7 +402,7 @@ func appendBytes(b, v []byte) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
 }
 
-// decoder reads what encodeResult and encodeCallError wrote; the first
+// decoder reads what encodeCallError wrote; the first
 // error sticks.
 type decoder struct {
 	b   []byte

@@ -1,15 +1,11 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -145,17 +141,13 @@ func tally(index, own uint64, voter bool, voters int, peers map[raft.ServerID]ui
 func (n *Node) peerHashAt(ctx context.Context, addr string, gid, index uint64) (uint64, error) {
 	pause := 50 * time.Millisecond
 	for {
-		status, resp, err := n.calls.call(ctx, addr, opHashAt, binary.BigEndian.AppendUint64(callRequest(ctx, gid, 8), index))
-		if err == nil && status == statusOK {
-			if len(resp) != 8 {
-				return 0, fmt.Errorf("cluster: hash from %s: answer of %d bytes", addr, len(resp))
-			}
-			return binary.BigEndian.Uint64(resp), nil
-		}
+		h, err := n.route.hashAt(ctx, addr, gid, index)
 		if err == nil {
-			if err = decodeCallError(resp); !errors.Is(err, context.DeadlineExceeded) {
-				return 0, err
-			}
+			return h, nil
+		}
+		var cf *callFailedError
+		if !errors.As(err, &cf) && !errors.Is(err, context.DeadlineExceeded) {
+			return 0, err
 		}
 		select {
 		case <-ctx.Done():
@@ -166,23 +158,22 @@ func (n *Node) peerHashAt(ctx context.Context, addr string, gid, index uint64) (
 	}
 }
 
-// serveHash answers hashAt of the index in body (opHashAt), which waits
-// (within ctx) until the replica has applied and hashed it.
-func serveHash(ctx context.Context, hashAt func(context.Context, uint64) (uint64, error), body []byte) (byte, []byte) {
-	if len(body) != 8 {
-		return statusErr, encodeCallError(fmt.Errorf("%w: hash call of %d bytes", ErrInvalidRequest, len(body)))
-	}
-	h, err := hashAt(ctx, binary.BigEndian.Uint64(body))
-	if err != nil {
-		return statusErr, encodeCallError(err)
-	}
-	return statusOK, binary.BigEndian.AppendUint64(nil, h)
-}
-
 // RepairReplica rebuilds node's replica of channel, which a hash check
 // marked corrupt, from its leader's state, and returns the applied index
-// it was rebuilt at. On another node it answers a redirect there.
+// it was rebuilt at: on this node, or through a call to that node.
 func (n *Node) RepairReplica(ctx context.Context, channel, node string) (uint64, error) {
+	var applied uint64
+	err := n.route.do(ctx, "repair", func(ctx context.Context) (err error) {
+		applied, err = n.repairReplica(ctx, channel, node)
+		return err
+	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
+		applied, err = n.route.repair(ctx, re, channel, node)
+		return err
+	})
+	return applied, err
+}
+
+func (n *Node) repairReplica(ctx context.Context, channel, node string) (uint64, error) {
 	ch, ok := n.meta.fsm.Channel(channel)
 	if !ok {
 		if err := n.metaSync(ctx); err != nil {
@@ -227,67 +218,8 @@ func (n *Node) RepairReplica(ctx context.Context, channel, node string) (uint64,
 }
 
 // fetchSnapshot asks rep's leader for a snapshot stream of its state at or
-// after rep's applied index (GET /internal/snapshot/{gid}).
+// after rep's applied index (rcSnapshot, a streamed answer).
 func (n *Node) fetchSnapshot(ctx context.Context, rep *shard.Replica) (io.ReadCloser, error) {
 	addr, leader := rep.Raft().LeaderWithID()
-	u := fmt.Sprintf("http://%s%ssnapshot/%d?min=%d", addr, InternalPrefix, rep.GroupID, rep.FSM().Applied())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: snapshot from %s: %v", ErrRepairSource, leader, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		resp.Body.Close()
-		return nil, fmt.Errorf("%w: snapshot from %s: HTTP %d: %s", ErrRepairSource, leader, resp.StatusCode, bytes.TrimSpace(msg))
-	}
-	return resp.Body, nil
+	return n.route.snapshot(ctx, string(addr), string(leader), rep.GroupID, rep.FSM().Applied())
 }
-
-// serveSnapshot streams this node's replica's state, once it has applied
-// the index in ?min (GET /internal/snapshot/{gid}, for RepairReplica on
-// another node). A replica marked corrupt refuses.
-func (n *Node) serveSnapshot(w http.ResponseWriter, r *http.Request) {
-	rep, ok := n.replicaOf(w, r)
-	if !ok {
-		return
-	}
-	minIndex, err := strconv.ParseUint(r.URL.Query().Get("min"), 10, 64)
-	if err != nil {
-		http.Error(w, "bad min index", http.StatusBadRequest)
-		return
-	}
-	if rep.Corrupt() != nil {
-		http.Error(w, "this replica is marked corrupt", http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), internalCallLimit)
-	err = rep.FSM().WaitApplied(ctx, minIndex)
-	cancel()
-	if err != nil {
-		http.Error(w, "not applied that far: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	snap, err := rep.FSM().Snapshot()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	defer snap.Release()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := snap.Persist(&writerSink{w: w}); err != nil {
-		// The stream is cut short: its trailer's checksum fails the rebuild.
-		n.log.Warn("snapshot for a repair failed", "group", rep.GroupID, "error", err)
-	}
-}
-
-// writerSink is a raft.SnapshotSink writing to an HTTP answer.
-type writerSink struct{ w io.Writer }
-
-func (s *writerSink) Write(p []byte) (int, error) { return s.w.Write(p) }
-func (s *writerSink) Close() error                { return nil }
-func (s *writerSink) Cancel() error               { return nil }
-func (s *writerSink) ID() string                  { return "repair" }

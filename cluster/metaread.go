@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -49,7 +48,7 @@ func (n *Node) metaReadIndex(ctx context.Context) (uint64, error) {
 		case id == "":
 			err = ErrNoMetaLeader
 		default:
-			idx, err = n.remoteMetaReadIndex(ctx, string(addr))
+			idx, err = n.route.metaReadIndex(ctx, string(addr))
 		}
 		if err == nil {
 			return idx, nil
@@ -103,31 +102,6 @@ func (n *Node) localMetaReadIndex(ctx context.Context) (uint64, error) {
 // (raft never answers a future queued when it shuts down).
 func (n *Node) awaitFuture(ctx context.Context, f raft.Future) error {
 	return shard.AwaitFuture(ctx, f, n.stop)
-}
-
-// remoteMetaReadIndex asks the meta leader at addr for a meta read index.
-func (n *Node) remoteMetaReadIndex(ctx context.Context, addr string) (uint64, error) {
-	status, resp, err := n.calls.call(ctx, addr, opMetaReadIndex, callRequest(ctx, metaGroupID, 0))
-	if err != nil {
-		return 0, err
-	}
-	if status != statusOK {
-		return 0, fmt.Errorf("cluster: meta read index from %s: %w", addr, decodeCallError(resp))
-	}
-	if len(resp) != 8 {
-		return 0, fmt.Errorf("cluster: meta read index from %s: answer of %d bytes", addr, len(resp))
-	}
-	return binary.BigEndian.Uint64(resp), nil
-}
-
-// serveMetaReadIndex answers opMetaReadIndex.
-func (n *Node) serveMetaReadIndex(ctx context.Context) (byte, []byte) {
-	n.metrics.callsServed.WithLabelValues("meta_readindex").Inc()
-	idx, err := n.localMetaReadIndex(ctx)
-	if err != nil {
-		return statusErr, encodeCallError(err)
-	}
-	return statusOK, binary.BigEndian.AppendUint64(nil, idx)
 }
 
 // metaSync returns once this node's copy of the meta state holds every

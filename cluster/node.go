@@ -1,14 +1,12 @@
 package cluster
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,13 +50,9 @@ type Node struct {
 	metaFSM *fsm.Meta
 	gossip  *gossip
 
-	peers       *http.Client // internal calls to other nodes over the cluster port
-	calls       *calls       // hot-path calls to other nodes (calls.go)
-	callWG      sync.WaitGroup
-	callMu      sync.Mutex
-	callConns   map[net.Conn]struct{} // call streams being served
-	callsClosed bool
-	leaders     *leaderCache
+	// route serves requests elsewhere and serves other nodes' calls
+	// (route.go).
+	route       *router
 	readBatches sync.Map       // *shard.Replica → *readIndexBatch (readindex.go)
 	metaReads   readIndexBatch // meta read indexes (metaread.go)
 	metrics     *metrics
@@ -102,7 +96,6 @@ func New(cfg Config) (*Node, error) {
 		poke:     make(chan struct{}, 1),
 		lpoke:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
-		leaders:  newLeaderCache(),
 		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
@@ -124,16 +117,8 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)
 	}
-	n.peers = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return n.trans.DialApp(ctx, addr)
-		},
-		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     30 * time.Second,
-	}}
-	n.calls = newCalls(n.trans.DialCall)
+	n.route = newRouter(n, n.trans.DialCall, n.trans.DialApp)
 	n.hashSem = make(chan struct{}, hashCompareParallel)
-	n.callConns = map[net.Conn]struct{}{}
 	n.metaFSM = fsm.NewMeta()
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
@@ -177,8 +162,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.started.Store(true)
-	n.callWG.Add(1)
-	go n.serveCalls(n.trans.CallListener())
+	n.route.wg.Add(1)
+	go n.route.serve(n.trans.CallListener())
 	n.wg.Add(3)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
@@ -273,8 +258,9 @@ func (n *Node) ClusterAddr() string { return string(n.trans.Addr()) }
 // GossipAddr is the address other nodes -join.
 func (n *Node) GossipAddr() string { return n.gossip.addr() }
 
-// AppListener yields the streams peers open to forward requests to this
-// node; the server serves them.
+// AppListener yields the streams nodes of the previous version open to
+// forward requests to this node (route.go's compatibility note); the server
+// serves them.
 func (n *Node) AppListener() net.Listener { return n.trans.AppListener() }
 
 // Shards exposes the node's replica manager (tests, bench).
@@ -314,9 +300,7 @@ func (n *Node) Close() error {
 			_ = n.meta.raft.LeadershipTransfer().Error()
 		}
 		errs = append(errs, n.meta.shutdown(), n.trans.Close())
-		n.calls.closeAll()
-		n.closeCallConns()
-		n.callWG.Wait()
+		n.route.close()
 		err = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
@@ -334,9 +318,7 @@ func (n *Node) Kill() error {
 		err = n.trans.Close()
 		n.wg.Wait()
 		err = errors.Join(err, n.shards.Kill(), n.meta.shutdown())
-		n.calls.closeAll()
-		n.closeCallConns()
-		n.callWG.Wait()
+		n.route.close()
 	})
 	return err
 }

@@ -204,7 +204,7 @@ func (n *Node) readIndexFrom(ctx context.Context, rep *shard.Replica, addr strin
 			}
 		}
 	}()
-	idx, err := n.remoteReadIndex(ctx, addr, rep.GroupID)
+	idx, err := n.route.readIndex(ctx, addr, rep.GroupID)
 	if err != nil && errors.Is(context.Cause(ctx), errLeaderMoved) {
 		return 0, errLeaderMoved
 	}

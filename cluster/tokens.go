@@ -13,6 +13,7 @@ import (
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
 )
 
 // Channel tokens and settings (docs/api.md "Channel tokens"). Writes go
@@ -38,6 +39,20 @@ func (n *Node) tokensSupported() bool {
 // IssueToken records a new token of channel with scope, expiring at
 // expires (zero: never), and returns it with its secret.
 func (n *Node) IssueToken(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error) {
+	var tok api.TokenCreated
+	err := n.route.do(ctx, "issue_token", func(ctx context.Context) (err error) {
+		tok, err = n.issueTokenHere(ctx, channel, scope, expires)
+		return err
+	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
+		tok, err = n.route.issueToken(ctx, re, channel, scope, expires)
+		return err
+	})
+	return tok, err
+}
+
+// issueTokenHere is IssueToken on this node, which must lead the meta
+// group (else a redirect to the leader).
+func (n *Node) issueTokenHere(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error) {
 	if n.meta.raft.State() != raft.Leader {
 		return api.TokenCreated{}, n.metaRedirect()
 	}
@@ -120,6 +135,14 @@ func (n *Node) knownChannel(ctx context.Context, channel string) (fsm.ChannelRec
 
 // RevokeToken marks one of channel's tokens revoked.
 func (n *Node) RevokeToken(ctx context.Context, channel, id string) error {
+	return n.route.do(ctx, "revoke_token", func(ctx context.Context) error {
+		return n.revokeTokenHere(ctx, channel, id)
+	}, func(ctx context.Context, re *shard.RedirectError) error {
+		return n.route.revokeToken(ctx, re, channel, id)
+	})
+}
+
+func (n *Node) revokeTokenHere(ctx context.Context, channel, id string) error {
 	if n.meta.raft.State() != raft.Leader {
 		return n.metaRedirect()
 	}
@@ -139,6 +162,14 @@ func (n *Node) RevokeToken(ctx context.Context, channel, id string) error {
 // SetChannelSettings replaces channel's public prefixes and CORS (the
 // server validated them).
 func (n *Node) SetChannelSettings(ctx context.Context, channel string, s api.ChannelSettings) error {
+	return n.route.do(ctx, "settings", func(ctx context.Context) error {
+		return n.setSettingsHere(ctx, channel, s)
+	}, func(ctx context.Context, re *shard.RedirectError) error {
+		return n.route.setSettings(ctx, re, channel, s)
+	})
+}
+
+func (n *Node) setSettingsHere(ctx context.Context, channel string, s api.ChannelSettings) error {
 	if n.meta.raft.State() != raft.Leader {
 		return n.metaRedirect()
 	}

@@ -490,8 +490,8 @@ func BenchmarkAdmit(b *testing.B) {
 	}
 }
 
-// A forwarded request carries the CORS headers of the node the browser
-// talked to, once: the node that serves it adds none of its own (two
+// A request forwarded to a node of the previous version carries the CORS
+// headers of the node the browser talked to, once: the node that serves it adds none of its own (two
 // Access-Control-Allow-Origin values make a browser refuse the answer).
 func TestCORSHeadersOnceThroughAForward(t *testing.T) {
 	a, b := startNode(t, "a", operatorToken, "nft"), startNode(t, "b", operatorToken, "nft")
@@ -503,7 +503,7 @@ func TestCORSHeadersOnceThroughAForward(t *testing.T) {
 		}
 	}
 	a.f.get = func(context.Context, string, []byte, shard.ReadLevel) (fsm.Entry, bool, uint64, error) {
-		return fsm.Entry{}, false, 0, redirectTo(b, shard.ErrNotLeader)
+		return fsm.Entry{}, false, 0, oldNode(b, shard.ErrNotLeader)
 	}
 	h := bearer(operatorToken)
 	h.Set("Origin", "https://app.example")

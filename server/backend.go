@@ -11,10 +11,12 @@ import (
 )
 
 // Backend is what the server needs from the node (package cluster
-// implements it). Any method may return a *shard.RedirectError when another
-// node can serve the call and this one did nothing: the server then forwards
-// the original request there, once. Errors are matched with errors.Is against
-// the sentinels of fsm, shard and cluster (see errorTable).
+// implements it). Every method answers itself, asking the node that can
+// when this one cannot (cluster/route.go); the server only turns its
+// errors into statuses, matched with errors.Is against the sentinels of
+// fsm, shard and cluster (see errorTable). A *cluster.PreviousVersionError
+// is the one exception: the node that can answer runs the previous version,
+// and the server forwards the request there (forward.go).
 //
 // The read methods take no reader object on purpose: an interface type
 // declared here could not be named by package cluster without importing
@@ -26,15 +28,15 @@ type Backend interface {
 	Ready(ctx context.Context) error
 	// Nodes lists the members the meta group records.
 	Nodes(ctx context.Context) ([]api.Node, error)
-	// CreateChannel places a channel (the request is validated and defaulted); on a non-leader, a *shard.RedirectError wrapping cluster.ErrNotMetaLeader.
+	// CreateChannel places a channel (the request is validated and defaulted), on the meta leader.
 	CreateChannel(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error)
 	// Channels lists every channel from this node's copy of the meta state.
 	Channels(ctx context.Context) ([]api.Channel, error)
 	// Channel describes one channel, or cluster.ErrChannelNotFound.
 	Channel(ctx context.Context, name string) (api.Channel, error)
-	// DeleteChannel deletes a channel; meta leader only, as CreateChannel.
+	// DeleteChannel deletes a channel, on the meta leader as CreateChannel.
 	DeleteChannel(ctx context.Context, name string) error
-	// Propose commits an fsm.Encode'd command on the channel's local leader replica and returns its result once applied; a *shard.RedirectError only when it was not proposed.
+	// Propose commits an fsm.Encode'd command on the channel's local leader replica (on the leader's node when another leads) and returns its result once applied; shard.ErrOutcomeUnknown when it may have been applied without an answer.
 	Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error)
 	// Get reads key from the local replica once level allows (docs/raft-notes.md "R2"), returning the entry, whether it exists and the replica's applied index at the read.
 	Get(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (e fsm.Entry, found bool, applied uint64, err error)
@@ -44,7 +46,7 @@ type Backend interface {
 	WaitKey(ctx context.Context, channel string, key []byte, index uint64) error
 	// Lag is the time since the local replica of channel last heard from its leader (0 on the leader), reported by stale reads.
 	Lag(channel string) time.Duration
-	// RepairReplica rebuilds node's replica of channel, marked corrupt by a hash check, from its leader's state and returns the applied index it was rebuilt at; a *shard.RedirectError when node is another node.
+	// RepairReplica rebuilds node's replica of channel, marked corrupt by a hash check, from its leader's state (on that node) and returns the applied index it was rebuilt at.
 	RepairReplica(ctx context.Context, channel, node string) (uint64, error)
 	// IssueToken records a new token of channel (meta leader only, as CreateChannel) expiring at expires (zero: never) and returns it with its secret.
 	IssueToken(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error)
@@ -62,6 +64,6 @@ type Backend interface {
 	GossipKeyring(ctx context.Context) (api.GossipKeyring, error)
 	// ChangeGossipKeyring installs, uses or removes a base64 gossip key on this node only and returns the resulting keyring.
 	ChangeGossipKeyring(ctx context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error)
-	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection; the far end serves it with ServeForwarded.
+	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection, to forward a request to a node of the previous version (forward.go); the far end serves it with ServeForwarded.
 	DialNode(ctx context.Context, addr string) (net.Conn, error)
 }

@@ -84,11 +84,14 @@ var errorTable = []struct {
 	{shard.ErrNoLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	{shard.ErrReplicaCorrupt, http.StatusServiceUnavailable, api.CodeReplicaCorrupt, true},
 	{cluster.ErrNoMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
-	// A redirect reaches this table only when the request was already
-	// forwarded once: the leader moved again, or is not known yet.
+	// A redirect reaches this table only from a node serving another's
+	// call (it answers or refuses, never sends on: cluster/route.go), or
+	// when the node it names kept refusing: the leader moved again, or is
+	// not known yet.
 	{shard.ErrNotLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	{shard.ErrNotHosted, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	{cluster.ErrNotMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{cluster.ErrUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{errUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{shard.ErrStopped, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{cluster.ErrRepairSource, http.StatusServiceUnavailable, api.CodeUnavailable, true},

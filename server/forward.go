@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -18,31 +17,17 @@ import (
 	"github.com/shardnet/shardnet/shard"
 )
 
-// Forwarding lives here and only here. A handler always tries locally; when
-// the backend answers with a *shard.RedirectError (the channel leader, the
-// meta leader, or a node hosting the channel is elsewhere) the wrapper sends
-// the original request, once, to that node over the cluster connection
-// (Backend.DialNode), marked with the hop header. The far end serves it with
-// the same handler (ServeForwarded) and, seeing the hop header, answers a
-// redirect of its own with 503 instead of forwarding again.
-//
-// A redirect means the request was not proposed here (Backend's contract),
-// so sending it on cannot apply a write twice. If the forward itself fails,
-// a dial failure is retryable (nothing was sent): the handler runs again,
-// for up to forwardRetryFor, and the backend, told by the failed dial,
-// names the node as it knows it then (a leader that was killed is replaced
-// by the one its replicas elected), instead of answering 503 for as long as
-// its hint lived. A failure after sending a write is outcome_unknown
-// (docs/design.md "D3").
-
-// forwardRetryFor bounds how long a request whose forward reached nobody is
-// routed again (each backend call keeps its own timeout);
-// forwardRetryPause spaces the attempts: a dead node's dial fails at once,
-// and its replicas need a moment to elect and learn the new leader.
-const (
-	forwardRetryFor   = 3 * time.Second
-	forwardRetryPause = 50 * time.Millisecond
-)
+// What is left of forwarding whole HTTP requests, for one version: nodes
+// call each other (cluster/route.go) and this server only turns errors
+// into statuses, but a node of the previous version takes no calls for
+// reads, watches and meta writes. When the backend answers a
+// *cluster.PreviousVersionError (the node that can answer runs that
+// version, and refused the call unread), the request is forwarded there
+// once, as that version expects: over the cluster connection
+// (Backend.DialNode), marked with the hop header, which keeps the far end
+// from forwarding it again. A failure after sending a write is
+// outcome_unknown (docs/design.md "D3"). Remove this file, the hop header
+// and Backend.DialNode with cluster/route.go's compatibility note.
 
 // dialError marks a failure to open the stream: nothing was sent.
 type dialError struct {
@@ -63,9 +48,7 @@ func (s *Server) dialNode(ctx context.Context, _, addr string) (net.Conn, error)
 	return c, nil
 }
 
-// copyBuffers recycles the proxy's copy buffers: without a pool it
-// allocates and clears 32 KiB per forwarded answer (measured ~5 % of a
-// forwarding node's CPU under load).
+// copyBuffers recycles the proxy's copy buffers.
 var copyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 
 type bufferPool struct{ p sync.Pool }
@@ -74,12 +57,9 @@ func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 // forward proxies r (whose body was buffered) to the node re names and
-// copies its answer back. With mayRetry, a forward that reached nobody
-// (the stream to the node could not be opened: nothing was sent, nothing
-// was written to w) reports true instead of answering, so the caller can
-// ask the backend again where to send it.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re *shard.RedirectError, mayRetry bool) (unsent bool) {
-	s.log.Debug("forwarding", "method", r.Method, "path", r.URL.EscapedPath(), "to", re.NodeID, "addr", re.Addr, "reason", re.Err)
+// copies its answer back.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re *shard.RedirectError) {
+	s.log.Debug("forwarding to a node of the previous version", "method", r.Method, "path", r.URL.EscapedPath(), "to", re.NodeID, "addr", re.Addr)
 	p := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Path, RawPath and RawQuery stay as received: the key is
@@ -108,19 +88,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, re
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			var de *dialError
-			if mayRetry && errors.As(err, &de) && r.Context().Err() == nil {
-				s.metrics.forwarded.WithLabelValues("retried").Inc()
-				s.log.Debug("forward reached nobody; asking where to send it again", "to", re.NodeID, "error", err)
-				unsent = true
-				return
-			}
 			s.forwardFailed(w, r, re, err)
 		},
 		ErrorLog: s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 	p.ServeHTTP(w, r)
-	return unsent
 }
 
 // forwardFailed answers a forward that got no answer.
@@ -137,7 +109,7 @@ func (s *Server) forwardFailed(w http.ResponseWriter, r *http.Request, re *shard
 		s.metrics.forwarded.WithLabelValues("error").Inc()
 		err = fmt.Errorf("%w: node %s: %v", errUnreachable, re.NodeID, err)
 	default:
-		// The request may have reached the leader and been applied.
+		// The request may have reached the node and been applied.
 		s.metrics.forwarded.WithLabelValues("error").Inc()
 		err = fmt.Errorf("%w: forwarded to node %s, which did not answer: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
 	}

@@ -18,7 +18,7 @@ import (
 
 // node is one test node: a Server over a fake backend, its public
 // httptest listener, and a loopback "cluster" listener serving
-// ServeForwarded.
+// ServeForwarded (what nodes of the previous version forward: forward.go).
 type node struct {
 	id      string
 	f       *fakeBackend
@@ -69,15 +69,19 @@ func link(t *testing.T, nodes ...*node) {
 	}
 }
 
-func redirectTo(n *node, sentinel error) error {
-	return &shard.RedirectError{Err: sentinel, NodeID: n.id, Addr: n.cluster}
+// oldNode says the node that can answer is n, of the previous version (it
+// takes no route calls), which the server forwards to.
+func oldNode(n *node, sentinel error) error {
+	return &cluster.PreviousVersionError{Redirect: &shard.RedirectError{Err: sentinel, NodeID: n.id, Addr: n.cluster}}
 }
 
-func TestForwardWriteOneHop(t *testing.T) {
+// The one road left for whole HTTP requests: to a node of the previous
+// version, once, with the client's answer coming back unchanged.
+func TestForwardToPreviousVersionOneHop(t *testing.T) {
 	a, b := startNode(t, "a", "tok", "nft"), startNode(t, "b", "tok", "nft")
 	link(t, a, b)
 	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		return nil, redirectTo(b, shard.ErrNotLeader)
+		return nil, oldNode(b, shard.ErrNotLeader)
 	}
 	// The key travels exactly as escaped: the leader stores these bytes.
 	key := "dir/../x%2Fy sp/./ü"
@@ -97,7 +101,7 @@ func TestForwardWriteOneHop(t *testing.T) {
 	}
 	// Reads forward too, and the answer's headers come back.
 	a.f.get = func(context.Context, string, []byte, shard.ReadLevel) (fsm.Entry, bool, uint64, error) {
-		return fsm.Entry{}, false, 0, redirectTo(b, shard.ErrNotHosted)
+		return fsm.Entry{}, false, 0, oldNode(b, shard.ErrNotHosted)
 	}
 	v, idx, err := a.client.Get(t.Context(), "nft", key, api.GetOptions{Consistency: api.Stale})
 	if err != nil || string(v) != "v1" || idx != 1 {
@@ -108,14 +112,34 @@ func TestForwardWriteOneHop(t *testing.T) {
 	}
 }
 
-func TestForwardLoopAnswers503(t *testing.T) {
+// A redirect is no longer the server's business: it is a status.
+func TestRedirectIsAStatus(t *testing.T) {
 	a, b := startNode(t, "a", "", "nft"), startNode(t, "b", "", "nft")
 	link(t, a, b)
 	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		return nil, redirectTo(b, shard.ErrNotLeader)
+		return nil, &shard.RedirectError{Err: shard.ErrNotLeader, NodeID: b.id, Addr: b.cluster}
 	}
-	b.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		return nil, redirectTo(a, shard.ErrNotLeader)
+	_, err := a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{})
+	if e := api.AsError(err); e == nil || e.Status != 503 || e.Code != api.CodeNoLeader || e.RetryAfter == 0 {
+		t.Fatalf("redirect answered %v, want 503 no_leader with Retry-After", err)
+	}
+	if b.f.proposals.Load() != 0 {
+		t.Errorf("b proposed %d times; the server must not forward a redirect", b.f.proposals.Load())
+	}
+}
+
+// A forwarded request is served where it arrived or refused: the backend
+// is told (cluster.ServedLocally) and the server does not forward it again.
+func TestForwardedRequestIsNotSentOn(t *testing.T) {
+	a, b := startNode(t, "a", "", "nft"), startNode(t, "b", "", "nft")
+	link(t, a, b)
+	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
+		return nil, oldNode(b, shard.ErrNotLeader)
+	}
+	var servedLocally atomic.Bool
+	b.f.propose = func(ctx context.Context, _ string, _ []byte) (*fsm.Result, error) {
+		servedLocally.Store(cluster.ServedLocally(ctx))
+		return nil, oldNode(a, shard.ErrNotLeader)
 	}
 	_, err := a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{})
 	e := api.AsError(err)
@@ -125,27 +149,16 @@ func TestForwardLoopAnswers503(t *testing.T) {
 	if a.f.proposals.Load() != 1 || b.f.proposals.Load() != 1 {
 		t.Errorf("proposals a=%d b=%d, want exactly one each (one hop)", a.f.proposals.Load(), b.f.proposals.Load())
 	}
-	if got := b.s.metricsForwarded("refused"); got != 1 {
-		t.Errorf("b refused %v forwards, want 1", got)
+	if !servedLocally.Load() {
+		t.Error("b's backend was not told the request came from another node")
 	}
 }
 
-func TestForwardToSelfAnswers503(t *testing.T) {
-	a := startNode(t, "a", "", "nft")
-	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		return nil, redirectTo(a, shard.ErrNotLeader)
-	}
-	_, err := a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{})
-	if !api.IsNoLeader(err) {
-		t.Fatalf("redirect to self: %v, want no_leader", err)
-	}
-}
-
-func TestForwardCreateChannelToMetaLeader(t *testing.T) {
+func TestForwardCreateChannelToPreviousVersion(t *testing.T) {
 	a, b := startNode(t, "a", "tok"), startNode(t, "b", "tok")
 	link(t, a, b)
 	a.f.createChannel = func(context.Context, api.CreateChannelRequest) (api.Channel, error) {
-		return api.Channel{}, redirectTo(b, cluster.ErrNotMetaLeader)
+		return api.Channel{}, oldNode(b, cluster.ErrNotMetaLeader)
 	}
 	ch, err := a.client.CreateChannel(t.Context(), api.CreateChannelRequest{Name: "nft", Replicas: 1})
 	if err != nil {
@@ -170,7 +183,7 @@ func TestForwardFailures(t *testing.T) {
 
 	// Unreachable: nothing was sent, so it is safe to retry.
 	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		return nil, &shard.RedirectError{Err: shard.ErrNotLeader, NodeID: "c", Addr: "127.0.0.1:1"}
+		return nil, &cluster.PreviousVersionError{Redirect: &shard.RedirectError{Err: shard.ErrNotLeader, NodeID: "c", Addr: "127.0.0.1:1"}}
 	}
 	_, err := a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{})
 	if e := api.AsError(err); e == nil || e.Status != 503 || e.Code != api.CodeUnavailable || e.RetryAfter == 0 || !api.IsRetryable(err) {
@@ -180,36 +193,12 @@ func TestForwardFailures(t *testing.T) {
 	// The leader drops the connection after receiving a write: outcome
 	// unknown, not retryable.
 	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		return nil, redirectTo(b, shard.ErrNotLeader)
+		return nil, oldNode(b, shard.ErrNotLeader)
 	}
 	b.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) { panic(http.ErrAbortHandler) }
 	_, err = a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{})
 	if !api.IsOutcomeUnknown(err) || api.IsRetryable(err) {
 		t.Fatalf("dropped forward of a write: %v, want outcome_unknown", err)
-	}
-}
-
-// A forward whose node cannot be reached (a leader killed a moment ago)
-// asks the backend again where to send the request, and goes to the node it
-// names then, instead of answering 503 unavailable.
-func TestForwardReroutesWhenTheNodeIsGone(t *testing.T) {
-	a, b := startNode(t, "a", "", "nft"), startNode(t, "b", "", "nft")
-	link(t, a, b)
-	var asked atomic.Int32
-	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
-		if asked.Add(1) <= 2 { // the dead leader, twice
-			return nil, &shard.RedirectError{Err: shard.ErrNotLeader, NodeID: "c", Addr: "127.0.0.1:1"}
-		}
-		return nil, redirectTo(b, shard.ErrNotLeader)
-	}
-	if _, err := a.client.Put(t.Context(), "nft", "k", []byte("v"), api.PutOptions{}); err != nil {
-		t.Fatalf("put through a while its leader hint names a dead node: %v", err)
-	}
-	if b.f.proposals.Load() != 1 || asked.Load() != 3 {
-		t.Fatalf("b proposed %d times and a was asked %d times, want 1 and 3", b.f.proposals.Load(), asked.Load())
-	}
-	if got := a.s.metricsForwarded("retried"); got != 2 {
-		t.Errorf("forwarded retried = %v, want 2", got)
 	}
 }
 

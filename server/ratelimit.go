@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardnet/shardnet/cluster"
 	"golang.org/x/time/rate"
 )
 
@@ -71,11 +72,13 @@ func clientIP(r *http.Request) string {
 type peerKey struct{}
 
 // PeerHandler serves requests that arrive from other nodes over the cluster
-// port (forwarded requests): the same API, exempt from the per-client rate
-// limit since the node the client talked to counted them.
+// port (forwarded by nodes of the previous version): the same API, exempt
+// from the per-client rate limit since the node the client talked to
+// counted them, and served here or refused, never sent on
+// (cluster.ServeLocally).
 func (s *Server) PeerHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, true)))
+		s.ServeHTTP(w, r.WithContext(cluster.ServeLocally(context.WithValue(r.Context(), peerKey{}, true))))
 	})
 }
 

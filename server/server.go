@@ -25,7 +25,6 @@ import (
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/cluster"
-	"github.com/shardnet/shardnet/shard"
 )
 
 // Defaults and limits of the API (docs/api.md lists them).
@@ -260,15 +259,17 @@ func (s *Server) Serve(l net.Listener) error {
 	return s.serve(hs, ln, false)
 }
 
-// ServeForwarded answers what other nodes send over the cluster connection
-// (the streams Backend.DialNode opens on their side): forwarded API
-// requests, served by the same handler but exempt from the per-client rate
-// limit (the node the client talked to counted them); they carry the
-// client's Authorization and are checked as usual, and their hop header
-// keeps them from being forwarded again. Paths under
-// cluster.InternalPrefix go to Config.Internal. It is stopped by Close,
-// not Shutdown: a node that stops keeps answering its peers until its
-// groups have handed over. It returns nil after Close.
+// ServeForwarded answers the whole API requests that nodes of the previous
+// version forward over the cluster connection (app streams), and their
+// calls under cluster.InternalPrefix (Config.Internal). This version sends
+// neither: its nodes call each other (cluster/route.go), so remove this
+// with that file's compatibility note. Forwarded requests are served by
+// the same handler but exempt from the per-client rate limit (the node the
+// client talked to counted them); they carry the client's Authorization
+// and are checked as usual, and are served here or refused, never sent on
+// (cluster.ServeLocally). It is stopped by Close, not Shutdown: a node that
+// stops keeps answering its peers until its groups have handed over. It
+// returns nil after Close.
 func (s *Server) ServeForwarded(l net.Listener) error {
 	peer := s.PeerHandler()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -469,36 +470,12 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 	}
 	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: query}
 	resp, err := ep.h(r.Context(), req)
-	var retryUntil time.Time // set by the first forward
-	for err != nil {
-		var re *shard.RedirectError
-		if !errors.As(err, &re) {
-			break
-		}
-		if by := r.Header.Get(api.HeaderForwarded); by != "" {
-			// Forwarded once already: answer rather than loop.
-			s.metrics.forwarded.WithLabelValues("refused").Inc()
-			err = fmt.Errorf("%w (the request was already forwarded by node %s)", err, by)
-			break
-		}
-		if re.Addr == "" || re.NodeID == s.nodeID {
-			break
-		}
-		if retryUntil.IsZero() {
-			retryUntil = time.Now().Add(forwardRetryFor)
-		}
-		if !s.forward(w, r, body, re, time.Now().Before(retryUntil)) {
-			return
-		}
-		// The node could not be reached and nothing was sent: ask the
-		// backend again, which looks for the current leader.
-		select {
-		case <-r.Context().Done():
-			writeError(w, r.Context().Err())
-			return
-		case <-time.After(forwardRetryPause):
-		}
-		resp, err = ep.h(r.Context(), req)
+	var pv *cluster.PreviousVersionError
+	if errors.As(err, &pv) && !fromPeer(r) {
+		// Served by a node of the previous version, which takes no
+		// route calls: forward the request as it expects (forward.go).
+		s.forward(w, r, body, pv.Redirect)
+		return
 	}
 	if err != nil {
 		if status, _, _ := statusOf(err); status >= 500 {
@@ -544,7 +521,7 @@ func (s *Server) armBody(w http.ResponseWriter, r *http.Request, limit int64) ti
 	return d
 }
 
-// readBody buffers the body (so that a forward can send it again), refusing
+// readBody buffers the body (a handler takes it whole), refusing
 // one over limit with tooLarge and one that does not arrive by deadline
 // (armBody), or stalls for BodyTimeout, with 408.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, tooLarge error, deadline time.Time) ([]byte, error) {

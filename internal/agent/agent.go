@@ -102,6 +102,9 @@ func Start(opts Options) (*Agent, error) {
 	})
 	a := &Agent{Node: node, Server: srv, log: cfg.Logger, url: scheme + cfg.HTTPAddr, certs: certs}
 	go a.serve(srv.Serve, ln)
+	// What nodes of the previous version forward and ask over HTTP; nodes
+	// of this version call each other (cluster/route.go). Remove with that
+	// file's compatibility note, and Config.Internal above.
 	go a.serve(srv.ServeForwarded, node.AppListener())
 	return a, nil
 }

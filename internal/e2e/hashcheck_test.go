@@ -112,12 +112,25 @@ func TestCorruptReplicaIsNoticed(t *testing.T) {
 	})
 	readsRight()
 
-	// The operator's repair, sent to another node: forwarded to the
-	// corrupt replica's node, which rebuilds it from the leader's state.
+	// The operator's repair, sent to another node: a call to the corrupt
+	// replica's node, which rebuilds it from the leader's state, streamed
+	// to it as the answer of a call of its own (cluster/route.go).
 	other := (bad + 2) % 3
+	snapshots := func() float64 {
+		return metric(t, c, 0, `shardnet_cluster_calls_served_total{call="snapshot"}`) +
+			metric(t, c, 1, `shardnet_cluster_calls_served_total{call="snapshot"}`) +
+			metric(t, c, 2, `shardnet_cluster_calls_served_total{call="snapshot"}`)
+	}
+	snapshotsBefore := snapshots()
 	res, err := c.Client(other).RepairReplica(ctx, "hc", c.Nodes[bad].Name)
 	if err != nil || res.Node != c.Nodes[bad].Name || res.Applied == 0 {
 		t.Fatalf("repair: %+v, %v", res, err)
+	}
+	if got := metric(t, c, bad, `shardnet_cluster_calls_served_total{call="repair"}`); got != 1 {
+		t.Errorf("the corrupt replica's node served %v repair calls, want 1", got)
+	}
+	if got := metric(t, c, bad, `shardnet_cluster_calls_total{call="snapshot",outcome="ok"}`); got < 1 || snapshots()-snapshotsBefore != got {
+		t.Errorf("the corrupt replica's node got %v snapshot streams; %v were served", got, snapshots()-snapshotsBefore)
 	}
 	rep = replicaOf(t, c, bad, "hc")
 	if rep.Corrupt() != nil {
