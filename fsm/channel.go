@@ -160,6 +160,9 @@ func (c *Channel) List(prefix, after []byte, limit int) (entries []Entry, more b
 	base := genPrefix(c.gid, c.gen)
 	lower := append(base[:len(base):len(base)], prefix...)
 	upper := prefixEnd(lower) // never nil: lower starts with 'd'
+	if start := dataKey(c.gid, c.gen, userKeysStart); bytes.Compare(lower, start) < 0 {
+		lower = start // not the idempotency records (idem.go)
+	}
 	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, false, fmt.Errorf("fsm: list channel %d: %w", c.gid, err)

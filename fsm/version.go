@@ -18,7 +18,8 @@ import (
 //	   counting them as 1 only holds the checks back a little longer.
 //	2  HashCheck (0x84), MetaHashCheck (0xC6), SetClusterVersion (0x47);
 //	   nodes report their version
-const Version = 2
+//	3  Idempotent (0x05): writes under an idempotency key
+const Version = 3
 
 // ErrUpgradePending is what a proposal of a command whose version is above
 // the cluster version fails with: nothing was proposed.
@@ -57,6 +58,8 @@ func EntryVersion(entry []byte) int {
 		return 1
 	case typeHashCheck:
 		return 2
+	case typeIdempotent:
+		return 3
 	}
 	return Version + 1
 }
