@@ -340,6 +340,8 @@ func Decode(b []byte) (Command, error) {
 			d.fail(fmt.Errorf("the wrapped type 0x%02x is not a put, delete or txn", inner))
 		}
 		c = p
+	case typeHashCheck:
+		c = &HashCheck{}
 	default:
 		if t&TypeSkippable != 0 {
 			return &Unknown{Type: t}, nil
@@ -347,8 +349,6 @@ func Decode(b []byte) (Command, error) {
 		if c = d.write(t); c == nil && d.err == nil {
 			return nil, fmt.Errorf("%w: unknown command type 0x%02x", ErrDecode, t)
 		}
-	case typeHashCheck:
-		c = &HashCheck{}
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: type 0x%02x: %w", ErrDecode, b[0], d.err)
