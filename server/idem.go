@@ -12,6 +12,23 @@ import (
 // idemScopeBytes is the length of the scope a keyed write carries.
 const idemScopeBytes = 16
 
+// headerHopIdemKey carries a forwarded request's Idempotency-Key to the
+// node it is forwarded to (hideIdemKey).
+const headerHopIdemKey = "X-Shardnet-Hop-Idempotency-Key"
+
+// hideIdemKey moves the Idempotency-Key of a request about to be forwarded
+// into headerHopIdemKey, which keyed reads as well. net/http's transport
+// takes a request with Idempotency-Key for replayable and sends it again
+// when a reused connection breaks after it was sent; a node resends a
+// write only when nothing was sent (docs/design.md "D3"), so the forward
+// must not look replayable. Only the client retries, under its key.
+func hideIdemKey(r *http.Request) {
+	if vals := r.Header.Values(api.HeaderIdempotencyKey); len(vals) > 0 {
+		r.Header.Del(api.HeaderIdempotencyKey)
+		r.Header[headerHopIdemKey] = append(r.Header[headerHopIdemKey], vals...)
+	}
+}
+
 // keyed wraps a write in an fsm.Idempotent when the request carries an
 // Idempotency-Key (docs/design.md "D15"), so that the channel's state
 // machine answers a retry with the first attempt's outcome. The request
@@ -19,6 +36,7 @@ const idemScopeBytes = 16
 // path, query and body that decide its effect, in one canonical form.
 func keyed(req *request, cmd fsm.Command) (fsm.Command, error) {
 	vals := req.r.Header.Values(api.HeaderIdempotencyKey)
+	vals = append(vals, req.r.Header.Values(headerHopIdemKey)...)
 	switch len(vals) {
 	case 0:
 		return cmd, nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -247,5 +248,46 @@ func TestClientRetriesUnderOneKey(t *testing.T) {
 	_, err = c.Put(kctx, "nft", "old", []byte("1"), api.PutOptions{})
 	if e := api.AsError(err); e == nil || e.Code != api.CodeUpgradePending {
 		t.Fatalf("keyed put to a version 2 cluster: %v, want 409 upgrade_pending", err)
+	}
+}
+
+// TestForwardDoesNotResendAKeyedWrite: net/http's transport resends a
+// request that carries Idempotency-Key when a reused connection breaks
+// after it was sent; a forwarded write must not be resent by the node
+// (docs/design.md "D3"), keyed or not: only the client retries.
+func TestForwardDoesNotResendAKeyedWrite(t *testing.T) {
+	a, b := startNode(t, "a", "", "nft"), startNode(t, "b", "", "nft")
+	link(t, a, b)
+	a.f.propose = func(context.Context, string, []byte) (*fsm.Result, error) {
+		return nil, redirectTo(b, shard.ErrNotLeader)
+	}
+	// A first forward leaves an idle connection from a to b.
+	if _, err := a.client.Put(t.Context(), "nft", "warm", []byte("v"), api.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int32
+	var keys []string
+	var mu sync.Mutex
+	b.f.propose = func(_ context.Context, _ string, cmd []byte) (*fsm.Result, error) {
+		got.Add(1)
+		if c, err := fsm.Decode(cmd); err == nil {
+			if k, ok := c.(*fsm.Idempotent); ok {
+				mu.Lock()
+				keys = append(keys, string(k.Key))
+				mu.Unlock()
+			}
+		}
+		panic(http.ErrAbortHandler) // the leader's answer is lost
+	}
+	ctx := api.WithIdempotencyKey(t.Context(), "k")
+	_, err := a.client.Put(ctx, "nft", "k", []byte("v"), api.PutOptions{})
+	if !api.IsOutcomeUnknown(err) {
+		t.Fatalf("lost forward: %v, want outcome_unknown", err)
+	}
+	if n := got.Load(); n != 1 {
+		t.Fatalf("the leader received the write %d times, want once", n)
+	}
+	if len(keys) != 1 || keys[0] != "k" {
+		t.Fatalf("the leader saw keys %q, want the client's", keys)
 	}
 }

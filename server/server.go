@@ -458,6 +458,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		if retryUntil.IsZero() {
 			retryUntil = time.Now().Add(forwardRetryFor)
 		}
+		hideIdemKey(r)
 		if !s.forward(w, r, body, re, time.Now().Before(retryUntil)) {
 			return
 		}
