@@ -577,5 +577,15 @@ func (d *decoder) ops(left *int) []Op {
 // channel's quota only for those, so a channel over its quota can still be
 // cleaned up.
 func MayGrow(entry []byte) bool {
+	if len(entry) > 1 && entry[0] == typeIdempotent {
+		// Its record is not counted in the channel's bytes: what counts
+		// is the wrapped write.
+		d := decoder{buf: entry[1:]}
+		d.bytes(MaxIdemScopeBytes)
+		d.bytes(MaxIdemKeyBytes)
+		d.fixed(IdemHashBytes)
+		d.uvarint()
+		return d.u8() != typeDelete || d.err != nil
+	}
 	return len(entry) == 0 || entry[0] != typeDelete
 }

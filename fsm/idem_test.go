@@ -107,6 +107,29 @@ func TestIdempotentCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestIdempotentMayGrow: a keyed delete is a delete for the quota, so a
+// channel over its quota can still be cleaned up by clients that key every
+// write.
+func TestIdempotentMayGrow(t *testing.T) {
+	for _, tc := range []struct {
+		cmd  Command
+		grow bool
+	}{
+		{keyed(t, "k", 5, del("a")), false},
+		{keyed(t, "k", 5, delCAS("a", 9)), false},
+		{keyed(t, "k", 5, put("a", "1")), true},
+		{keyed(t, "k", 5, &Txn{Success: []Op{{Type: OpDelete, Key: []byte("a")}}}), true},
+	} {
+		b, err := Encode(tc.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := MayGrow(b); got != tc.grow {
+			t.Errorf("MayGrow(%+v) = %v, want %v", tc.cmd, got, tc.grow)
+		}
+	}
+}
+
 // TestIdempotentReplaysFirstOutcome: a retry with the same key and request
 // answers the first outcome (index, error, txn results) and applies
 // nothing; another request under the key is refused and applies nothing.
