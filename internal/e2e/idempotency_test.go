@@ -159,6 +159,29 @@ func TestIdempotentRetryAfterLostAnswer(t *testing.T) {
 	leader := c.Index(c.WaitLeader("idem"))
 	other := (leader + 1) % len(c.Nodes)
 
+	// 0. Attempts in flight together, through every node: each goes
+	// through the log, and all but the first find its record.
+	t.Log("0: attempts of one write in flight together")
+	base0 := putRetry(t, c, "idem", "y", []byte("0"))
+	k0 := api.WithIdempotencyKey(context.Background(), "write-0")
+	var wg sync.WaitGroup
+	answers := make([]uint64, 2*len(c.Nodes))
+	errs := make([]error, len(answers))
+	for a := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[a], errs[a] = c.Client(a%len(c.Nodes)).Put(k0, "idem", "y", []byte("1"), api.PutOptions{CAS: &base0})
+		}()
+	}
+	wg.Wait()
+	for a := range answers {
+		if errs[a] != nil || answers[a] != answers[0] {
+			t.Fatalf("attempt %d: index %d, %v; attempt 0: index %d", a, answers[a], errs[a], answers[0])
+		}
+	}
+	checkOnce(t, c, leader, "y", []byte("1"), answers[0])
+
 	// 1. The answer is lost; the retry goes to another node.
 	t.Log("1: a lost answer, retried through another node")
 	base := putRetry(t, c, "idem", "x", []byte("0"))
