@@ -33,6 +33,9 @@ type Channel struct {
 	// indexOff says not to build one before the next reopen or restore.
 	index    *keyIndex
 	indexOff bool
+	// idemFloor, under applyMu, is an expiry below which the
+	// idempotency expiry queue holds no entry (idem.go pruneIdem).
+	idemFloor uint64
 
 	// stateMu guards the generation readers use. Restore takes it
 	// exclusively only to switch generations; readers hold it shared for

@@ -206,8 +206,16 @@ func (a *applier) applyIdempotent(p *Idempotent) *Result {
 
 // pruneIdem deletes up to idemPruneMax records that expired at or before
 // the current index, in the order of the expiry queue.
+//
+// The scan starts at Channel.idemFloor, below which the queue holds no
+// entry: the queue's deleted entries stay tombstones until a compaction,
+// and a scan from the queue's start would step over all of them on every
+// write (measured: 4 ms per keyed put after 20,000 of them). The floor
+// changes where the scan starts, never what it finds, so replicas need not
+// agree on it; it is kept in memory and starts from 0 after an open or a
+// Restore.
 func (a *applier) pruneIdem() {
-	lo := a.dataKey([]byte{0, idemExpiryTag})
+	lo := a.dataKey(binary.BigEndian.AppendUint64([]byte{0, idemExpiryTag}, a.c.idemFloor))
 	hi := a.dataKey(binary.BigEndian.AppendUint64([]byte{0, idemExpiryTag}, a.index+1))
 	it, err := a.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -219,6 +227,14 @@ func (a *applier) pruneIdem() {
 	}
 	if err := it.Close(); err != nil {
 		panic(fmt.Sprintf("fsm: channel %d: entry %d: scan idempotency records: %v", a.c.gid, a.index, err))
+	}
+	if len(expired) < idemPruneMax {
+		// Every entry that expired by now is gone; later records expire
+		// after now (expire = index + window, window >= 1).
+		a.c.idemFloor = a.index + 1
+	} else {
+		// Others of the last one's expiry may remain.
+		a.c.idemFloor = binary.BigEndian.Uint64(expired[len(expired)-1][genPrefixLen+2:])
 	}
 	for _, k := range expired {
 		// scope and key follow 0x00 'x' BE64(expire) in the user key.
