@@ -33,9 +33,9 @@ type Channel struct {
 	// indexOff says not to build one before the next reopen or restore.
 	index    *keyIndex
 	indexOff bool
-	// idemFloor, under applyMu, is an expiry below which the
-	// idempotency expiry queue holds no entry (idem.go pruneIdem).
-	idemFloor uint64
+	// idemQ, under applyMu, mirrors the idempotency expiry queue when
+	// loaded (idem.go); nil otherwise.
+	idemQ *idemQueue
 
 	// stateMu guards the generation readers use. Restore takes it
 	// exclusively only to switch generations; readers hold it shared for
@@ -276,6 +276,7 @@ func (c *Channel) Close() {
 	c.closed = true
 	c.stateMu.Unlock()
 	c.dropIndex(true)
+	c.idemQ = nil
 	c.w.reset(c.applied.Load(), true)
 	c.s.release(c.gid, c)
 }

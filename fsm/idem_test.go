@@ -419,3 +419,46 @@ func TestIdempotentSnapshotRestoreAndReopen(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotentExpiredRecordReplaced: a record that expired but is not
+// pruned yet (more expired at once than a write prunes) is replaced by a
+// new write under its key, and its queue entry is not pruned later in its
+// place: replicas with and without a reopen (the in-memory queue rebuilt
+// from the state) end with the same state.
+func TestIdempotentExpiredRecordReplaced(t *testing.T) {
+	var logs []*raft.Log
+	for i := range 12 { // k00..k11 at 1..12, all expiring at 20
+		index := uint64(i + 1)
+		logs = append(logs, cmdLog(t, index, keyed(t, fmt.Sprintf("k%02d", i), 20-index, put("a", fmt.Sprint(i)))))
+	}
+	// At 25, k11 again: the write prunes k00..k03 first, then finds k11
+	// expired and writes anew.
+	logs = append(logs, cmdLog(t, 25, keyed(t, "k11", 100, put("a", "new"))))
+	for i := range 5 { // later writes prune the rest, the replaced k11 entry last
+		logs = append(logs, cmdLog(t, uint64(26+i), keyed(t, fmt.Sprint("later-", i), 100, put("b", "x"))))
+	}
+	logs = append(logs, cmdLog(t, 40, keyed(t, "k11", 100, put("a", "new"))))
+
+	sa, a := newChannel1(t)
+	res := flatten(applyInBatches(t, a, logs, 1, 1))
+	if r := res[12].(*Result); r.Index != 25 || r.Err != nil {
+		t.Fatalf("k11 after its expiry = %+v, want a new write at 25", r)
+	}
+	if r := res[len(res)-1].(*Result); r.Index != 25 {
+		t.Fatalf("k11's retry at 40 = %+v, want the write at 25 (its new record pruned by mistake?)", r)
+	}
+	if rec, q := idemRecords(t, a); rec != 6 || q != 6 {
+		t.Fatalf("%d records, %d queue entries; want 6 (k11 and later-0..4)", rec, q)
+	}
+
+	dir := t.TempDir()
+	sb := openStore(t, dir)
+	b := openChannel(t, sb, 1)
+	applyInBatches(t, b, logs[:14], 2, 8)
+	b.Close()
+	b = openChannel(t, sb, 1)
+	applyInBatches(t, b, logs[14:], 3, 8)
+	if stateHash(t, sa, 1) != stateHash(t, sb, 1) {
+		t.Fatal("a replica that reopened half way holds another state")
+	}
+}

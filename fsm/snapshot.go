@@ -266,7 +266,7 @@ func (c *Channel) restore(rc io.ReadCloser, notBehind bool) error {
 	c.gen = newGen
 	c.stateMu.Unlock()
 	c.dropIndex(false) // rebuilt from the restored state by the next apply
-	c.idemFloor = 0    // the restored queue may start anywhere
+	c.idemQ = nil      // loaded from the restored state by the next keyed write
 	if notBehind {
 		// The hashes of the replaced state are not the new state's.
 		c.hashMu.Lock()
