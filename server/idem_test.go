@@ -205,25 +205,32 @@ func TestClientRetriesUnderOneKey(t *testing.T) {
 	// retries the caller sees outcome_unknown; with them, the write's own
 	// index, and it was applied once.
 	lost := 0
+	b.mu.Lock()
 	b.lose = func(res *fsm.Result) error {
 		if lost++; lost == 1 {
 			return fmt.Errorf("%w: the answer was lost", shard.ErrOutcomeUnknown)
 		}
 		return nil
 	}
+	b.mu.Unlock()
 	cas := i2
 	if _, err := c.Put(ctx, "nft", "a", []byte("2"), api.PutOptions{CAS: &cas}); !api.IsOutcomeUnknown(err) {
 		t.Fatalf("put without retries: %v, want outcome_unknown", err)
 	}
 	applied := b.entry(t, "a").ModifyIndex
+	b.mu.Lock()
 	lost = 0
+	b.mu.Unlock()
 	cas = applied
 	idx, err := c.WithRetries(2, 1).Put(ctx, "nft", "a", []byte("3"), api.PutOptions{CAS: &cas})
 	if err != nil {
 		t.Fatalf("put with retries: %v (a retry without the key would be a cas mismatch)", err)
 	}
-	if e := b.entry(t, "a"); e.ModifyIndex != idx || string(e.Value) != "3" || b.index != idx+1 {
-		t.Fatalf("a = %+v, index %d, log at %d: want written once at %d and the retry answered from its record", e, idx, b.index, idx)
+	b.mu.Lock()
+	logIndex := b.index
+	b.mu.Unlock()
+	if e := b.entry(t, "a"); e.ModifyIndex != idx || string(e.Value) != "3" || logIndex != idx+1 {
+		t.Fatalf("a = %+v, index %d, log at %d: want written once at %d and the retry answered from its record", e, idx, logIndex, idx)
 	}
 
 	// The caller's own key, across two clients.
@@ -240,8 +247,10 @@ func TestClientRetriesUnderOneKey(t *testing.T) {
 
 	// A cluster of version 2: the client's own key is dropped, the
 	// caller's is not.
+	b.mu.Lock()
 	b.lose = nil
 	b.clusterVersion = 2
+	b.mu.Unlock()
 	if _, err := c.Put(ctx, "nft", "old", []byte("1"), api.PutOptions{}); err != nil {
 		t.Fatalf("put to a version 2 cluster: %v", err)
 	}
@@ -287,6 +296,8 @@ func TestForwardDoesNotResendAKeyedWrite(t *testing.T) {
 	if n := got.Load(); n != 1 {
 		t.Fatalf("the leader received the write %d times, want once", n)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(keys) != 1 || keys[0] != "k" {
 		t.Fatalf("the leader saw keys %q, want the client's", keys)
 	}
