@@ -3,8 +3,10 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,6 +32,10 @@ type Client struct {
 	base  string // scheme://host[:port], no trailing slash
 	token string
 	hc    *http.Client
+
+	// retries is how many times a write is sent again (WithRetries).
+	retries    int
+	retryPause time.Duration
 }
 
 // NewClient returns a client of the node at addr ("http://host:port",
@@ -45,6 +51,42 @@ func NewClient(addr, token string, httpClient *http.Client) *Client {
 		addr = "http://" + addr
 	}
 	return &Client{base: strings.TrimRight(addr, "/"), token: token, hc: httpClient}
+}
+
+// WithRetries returns a copy of the client that sends a write again, up to
+// retries more times with pause between attempts (0: 200 ms), when an
+// attempt ends in a way that may be retried: 429, a 503 that says nothing
+// was applied, and — since every write carries an idempotency key — a 503
+// outcome_unknown or timeout and a connection lost before the answer. Each
+// retry carries the first attempt's Idempotency-Key, so a write the first
+// attempt applied is answered, not applied again (docs/api.md
+// "Idempotency keys").
+func (c *Client) WithRetries(retries int, pause time.Duration) *Client {
+	cc := *c
+	cc.retries = max(retries, 0)
+	cc.retryPause = pause
+	if cc.retryPause <= 0 {
+		cc.retryPause = 200 * time.Millisecond
+	}
+	return &cc
+}
+
+type idemKeyCtx struct{}
+
+// WithIdempotencyKey makes the write sent with ctx (Put, Delete, Txn) carry
+// key as its Idempotency-Key instead of one the client generates: a caller
+// that retries a write itself, across clients or processes, gives each
+// attempt the same key.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idemKeyCtx{}, key)
+}
+
+// NewIdempotencyKey returns a random 128-bit key in base64url (22
+// characters), what the client sends when the caller gives none.
+func NewIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // Addr returns the base URL the client talks to.
@@ -234,7 +276,7 @@ func (c *Client) Put(ctx context.Context, channel, key string, value []byte, opt
 	if opts.CAS != nil {
 		q.Set("cas", strconv.FormatUint(*opts.CAS, 10))
 	}
-	resp, err := c.do(ctx, http.MethodPut, kvPath(channel, key), q, bytes.NewReader(value), "application/octet-stream", len(value) > maxValueBytes)
+	resp, err := c.write(ctx, http.MethodPut, kvPath(channel, key), q, value, "application/octet-stream", len(value) > maxValueBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -258,7 +300,7 @@ func (c *Client) Get(ctx context.Context, channel, key string, opts GetOptions) 
 			q.Set("wait", opts.Wait.String())
 		}
 	}
-	resp, err := c.do(ctx, http.MethodGet, kvPath(channel, key), q, nil, "", false)
+	resp, err := c.do(ctx, http.MethodGet, kvPath(channel, key), q, nil, "", false, "")
 	if err != nil {
 		return nil, 0, err
 	}
@@ -277,8 +319,12 @@ func (c *Client) Delete(ctx context.Context, channel, key string, opts DeleteOpt
 	if opts.CAS != nil {
 		q.Set("cas", strconv.FormatUint(*opts.CAS, 10))
 	}
+	resp, err := c.write(ctx, http.MethodDelete, kvPath(channel, key), q, nil, "", false)
+	if err != nil {
+		return 0, err
+	}
 	var w WriteResponse
-	_, err := c.doJSON(ctx, http.MethodDelete, kvPath(channel, key), q, nil, &w)
+	err = decodeBody(resp, &w)
 	return w.Index, err
 }
 
@@ -308,7 +354,15 @@ func (c *Client) List(ctx context.Context, channel, prefix, after string, limit 
 // false and the failure ops ran.
 func (c *Client) Txn(ctx context.Context, channel string, req TxnRequest) (TxnResponse, error) {
 	var r TxnResponse
-	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/txn", nil, req, &r)
+	b, err := json.Marshal(req)
+	if err != nil {
+		return r, fmt.Errorf("api: encode txn: %w", err)
+	}
+	resp, err := c.write(ctx, http.MethodPost, channelPath(channel)+"/txn", nil, b, "application/json", false)
+	if err != nil {
+		return r, err
+	}
+	err = decodeBody(resp, &r)
 	return r, err
 }
 
@@ -328,11 +382,65 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 		}
 		body, ctype = bytes.NewReader(b), "application/json"
 	}
-	resp, err := c.do(ctx, method, path, q, body, ctype, false)
+	resp, err := c.do(ctx, method, path, q, body, ctype, false, "")
 	if err != nil {
 		return nil, err
 	}
 	return resp, decodeBody(resp, out)
+}
+
+// write sends a write under an idempotency key (the caller's, from
+// WithIdempotencyKey, or a new one) and sends it again, under the same key,
+// as WithRetries allows. A cluster that does not apply keyed writes yet
+// (409 upgrade_pending: nothing was proposed) gets the write once more
+// without the client's own key, and no retries after an unknown outcome.
+func (c *Client) write(ctx context.Context, method, path string, q url.Values, body []byte, ctype string, expect bool) (*http.Response, error) {
+	key, given := ctx.Value(idemKeyCtx{}).(string)
+	if !given {
+		key = NewIdempotencyKey()
+	}
+	for attempt := 0; ; attempt++ {
+		var r io.Reader
+		if body != nil {
+			r = bytes.NewReader(body)
+		}
+		resp, err := c.do(ctx, method, path, q, r, ctype, expect, key)
+		if err == nil {
+			return resp, nil
+		}
+		if !given && key != "" && hasCode(err, CodeUpgradePending) {
+			key = "" // not proposed: send it as writes were sent before keys
+			attempt--
+			continue
+		}
+		if attempt >= c.retries || ctx.Err() != nil || !mayRetryWrite(err, key != "") {
+			return nil, err
+		}
+		t := time.NewTimer(c.retryPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// mayRetryWrite says whether a write that failed with err may be sent
+// again: when nothing was applied (IsRetryable), or, for a keyed write,
+// when its outcome is unknown (an answer lost, a 503 outcome_unknown or
+// timeout): the key makes the retry answer what the first attempt did.
+func mayRetryWrite(err error, keyed bool) bool {
+	if IsRetryable(err) {
+		return true
+	}
+	if !keyed {
+		return false
+	}
+	if e := AsError(err); e != nil {
+		return e.Status == http.StatusServiceUnavailable
+	}
+	return true // no answer: a connection lost, maybe after sending
 }
 
 func decodeBody(resp *http.Response, out any) error {
@@ -351,7 +459,7 @@ func decodeBody(resp *http.Response, out any) error {
 // expect, the body waits for "100 Continue": the node refuses an oversized
 // body before reading it, and without the handshake the client could see the
 // connection reset mid-upload instead of the 413.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string, expect bool) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string, expect bool, idemKey string) (*http.Response, error) {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -368,6 +476,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	}
 	if expect {
 		req.Header.Set("Expect", "100-continue")
+	}
+	if idemKey != "" {
+		req.Header.Set(HeaderIdempotencyKey, idemKey)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -44,6 +44,9 @@ const (
 	CodeReplicaCorrupt   = "replica_corrupt"      // 503: the replica that would serve this failed a hash check; retry
 	CodeNotCorrupt       = "not_corrupt"          // 409: a repair of a replica that no hash check marked corrupt
 	CodeUpgradePending   = "upgrade_pending"      // 409: the command needs a cluster version the cluster does not run yet; nothing was proposed
+	// CodeIdempotencyKeyReused (422): the Idempotency-Key was used, within
+	// its window, for another request; nothing was applied.
+	CodeIdempotencyKeyReused = "idempotency_key_reused"
 
 	CodeInvalidGossipKey      = "invalid_gossip_key"       // 400: not base64 of 16, 24 or 32 bytes
 	CodeGossipNotEncrypted    = "gossip_not_encrypted"     // 409: the node runs gossip without a key (-insecure), so it has no keyring

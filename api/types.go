@@ -17,6 +17,10 @@ const (
 	// value is the forwarding node's id). A node never forwards such a
 	// request again, so forwarding cannot loop.
 	HeaderForwarded = "X-Shardnet-Forwarded"
+	// HeaderIdempotencyKey names a write for its retries: a retry with
+	// the same key answers the first attempt's outcome instead of applying
+	// again (docs/api.md "Idempotency keys").
+	HeaderIdempotencyKey = "Idempotency-Key"
 )
 
 // DefaultAddr is the HTTP address the CLI uses when neither -addr nor

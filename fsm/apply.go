@@ -139,6 +139,8 @@ func (a *applier) apply(cmd Command) *Result {
 		return a.applyDelete(cmd)
 	case *Txn:
 		return a.applyTxn(cmd)
+	case *Idempotent:
+		return a.applyIdempotent(cmd)
 	case *Unknown:
 		// Written by a newer node and marked skippable: a no-op here.
 		return nil

@@ -19,6 +19,34 @@ func BenchmarkApplyPuts(b *testing.B) { benchApplyPuts(b, 10000) }
 // creates its key, so its read finds nothing in any memtable or table.
 func BenchmarkApplyPutsNewKeys(b *testing.B) { benchApplyPuts(b, 10_000_000) }
 
+// BenchmarkApplyKeyedPuts is BenchmarkApplyPuts with every put under an
+// idempotency key of its own (what the Go client sends), kept 1,000
+// entries: the cost of the record, its lookup and, once the window is
+// full, the pruning of an expired record per write.
+//
+//	go test -run '^$' -bench 'ApplyPuts$|ApplyKeyedPuts' ./fsm/
+func BenchmarkApplyKeyedPuts(b *testing.B) {
+	_, c := newChannel1(b)
+	value := make([]byte, 256)
+	rng := rand.New(rand.NewPCG(1, 2))
+	const batch = 4
+	logs := make([]*raft.Log, batch)
+	scope := make([]byte, 16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	index := uint64(0)
+	for i := 0; i < b.N; i += batch {
+		for j := range logs {
+			index++
+			p := &Put{Key: fmt.Appendf(nil, "key-%08d", rng.IntN(10000)), Value: value}
+			k := &Idempotent{Scope: scope, Key: fmt.Appendf(nil, "%022d", index), Window: 1000, Cmd: p}
+			k.Hash[0] = byte(index)
+			logs[j] = cmdLog(b, index, k)
+		}
+		c.ApplyBatch(logs)
+	}
+}
+
 func benchApplyPuts(b *testing.B, keys int) {
 	_, c := newChannel1(b)
 	value := make([]byte, 256)

@@ -33,6 +33,9 @@ type Channel struct {
 	// indexOff says not to build one before the next reopen or restore.
 	index    *keyIndex
 	indexOff bool
+	// idemQ, under applyMu, mirrors the idempotency expiry queue when
+	// loaded (idem.go); nil otherwise.
+	idemQ *idemQueue
 
 	// stateMu guards the generation readers use. Restore takes it
 	// exclusively only to switch generations; readers hold it shared for
@@ -160,6 +163,9 @@ func (c *Channel) List(prefix, after []byte, limit int) (entries []Entry, more b
 	base := genPrefix(c.gid, c.gen)
 	lower := append(base[:len(base):len(base)], prefix...)
 	upper := prefixEnd(lower) // never nil: lower starts with 'd'
+	if start := dataKey(c.gid, c.gen, userKeysStart); bytes.Compare(lower, start) < 0 {
+		lower = start // not the idempotency records (idem.go)
+	}
 	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, false, fmt.Errorf("fsm: list channel %d: %w", c.gid, err)
@@ -270,6 +276,7 @@ func (c *Channel) Close() {
 	c.closed = true
 	c.stateMu.Unlock()
 	c.dropIndex(true)
+	c.idemQ = nil
 	c.w.reset(c.applied.Load(), true)
 	c.s.release(c.gid, c)
 }

@@ -53,6 +53,11 @@ import (
 //	                   op byte (1 put, 2 delete, 3 get), key bytes,
 //	                   [value bytes, put only]
 //	               failure ops: same layout as success ops
+//	Idempotent (0x05): scope bytes, key bytes,
+//	               hash (IdemHashBytes raw bytes), window uvarint,
+//	               then the wrapped write as a whole entry: its type byte
+//	               (0x01, 0x02 or 0x03, never 0x05) and its body.
+//	               Version 3: never proposed before every node applies it.
 //	HashCheck (0x84, skippable): empty body. Every replica hashes its state
 //	               as of this entry's index (hashcheck.go); the state does
 //	               not change. Skippable, so a node of an older version
@@ -65,6 +70,8 @@ const (
 	typePut    byte = 0x01
 	typeDelete byte = 0x02
 	typeTxn    byte = 0x03
+	// typeIdempotent wraps a write with an idempotency key (version 3).
+	typeIdempotent byte = 0x05
 	// typeHashCheck has the skippable bit: older nodes ignore it.
 	typeHashCheck byte = 0x04 | TypeSkippable
 
@@ -106,6 +113,24 @@ func Encode(c Command) ([]byte, error) {
 	if err := validate(c); err != nil {
 		return nil, err
 	}
+	if p, ok := c.(*Idempotent); ok {
+		b := make([]byte, 0, 64)
+		b = append(b, typeIdempotent)
+		b = appendBytes(b, p.Scope)
+		b = appendBytes(b, p.Key)
+		b = append(b, p.Hash[:]...)
+		b = binary.AppendUvarint(b, p.Window)
+		inner, err := encodeWrite(p.Cmd)
+		if err != nil {
+			return nil, err
+		}
+		return append(b, inner...), nil
+	}
+	return encodeWrite(c)
+}
+
+// encodeWrite encodes a validated command other than Idempotent.
+func encodeWrite(c Command) ([]byte, error) {
 	switch c := c.(type) {
 	case *Put:
 		b := make([]byte, 0, 1+1+binary.MaxVarintLen64*3+len(c.Key)+len(c.Value))
@@ -261,6 +286,25 @@ func validate(c Command) error {
 		if c == nil {
 			return fmt.Errorf("%w: nil hash check", ErrInvalidCommand)
 		}
+	case *Idempotent:
+		if c == nil {
+			return fmt.Errorf("%w: nil idempotent write", ErrInvalidCommand)
+		}
+		if len(c.Scope) > MaxIdemScopeBytes {
+			return fmt.Errorf("%w: idempotency scope of %d bytes, over %d", ErrInvalidCommand, len(c.Scope), MaxIdemScopeBytes)
+		}
+		if err := ValidateIdemKey(c.Key); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+		}
+		if c.Window == 0 || c.Window > MaxIdemWindow {
+			return fmt.Errorf("%w: idempotency window %d outside 1..%d", ErrInvalidCommand, c.Window, uint64(MaxIdemWindow))
+		}
+		switch c.Cmd.(type) {
+		case *Put, *Delete, *Txn:
+		default:
+			return fmt.Errorf("%w: an idempotency key wraps a put, delete or txn, not %T", ErrInvalidCommand, c.Cmd)
+		}
+		return validate(c.Cmd)
 	case nil:
 		return fmt.Errorf("%w: nil command", ErrInvalidCommand)
 	default:
@@ -285,26 +329,26 @@ func Decode(b []byte) (Command, error) {
 	d := decoder{buf: b[1:]}
 	var c Command
 	switch t := b[0]; t {
-	case typePut:
-		p := &Put{}
-		p.HasCAS, p.CAS = d.cas()
-		p.Key = d.bytes(MaxKeyBytes)
-		p.Value = d.bytes(MaxValueBytes)
+	case typeIdempotent:
+		p := &Idempotent{}
+		p.Scope = d.bytes(MaxIdemScopeBytes)
+		p.Key = d.bytes(MaxIdemKeyBytes)
+		copy(p.Hash[:], d.fixed(IdemHashBytes))
+		p.Window = d.uvarint()
+		inner := d.u8()
+		if p.Cmd = d.write(inner); p.Cmd == nil {
+			d.fail(fmt.Errorf("the wrapped type 0x%02x is not a put, delete or txn", inner))
+		}
 		c = p
-	case typeDelete:
-		p := &Delete{}
-		p.HasCAS, p.CAS = d.cas()
-		p.Key = d.bytes(MaxKeyBytes)
-		c = p
-	case typeTxn:
-		c = d.txn()
 	case typeHashCheck:
 		c = &HashCheck{}
 	default:
 		if t&TypeSkippable != 0 {
 			return &Unknown{Type: t}, nil
 		}
-		return nil, fmt.Errorf("%w: unknown command type 0x%02x", ErrDecode, t)
+		if c = d.write(t); c == nil && d.err == nil {
+			return nil, fmt.Errorf("%w: unknown command type 0x%02x", ErrDecode, t)
+		}
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: type 0x%02x: %w", ErrDecode, b[0], d.err)
@@ -316,6 +360,29 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
 	}
 	return c, nil
+}
+
+// write decodes the body of a put, delete or txn of type t; for another
+// type it returns nil.
+func (d *decoder) write(t byte) Command {
+	switch t {
+	case typePut:
+		p := &Put{}
+		p.HasCAS, p.CAS = d.cas()
+		p.Key = d.bytes(MaxKeyBytes)
+		p.Value = d.bytes(MaxValueBytes)
+		return p
+	case typeDelete:
+		p := &Delete{}
+		p.HasCAS, p.CAS = d.cas()
+		p.Key = d.bytes(MaxKeyBytes)
+		return p
+	case typeTxn:
+		if t := d.txn(); t != nil { // no typed nil
+			return t
+		}
+	}
+	return nil
 }
 
 var (
@@ -380,6 +447,20 @@ func uvarintLen(v uint64) int {
 		n++
 	}
 	return n
+}
+
+// fixed reads n bytes (nil after an error).
+func (d *decoder) fixed(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if len(d.buf) < n {
+		d.fail(errTruncated)
+		return nil
+	}
+	v := d.buf[:n:n]
+	d.buf = d.buf[n:]
+	return v
 }
 
 // bytes reads a length-prefixed byte string of at most limit bytes. An empty
@@ -496,5 +577,15 @@ func (d *decoder) ops(left *int) []Op {
 // channel's quota only for those, so a channel over its quota can still be
 // cleaned up.
 func MayGrow(entry []byte) bool {
+	if len(entry) > 1 && entry[0] == typeIdempotent {
+		// Its record is not counted in the channel's bytes: what counts
+		// is the wrapped write.
+		d := decoder{buf: entry[1:]}
+		d.bytes(MaxIdemScopeBytes)
+		d.bytes(MaxIdemKeyBytes)
+		d.fixed(IdemHashBytes)
+		d.uvarint()
+		return d.u8() != typeDelete || d.err != nil
+	}
 	return len(entry) == 0 || entry[0] != typeDelete
 }

@@ -224,6 +224,17 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	for _, c := range []Command{
+		&Idempotent{Scope: []byte("s"), Key: []byte("k"), Window: 9, Cmd: put("a", "b")},
+		&Idempotent{Key: []byte("k"), Window: 1, Cmd: delCAS("a", 3)},
+		&Idempotent{Key: []byte("k"), Window: MaxIdemWindow, Cmd: &Txn{Success: []Op{{Type: OpGet, Key: []byte("a")}}}},
+	} {
+		b, err := Encode(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte{})
 	f.Add([]byte{0x80, 1})
 	f.Add([]byte{0x03, 0x81, 0x01})

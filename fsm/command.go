@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -12,6 +13,16 @@ const (
 	MaxKeyBytes   = 1024    // a key is at most 1 KiB of UTF-8 without NUL
 	MaxValueBytes = 1 << 20 // a value is at most 1 MiB
 	MaxTxnOps     = 128     // compares + success ops + failure ops
+
+	// Idempotency keys (idem.go): a key is 1..MaxIdemKeyBytes of visible
+	// ASCII, a scope at most MaxIdemScopeBytes, a record lives 1 to
+	// MaxIdemWindow entries (DefaultIdemWindow unless the leader says
+	// otherwise).
+	MaxIdemKeyBytes   = 255
+	MaxIdemScopeBytes = 64
+	IdemHashBytes     = 32
+	DefaultIdemWindow = 100_000
+	MaxIdemWindow     = 1 << 32
 )
 
 // Sentinel errors. Business outcomes (CAS mismatch, not found) travel in
@@ -24,10 +35,15 @@ var (
 	ErrValueLarge  = errors.New("fsm: value too large")
 	ErrTxnTooLarge = errors.New("fsm: transaction too large")
 	ErrDecode      = errors.New("fsm: cannot decode command")
+	// ErrIdempotencyKeyReused is the outcome of a keyed write whose key was
+	// used, inside the window, by a write with another request hash:
+	// nothing was applied (idem.go).
+	ErrIdempotencyKeyReused = errors.New("fsm: idempotency key reused with another request")
 )
 
-// Command is one decoded channel command: *Put, *Delete, *Txn or *HashCheck (or
-// *Unknown, a skippable entry of a newer type, see codec.go).
+// Command is one decoded channel command: *Put, *Delete, *Txn, *Idempotent
+// or *HashCheck (or *Unknown, a skippable entry of a newer type, see
+// codec.go).
 type Command interface{ isCommand() }
 
 // Put writes Value under Key. With HasCAS the write only happens when the
@@ -59,10 +75,34 @@ type Txn struct {
 // compare the same state.
 type HashCheck struct{}
 
-func (*Put) isCommand()       {}
-func (*Delete) isCommand()    {}
-func (*Txn) isCommand()       {}
-func (*HashCheck) isCommand() {}
+// Idempotent is a write (Cmd: a *Put, *Delete or *Txn) sent under a
+// client's idempotency key (docs/design.md "D15"). Applying it at index I
+// looks up the record of (Scope, Key) in the channel's state: a live record
+// with the same Hash answers the recorded outcome and applies nothing; one
+// with another Hash answers ErrIdempotencyKeyReused and applies nothing;
+// otherwise Cmd is applied and its outcome recorded, in the same batch,
+// until index I+Window (idem.go).
+type Idempotent struct {
+	// Scope is who the key belongs to, computed by the server (the bearer
+	// token's hash today); the channel is implicit.
+	Scope []byte
+	// Key is the client's Idempotency-Key (ValidateIdemKey).
+	Key []byte
+	// Hash identifies the request's effect (the server hashes the
+	// channel and the encoded Cmd): a retry must carry the same.
+	Hash [IdemHashBytes]byte
+	// Window is how many log entries after this one the record answers
+	// retries (1..MaxIdemWindow); the leader chooses it, so replicas
+	// never disagree on it.
+	Window uint64
+	Cmd    Command
+}
+
+func (*Put) isCommand()        {}
+func (*Delete) isCommand()     {}
+func (*Txn) isCommand()        {}
+func (*HashCheck) isCommand()  {}
+func (*Idempotent) isCommand() {}
 
 // CompareTarget is what a Compare looks at.
 type CompareTarget uint8
@@ -152,3 +192,21 @@ func ValidateKey(key []byte) error {
 	}
 	return nil
 }
+
+// ValidateIdemKey reports whether key may be an idempotency key: 1 to
+// MaxIdemKeyBytes bytes of visible ASCII (0x21..0x7E), so that it travels
+// in an HTTP header unchanged.
+func ValidateIdemKey(key []byte) error {
+	if len(key) == 0 || len(key) > MaxIdemKeyBytes {
+		return fmt.Errorf("%w: an idempotency key is 1 to %d bytes, not %d", ErrInvalidIdemKey, MaxIdemKeyBytes, len(key))
+	}
+	for i, b := range key {
+		if b < 0x21 || b > 0x7e {
+			return fmt.Errorf("%w: byte %d (0x%02x) is not visible ASCII", ErrInvalidIdemKey, i, b)
+		}
+	}
+	return nil
+}
+
+// ErrInvalidIdemKey is a malformed idempotency key.
+var ErrInvalidIdemKey = errors.New("fsm: invalid idempotency key")

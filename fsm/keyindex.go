@@ -110,7 +110,9 @@ func (c *Channel) buildIndex() error {
 func (c *Channel) scanIndex() (*keyIndex, error) {
 	ix := &keyIndex{m: make(map[string]keyMeta, c.keys)}
 	lo := genPrefix(c.gid, c.gen)
-	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	// From the first user key: the idempotency records below it are no
+	// keys (idem.go).
+	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: dataKey(c.gid, c.gen, userKeysStart), UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return nil, fmt.Errorf("scan channel %d: %w", c.gid, err)
 	}

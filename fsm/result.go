@@ -20,8 +20,13 @@ import (
 // decodes as nil, as a local read returns it (Channel.Get leaves an empty
 // value nil), so that the JSON of a value read on another node is the same.
 
-// resultErrs are the business outcomes a Result carries, by code.
-var resultErrs = []error{nil, ErrCASMismatch, ErrKeyNotFound, ErrClosed}
+// resultErrs are the business outcomes a Result carries, by code. Code 4
+// is an error the sender could not name, as every release has sent it (the
+// first releases sent len(resultErrs) = 4): new outcomes take codes above.
+var resultErrs = []error{nil, ErrCASMismatch, ErrKeyNotFound, ErrClosed, errUnknownResult, ErrIdempotencyKeyReused}
+
+// codeUnknownResult is the code of an error the sender cannot name.
+const codeUnknownResult = 4
 
 // errUnknownResult is a result error code this node does not know.
 var errUnknownResult = errors.New("fsm: unknown result error")
@@ -128,7 +133,7 @@ func resultErrCode(err error) byte {
 		}
 	}
 	if err != nil {
-		return byte(len(resultErrs)) // unknown: the caller reports it as such
+		return codeUnknownResult // the caller reports it as such
 	}
 	return 0
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -14,6 +15,7 @@ func TestResultEncodingRoundTrips(t *testing.T) {
 		{Index: 1 << 40, Err: ErrCASMismatch},
 		{Index: 9, Err: ErrKeyNotFound},
 		{Index: 3, Err: ErrClosed},
+		{Index: 4, Err: ErrIdempotencyKeyReused},
 		{Index: 12, Succeeded: true, Ops: []OpResult{
 			{Type: OpPut, Key: []byte("a")},
 			{Type: OpGet, Key: []byte("b"), Found: true, Entry: Entry{Key: []byte("b"), Value: []byte("value"), CreateIndex: 2, ModifyIndex: 11}},
@@ -30,7 +32,7 @@ func TestResultEncodingRoundTrips(t *testing.T) {
 			t.Fatalf("case %d: got %+v, want %+v", i, got, want)
 		}
 	}
-	b := EncodeResult(nil, cases[4])
+	b := EncodeResult(nil, cases[5])
 	for n := range len(b) {
 		if _, err := DecodeResult(b[:n]); err == nil {
 			t.Fatalf("a result cut to %d of %d bytes decoded", n, len(b))
@@ -41,6 +43,14 @@ func TestResultEncodingRoundTrips(t *testing.T) {
 	}
 	if r, err := DecodeResult([]byte{1, 9, 0, 0}); err != nil || r.Err == nil {
 		t.Fatalf("an unknown result error code decoded as %+v, %v; want an error in the result", r, err)
+	}
+	// Code 4 is what every release sends for an error it cannot name (the
+	// first ones knew four outcomes): it must never decode as a newer one.
+	if r, err := DecodeResult(EncodeResult(nil, &Result{Index: 1, Err: errors.New("other")})); err != nil || !errors.Is(r.Err, errUnknownResult) {
+		t.Fatalf("an unnamed error came back as %+v, %v", r, err)
+	}
+	if r, err := DecodeResult([]byte{1, 4, 0, 0}); err != nil || !errors.Is(r.Err, errUnknownResult) {
+		t.Fatalf("code 4 of an older node decoded as %+v, %v", r, err)
 	}
 }
 

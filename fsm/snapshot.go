@@ -30,11 +30,24 @@ import (
 //	trailer: 0x00, BE64 record count,
 //	         BE32 CRC-32C of every byte before this field
 //	then the end of the stream.
+//
+// Version 2 is written when the channel holds idempotency records
+// (idem.go), version 1 otherwise, so that a node of a release before
+// version 2 still reads the snapshots of a cluster that never used
+// idempotency keys. Version 2 differs in two places:
+//
+//	records: first the idempotency records, 0x02, uvarint key length,
+//	         key (it starts with NUL), uvarint value length, value;
+//	         then the 0x01 records; all keys strictly increasing
+//	trailer: 0x00, BE64 count of 0x01 records, BE64 count of 0x02
+//	         records, BE32 CRC-32C of every byte before this field
 const (
-	snapshotMagic   = "SHNFSMS\n"
-	snapshotVersion = uint32(1)
+	snapshotMagic     = "SHNFSMS\n"
+	snapshotVersion   = uint32(1)
+	snapshotVersionV2 = uint32(2)
 
 	recordMarker  byte = 0x01
+	idemMarker    byte = 0x02
 	trailerMarker byte = 0x00
 
 	// restoreBatchBytes bounds one pebble batch while loading a snapshot,
@@ -106,24 +119,31 @@ func (s *channelSnapshot) Release() {
 }
 
 func writeSnapshot(w io.Writer, r *pebble.Snapshot, gid, gen, applied, keys uint64) error {
-	crc := crc32.New(crcTable)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
-	var hdr [8 + 4 + 8 + 8]byte
-	copy(hdr[:], snapshotMagic)
-	binary.BigEndian.PutUint32(hdr[8:], snapshotVersion)
-	binary.BigEndian.PutUint64(hdr[12:], applied)
-	binary.BigEndian.PutUint64(hdr[20:], keys)
-	bw.Write(hdr[:])
-
 	lo := genPrefix(gid, gen)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	var count uint64
+	valid := it.First()
+	// The idempotency records sort first: is there one?
+	version := snapshotVersion
+	if valid && isIdemKey(it.Key()[genPrefixLen:]) {
+		version = snapshotVersionV2
+	}
+
+	crc := crc32.New(crcTable)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
+	var hdr [8 + 4 + 8 + 8]byte
+	copy(hdr[:], snapshotMagic)
+	binary.BigEndian.PutUint32(hdr[8:], version)
+	binary.BigEndian.PutUint64(hdr[12:], applied)
+	binary.BigEndian.PutUint64(hdr[20:], keys)
+	bw.Write(hdr[:])
+
+	var count, idem uint64
 	var buf []byte
-	for valid := it.First(); valid; valid = it.Next() {
+	for ; valid; valid = it.Next() {
 		_, _, user, ok := parseDataKey(it.Key())
 		if !ok {
 			return fmt.Errorf("malformed key %x", it.Key())
@@ -131,6 +151,17 @@ func writeSnapshot(w io.Writer, r *pebble.Snapshot, gid, gen, applied, keys uint
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return err
+		}
+		if isIdemKey(user) {
+			buf = append(buf[:0], idemMarker)
+			buf = appendBytes(buf, user)
+			buf = binary.AppendUvarint(buf, uint64(len(v)))
+			bw.Write(buf)
+			if _, err := bw.Write(v); err != nil {
+				return err
+			}
+			idem++
+			continue
 		}
 		create, modify, value, err := decodeValue(v)
 		if err != nil {
@@ -153,10 +184,11 @@ func writeSnapshot(w io.Writer, r *pebble.Snapshot, gid, gen, applied, keys uint
 	if count != keys {
 		return fmt.Errorf("channel %d: %d records but the meta counts %d keys", gid, count, keys)
 	}
-	var tr [1 + 8]byte
-	tr[0] = trailerMarker
-	binary.BigEndian.PutUint64(tr[1:], count)
-	bw.Write(tr[:])
+	tr := binary.BigEndian.AppendUint64([]byte{trailerMarker}, count)
+	if version == snapshotVersionV2 {
+		tr = binary.BigEndian.AppendUint64(tr, idem)
+	}
+	bw.Write(tr)
 	if err := bw.Flush(); err != nil {
 		return err
 	}
@@ -234,6 +266,7 @@ func (c *Channel) restore(rc io.ReadCloser, notBehind bool) error {
 	c.gen = newGen
 	c.stateMu.Unlock()
 	c.dropIndex(false) // rebuilt from the restored state by the next apply
+	c.idemQ = nil      // loaded from the restored state by the next keyed write
 	if notBehind {
 		// The hashes of the replaced state are not the new state's.
 		c.hashMu.Lock()
@@ -264,8 +297,9 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 	if string(hdr[:8]) != snapshotMagic {
 		return channelMeta{}, fmt.Errorf("%w: not a channel snapshot (magic %q)", errSnapshot, hdr[:8])
 	}
-	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
-		return channelMeta{}, fmt.Errorf("%w: format version %d, this build reads %d", errSnapshot, v, snapshotVersion)
+	version := binary.BigEndian.Uint32(hdr[8:])
+	if version != snapshotVersion && version != snapshotVersionV2 {
+		return channelMeta{}, fmt.Errorf("%w: format version %d, this build reads %d and %d", errSnapshot, version, snapshotVersion, snapshotVersionV2)
 	}
 	meta := channelMeta{gen: gen, applied: binary.BigEndian.Uint64(hdr[12:])}
 	wantKeys := binary.BigEndian.Uint64(hdr[20:])
@@ -273,6 +307,7 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 	b := c.db.NewBatch()
 	defer func() { b.Close() }()
 	var prev, key, value []byte
+	var idem uint64
 	for {
 		marker, err := r.ReadByte()
 		if err != nil {
@@ -280,6 +315,29 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 		}
 		if marker == trailerMarker {
 			break
+		}
+		if marker == idemMarker && version == snapshotVersionV2 {
+			if key, err = r.bytes(key, maxIdemKeyBytes); err != nil {
+				return channelMeta{}, fmt.Errorf("%w: idempotency record %d key: %w", errSnapshot, idem, err)
+			}
+			if value, err = r.bytes(value, maxIdemRecordBytes); err != nil {
+				return channelMeta{}, fmt.Errorf("%w: idempotency record %d value: %w", errSnapshot, idem, err)
+			}
+			if !isIdemKey(key) || (idem > 0 && bytes.Compare(key, prev) <= 0) {
+				return channelMeta{}, fmt.Errorf("%w: idempotency record %d: key out of order or not NUL-prefixed", errSnapshot, idem)
+			}
+			if err := validIdemRecord(key, value); err != nil {
+				return channelMeta{}, fmt.Errorf("%w: idempotency record %d: %w", errSnapshot, idem, err)
+			}
+			if err := b.Set(dataKey(c.gid, gen, key), value, nil); err != nil {
+				return channelMeta{}, err
+			}
+			idem++
+			prev = append(prev[:0], key...)
+			if err := commitFull(c.db, &b); err != nil {
+				return channelMeta{}, err
+			}
+			continue
 		}
 		if marker != recordMarker {
 			return channelMeta{}, fmt.Errorf("%w: record %d: unknown marker 0x%02x", errSnapshot, meta.keys, marker)
@@ -290,7 +348,7 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 		if err := ValidateKey(key); err != nil {
 			return channelMeta{}, fmt.Errorf("%w: record %d: %w", errSnapshot, meta.keys, err)
 		}
-		if meta.keys > 0 && bytes.Compare(key, prev) <= 0 {
+		if meta.keys+idem > 0 && bytes.Compare(key, prev) <= 0 {
 			return channelMeta{}, fmt.Errorf("%w: record %d: keys out of order", errSnapshot, meta.keys)
 		}
 		create, err := binary.ReadUvarint(r)
@@ -314,17 +372,22 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 		meta.keys++
 		meta.bytes += uint64(len(key) + len(value))
 		prev = append(prev[:0], key...)
-		if b.Len() >= restoreBatchBytes {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return channelMeta{}, fmt.Errorf("load records: %w", err)
-			}
-			b.Close()
-			b = c.db.NewBatch()
+		if err := commitFull(c.db, &b); err != nil {
+			return channelMeta{}, err
 		}
 	}
 	var count [8]byte
 	if err := r.full(count[:]); err != nil {
 		return channelMeta{}, fmt.Errorf("%w: trailer: %w", errSnapshot, err)
+	}
+	if version == snapshotVersionV2 {
+		var n [8]byte
+		if err := r.full(n[:]); err != nil {
+			return channelMeta{}, fmt.Errorf("%w: trailer: %w", errSnapshot, err)
+		}
+		if got := binary.BigEndian.Uint64(n[:]); got != idem {
+			return channelMeta{}, fmt.Errorf("%w: %d idempotency records, trailer says %d", errSnapshot, idem, got)
+		}
 	}
 	sum := r.crc.Sum32()
 	var want [4]byte
@@ -347,6 +410,19 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 		return channelMeta{}, fmt.Errorf("load records: %w", err)
 	}
 	return meta, nil
+}
+
+// commitFull commits *b once it holds restoreBatchBytes and starts another.
+func commitFull(db *pebble.DB, b **pebble.Batch) error {
+	if (*b).Len() < restoreBatchBytes {
+		return nil
+	}
+	if err := (*b).Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("load records: %w", err)
+	}
+	(*b).Close()
+	*b = db.NewBatch()
+	return nil
 }
 
 // unexpected turns a clean EOF in the middle of a stream into the error it

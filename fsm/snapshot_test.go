@@ -194,6 +194,10 @@ func FuzzRestore(f *testing.F) {
 	for _, b := range badStreams(valid) {
 		f.Add(b)
 	}
+	// A version 2 stream, with idempotency records.
+	keyedSrc := openChannel(f, s, 101)
+	applyInBatches(f, keyedSrc, randomKeyedLog(f, 8, 40), 1, 8)
+	f.Add(snapshotBytes(f, keyedSrc))
 	c := openChannel(f, s, 1)
 	applyOne(f, c, 1, put("keep", "me"))
 	f.Fuzz(func(t *testing.T, stream []byte) {

@@ -19,7 +19,8 @@ import (
 //	2  HashCheck (0x84), MetaHashCheck (0xC6), SetClusterVersion (0x47);
 //	   nodes report their version
 //	3  IssueToken (0x48), RevokeToken (0x49), SetChannelSettings (0x4A):
-//	   channel tokens, public prefixes and CORS
+//	   channel tokens, public prefixes and CORS; Idempotent (0x05): writes
+//	   under an idempotency key
 const Version = 3
 
 // ErrUpgradePending is what a proposal of a command whose version is above
@@ -59,6 +60,8 @@ func EntryVersion(entry []byte) int {
 		return 1
 	case typeHashCheck:
 		return 2
+	case typeIdempotent:
+		return 3
 	}
 	return Version + 1
 }

@@ -134,7 +134,11 @@ func (s *Server) kvPut(ctx context.Context, req *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, req.ch, &fsm.Put{Key: key, Value: req.body, HasCAS: hasCAS, CAS: cas})
+	cmd, err := keyed(req, &fsm.Put{Key: key, Value: req.body, HasCAS: hasCAS, CAS: cas})
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, req.ch, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("put key %q in channel %s: %w", key, req.ch, err)
 	}
@@ -154,7 +158,11 @@ func (s *Server) kvDelete(ctx context.Context, req *request) (*response, error) 
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, req.ch, &fsm.Delete{Key: key, HasCAS: hasCAS, CAS: cas})
+	cmd, err := keyed(req, &fsm.Delete{Key: key, HasCAS: hasCAS, CAS: cas})
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, req.ch, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("delete key %q in channel %s: %w", key, req.ch, err)
 	}

@@ -474,6 +474,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 	if errors.As(err, &pv) && !fromPeer(r) {
 		// Served by a node of the previous version, which takes no
 		// route calls: forward the request as it expects (forward.go).
+		// Go's HTTP client would resend a request carrying an
+		// Idempotency-Key by itself: the hop carries it under another name.
+		hideIdemKey(r)
 		s.forward(w, r, body, pv.Redirect)
 		return
 	}

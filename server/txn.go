@@ -25,7 +25,11 @@ func (s *Server) txn(ctx context.Context, req *request) (*response, error) {
 	if err := decodeStrict(req.body, &tr); err != nil {
 		return nil, err
 	}
-	cmd, err := txnCommand(tr)
+	txn, err := txnCommand(tr)
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := keyed(req, txn)
 	if err != nil {
 		return nil, err
 	}

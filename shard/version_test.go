@@ -94,4 +94,17 @@ func TestClusterVersionGatesProposals(t *testing.T) {
 	if n := strings.Count(logs.String(), "no hash checks until every node is upgraded"); n != 1 {
 		t.Fatalf("the wait was logged %d times, want once", n)
 	}
+
+	// A write under an idempotency key needs version 3.
+	keyed, err := fsm.Encode(&fsm.Idempotent{Key: []byte("k"), Window: 10, Cmd: &fsm.Put{Key: []byte("k"), Value: []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Propose(context.Background(), keyed); !errors.Is(err, fsm.ErrUpgradePending) {
+		t.Fatalf("a keyed write at cluster version 2: %v, want ErrUpgradePending", err)
+	}
+	version.Store(3)
+	if res, err := r.Propose(context.Background(), keyed); err != nil || res.Err != nil {
+		t.Fatalf("a keyed write at cluster version 3: %+v, %v", res, err)
+	}
 }

@@ -36,6 +36,7 @@ func runKVPut(ctx context.Context, c *cli, args []string) int {
 	var file string
 	f.Var(&cas, "cas", "write only if the key's modify index is `N` (0: only if the key does not exist)")
 	f.StringVar(&file, "file", "", "read the value from this file")
+	w := addWriteFlags(f)
 	pos, code, ok := f.parse(args, 2, 3)
 	if !ok {
 		return code
@@ -64,7 +65,8 @@ func runKVPut(ctx context.Context, c *cli, args []string) int {
 	default:
 		value = []byte(pos[2])
 	}
-	idx, err := f.client().Put(ctx, pos[0], pos[1], value, api.PutOptions{CAS: cas.ptr()})
+	ctx, client := w.client(ctx, f)
+	idx, err := client.Put(ctx, pos[0], pos[1], value, api.PutOptions{CAS: cas.ptr()})
 	if err != nil {
 		return c.fail(err)
 	}
@@ -120,11 +122,13 @@ func runKVDelete(ctx context.Context, c *cli, args []string) int {
 	f := c.newFlags("kv del", "CHANNEL KEY", "Delete KEY; it prints the index of the delete.")
 	var cas optUint
 	f.Var(&cas, "cas", "delete only if the key's modify index is `N`")
+	w := addWriteFlags(f)
 	pos, code, ok := f.parse(args, 2, 2)
 	if !ok {
 		return code
 	}
-	idx, err := f.client().Delete(ctx, pos[0], pos[1], api.DeleteOptions{CAS: cas.ptr()})
+	ctx, client := w.client(ctx, f)
+	idx, err := client.Delete(ctx, pos[0], pos[1], api.DeleteOptions{CAS: cas.ptr()})
 	if err != nil {
 		return c.fail(err)
 	}
@@ -187,6 +191,7 @@ func runKVTxn(ctx context.Context, c *cli, args []string) int {
 			"(values in base64). It prints the answer as JSON.")
 	var file string
 	f.StringVar(&file, "file", "", "read the transaction from this file (default stdin)")
+	w := addWriteFlags(f)
 	pos, code, ok := f.parse(args, 1, 1)
 	if !ok {
 		return code
@@ -206,9 +211,34 @@ func runKVTxn(ctx context.Context, c *cli, args []string) int {
 	if err := dec.Decode(&req); err != nil {
 		return c.usageError("the transaction is not valid JSON: %v", err)
 	}
-	resp, err := f.client().Txn(ctx, pos[0], req)
+	ctx, client := w.client(ctx, f)
+	resp, err := client.Txn(ctx, pos[0], req)
 	if err != nil {
 		return c.fail(err)
 	}
 	return c.printJSON(resp)
+}
+
+// writeFlags are the flags of every write: its idempotency key and how
+// often it is sent again (docs/api.md "Idempotency keys").
+type writeFlags struct {
+	key     string
+	retries int
+}
+
+func addWriteFlags(f *cmdFlags) *writeFlags {
+	w := &writeFlags{}
+	f.StringVar(&w.key, "idempotency-key", "",
+		"send the write under this `KEY` (1 to 255 visible ASCII characters; default: a random one): a write sent again under the same key within the channel's next 100,000 entries answers the first outcome instead of applying again")
+	f.IntVar(&w.retries, "retries", 2,
+		"send the write again, under the same idempotency key, up to `N` times when its outcome is unknown or it was refused in a way that may be retried")
+	return w
+}
+
+// client returns the client and context the write is sent with.
+func (w *writeFlags) client(ctx context.Context, f *cmdFlags) (context.Context, *api.Client) {
+	if w.key != "" {
+		ctx = api.WithIdempotencyKey(ctx, w.key)
+	}
+	return ctx, f.client().WithRetries(w.retries, 500*time.Millisecond)
 }

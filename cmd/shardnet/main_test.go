@@ -137,6 +137,27 @@ func TestKVCommands(t *testing.T) {
 	expect(t, shardnet(t, env, "{", "kv", "txn", "nft"), 2, "")
 }
 
+// TestKVIdempotencyKey: a write sent again under the same -idempotency-key
+// prints the first write's index and applies nothing; another write under
+// the key is refused.
+func TestKVIdempotencyKey(t *testing.T) {
+	_, addr := testNode(t, "", "nft")
+	env := map[string]string{"SHARDNET_ADDR": addr}
+	expect(t, shardnet(t, env, "", "kv", "put", "-idempotency-key", "k-1", "-cas", "0", "nft", "a", "v"), 0, "1\n")
+	expect(t, shardnet(t, env, "", "kv", "put", "-idempotency-key", "k-1", "-cas", "0", "nft", "a", "v"), 0, "1\n")
+	expect(t, shardnet(t, env, "", "kv", "put", "nft", "b", "v"), 0, "3\n")
+	r := shardnet(t, env, "", "kv", "del", "-idempotency-key", "k-1", "nft", "a")
+	expect(t, r, 1, "")
+	if !strings.Contains(r.err, "(idempotency_key_reused, HTTP 422)") {
+		t.Fatalf("reused key stderr %q", r.err)
+	}
+	r = shardnet(t, env, "", "kv", "put", "-idempotency-key", "not ok", "nft", "a", "v")
+	expect(t, r, 1, "")
+	if !strings.Contains(r.err, "invalid_request, HTTP 400") {
+		t.Fatalf("bad key stderr %q", r.err)
+	}
+}
+
 func TestAddrAndToken(t *testing.T) {
 	_, addr := testNode(t, "s3cret", "nft")
 	_, other := testNode(t, "", "nft")

@@ -55,6 +55,12 @@ type memChannel struct {
 	kv         map[string]fsm.Entry
 	deleted    map[string]uint64 // key -> index of its delete (for WaitKey)
 	settings   *fsm.ChannelSettings
+	idem       map[string]memIdem // scope NUL idempotency key -> first outcome
+}
+
+type memIdem struct {
+	hash [fsm.IdemHashBytes]byte
+	res  fsm.Result
 }
 
 // NewMemory returns a backend holding the given (empty) channels.
@@ -104,7 +110,7 @@ func (m *Memory) CreateChannel(_ context.Context, req api.CreateChannelRequest) 
 			Placement: []api.Replica{{NodeID: m.NodeID, ServerID: m.NodeID + "-1", Voter: true, State: "leader", Healthy: true}},
 			Health:    "healthy", CreateIndex: m.nextGroup,
 		},
-		kv: map[string]fsm.Entry{}, deleted: map[string]uint64{},
+		kv: map[string]fsm.Entry{}, deleted: map[string]uint64{}, idem: map[string]memIdem{},
 		leaderless: m.ElectAfterReads,
 	}
 	m.channels[req.Name] = ch
@@ -213,6 +219,21 @@ func (m *Memory) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.
 	}
 	ch.applied++
 	res := &fsm.Result{Index: ch.applied}
+	if k, ok := c.(*fsm.Idempotent); ok {
+		// As the channel's state machine does (fsm/idem.go), without
+		// the window: a test never writes that many entries.
+		id := string(k.Scope) + "\x00" + string(k.Key)
+		if rec, ok := ch.idem[id]; ok {
+			if rec.hash != k.Hash {
+				res.Err = fsm.ErrIdempotencyKeyReused
+				return res, nil
+			}
+			replay := rec.res
+			return &replay, nil
+		}
+		defer func() { ch.idem[id] = memIdem{hash: k.Hash, res: *res} }()
+		c = k.Cmd
+	}
 	switch c := c.(type) {
 	case *fsm.Put:
 		cur := ch.kv[string(c.Key)]
