@@ -160,36 +160,6 @@ func (r *router) servePropose(ctx context.Context, head []byte, _ io.Reader) ([]
 	return fsm.EncodeResult(nil, res), nil, nil
 }
 
-// readIndex (rcReadIndex): head gid u64; answer the leader's commit index,
-// confirmed, u64 (the follower then waits for its own state machine:
-// shard.Replica.ReadIndex).
-func (r *router) readIndex(ctx context.Context, addr string, gid uint64) (uint64, error) {
-	head, err := r.simple(ctx, "readindex", addr, rcReadIndex, u64(gid))
-	if errors.Is(err, errPreviousVersion) {
-		return r.legacyIndex(ctx, addr, opReadIndex, gid)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("cluster: read index from %s: %w", addr, err)
-	}
-	return readU64(head, "read index")
-}
-
-func (r *router) serveReadIndex(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
-	gid, err := readU64(head, "read index call")
-	if err != nil {
-		return nil, nil, err
-	}
-	rep, ok := r.n.shards.Replica(gid)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid)
-	}
-	idx, err := rep.ReadIndex(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return u64(idx), nil, nil
-}
-
 // metaReadIndex (rcMetaReadIndex): no head; answer the meta leader's commit
 // index, confirmed, u64 (metaread.go).
 func (r *router) metaReadIndex(ctx context.Context, addr string) (uint64, error) {
