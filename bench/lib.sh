@@ -174,6 +174,20 @@ start_sn_node() {
 		[[ $help != *-rate-limit* ]] || SN_RATE_FLAG="-rate-limit=0"
 	fi
 	[ -z "$SN_RATE_FLAG" ] || args+=("$SN_RATE_FLAG")
+	# Releases with node certificates refuse to start without them: give
+	# each node one of a CA made for this run (older binaries take none).
+	if [ -z "${SN_TLS+x}" ]; then
+		SN_TLS=""
+		local help
+		help=$("$BIN" agent -h 2>&1 || true)
+		[[ $help != *-tls-cert* ]] || SN_TLS=1
+	fi
+	if [ -n "$SN_TLS" ]; then
+		local pki=$WORK/pki
+		"$BIN" tls cert create -node "n$n" -ca-dir "$pki" -out "$pki/n$n" -if-missing >/dev/null ||
+			die "cannot make a certificate for n$n"
+		args+=(-tls-cert "$pki/n$n/n$n.pem" -tls-key "$pki/n$n/n$n-key.pem" -tls-ca "$pki/n$n/ca.pem")
+	fi
 	# shellcheck disable=SC2206 # extra flags, split on spaces
 	args+=(${SN_EXTRA_FLAGS:-})
 	# Secrets through the environment, not the command line (ps shows that).
