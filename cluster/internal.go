@@ -15,8 +15,9 @@ import (
 // route calls (rcReplicaInfo, rcSnapshot).
 
 // InternalPrefix is the path prefix of node-to-node calls. They are served
-// only on streams of the cluster port, whose peers proved the cluster key,
-// never on the public HTTP port.
+// only on streams of the cluster port, whose peers are nodes of the
+// cluster CA (or proved the cluster key, under -insecure), never on the
+// public HTTP port.
 const InternalPrefix = "/internal/"
 
 // InternalHandler serves node-to-node calls: GET /internal/replicas/{gid}

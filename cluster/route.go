@@ -16,7 +16,8 @@ import (
 // (its channel is hosted elsewhere, its leader is another node, it is a
 // meta write and another node leads the meta group) is served by calling
 // the node that can, once, with one binary call on a stream of its own
-// (transport.DialCall, authenticated by the cluster key like Raft itself).
+// (transport.DialCall, authenticated like Raft itself: a certificate of the
+// cluster CA, or the cluster key under -insecure).
 // The decision lives in router.do and nowhere else: run the local answer;
 // when it is a *shard.RedirectError, call the node it names. The node
 // serving a call answers from its own state or fails (servedCall): it

@@ -117,7 +117,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.IntVar(&c.MaxReplicas, "max-replicas", c.MaxReplicas, "most channel replicas this node hosts (0: 2000)")
 	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth); process listings show it: prefer -token-file or $SHARDNET_TOKEN")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the operator token (default: $SHARDNET_TOKEN)")
-	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster port (required unless -insecure); process listings show it: prefer -cluster-key-file or $SHARDNET_CLUSTER_KEY")
+	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster port under -insecure, instead of certificates; process listings show it: prefer -cluster-key-file or $SHARDNET_CLUSTER_KEY")
 	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", c.ClusterKeyFile, "file holding the cluster key (default: $SHARDNET_CLUSTER_KEY)")
 	fs.StringVar(&c.Encrypt, "encrypt", c.Encrypt, "gossip encryption key: base64 of 16, 24 or 32 random bytes (shardnet gossip keygen); it seeds the keyring file in -data-dir, which wins from then on (required unless -insecure or that file exists); process listings show it: prefer -encrypt-file or $SHARDNET_GOSSIP_KEY")
 	fs.StringVar(&c.EncryptFile, "encrypt-file", c.EncryptFile, "file holding the gossip encryption key (default: $SHARDNET_GOSSIP_KEY)")
