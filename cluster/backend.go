@@ -340,6 +340,9 @@ func stateName(s string) string {
 // Propose commits a channel command on the channel's leader: here when this
 // node leads, else on the leader's node through one call (route.go).
 func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
+	if err := n.admitVersion(cmd); err != nil {
+		return nil, err
+	}
 	var res *fsm.Result
 	var gid uint64
 	err := n.route.do(ctx, "propose", func(ctx context.Context) (err error) {
@@ -378,6 +381,21 @@ func (n *Node) proposeLocal(ctx context.Context, rep *shard.Replica, cmd []byte)
 		return nil, err
 	}
 	return rep.Propose(ctx, cmd)
+}
+
+// admitVersion refuses, on the node the request arrived at, a command
+// newer than the cluster version: the leader it would be sent to may run a
+// release that checks no version and would commit an entry that nodes of
+// that release cannot apply. The leader checks again (Replica.admit).
+func (n *Node) admitVersion(cmd []byte) error {
+	v := fsm.EntryVersion(cmd)
+	if v <= 1 {
+		return nil
+	}
+	if err := fsm.CheckVersion(v, n.meta.fsm.ClusterVersion()); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
 }
 
 // admitQuota refuses a command that may grow a channel past its quota
