@@ -105,7 +105,7 @@ func (n *Node) CreateChannel(ctx context.Context, req api.CreateChannelRequest) 
 		return err
 	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
 		ch, err = n.route.createChannel(ctx, re, req)
-		return err
+		return n.seeMetaWrite(ctx, err)
 	})
 	return ch, err
 }
@@ -183,7 +183,7 @@ func (n *Node) DeleteChannel(ctx context.Context, name string) error {
 	return n.route.do(ctx, "delete_channel", func(ctx context.Context) error {
 		return n.deleteChannel(ctx, name)
 	}, func(ctx context.Context, re *shard.RedirectError) error {
-		return n.route.deleteChannel(ctx, re, name)
+		return n.seeMetaWrite(ctx, n.route.deleteChannel(ctx, re, name))
 	})
 }
 

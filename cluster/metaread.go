@@ -125,6 +125,23 @@ func (n *Node) metaSync(ctx context.Context) error {
 	return nil
 }
 
+// seeMetaWrite, after a meta write the meta leader acknowledged (err nil),
+// has this node's copy of the meta state catch up with the leader before
+// the client hears of it: a client that uses the token it was just given,
+// or the channel it just created, through the same node finds it there.
+// Best effort: the write is done whatever this says, so a node that cannot
+// catch up in time still answers success (and the client may then meet
+// the bound docs/api.md "Authentication" describes).
+func (n *Node) seeMetaWrite(ctx context.Context, err error) error {
+	if err != nil {
+		return err
+	}
+	if err := n.metaSync(ctx); err != nil {
+		n.log.Debug("acknowledged meta write not applied here yet", "error", err)
+	}
+	return nil
+}
+
 // waitMetaApplied waits until the meta state machine has applied every
 // committed command at or below idx.
 func (n *Node) waitMetaApplied(ctx context.Context, idx uint64) error {

@@ -45,7 +45,7 @@ func (n *Node) IssueToken(ctx context.Context, channel, scope string, expires ti
 		return err
 	}, func(ctx context.Context, re *shard.RedirectError) (err error) {
 		tok, err = n.route.issueToken(ctx, re, channel, scope, expires)
-		return err
+		return n.seeMetaWrite(ctx, err)
 	})
 	return tok, err
 }
@@ -138,7 +138,7 @@ func (n *Node) RevokeToken(ctx context.Context, channel, id string) error {
 	return n.route.do(ctx, "revoke_token", func(ctx context.Context) error {
 		return n.revokeTokenHere(ctx, channel, id)
 	}, func(ctx context.Context, re *shard.RedirectError) error {
-		return n.route.revokeToken(ctx, re, channel, id)
+		return n.seeMetaWrite(ctx, n.route.revokeToken(ctx, re, channel, id))
 	})
 }
 
@@ -165,7 +165,7 @@ func (n *Node) SetChannelSettings(ctx context.Context, channel string, s api.Cha
 	return n.route.do(ctx, "settings", func(ctx context.Context) error {
 		return n.setSettingsHere(ctx, channel, s)
 	}, func(ctx context.Context, re *shard.RedirectError) error {
-		return n.route.setSettings(ctx, re, channel, s)
+		return n.seeMetaWrite(ctx, n.route.setSettings(ctx, re, channel, s))
 	})
 }
 
