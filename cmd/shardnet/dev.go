@@ -2,19 +2,20 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/hashicorp/go-hclog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/cluster"
@@ -53,20 +54,7 @@ func runDev(args []string) int {
 		dir = d
 		defer os.RemoveAll(dir)
 	}
-	tok := *token
-	if tok == "" {
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		tok = hex.EncodeToString(b[:])
-	}
 	logger := newLogger(*logLevel, false)
-	// Keys of their own, never derived from the token (docs/security.md
-	// "Secrets"). With -data-dir kept across runs, each node's keyring file
-	// keeps the first run's gossip key, and wins over this one.
-	key := make([]byte, 32)
-	gossipKey := make([]byte, 32)
-	_, _ = rand.Read(key)
-	_, _ = rand.Read(gossipKey)
 
 	type devNode struct{ name, role string }
 	var specs []devNode
@@ -76,6 +64,29 @@ func runDev(args []string) int {
 	for i := 1; i <= *resources; i++ {
 		specs = append(specs, devNode{fmt.Sprintf("res%d", i), fsm.RoleResource})
 	}
+	// A dev dir kept across runs (-data-dir) keeps what the nodes' Raft
+	// groups and the operator remember: the ports (every configuration
+	// names its voters by address), the operator token and the keys.
+	st, err := loadDevState(dir, len(specs))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 1
+	}
+	if *token != "" {
+		st.Token = *token
+	}
+	if err := st.fill(len(specs)); err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 1
+	}
+	if *dataDir != "" {
+		if err := st.save(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+			return 1
+		}
+	}
+	tok, key, gossipKey := st.Token, st.ClusterKey, st.GossipKey
+	gossipPorts, clusterPorts := st.GossipPorts, st.ClusterPorts
 	// The cluster port speaks mutual TLS here too, so the default path is
 	// the one production runs: a CA under the dev dir, each node's
 	// certificate and key in its data dir.
@@ -89,18 +100,6 @@ func runDev(args []string) int {
 		return 1
 	}
 	zones := []string{"zone-a", "zone-b", "zone-c"}
-	gossipPorts := make([]int, len(specs))
-	clusterPorts := make([]int, len(specs))
-	for i := range specs {
-		var err error
-		if gossipPorts[i], err = freeLoopbackPort(); err == nil {
-			clusterPorts[i], err = freeLoopbackPort()
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "Error: %v\n", err)
-			return 1
-		}
-	}
 	var agents []*agent.Agent
 	stopAll := func() {
 		var wg sync.WaitGroup
@@ -140,9 +139,18 @@ func runDev(args []string) int {
 		}
 		agents = append(agents, a)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Ctrl-C while the cluster comes up stops it too.
+	sigCtx, stopSig := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(sigCtx, 60*time.Second)
 	err = waitDevReady(ctx, agents, tok, *demo)
 	cancel()
+	interrupted := sigCtx.Err() != nil
+	stopSig()
+	if interrupted {
+		fmt.Fprintln(os.Stderr, "\nstopping the dev cluster...")
+		stopAll()
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "Error: the dev cluster did not come up: %v\n", err)
 		stopAll()
