@@ -479,6 +479,16 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	}
 	if idemKey != "" {
 		req.Header.Set(HeaderIdempotencyKey, idemKey)
+		// net/http takes a request with an Idempotency-Key for replayable
+		// and, when a kept-alive connection breaks after it was sent,
+		// sends it again by itself; if that second send fails to dial,
+		// the caller sees "connection refused" for a write that was
+		// applied. Only this client retries, and it says so (WithRetries):
+		// a body without GetBody is not replayable.
+		req.GetBody = nil
+		if req.Body == nil {
+			req.Body = io.NopCloser(strings.NewReader(""))
+		}
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
