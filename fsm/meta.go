@@ -35,6 +35,12 @@ var (
 	ErrChannelExists   = errors.New("fsm: channel already exists")
 	ErrChannelNotFound = errors.New("fsm: channel not found")
 	ErrNodeNotFound    = errors.New("fsm: node not found")
+	// ErrPlacementChanged: the channel changed after the proposer read it
+	// (SetPlacement.Expect); nothing was applied.
+	ErrPlacementChanged = errors.New("fsm: channel placement changed meanwhile")
+	// ErrInvalidPlacement: a placement that is empty, names a node twice
+	// or names a node the registry does not hold; nothing was applied.
+	ErrInvalidPlacement = errors.New("fsm: invalid placement")
 )
 
 // NodeRecord is one node of the registry.
@@ -64,6 +70,12 @@ func (n *NodeRecord) SupportedVersion() int { return max(n.Version, 1) }
 type Replica struct {
 	NodeID   string `json:"node_id"`
 	ServerID string `json:"server_id"`
+	// Added is the meta index of the SetPlacement that added this replica
+	// to a running channel; 0 for the placement the channel was created
+	// with. Only a replica with Added 0 may bootstrap the group: one added
+	// later that bootstrapped would write a configuration of its own at
+	// term 1 and split the group.
+	Added uint64 `json:"added,omitempty"`
 }
 
 // ChannelRecord is one channel: its Raft group and where it is placed.
@@ -287,8 +299,48 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		}
 		ch.Settings = cloneSettings(&c.Settings)
 		ch.ModifyIndex = index
+	case *SetPlacement:
+		m.applySetPlacement(index, c, res)
 	}
 	return res
+}
+
+func (m *Meta) applySetPlacement(index uint64, c *SetPlacement, res *MetaResult) {
+	ch, ok := m.st.Channels[c.Channel]
+	if !ok {
+		res.Err = ErrChannelNotFound
+		return
+	}
+	if ch.ModifyIndex != c.Expect {
+		res.Err = ErrPlacementChanged
+		return
+	}
+	if len(c.Placement) == 0 {
+		res.Err = ErrInvalidPlacement
+		return
+	}
+	old := map[string]Replica{}
+	for _, r := range ch.Placement {
+		old[r.ServerID] = r
+	}
+	seen := map[string]bool{}
+	next := make([]Replica, 0, len(c.Placement))
+	for _, r := range c.Placement {
+		nd, ok := m.st.Nodes[r.NodeID]
+		if !ok || seen[r.NodeID] || r.ServerID == "" || nd.ServerID != r.ServerID && old[r.ServerID].ServerID == "" {
+			res.Err = ErrInvalidPlacement
+			return
+		}
+		seen[r.NodeID] = true
+		if was, ok := old[r.ServerID]; ok {
+			next = append(next, was) // keeps its Added
+			continue
+		}
+		next = append(next, Replica{NodeID: r.NodeID, ServerID: r.ServerID, Added: index})
+	}
+	ch.Placement = next
+	ch.Replicas = len(next)
+	ch.ModifyIndex = index
 }
 
 // Applied is the index of the last entry applied.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -178,4 +179,53 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 		NewMeta().Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: b})
 	})
+}
+
+func TestSetPlacement(t *testing.T) {
+	m := NewMeta()
+	apply := func(i uint64, c MetaCommand) *MetaResult {
+		return m.Apply(metaLog(t, i, c)).(*MetaResult)
+	}
+	for i, id := range []string{"a", "b", "c", "d"} {
+		apply(uint64(i+1), &UpsertNode{Node: NodeRecord{ID: id, ServerID: id + "@1"}})
+	}
+	apply(5, &CreateChannel{Channel: ChannelRecord{Name: "x", Replicas: 3, Placement: []Replica{
+		{NodeID: "a", ServerID: "a@1"}, {NodeID: "b", ServerID: "b@1"}, {NodeID: "c", ServerID: "c@1"}}}})
+	// c is replaced by d: a and b keep their Added 0, d gets the index.
+	next := []Replica{{NodeID: "a", ServerID: "a@1"}, {NodeID: "b", ServerID: "b@1"}, {NodeID: "d", ServerID: "d@1"}}
+	if r := apply(6, &SetPlacement{Channel: "x", Placement: next, Expect: 5}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	ch, _ := m.Channel("x")
+	if ch.ModifyIndex != 6 || ch.Replicas != 3 || ch.Placement[0].Added != 0 || ch.Placement[2].Added != 6 || ch.HasNode("c") {
+		t.Fatalf("after replace: %+v", ch)
+	}
+	// A decision from an older read, a duplicate node, an unknown node, a
+	// node's stale incarnation and an empty placement change nothing.
+	for i, c := range []*SetPlacement{
+		{Channel: "x", Placement: next[:2], Expect: 5},
+		{Channel: "x", Placement: []Replica{next[0], next[0]}, Expect: 6},
+		{Channel: "x", Placement: []Replica{next[0], {NodeID: "zz", ServerID: "zz@1"}}, Expect: 6},
+		{Channel: "x", Placement: []Replica{next[0], {NodeID: "c", ServerID: "c@0"}}, Expect: 6},
+		{Channel: "x", Expect: 6},
+	} {
+		r := apply(uint64(7+i), c)
+		if !errors.Is(r.Err, ErrPlacementChanged) && !errors.Is(r.Err, ErrInvalidPlacement) {
+			t.Fatalf("case %d applied: %v", i, r.Err)
+		}
+	}
+	if ch2, _ := m.Channel("x"); ch2.ModifyIndex != 6 || len(ch2.Placement) != 3 {
+		t.Fatalf("a refused placement changed the channel: %+v", ch2)
+	}
+	if r := apply(20, &SetPlacement{Channel: "y", Placement: next, Expect: 0}); !errors.Is(r.Err, ErrChannelNotFound) {
+		t.Fatalf("unknown channel: %v", r.Err)
+	}
+	// Scaling to five.
+	five := append(slices.Clone(next), Replica{NodeID: "c", ServerID: "c@1"})
+	if r := apply(21, &SetPlacement{Channel: "x", Placement: five, Expect: 6}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if ch, _ := m.Channel("x"); ch.Replicas != 4 || ch.Placement[3].Added != 21 {
+		t.Fatalf("after scale: %+v", ch)
+	}
 }

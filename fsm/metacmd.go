@@ -30,6 +30,11 @@ const (
 	metaIssueToken         byte = 0x48
 	metaRevokeToken        byte = 0x49
 	metaSetChannelSettings byte = 0x4A
+	// metaSetPlacement (version 4) changes a channel's placement after
+	// its creation: scaling, repair, drain. No skippable bit: a node that
+	// skipped it would keep replicas the group no longer has, or never
+	// start the ones it gained.
+	metaSetPlacement byte = 0x50
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -68,6 +73,20 @@ type DeleteChannel struct {
 	Name string `json:"name"`
 }
 
+// SetPlacement replaces a channel's placement: the replica set its Raft
+// group converges to, one configuration change at a time, driven by the
+// channel's leader (cluster/DESIGN.md "Membership changes"). A replica
+// whose server id was not in the old placement gets Added set to the
+// entry's index: it joins the running group and never bootstraps.
+type SetPlacement struct {
+	Channel   string    `json:"channel"`
+	Placement []Replica `json:"placement"`
+	// Expect is the channel's ModifyIndex the proposer decided from. A
+	// channel changed since fails with ErrPlacementChanged and nothing is
+	// applied: two placement changes that race never mix.
+	Expect uint64 `json:"expect"`
+}
+
 // MetaHashCheck makes every replica of the meta group hash its state as of
 // the entry's index (metahash.go); it changes nothing.
 type MetaHashCheck struct{}
@@ -91,6 +110,7 @@ func (*SetNodeState) metaType() byte      { return metaSetNodeState }
 func (*RemoveNode) metaType() byte        { return metaRemoveNode }
 func (*CreateChannel) metaType() byte     { return metaCreateChannel }
 func (*DeleteChannel) metaType() byte     { return metaDeleteChannel }
+func (*SetPlacement) metaType() byte      { return metaSetPlacement }
 
 // EncodeMeta returns the log entry bytes of a meta command.
 func EncodeMeta(c MetaCommand) ([]byte, error) {
@@ -130,6 +150,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &RevokeToken{}
 	case metaSetChannelSettings:
 		c = &SetChannelSettings{}
+	case metaSetPlacement:
+		c = &SetPlacement{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable
