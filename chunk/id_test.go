@@ -202,3 +202,31 @@ func FuzzHasherSplits(f *testing.F) {
 		}
 	})
 }
+
+// TestHasherLeaves: the leaves a Hasher keeps are the chunk's, whatever
+// the writes, and none are kept unless asked.
+func TestHasherLeaves(t *testing.T) {
+	for _, n := range []int{0, 1, BlockSize, 3*BlockSize + 1} {
+		data := randBytes(uint64(n), n)
+		hs := NewHasher()
+		hs.KeepLeaves()
+		for off := 0; off < n; off += 1000 {
+			hs.Write(data[off:min(off+1000, n)])
+		}
+		want := leavesOf(data)
+		got := hs.Leaves()
+		if len(got) != len(want) {
+			t.Fatalf("%d bytes: %d leaves, want %d", n, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%d bytes: leaf %d differs", n, i)
+			}
+		}
+	}
+	hs := NewHasher()
+	hs.Write(make([]byte, 2*BlockSize))
+	if hs.Leaves() != nil {
+		t.Fatal("leaves kept without KeepLeaves")
+	}
+}

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // Reader reads one stored chunk. Its io.SectionReader serves Range reads
-// (ReadAt, Seek) straight from the file, unverified; Verified streams the
-// chunk checking it against its id. Close it when done.
+// (ReadAt, Seek) straight from the file, unverified; Verified reads it
+// checking every block against the id first. Close it when done.
 type Reader struct {
 	*io.SectionReader
 	id ID
@@ -41,71 +42,134 @@ func (r *Reader) ID() ID { return r.id }
 // Close closes the chunk's file.
 func (r *Reader) Close() error { return r.f.Close() }
 
-// Verified returns a reader of the whole chunk from its start that hashes
-// every block as it passes and holds the last block back until the chunk
-// has hashed to its id: a reader that gets io.EOF got exactly the chunk's
-// bytes; a corrupt chunk ends in an error wrapping ErrCorrupt instead, before
-// its last block is delivered. (Blocks before the last cannot be checked on
-// their own without the leaf hashes, which the store does not keep; see
-// chunk/DESIGN.md "Reading".)
-func (r *Reader) Verified() io.Reader {
-	return &verifier{src: io.NewSectionReader(r.f, 0, r.Size()), size: r.Size(), id: r.id, h: NewHasher(), s: r.s}
-}
-
-type verifier struct {
-	src  io.Reader
-	size int64
-	id   ID
-	h    *Hasher
-	s    *Store
-	buf  []byte // the current block, buf[off:] not yet delivered
-	off  int
-	read int64 // bytes read from src
-	err  error // sticky
-}
-
-func (v *verifier) Read(p []byte) (int, error) {
-	for v.off == len(v.buf) {
-		if v.err != nil {
-			return 0, v.err
-		}
-		v.fill()
+// Verified returns a reader of the chunk that checks every block against
+// its leaf hash before it delivers any byte of it: a byte read through it
+// is the chunk's, and a corrupt block fails with ErrCorrupt (a range that
+// does not touch it still reads). The leaves come from the store's cache
+// (filled by Put and by earlier verified reads) or, when missing, from one
+// pass over the whole chunk checked against the id, which fails with
+// ErrCorrupt if any block is corrupt.
+func (r *Reader) Verified() (*Verified, error) {
+	leaves, err := r.s.leavesOf(r.id, r.f, r.Size())
+	if err != nil {
+		return nil, err
 	}
-	n := copy(p, v.buf[v.off:])
-	v.off += n
+	if len(leaves) != NumBlocks(r.Size()) {
+		// A file of the wrong length under the id (cached leaves are
+		// of the chunk's true length).
+		r.s.corruptRead(r.id, -1)
+		return nil, fmt.Errorf("chunk: read %s: %d bytes on disk, not %d blocks: %w", r.id, r.Size(), len(leaves), ErrCorrupt)
+	}
+	return &Verified{r: r, leaves: leaves}, nil
+}
+
+// Verified reads a chunk block by block, checking each against its leaf
+// hash (Reader.Verified). Its ReadAt serves Range reads; wrap it in an
+// io.SectionReader to stream. Safe for concurrent ReadAt calls.
+type Verified struct {
+	r      *Reader
+	leaves []Digest
+	// The last block checked for a read smaller than a block, so that
+	// reads of a stream in small buffers (io.Copy's 32 KiB) hash each
+	// block once.
+	mu    sync.Mutex
+	last  int
+	block []byte
+}
+
+// Size returns the chunk's length.
+func (v *Verified) Size() int64 { return v.r.Size() }
+
+// ReadAt reads len(p) bytes of the chunk at off, as io.ReaderAt does, each
+// block checked before its bytes are copied into p.
+func (v *Verified) ReadAt(p []byte, off int64) (int, error) {
+	size := v.r.Size()
+	if off < 0 {
+		return 0, fmt.Errorf("chunk: read %s at %d: negative offset", v.r.id, off)
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && off < size {
+		i := int(off / BlockSize)
+		start := int64(i) * BlockSize
+		bl := blockLen(size, i)
+		var c int
+		if off == start && len(p)-n >= bl {
+			// A whole block that fits is read and checked in place.
+			if err := v.readBlock(i, p[n:n+bl]); err != nil {
+				return n, err
+			}
+			c = bl
+		} else {
+			v.mu.Lock()
+			var err error
+			if v.block == nil || v.last != i {
+				if v.block == nil {
+					v.block = make([]byte, BlockSize)
+				}
+				v.last = -1
+				if err = v.readBlock(i, v.block[:bl]); err == nil {
+					v.last = i
+				}
+			}
+			if err == nil {
+				c = copy(p[n:], v.block[off-start:bl])
+			}
+			v.mu.Unlock()
+			if err != nil {
+				return n, err
+			}
+		}
+		n += c
+		off += int64(c)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
 	return n, nil
 }
 
-// fill reads the next block into buf; for the last block it first checks
-// the id, and sets err (io.EOF or the corruption) for after it.
-func (v *verifier) fill() {
-	if v.buf == nil {
-		v.buf = make([]byte, BlockSize)
+// readBlock reads block i into dst (its length) and checks it.
+func (v *Verified) readBlock(i int, dst []byte) error {
+	if _, err := v.r.f.ReadAt(dst, int64(i)*BlockSize); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the file is shorter than the chunk
+		}
+		return fmt.Errorf("chunk: read %s block %d: %w", v.r.id, i, err)
 	}
-	want := BlockSize
-	if rest := v.size - v.read; rest < BlockSize {
-		want = int(rest)
+	if LeafHash(dst) != v.leaves[i] {
+		v.r.s.corruptRead(v.r.id, i)
+		return fmt.Errorf("chunk: read %s block %d: %w", v.r.id, i, ErrCorrupt)
 	}
-	n, err := io.ReadFull(v.src, v.buf[:want])
-	v.buf, v.off = v.buf[:n], 0
-	v.read += int64(n)
-	v.h.Write(v.buf[:n])
-	if err != nil && want > 0 {
-		v.buf = v.buf[:0]
-		v.err = fmt.Errorf("chunk: read %s: %w", v.id, err)
-		return
+	return nil
+}
+
+// leavesOf returns the verified leaf hashes of the chunk id read from f,
+// from the cache or by hashing it whole.
+func (s *Store) leavesOf(id ID, f io.ReaderAt, size int64) ([]Digest, error) {
+	if leaves, ok := s.leaves.get(id); ok {
+		return leaves, nil
 	}
-	if v.read < v.size {
-		return
+	leaves, length, err := Leaves(io.NewSectionReader(f, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("chunk: read %s: %w", id, err)
 	}
-	if v.h.Sum() != v.id {
-		v.buf = v.buf[:0] // the last block is withheld
-		v.s.m.verifyFailures.Inc()
-		v.s.log.Error("stored chunk does not hash to its id", "chunk", v.id)
-		v.err = fmt.Errorf("chunk: read %s: %w", v.id, ErrCorrupt)
-		return
+	if IDOf(length, leaves) != id {
+		s.corruptRead(id, -1)
+		return nil, fmt.Errorf("chunk: read %s: %w", id, ErrCorrupt)
 	}
-	v.err = io.EOF
+	s.leaves.add(id, leaves)
+	return leaves, nil
+}
+
+// corruptRead counts and logs a read that found chunk id corrupt (block -1:
+// somewhere). The chunk stays: Verify removes it, when anti-entropy runs it
+// or the caller that got ErrCorrupt asks for it.
+func (s *Store) corruptRead(id ID, block int) {
+	s.m.verifyFailures.Inc()
+	s.log.Error("stored chunk does not hash to its id", "chunk", id, "block", block)
 }
 
 // Verify re-reads the chunk id and checks that it hashes to its id. A
@@ -145,32 +209,25 @@ func (s *Store) Verify(id ID) error {
 }
 
 // Prove returns block i of the stored chunk id, its audit path and the
-// chunk's length: what VerifyBlock needs besides the id. It reads the whole
-// chunk to compute the leaf hashes, and checks them against the id first,
-// so it never proves a corrupt block.
+// chunk's length: what VerifyBlock needs besides the id. It reads the
+// chunk verified (Reader.Verified), so it never proves a corrupt block.
 func (s *Store) Prove(id ID, i int) (block []byte, path []Digest, length int64, err error) {
 	r, err := s.Get(id)
 	if err != nil {
 		return nil, nil, 0, err
 	}
 	defer r.Close()
-	leaves, length, err := Leaves(io.NewSectionReader(r.f, 0, r.Size()))
+	v, err := r.Verified()
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if IDOf(length, leaves) != id {
-		s.m.verifyFailures.Inc()
-		return nil, nil, 0, fmt.Errorf("chunk: prove %s: %w", id, ErrCorrupt)
-	}
-	if path, err = Prove(leaves, i); err != nil {
+	if path, err = Prove(v.leaves, i); err != nil {
 		return nil, nil, 0, err
 	}
+	length = r.Size()
 	block = make([]byte, blockLen(length, i))
-	if _, err := r.ReadAt(block, int64(i)*BlockSize); err != nil {
+	if _, err := v.ReadAt(block, int64(i)*BlockSize); err != nil {
 		return nil, nil, 0, fmt.Errorf("chunk: prove %s: %w", id, err)
-	}
-	if LeafHash(block) != leaves[i] {
-		return nil, nil, 0, fmt.Errorf("chunk: prove %s: block %d changed while read: %w", id, i, ErrCorrupt)
 	}
 	return block, path, length, nil
 }

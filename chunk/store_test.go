@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -386,42 +387,104 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-// TestVerifiedRead: the verifying reader delivers a good chunk whole and a
-// corrupt one never whole: it ends in ErrCorrupt before the last block.
+// verifiedRead reads [off, off+n) of chunk id through Reader.Verified.
+func verifiedRead(t *testing.T, s *Store, id ID, off, n int64) ([]byte, error) {
+	t.Helper()
+	r, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	v, err := r.Verified()
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.NewSectionReader(v, off, n))
+}
+
+// TestVerifiedRead: verified reads deliver a good chunk whole and any range
+// of it; with a corrupt block, every read that touches it fails with
+// ErrCorrupt and delivers none of its bytes, while ranges that do not
+// touch it still read. Without cached leaves (a fresh store), the corrupt
+// chunk fails whole.
 func TestVerifiedRead(t *testing.T) {
-	s := openStore(t, t.TempDir(), Options{})
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
 	for _, n := range []int{0, 1, BlockSize, BlockSize + 1, 4*BlockSize + 100} {
 		data := randBytes(uint64(800+n), n)
 		id := mustPut(t, s, data)
-		r, err := s.Get(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(r.Verified())
-		r.Close()
+		got, err := verifiedRead(t, s, id, 0, int64(n))
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: verified read: %d bytes, %v", n, len(got), err)
 		}
-		if n == 0 {
-			continue
+		// Ranges at and across block edges, and odd buffer sizes.
+		for _, rg := range [][2]int{{0, 1}, {BlockSize - 1, 2}, {BlockSize, BlockSize}, {1, n - 2}, {n - 1, 1}, {n / 2, n}} {
+			off, ln := rg[0], min(rg[1], n-rg[0])
+			if off < 0 || ln <= 0 || off >= n {
+				continue
+			}
+			got, err := verifiedRead(t, s, id, int64(off), int64(ln))
+			if err != nil || !bytes.Equal(got, data[off:off+ln]) {
+				t.Fatalf("%d bytes: verified range [%d,+%d): %v", n, off, ln, err)
+			}
 		}
-		for _, off := range []int64{0, int64(n) - 1} {
-			corrupt(t, s, id, off)
-			r, err := s.Get(id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(r.Verified())
-			r.Close()
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("%d bytes, byte %d flipped: err %v", n, off, err)
-			}
-			lastBlock := (n - 1) / BlockSize * BlockSize
-			if len(got) != lastBlock {
-				t.Fatalf("%d bytes, byte %d flipped: delivered %d bytes, want %d (all but the last block)", n, off, len(got), lastBlock)
-			}
-			corrupt(t, s, id, off) // flip it back
+	}
+
+	data := randBytes(850, 4*BlockSize+100)
+	id := mustPut(t, s, data)
+	// io.ReaderAt and io.Seeker as the standard library expects them.
+	r, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.Verified()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := iotest.TestReader(io.NewSectionReader(v, 0, v.Size()), data); err != nil {
+		t.Fatalf("iotest: %v", err)
+	}
+	r.Close()
+	corrupt(t, s, id, 2*BlockSize+5) // block 2
+	for _, rg := range [][2]int64{{0, int64(len(data))}, {2 * BlockSize, 1}, {BlockSize, 2 * BlockSize}, {2*BlockSize + 5, 10}} {
+		got, err := verifiedRead(t, s, id, rg[0], rg[1])
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("range [%d,+%d) over a corrupt block: err %v", rg[0], rg[1], err)
 		}
+		if end := rg[0] + int64(len(got)); end > max(rg[0], 2*BlockSize) {
+			t.Fatalf("range [%d,+%d): delivered up to %d, into the corrupt block", rg[0], rg[1], end)
+		}
+		if !bytes.Equal(got, data[rg[0]:rg[0]+int64(len(got))]) {
+			t.Fatalf("range [%d,+%d): delivered wrong bytes before the corrupt block", rg[0], rg[1])
+		}
+	}
+	for _, rg := range [][2]int64{{0, 2 * BlockSize}, {3 * BlockSize, BlockSize + 100}} {
+		got, err := verifiedRead(t, s, id, rg[0], rg[1])
+		if err != nil || !bytes.Equal(got, data[rg[0]:rg[0]+rg[1]]) {
+			t.Fatalf("range [%d,+%d) clear of the corrupt block: %v", rg[0], rg[1], err)
+		}
+	}
+	// A file of the wrong length under the id.
+	long := mustPut(t, s, data[:BlockSize])
+	f, err := os.OpenFile(s.path(long), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("appended"))
+	f.Close()
+	if _, err := verifiedRead(t, s, long, 0, BlockSize); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a chunk file grown by 8 bytes: %v", err)
+	}
+
+	// A fresh store knows no leaves: it hashes the chunk whole first.
+	s.Close()
+	s = openStore(t, dir, Options{})
+	if got, err := verifiedRead(t, s, id, 3*BlockSize, 10); !errors.Is(err, ErrCorrupt) || len(got) != 0 {
+		t.Fatalf("fresh store, corrupt chunk: %d bytes, %v", len(got), err)
+	}
+	corrupt(t, s, id, 2*BlockSize+5) // repaired
+	if got, err := verifiedRead(t, s, id, 0, int64(len(data))); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("fresh store, repaired chunk: %v", err)
 	}
 }
 
@@ -445,9 +508,14 @@ func TestStoreProve(t *testing.T) {
 	if _, _, _, err := s.Prove(id, 7); !errors.Is(err, ErrBadProof) {
 		t.Fatalf("Prove past the end: %v", err)
 	}
+	// A corrupt block is never proven; the others still are (the leaves
+	// cached by the Put are the chunk's).
 	corrupt(t, s, id, 10)
-	if _, _, _, err := s.Prove(id, 3); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Prove of a corrupt chunk: %v", err)
+	if _, _, _, err := s.Prove(id, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Prove of a corrupt block: %v", err)
+	}
+	if block, path, length, err := s.Prove(id, 3); err != nil || VerifyBlock(id, length, 3, block, path) != nil {
+		t.Fatalf("Prove of an intact block of a corrupt chunk: %v", err)
 	}
 }
 
@@ -620,5 +688,30 @@ func TestMetricsSharedRegistry(t *testing.T) {
 	}
 	if _, err := a.Put(bytes.NewReader(nil)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Put after Close: %v", err)
+	}
+}
+
+// TestLeafCacheBounded: the cache keeps the most recently used entries up
+// to its bound, and none when disabled.
+func TestLeafCacheBounded(t *testing.T) {
+	c := newLeafCache(2)
+	a, b, d := Sum([]byte("a")), Sum([]byte("b")), Sum([]byte("d"))
+	c.add(a, []Digest{{1}})
+	c.add(b, []Digest{{2}})
+	c.get(a) // a is now the most recent
+	c.add(d, []Digest{{3}})
+	if _, ok := c.get(b); ok {
+		t.Fatal("the least recently used entry was kept")
+	}
+	if l, ok := c.get(a); !ok || l[0] != (Digest{1}) {
+		t.Fatal("a recently used entry was dropped")
+	}
+	if c.ll.Len() != 2 || len(c.m) != 2 {
+		t.Fatalf("cache holds %d/%d entries, bound 2", c.ll.Len(), len(c.m))
+	}
+	off := newLeafCache(-1)
+	off.add(a, nil)
+	if _, ok := off.get(a); ok {
+		t.Fatal("a disabled cache kept an entry")
 	}
 }
