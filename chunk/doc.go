@@ -24,7 +24,10 @@
 // Put streams a chunk into a temp file while hashing it, syncs the file,
 // renames it to its id's name and syncs the directory before it returns,
 // so a chunk under its id is always whole and an acknowledged chunk
-// survives a crash. Open removes what interrupted Puts left.
+// survives a crash. Open removes what interrupted Puts left. Get serves
+// Range reads from the file; Reader.Verified checks every block against
+// the id before delivering it, and Verify re-hashes a chunk and removes it
+// if corrupt.
 //
 // # Pins and garbage collection
 //

@@ -435,7 +435,9 @@ func (s *Store) Stat(id ID) (Info, error) {
 	return Info{ID: id, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
-// Bytes returns the bytes of all stored chunks (each stored once).
+// Bytes returns the bytes of all stored chunks (each stored once): counted
+// by Open, then kept by the store's own Puts and deletes (a file changed
+// behind its back is recounted by the next Open).
 func (s *Store) Bytes() int64 { return s.bytes.Load() }
 
 // Count returns the number of stored chunks.
