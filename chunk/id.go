@@ -24,6 +24,10 @@ const (
 	prefixID    = 0x02
 )
 
+// leafPrefix is written through hash.Hash, where a literal would escape to
+// the heap once per block.
+var leafPrefix = []byte{prefixLeaf}
+
 // ID names a chunk: H(0x02 || uint64 big-endian length || root), with root
 // the RFC 6962 Merkle tree hash over the chunk's 64 KiB blocks
 // (chunk/DESIGN.md "Chunk ids").
@@ -69,7 +73,6 @@ func ParseID(s string) (ID, error) {
 // never fails. The zero value is not usable; call NewHasher.
 type Hasher struct {
 	leaf    hash.Hash // H(0x00 || the current block so far)
-	inner   hash.Hash // reused for inner nodes and the id
 	inBlock int       // bytes of the current block written to leaf
 	length  uint64
 	// stack holds the roots of complete perfect subtrees, largest first;
@@ -108,15 +111,15 @@ func (h *Hasher) Leaves() []Digest {
 
 // NewHasher returns a Hasher for one chunk.
 func NewHasher() *Hasher {
-	h := &Hasher{leaf: sha256.New(), inner: sha256.New(), sum: make([]byte, 0, sha256.Size)}
-	h.leaf.Write([]byte{prefixLeaf})
+	h := &Hasher{leaf: sha256.New(), sum: make([]byte, 0, sha256.Size)}
+	h.leaf.Write(leafPrefix)
 	return h
 }
 
 // Reset makes h ready for another chunk.
 func (h *Hasher) Reset() {
 	h.leaf.Reset()
-	h.leaf.Write([]byte{prefixLeaf})
+	h.leaf.Write(leafPrefix)
 	h.inBlock = 0
 	h.length = 0
 	h.stack = h.stack[:0]
@@ -153,7 +156,7 @@ func (h *Hasher) leafSum() Digest {
 	h.sum = h.leaf.Sum(h.sum[:0])
 	copy(d[:], h.sum)
 	h.leaf.Reset()
-	h.leaf.Write([]byte{prefixLeaf})
+	h.leaf.Write(leafPrefix)
 	h.inBlock = 0
 	return d
 }
@@ -171,14 +174,7 @@ func (h *Hasher) push(d Digest) {
 }
 
 func (h *Hasher) node(left, right Digest) Digest {
-	var d Digest
-	h.inner.Reset()
-	h.inner.Write([]byte{prefixInner})
-	h.inner.Write(left[:])
-	h.inner.Write(right[:])
-	h.sum = h.inner.Sum(h.sum[:0])
-	copy(d[:], h.sum)
-	return d
+	return innerHash(left, right)
 }
 
 // Root returns the Merkle tree hash of the blocks written so far, without

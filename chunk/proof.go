@@ -10,7 +10,7 @@ import (
 // LeafHash returns H(0x00 || block), the leaf of block in a chunk's tree.
 func LeafHash(block []byte) Digest {
 	h := sha256.New()
-	h.Write([]byte{prefixLeaf})
+	h.Write(leafPrefix)
 	h.Write(block)
 	var d Digest
 	h.Sum(d[:0])
