@@ -30,6 +30,9 @@ const (
 	metaIssueToken         byte = 0x48
 	metaRevokeToken        byte = 0x49
 	metaSetChannelSettings byte = 0x4A
+	// metaCreateRestoredChannel (version 4; restore.go): no skippable
+	// bit, a node that skipped it would not know the channel.
+	metaCreateRestoredChannel byte = 0x60
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -130,6 +133,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &RevokeToken{}
 	case metaSetChannelSettings:
 		c = &SetChannelSettings{}
+	case metaCreateRestoredChannel:
+		c = &CreateRestoredChannel{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

@@ -21,7 +21,8 @@ import (
 //	3  IssueToken (0x48), RevokeToken (0x49), SetChannelSettings (0x4A):
 //	   channel tokens, public prefixes and CORS; Idempotent (0x05): writes
 //	   under an idempotency key
-const Version = 3
+//	4  CreateRestoredChannel (0x60): a channel created from a backup
+const Version = 4
 
 // ErrUpgradePending is what a proposal of a command whose version is above
 // the cluster version fails with: nothing was proposed.
@@ -73,6 +74,8 @@ func MetaVersion(c MetaCommand) int {
 		return 2
 	case *IssueToken, *RevokeToken, *SetChannelSettings:
 		return 3
+	case *CreateRestoredChannel:
+		return 4
 	}
 	return 1
 }
