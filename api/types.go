@@ -116,6 +116,22 @@ type RepairResponse struct {
 	Applied uint64 `json:"applied"`
 }
 
+// BackupContentType is the media type of a channel backup file
+// (GET /v1/channels/{ch}/snapshot).
+const BackupContentType = "application/vnd.shardnet.backup"
+
+// RestoreResponse answers POST /v1/channels/{ch}/restore: the channel
+// created, and the backup it was created from (its channel, index, term and
+// time). Every key keeps its create and modify index; new writes get
+// indexes above Index.
+type RestoreResponse struct {
+	Channel Channel `json:"channel"`
+	From    string  `json:"from"`
+	Index   uint64  `json:"index"`
+	Term    uint64  `json:"term,omitempty"`
+	Created string  `json:"created,omitempty"`
+}
+
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
 	Name        string       `json:"name"`

@@ -49,6 +49,11 @@ func (n *Node) reconcile() {
 		if _, ok := n.shards.Replica(ch.GroupID); ok {
 			continue
 		}
+		if ch.Restore != nil {
+			// Seeded from a backup, not bootstrapped (backup.go).
+			n.startRestored(ch)
+			continue
+		}
 		spec := shard.ReplicaSpec{GroupID: ch.GroupID, Channel: ch.Name, MetaIndex: ch.CreateIndex}
 		for _, r := range ch.Placement {
 			nd, ok := n.meta.fsm.Node(r.NodeID)

@@ -39,6 +39,8 @@ var wantAccess = map[string]access{
 	"DELETE " + routeKV:      accessWrite,
 	"POST " + routeTxn:       accessWrite,
 	"POST " + routeRepair:    accessOperator,
+	"GET " + routeSnapshot:   accessOperator,
+	"POST " + routeRestore:   accessOperator,
 	"GET " + routeTokens:     accessWrite,
 	"POST " + routeTokens:    accessWrite,
 	"DELETE " + routeToken:   accessWrite,
