@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/shardnet/shardnet/api"
@@ -46,10 +47,19 @@ import (
 // deleted again.
 var ErrRestoreFailed = errors.New("cluster: the restored channel did not start")
 
+// ErrUploadGone: the node named as holding an uploaded backup does not
+// have it (any more): its restore ended.
+var ErrUploadGone = errors.New("cluster: the uploaded backup is gone")
+
 const (
 	// restoreServeLimit bounds the wait for a restored channel to serve.
 	restoreServeLimit = 10 * time.Minute
 	restoresDir       = "restores"
+	// staleUpload is how long an upload file may go unmodified before a
+	// later restore on the node removes it: a restore writes its file
+	// as the upload arrives and removes it within restoreServeLimit of
+	// the end, so an older one was left by a crash.
+	staleUpload = time.Hour
 )
 
 // Backup returns the header and the snapshot stream of a backup of
@@ -249,6 +259,7 @@ func (n *Node) storeUpload(br *fsm.BackupReader) (id, path string, size int64, e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", 0, fmt.Errorf("cluster: restore: %w", err)
 	}
+	n.removeStaleUploads(dir)
 	var rnd [12]byte
 	_, _ = rand.Read(rnd[:])
 	id = hex.EncodeToString(rnd[:])
@@ -280,6 +291,26 @@ func (n *Node) storeUpload(br *fsm.BackupReader) (id, path string, size int64, e
 		return "", "", 0, fmt.Errorf("cluster: restore: %w", err)
 	}
 	return id, path, size, nil
+}
+
+// removeStaleUploads removes the upload files of dir that a crash left.
+func (n *Node) removeStaleUploads(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < staleUpload {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.Remove(path); err != nil {
+			n.log.Warn("cannot remove a stale uploaded backup", "path", path, "error", err)
+		} else {
+			n.log.Info("removed a stale uploaded backup", "path", path)
+		}
+	}
 }
 
 // createRestored creates the channel record of a restore on the meta
@@ -410,10 +441,25 @@ func (n *Node) startRestored(ch fsm.ChannelRecord) {
 		}()
 		src := *ch.Restore
 		body, err := n.fetchRestore(ctx, src)
-		if err != nil {
-			n.log.Warn("cannot fetch the backup to seed a restored channel from; retrying", "channel", ch.Name, "node", src.Node, "error", err)
+		if errors.Is(err, ErrUploadGone) {
+			// Its restore ended: this replica was placed here again
+			// after the group started (or the restore failed and the
+			// channel goes away). It joins empty, as any other.
+			spec.Peers = nil
+			if _, err := n.shards.Ensure(spec); err != nil {
+				n.log.Error("start replica", "channel", ch.Name, "group", ch.GroupID, "error", err)
+			}
 			return
 		}
+		if err != nil {
+			lvl := hclog.Debug
+			if _, told := n.seedTold.LoadOrStore(ch.GroupID, true); !told {
+				lvl = hclog.Warn
+			}
+			n.log.Log(lvl, "cannot fetch the backup to seed a restored channel from; retrying", "channel", ch.Name, "node", src.Node, "error", err)
+			return
+		}
+		n.seedTold.Delete(ch.GroupID)
 		defer body.Close()
 		start := time.Now()
 		_, err = n.shards.Seed(spec, shard.Seed{Index: src.Index, Term: 1, Servers: servers, State: body})
@@ -451,6 +497,9 @@ func (n *Node) openUpload(id string) (*os.File, error) {
 		return nil, fmt.Errorf("%w: restore id %q", ErrInvalidRequest, id)
 	}
 	f, err := os.Open(filepath.Join(n.cfg.DataDir, restoresDir, id+".snap"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s on node %s", ErrUploadGone, id, n.cfg.Name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: uploaded backup %s: %v", ErrRepairSource, id, err)
 	}

@@ -64,6 +64,7 @@ type Node struct {
 	stop     chan struct{}
 	hashSem  chan struct{} // comparisons of state hashes running (hashcheck.go)
 	seeding  sync.Map      // group id → seeding from a backup (backup.go)
+	seedTold sync.Map      // group id → a failed seed was logged at warn
 	// nextMetaCheck is when the meta leader proposes its next hash check
 	// (leader loop only); metaCorrupt is set once a check found this
 	// node's copy of the meta state wrong (metahash.go).
