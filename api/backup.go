@@ -56,3 +56,14 @@ func (c *Client) Restore(ctx context.Context, name string, replicas int, body io
 	var out RestoreResponse
 	return out, decodeBody(resp, &out)
 }
+
+// RecoverChannel re-forms a channel that lost a majority of its replicas
+// for good from its best surviving replica (POST
+// /v1/channels/{ch}/recover). confirm must be "i-understand-data-loss":
+// writes answered 503 outcome_unknown may appear, and any the survivor
+// lacks are lost.
+func (c *Client) RecoverChannel(ctx context.Context, channel, confirm string) (RecoverResponse, error) {
+	var out RecoverResponse
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/recover", nil, RecoverRequest{Confirm: confirm}, &out)
+	return out, err
+}

@@ -132,6 +132,23 @@ type RestoreResponse struct {
 	Created string  `json:"created,omitempty"`
 }
 
+// RecoverRequest is the body of POST /v1/channels/{ch}/recover.
+type RecoverRequest struct {
+	// Confirm must be "i-understand-data-loss".
+	Confirm string `json:"confirm"`
+}
+
+// RecoverResponse answers a recovery: the channel re-formed (its new group
+// and placement) from the replica on Survivor, whose state at Index it
+// holds; Lost are the nodes whose replicas did not answer.
+type RecoverResponse struct {
+	Channel    Channel  `json:"channel"`
+	Survivor   string   `json:"survivor"`
+	Lost       []string `json:"lost"`
+	Index      uint64   `json:"index"`
+	OldGroupID uint64   `json:"old_group_id"`
+}
+
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
 	Name        string       `json:"name"`

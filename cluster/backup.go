@@ -209,15 +209,11 @@ func (n *Node) RestoreChannel(ctx context.Context, name string, replicas int, bo
 		return api.Channel{}, fsm.BackupHeader{}, err
 	}
 	h := br.Header
-	id, path, size, err := n.storeUpload(br)
+	id, _, size, err := n.storeUpload(br)
 	if err != nil {
 		return api.Channel{}, h, err
 	}
-	defer func() {
-		if err := os.Remove(path); err != nil {
-			n.log.Warn("cannot remove an uploaded backup", "path", path, "error", err)
-		}
-	}()
+	defer n.removeUpload(id)
 	if replicas == 0 {
 		replicas = h.Replicas
 	}
@@ -260,9 +256,7 @@ func (n *Node) storeUpload(br *fsm.BackupReader) (id, path string, size int64, e
 		return "", "", 0, fmt.Errorf("cluster: restore: %w", err)
 	}
 	n.removeStaleUploads(dir)
-	var rnd [12]byte
-	_, _ = rand.Read(rnd[:])
-	id = hex.EncodeToString(rnd[:])
+	id = newUploadID()
 	path = filepath.Join(dir, id+".snap")
 	f, err := os.Create(path + ".tmp")
 	if err != nil {
@@ -311,6 +305,21 @@ func (n *Node) removeStaleUploads(dir string) {
 			n.log.Info("removed a stale uploaded backup", "path", path)
 		}
 	}
+}
+
+// removeUpload removes an upload file, which the seeding replica may have
+// removed already (when it holds it).
+func (n *Node) removeUpload(id string) {
+	path := filepath.Join(n.cfg.DataDir, restoresDir, id+".snap")
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("cannot remove an uploaded backup", "path", path, "error", err)
+	}
+}
+
+func newUploadID() string {
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	return hex.EncodeToString(rnd[:])
 }
 
 // createRestored creates the channel record of a restore on the meta
@@ -469,6 +478,17 @@ func (n *Node) startRestored(ch fsm.ChannelRecord) {
 		}
 		n.log.Info("restored channel seeded", "channel", ch.Name, "group", ch.GroupID, "index", src.Index,
 			"bytes", src.Bytes, "duration", time.Since(start))
+		if src.Node == n.cfg.Name {
+			n.removeUpload(src.ID)
+		}
+		// A recovered channel's old group (recover.go): its replica here
+		// was retired for the seed and goes now.
+		for _, g := range ch.RetiredGroups {
+			if err := n.shards.Remove(g); err != nil {
+				n.log.Error("remove a retired replica", "channel", ch.Name, "group", g, "error", err)
+			}
+			n.seeding.Delete(g)
+		}
 	}()
 }
 

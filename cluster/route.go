@@ -77,6 +77,10 @@ const (
 	rcBackup         byte = 0x32
 	rcRestoreFetch   byte = 0x33
 	rcCreateRestored byte = 0x34
+	// Quorum-loss recovery (recover.go).
+	rcRecoverInfo byte = 0x35
+	rcRetire      byte = 0x36
+	rcRecoverMeta byte = 0x37
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

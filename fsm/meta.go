@@ -84,6 +84,10 @@ type ChannelRecord struct {
 	// (CreateRestoredChannel): its group is seeded from the backup's
 	// snapshot instead of bootstrapped (restore.go).
 	Restore *RestoreSource `json:"restore,omitempty"`
+	// RetiredGroups are the groups the channel had before a quorum-loss
+	// recovery (RecoverChannel): their replicas are removed wherever they
+	// come back, and never take part in the channel again.
+	RetiredGroups []uint64 `json:"retired_groups,omitempty"`
 }
 
 // HasNode reports whether the channel is placed on node id.
@@ -248,6 +252,8 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 			return res
 		}
 		m.applyCreateChannel(index, c.Channel, res)
+	case *RecoverChannel:
+		m.applyRecoverChannel(index, c, res)
 	case *SetClusterVersion:
 		// Every record it names is written, changed or not: a replica
 		// whose record lacked the version (an older binary dropped it)
@@ -372,6 +378,7 @@ func cloneChannel(c *ChannelRecord) ChannelRecord {
 	cp.Zones = slices.Clone(c.Zones)
 	cp.Nodes = slices.Clone(c.Nodes)
 	cp.Settings = cloneSettings(c.Settings)
+	cp.RetiredGroups = slices.Clone(c.RetiredGroups)
 	return cp
 }
 

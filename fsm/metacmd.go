@@ -33,6 +33,8 @@ const (
 	// metaCreateRestoredChannel (version 4; restore.go): no skippable
 	// bit, a node that skipped it would not know the channel.
 	metaCreateRestoredChannel byte = 0x60
+	// metaRecoverChannel (version 4; restore.go): no skippable bit.
+	metaRecoverChannel byte = 0x61
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -135,6 +137,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &SetChannelSettings{}
 	case metaCreateRestoredChannel:
 		c = &CreateRestoredChannel{}
+	case metaRecoverChannel:
+		c = &RecoverChannel{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

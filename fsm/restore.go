@@ -60,3 +60,44 @@ func (m *Meta) applyCreateChannel(index uint64, ch ChannelRecord, res *MetaResul
 	m.st.Channels[ch.Name] = &ch
 	res.GroupID = ch.GroupID
 }
+
+// ErrGroupMoved refuses a RecoverChannel of a group the channel no longer
+// has (another recovery, or a delete and create, came first).
+var ErrGroupMoved = errors.New("fsm: the channel's group is not the one recovered")
+
+// RecoverChannel re-forms a channel that lost a quorum of its replicas
+// (version 4): a new group, seeded from the surviving replica's state
+// (Restore, at the last index of its log), takes the place of OldGroup,
+// which is retired for good. The channel keeps its name, settings, quota
+// and tokens; its placement is Placement, the surviving replica first.
+type RecoverChannel struct {
+	Name      string        `json:"name"`
+	OldGroup  uint64        `json:"old_group"`
+	Placement []Replica     `json:"placement"`
+	Restore   RestoreSource `json:"restore"`
+}
+
+func (*RecoverChannel) metaType() byte { return metaRecoverChannel }
+
+func (m *Meta) applyRecoverChannel(index uint64, c *RecoverChannel, res *MetaResult) {
+	ch, ok := m.st.Channels[c.Name]
+	if !ok {
+		res.Err = ErrChannelNotFound
+		return
+	}
+	if ch.GroupID != c.OldGroup || len(c.Placement) == 0 {
+		res.Err = ErrGroupMoved
+		return
+	}
+	ch.RetiredGroups = append(ch.RetiredGroups, ch.GroupID)
+	ch.GroupID = m.st.NextGroupID
+	m.st.NextGroupID++
+	ch.Placement = slices.Clone(c.Placement)
+	ch.Replicas = len(c.Placement)
+	src := c.Restore
+	ch.Restore = &src
+	// The new group's replicas are removed only by a meta state newer
+	// than this entry (the reconciler counts from CreateIndex).
+	ch.CreateIndex, ch.ModifyIndex = index, index
+	res.GroupID = ch.GroupID
+}

@@ -50,3 +50,32 @@ func TestCreateRestoredChannel(t *testing.T) {
 		t.Fatal("the meta snapshot writes an empty restore field")
 	}
 }
+
+// RecoverChannel moves a channel to a new group and retires the old one,
+// once: a second recovery of the same old group is refused.
+func TestRecoverChannelRecord(t *testing.T) {
+	m := NewMeta()
+	apply := func(i uint64, c MetaCommand) *MetaResult { return m.Apply(metaLog(t, i, c)).(*MetaResult) }
+	apply(1, &CreateChannel{Channel: ChannelRecord{Name: "c", Replicas: 3, QuotaBytes: 9,
+		Placement: []Replica{{NodeID: "a", ServerID: "a@1"}, {NodeID: "b", ServerID: "b@1"}, {NodeID: "d", ServerID: "d@1"}}}})
+	old, _ := m.Channel("c")
+	rc := &RecoverChannel{Name: "c", OldGroup: old.GroupID,
+		Placement: []Replica{{NodeID: "a", ServerID: "a@1"}, {NodeID: "e", ServerID: "e@1"}},
+		Restore:   RestoreSource{Node: "a", ID: "ff", ServerID: "a@1", Index: 50}}
+	if r := apply(2, &RecoverChannel{Name: "nope", OldGroup: 1, Placement: rc.Placement}); !errors.Is(r.Err, ErrChannelNotFound) {
+		t.Fatalf("unknown channel: %v", r.Err)
+	}
+	r := apply(3, rc)
+	if r.Err != nil || r.GroupID == old.GroupID {
+		t.Fatalf("recover: %+v", r)
+	}
+	ch, _ := m.Channel("c")
+	if ch.GroupID != r.GroupID || ch.CreateIndex != 3 || ch.Replicas != 2 || ch.QuotaBytes != 9 ||
+		len(ch.RetiredGroups) != 1 || ch.RetiredGroups[0] != old.GroupID || ch.Restore == nil || ch.Restore.Index != 50 ||
+		ch.HasNode("b") || !ch.HasNode("e") {
+		t.Fatalf("recovered record %+v", ch)
+	}
+	if r := apply(4, rc); !errors.Is(r.Err, ErrGroupMoved) {
+		t.Fatalf("second recovery of the old group: %v", r.Err)
+	}
+}

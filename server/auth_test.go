@@ -41,6 +41,7 @@ var wantAccess = map[string]access{
 	"POST " + routeRepair:    accessOperator,
 	"GET " + routeSnapshot:   accessOperator,
 	"POST " + routeRestore:   accessOperator,
+	"POST " + routeRecover:   accessOperator,
 	"GET " + routeTokens:     accessWrite,
 	"POST " + routeTokens:    accessWrite,
 	"DELETE " + routeToken:   accessWrite,

@@ -53,6 +53,8 @@ type Backend interface {
 	Backup(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error)
 	// RestoreChannel creates channel name from the backup file read from body (replicas 0: the backup's), once the file checked out (else fsm.ErrBadBackup, nothing created), and returns it once it serves.
 	RestoreChannel(ctx context.Context, name string, replicas int, body io.Reader) (api.Channel, fsm.BackupHeader, error)
+	// RecoverChannel re-forms a channel that lost a majority of its replicas from its best surviving replica; confirm must be "i-understand-data-loss" (cluster/recover.go).
+	RecoverChannel(ctx context.Context, name, confirm string) (api.RecoverResponse, error)
 	// IssueToken records a new token of channel (meta leader only, as CreateChannel) expiring at expires (zero: never) and returns it with its secret.
 	IssueToken(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error)
 	// Tokens lists channel's tokens, without secrets, from this node's copy of the meta state.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -104,4 +105,22 @@ func (e *eofReader) Read(p []byte) (int, error) {
 		_ = e.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
+}
+
+// recoverChannel serves POST /v1/channels/{ch}/recover: re-forms a channel
+// that lost a majority of its replicas from its best survivor
+// (docs/operations.md "Recovering a channel that lost a quorum").
+func (s *Server) recoverChannel(ctx context.Context, req *request) (*response, error) {
+	if err := validChannel(req.ch); err != nil {
+		return nil, err
+	}
+	var b api.RecoverRequest
+	if err := decodeStrict(req.body, &b); err != nil {
+		return nil, err
+	}
+	res, err := s.b.RecoverChannel(ctx, req.ch, b.Confirm)
+	if err != nil {
+		return nil, fmt.Errorf("recover channel %s: %w", req.ch, err)
+	}
+	return jsonResponse(http.StatusOK, res), nil
 }

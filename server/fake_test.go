@@ -233,3 +233,7 @@ func (f *fakeBackend) Backup(ctx context.Context, channel string) (fsm.BackupHea
 func (f *fakeBackend) RestoreChannel(ctx context.Context, name string, replicas int, body io.Reader) (api.Channel, fsm.BackupHeader, error) {
 	return f.mem.RestoreChannel(ctx, name, replicas, body)
 }
+
+func (f *fakeBackend) RecoverChannel(ctx context.Context, name, confirm string) (api.RecoverResponse, error) {
+	return f.mem.RecoverChannel(ctx, name, confirm)
+}

@@ -25,6 +25,7 @@ const (
 	routeRepair   = "/v1/channels/{ch}/repair"
 	routeSnapshot = "/v1/channels/{ch}/snapshot"
 	routeRestore  = "/v1/channels/{ch}/restore"
+	routeRecover  = "/v1/channels/{ch}/recover"
 	routeTokens   = "/v1/channels/{ch}/tokens"
 	routeToken    = "/v1/channels/{ch}/tokens/{id}"
 	routeSign     = "/v1/channels/{ch}/sign"
@@ -106,6 +107,7 @@ func (s *Server) routeTable() map[string]*route {
 		{routeSnapshot, map[string]endpoint{http.MethodGet: small(accessOperator, s.backupChannel)}},
 		{routeRestore, map[string]endpoint{http.MethodPost: {raw: http.HandlerFunc(s.restoreChannel),
 			maxBody: maxBackupBytes, params: []string{"replicas"}, access: accessOperator}}},
+		{routeRecover, map[string]endpoint{http.MethodPost: small(accessOperator, s.recoverChannel)}},
 		{routeTokens, map[string]endpoint{
 			http.MethodGet:  small(accessWrite, s.listTokens),
 			http.MethodPost: small(accessWrite, s.createToken),
@@ -176,6 +178,8 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeSnapshot), ch, ""
 	case rest == "restore":
 		return byName(routeRestore), ch, ""
+	case rest == "recover":
+		return byName(routeRecover), ch, ""
 	case rest == "tokens":
 		return byName(routeTokens), ch, ""
 	case strings.HasPrefix(rest, "tokens/") && len(rest) > len("tokens/") && !strings.Contains(rest[len("tokens/"):], "/"):

@@ -278,3 +278,38 @@ func exportMeta(ctx context.Context, client *api.Client) (metaExport, error) {
 	}
 	return exp, nil
 }
+
+// recoverWarning is printed before a recovery acts, and instead of it
+// without -i-understand-data-loss.
+const recoverWarning = `Recovering channel %s re-forms it from its surviving replica with the most advanced log,
+for a channel that lost a majority of its replicas FOR GOOD. Its uncommitted tail becomes
+committed: writes that were answered 503 outcome_unknown may appear, and writes that only the
+lost replicas had are gone. The lost replicas never take part in the channel again.
+Refused while a majority of the replicas answer.
+`
+
+func runChannelRecover(ctx context.Context, c *cli, args []string) int {
+	f := c.newFlags("channel recover", "CHANNEL -i-understand-data-loss",
+		"Re-form a channel that lost a majority of its replicas for good from its best surviving replica\n"+
+			"(docs/operations.md \"Recovering a channel that lost a quorum\").").withJSON()
+	sure := f.Bool("i-understand-data-loss", false, "confirm: writes answered outcome_unknown may appear, others may be lost")
+	pos, code, ok := f.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	fmt.Fprintf(c.stderr, recoverWarning, pos[0])
+	if !*sure {
+		return c.usageError("add -i-understand-data-loss to go ahead")
+	}
+	res, err := f.client().RecoverChannel(ctx, pos[0], "i-understand-data-loss")
+	if err != nil {
+		return c.fail(err)
+	}
+	if f.json {
+		return c.printJSON(res)
+	}
+	fmt.Fprintf(c.stdout, "Recovered %s from the replica on %s at index %d (group %d → %d); lost: %v\n\n",
+		res.Channel.Name, res.Survivor, res.Index, res.OldGroupID, res.Channel.GroupID, res.Lost)
+	c.printChannel(res.Channel)
+	return 0
+}

@@ -21,6 +21,7 @@ var channelCommands = map[string]command{
 	"settings": {"set a channel's public prefixes and CORS", runChannelSettings},
 	"backup":   {"write a backup of a channel to a file", runChannelBackup},
 	"restore":  {"create a channel from a backup file", runChannelRestore},
+	"recover":  {"re-form a channel that lost a majority of its replicas from a survivor", runChannelRecover},
 }
 
 // runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings

@@ -490,3 +490,13 @@ func (m *Memory) RestoreChannel(_ context.Context, name string, _ int, body io.R
 	}
 	return api.Channel{}, br.Header, errNoBackups
 }
+
+// RecoverChannel: a channel of the memory backend never loses a quorum.
+func (m *Memory) RecoverChannel(_ context.Context, name, _ string) (api.RecoverResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.channel(name); err != nil {
+		return api.RecoverResponse{}, err
+	}
+	return api.RecoverResponse{}, fmt.Errorf("%w: channel %q has a quorum", cluster.ErrInvalidRequest, name)
+}
