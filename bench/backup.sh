@@ -8,7 +8,8 @@
 #   3. shardnet channel restore of the first file into a new channel, timed
 #      until the new channel serves (the restore answers only then);
 #
-# and a check that the restored channel holds the keys. It prints one line
+# and a check that the restored channel holds the keys, and a `shardnet
+# backup -o DIR` of the whole cluster. It prints one line
 # per step: bytes, seconds, MiB/s. Bounded: every wait has a deadline.
 #
 #   bench/backup.sh                 # 100,000 keys of 1 KiB (~100 MiB)
@@ -77,6 +78,11 @@ for i in 0 1 2; do
 		((n == VALUE_SIZE)) || die "bk2/$k through n$((i + 1)): $n bytes, want $VALUE_SIZE"
 	done
 done
+# The whole cluster: meta.json and one file per channel.
+"$BIN" backup -o "$WORK/all" >"$WORK/logs/backup-all.log" 2>&1 || die "shardnet backup failed: $(cat "$WORK/logs/backup-all.log")"
+for f in meta.json bk.shnbak bk2.shnbak; do [ -s "$WORK/all/$f" ] || die "shardnet backup wrote no $f"; done
+grep -q '"name": "bk2"' "$WORK/all/meta.json" || die "meta.json lacks channel bk2"
+
 count=$(sn_curl "$(sn_url 0)/v1/channels/bk2" | sed -n 's/.*"keys":\([0-9]*\).*/\1/p')
 idx=$(sed -n 's/.*"index": *\([0-9]*\).*/\1/p' "$WORK/restore.json" | head -n 1)
 
