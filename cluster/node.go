@@ -63,6 +63,8 @@ type Node struct {
 	metaFast atomic.Bool // the meta group's failover timers are in force
 	stop     chan struct{}
 	hashSem  chan struct{} // comparisons of state hashes running (hashcheck.go)
+	seeding  sync.Map      // group id → seeding from a backup (backup.go)
+	seedTold sync.Map      // group id → a failed seed was logged at warn
 	// nextMetaCheck is when the meta leader proposes its next hash check
 	// (leader loop only); metaCorrupt is set once a check found this
 	// node's copy of the meta state wrong (metahash.go).

@@ -73,6 +73,14 @@ const (
 	rcIssueToken    byte = 0x1C
 	rcRevokeToken   byte = 0x1D
 	rcSettings      byte = 0x1E
+	// Backup and restore (backup.go).
+	rcBackup         byte = 0x32
+	rcRestoreFetch   byte = 0x33
+	rcCreateRestored byte = 0x34
+	// Quorum-loss recovery (recover.go).
+	rcRecoverInfo byte = 0x35
+	rcRetire      byte = 0x36
+	rcRecoverMeta byte = 0x37
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

@@ -52,6 +52,18 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRevokeToken, "revoke_token"
 	case rcSettings:
 		return r.serveSettings, "settings"
+	case rcBackup:
+		return r.serveBackup, "backup"
+	case rcRestoreFetch:
+		return r.serveRestoreFetch, "restore_fetch"
+	case rcCreateRestored:
+		return r.serveCreateRestored, "create_restored"
+	case rcRecoverInfo:
+		return r.serveRecoverInfo, "recover_info"
+	case rcRetire:
+		return r.serveRetire, "retire"
+	case rcRecoverMeta:
+		return r.serveRecoverMeta, "recover_meta"
 	}
 	return nil, ""
 }

@@ -52,6 +52,7 @@ var errorTable = []struct {
 	{fsm.ErrInvalidIdemKey, http.StatusBadRequest, api.CodeBadRequest, false},
 	{cluster.ErrInvalidRequest, http.StatusBadRequest, api.CodeBadRequest, false},
 	{cluster.ErrInvalidGossipKey, http.StatusBadRequest, api.CodeInvalidGossipKey, false},
+	{fsm.ErrBadBackup, http.StatusBadRequest, api.CodeInvalidBackup, false},
 	{errUnauthorized, http.StatusUnauthorized, api.CodeUnauthorized, false},
 	{errForbidden, http.StatusForbidden, api.CodeForbidden, false},
 	{cluster.ErrTokenNotFound, http.StatusNotFound, api.CodeTokenNotFound, false},
@@ -97,6 +98,7 @@ var errorTable = []struct {
 	{errUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{shard.ErrStopped, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{cluster.ErrRepairSource, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{cluster.ErrRestoreFailed, http.StatusServiceUnavailable, api.CodeRestoreFailed, false},
 	{fsm.ErrSnapshotBehind, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{fsm.ErrClosed, http.StatusServiceUnavailable, api.CodeUnavailable, true}, // a read of a replica being closed
 	{errStopping, http.StatusServiceUnavailable, api.CodeUnavailable, true},

@@ -33,6 +33,9 @@ type ReplicaSpec struct {
 	// MetaIndex is the meta log index that created the placement; a
 	// replica is removed only by a meta state newer than it.
 	MetaIndex uint64
+	// seeded: the replica's snapshot store holds the group's first
+	// snapshot (Seed), and it stands for election at once.
+	seeded bool
 }
 
 // record is what a replica keeps on disk beside its snapshots, so a node
@@ -310,7 +313,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		m.log.Error("this replica was marked corrupt by a hash check; it serves no reads until repaired",
 			"channel", rec.Channel, "group", gid, "index", corrupt.Index)
 	}
-	r.electionAtStart(g.Bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
+	r.electionAtStart(g.Bootstrapped || spec.seeded, spec.seeded || len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
 	return r, nil
 }
 

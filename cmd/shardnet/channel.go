@@ -19,6 +19,9 @@ var channelCommands = map[string]command{
 	"token":    {"issue, list and revoke a channel's tokens", runChannelToken},
 	"sign":     {"print a link to a key that works without a token until it expires", runChannelSign},
 	"settings": {"set a channel's public prefixes and CORS", runChannelSettings},
+	"backup":   {"write a backup of a channel to a file", runChannelBackup},
+	"restore":  {"create a channel from a backup file", runChannelRestore},
+	"recover":  {"re-form a channel that lost a majority of its replicas from a survivor", runChannelRecover},
 }
 
 // runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings
