@@ -16,7 +16,7 @@ func TestNodeRefusesAnotherNodesCertificate(t *testing.T) {
 	if err := transport.WriteCA(dir, "ca", transport.KeyEd25519, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n2", KeyType: transport.KeyEd25519}, false)
+	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n2", Role: transport.RoleCore, KeyType: transport.KeyEd25519}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

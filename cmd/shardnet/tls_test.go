@@ -51,7 +51,7 @@ func TestAgentRefusesToStartWithoutCertificates(t *testing.T) {
 	if err := transport.WriteCA(dir, "ca", "", 0, false); err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n2"}, false)
+	certFile, keyFile, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n2", Role: transport.RoleCore}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 	if err := transport.WriteCA(dir, "ca", "", 0, false); err != nil {
 		t.Fatal(err)
 	}
-	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1"}, false)
+	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1", Role: transport.RoleCore}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 	old := certs.Leaf().SerialNumber
 	stop := reloadOnSIGHUP(certs, hclog.NewNullLogger())
 	defer stop()
-	if _, _, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1"}, true); err != nil {
+	if _, _, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1", Role: transport.RoleCore}, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
