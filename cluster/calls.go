@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
 )
@@ -89,6 +90,8 @@ const (
 	codeUnreachable
 	codeTokenNotFound
 	codeTooManyTokens
+	codeUnauthorized
+	codeForbidden
 
 	codeRedirectBit byte = 0x80
 )
@@ -136,6 +139,8 @@ var callErrors = []struct {
 	{codeUnreachable, ErrUnreachable, true},
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
+	{codeUnauthorized, access.ErrUnauthorized, true},
+	{codeForbidden, access.ErrForbidden, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

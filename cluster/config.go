@@ -37,6 +37,10 @@ type Config struct {
 	MaxReplicas  int
 
 	ClusterKey []byte // shared secret of the cluster port (without TLS)
+	// Token is the operator token, the same on every node ("" leaves the
+	// API open): the node serving a route call checks the client's token
+	// it carries against it (routeauth.go), as the HTTP server does.
+	Token string
 	// TLS, when set, makes the cluster port speak mutual TLS with these
 	// certificates instead of proving ClusterKey (transport.Config.TLS); its
 	// certificate must name this node (Name).
