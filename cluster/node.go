@@ -148,6 +148,13 @@ func New(cfg Config) (*Node, error) {
 		// Until the meta state is restored and replayed this is 1 or a
 		// version it has since raised: never above the cluster's.
 		ClusterVersion: n.metaFSM.ClusterVersion,
+		// A node the meta state places on a channel may replicate to its
+		// replica here before this replica's configuration names it a
+		// voter (shard/DESIGN.md "Who may send a group Raft RPCs").
+		Placed: func(gid uint64, channel, node string) bool {
+			ch, ok := n.metaFSM.Channel(channel)
+			return ok && ch.GroupID == gid && placedOn(ch, node)
+		},
 	})
 	if err != nil {
 		n.trans.Close()
