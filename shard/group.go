@@ -45,7 +45,7 @@ type GroupSetup struct {
 	// registered core node). Such a node may send the group AppendEntries
 	// and InstallSnapshot though it is not a voter of the replica's latest
 	// configuration, and any RPC while that configuration is empty
-	// (DESIGN.md "Who may send a group Raft RPCs"). Called on the RPC path,
+	// (shard/DESIGN.md "Who may send a group Raft RPCs"). Called on the RPC path,
 	// only when the voter check refused: it must not block.
 	Placed func(node string) bool
 }
