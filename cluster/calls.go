@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
 )
@@ -90,6 +91,8 @@ const (
 	codeTokenNotFound
 	codeTooManyTokens
 	codeUploadGone
+	codeUnauthorized
+	codeForbidden
 
 	codeRedirectBit byte = 0x80
 )
@@ -138,6 +141,8 @@ var callErrors = []struct {
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
 	{codeUploadGone, ErrUploadGone, true},
+	{codeUnauthorized, access.ErrUnauthorized, true},
+	{codeForbidden, access.ErrForbidden, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

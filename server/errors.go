@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/cluster"
 	"github.com/shardnet/shardnet/fsm"
@@ -21,8 +22,8 @@ var (
 	errBadRequest       = errors.New("server: invalid request")
 	errInvalidChannel   = errors.New("server: invalid channel name")
 	errBodyTooLarge     = errors.New("server: request body too large")
-	errUnauthorized     = errors.New("server: unauthorized")
-	errForbidden        = errors.New("server: forbidden")
+	errUnauthorized     = access.ErrUnauthorized
+	errForbidden        = access.ErrForbidden
 	errRouteNotFound    = errors.New("server: no such endpoint")
 	errMethodNotAllowed = errors.New("server: method not allowed")
 	errTooManyWatchers  = errors.New("server: too many blocking reads on this node")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
 )
@@ -52,7 +53,7 @@ type endpoint struct {
 	// refused (parseQuery).
 	params []string
 	// access says who may call it (auth.go).
-	access access
+	access access.Rule
 }
 
 func (rt *route) allow() string {
@@ -68,7 +69,7 @@ func (rt *route) allow() string {
 }
 
 func (s *Server) routeTable() map[string]*route {
-	small := func(a access, h handlerFunc, params ...string) endpoint {
+	small := func(a access.Rule, h handlerFunc, params ...string) endpoint {
 		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge, params: params, access: a}
 	}
 	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge, params: []string{"cas"}, access: accessWrite}

@@ -290,7 +290,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	g, err := StartGroup(GroupSetup{
 		GroupID: gid, ServerID: raft.ServerID(rec.ServerID), Timing: m.cfg.Raft, Logger: logger,
 		FSM: ch, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 512,
-		Transport: m.cfg.Transport, Bootstrap: spec.Peers,
+		Transport: m.cfg.Transport, Bootstrap: spec.Peers, Placed: m.placed(gid, rec.Channel),
 		BeforeStart: func() error {
 			if known {
 				return nil
@@ -531,4 +531,12 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// placed is the replica check of channel's group gid (Config.Placed).
+func (m *Manager) placed(gid uint64, channel string) func(node string) bool {
+	if m.cfg.Placed == nil {
+		return nil
+	}
+	return func(node string) bool { return m.cfg.Placed(gid, channel, node) }
 }
