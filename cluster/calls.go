@@ -89,6 +89,7 @@ const (
 	codeUnreachable
 	codeTokenNotFound
 	codeTooManyTokens
+	codePlacementChanged
 
 	codeRedirectBit byte = 0x80
 )
@@ -136,6 +137,7 @@ var callErrors = []struct {
 	{codeUnreachable, ErrUnreachable, true},
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
+	{codePlacementChanged, ErrPlacementChanged, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

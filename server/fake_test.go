@@ -91,6 +91,10 @@ func (f *fakeBackend) DeleteChannel(ctx context.Context, name string) error {
 	return f.mem.DeleteChannel(ctx, name)
 }
 
+func (f *fakeBackend) ChangeChannel(ctx context.Context, name string, req api.ChangeChannelRequest) (api.Channel, error) {
+	return f.mem.ChangeChannel(ctx, name, req)
+}
+
 func (f *fakeBackend) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
 	f.proposals.Add(1)
 	if f.propose != nil {

@@ -416,6 +416,10 @@ type ReplicaInfo struct {
 	CommitIndex uint64
 	Voters      []string // node ids
 	NonVoters   []string
+	// ConfigServers are the server ids of the replica's latest
+	// configuration, voters and non-voters: they tell an old incarnation
+	// of a node from its new one, which Voters cannot.
+	ConfigServers []string `json:",omitempty"`
 	LastContact time.Time
 	Keys        uint64 // live keys in this replica's state
 	Bytes       uint64 // their keys' and values' bytes
@@ -452,6 +456,7 @@ func (r *Replica) Info() ReplicaInfo {
 			} else {
 				info.NonVoters = append(info.NonVoters, NodeOf(s.ID))
 			}
+			info.ConfigServers = append(info.ConfigServers, string(s.ID))
 		}
 	}
 	return info
