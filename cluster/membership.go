@@ -124,12 +124,11 @@ func nextMemberStep(v memberView) memberStep {
 		return memberStep{} // the replacements vote first
 	}
 	for _, s := range v.Servers {
-		if placed[s.ID] || s.Suffrage != raft.Voter {
-			continue
-		}
-		if s.ID != v.Self {
+		if !placed[s.ID] && s.Suffrage == raft.Voter && s.ID != v.Self {
 			return memberStep{Op: memberRemove, Server: s.ID, Why: "not placed (voter; every placed server votes)"}
 		}
+	}
+	if !placed[v.Self] {
 		for _, o := range v.Servers {
 			if placed[o.ID] && o.Suffrage == raft.Voter {
 				return memberStep{Op: memberTransfer, Server: o.ID, Addr: o.Address, Why: "the leader is not placed"}
