@@ -221,3 +221,72 @@ func TestRescale(t *testing.T) {
 	}
 }
 
+
+// Only a creation replica bootstraps, always with the creation placement;
+// an added replica joins; a placement naming another incarnation of this
+// node starts nothing.
+func TestReplicaSpec(t *testing.T) {
+	m := fsm.NewMeta()
+	idx := uint64(0)
+	apply := func(c fsm.MetaCommand) *fsm.MetaResult {
+		t.Helper()
+		b, err := fsm.EncodeMeta(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx++
+		return m.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: b}).(*fsm.MetaResult)
+	}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		apply(&fsm.UpsertNode{Node: fsm.NodeRecord{ID: id, ServerID: id + "@1", ClusterAddr: id + ":1"}})
+	}
+	abc := []fsm.Replica{{NodeID: "a", ServerID: "a@1"}, {NodeID: "b", ServerID: "b@1"}, {NodeID: "c", ServerID: "c@1"}}
+	apply(&fsm.CreateChannel{Channel: fsm.ChannelRecord{Name: "x", Replicas: 3, Placement: abc}})
+	spec := func(node string) ([]raft.ServerID, bool) {
+		t.Helper()
+		n := &Node{serverID: raft.ServerID(node + "@1"), meta: &metaGroup{fsm: m}}
+		ch, _ := m.Channel("x")
+		r, ok := placedReplica(ch, node)
+		if !ok {
+			return nil, false
+		}
+		s, ok := n.replicaSpec(ch, r)
+		var ids []raft.ServerID
+		for _, p := range s.Peers {
+			if p.Suffrage != raft.Voter {
+				t.Fatalf("bootstrap server %v is not a voter", p)
+			}
+			ids = append(ids, p.ID)
+		}
+		return ids, ok
+	}
+	want := []raft.ServerID{"a@1", "b@1", "c@1"}
+	if got, ok := spec("a"); !ok || !slices.Equal(got, want) {
+		t.Fatalf("creation replica a: bootstrap %v (%v), want %v", got, ok, want)
+	}
+	// c is replaced by d, and the channel scaled to four with c back.
+	ch, _ := m.Channel("x")
+	if r := apply(&fsm.SetPlacement{Channel: "x", Placement: []fsm.Replica{abc[0], abc[1], {NodeID: "d", ServerID: "d@1"}}, Expect: ch.ModifyIndex}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	ch, _ = m.Channel("x")
+	if r := apply(&fsm.SetPlacement{Channel: "x", Placement: append(slices.Clone(ch.Placement), abc[2]), Expect: ch.ModifyIndex}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// b, a creation replica that never started yet, still bootstraps the
+	// creation placement, not the current one.
+	if got, ok := spec("b"); !ok || !slices.Equal(got, want) {
+		t.Fatalf("late creation replica b: bootstrap %v (%v), want %v", got, ok, want)
+	}
+	for _, node := range []string{"c", "d"} {
+		if got, ok := spec(node); !ok || got != nil {
+			t.Fatalf("added replica %s: bootstrap %v (%v), want to join", node, got, ok)
+		}
+	}
+	// Node a wiped: it runs as a@2 while the placement still names a@1.
+	n := &Node{serverID: "a@2", meta: &metaGroup{fsm: m}}
+	ch, _ = m.Channel("x")
+	if _, ok := n.replicaSpec(ch, ch.Placement[0]); ok {
+		t.Fatal("a new incarnation started the replica placed for its old one")
+	}
+}
