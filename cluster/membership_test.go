@@ -221,7 +221,6 @@ func TestRescale(t *testing.T) {
 	}
 }
 
-
 // Only a creation replica bootstraps, always with the creation placement;
 // an added replica joins; a placement naming another incarnation of this
 // node starts nothing.
