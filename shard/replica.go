@@ -416,16 +416,16 @@ type ReplicaInfo struct {
 	CommitIndex uint64
 	Voters      []string // node ids
 	NonVoters   []string
+	LastContact time.Time
+	Keys        uint64 // live keys in this replica's state
+	Bytes       uint64 // their keys' and values' bytes
+	// Corrupt is set when a hash check found this replica's state other
+	// than its group's majority (hashcheck.go).
+	Corrupt *Corruption `json:",omitempty"`
 	// ConfigServers are the server ids of the replica's latest
 	// configuration, voters and non-voters: they tell an old incarnation
 	// of a node from its new one, which Voters cannot.
 	ConfigServers []string `json:",omitempty"`
-	LastContact   time.Time
-	Keys          uint64 // live keys in this replica's state
-	Bytes         uint64 // their keys' and values' bytes
-	// Corrupt is set when a hash check found this replica's state other
-	// than its group's majority (hashcheck.go).
-	Corrupt *Corruption `json:",omitempty"`
 }
 
 // Info reports the replica's current Raft state.
