@@ -64,6 +64,11 @@ func (n *Node) reconcile() {
 		}
 		n.log.Debug("replica started", "channel", ch.Name, "group", ch.GroupID, "bootstrap", len(spec.Peers) > 0)
 	}
+	// The leaders' answers below take a call each: bounded per pass, so
+	// that a leader that does not answer delays the next pass (the
+	// replicas it starts) by at most this; the rest wait for a later pass.
+	ctx, cancel := context.WithTimeout(context.Background(), internalCallLimit)
+	defer cancel()
 	for _, r := range n.shards.Replicas() {
 		if want[r.GroupID] {
 			continue
@@ -73,10 +78,7 @@ func (n *Node) reconcile() {
 			// is never told, so delete it only once the group's leader
 			// says its committed configuration no longer lists it
 			// (cluster/DESIGN.md "Membership changes").
-			ctx, cancel := context.WithTimeout(context.Background(), internalCallLimit)
-			gone := n.removedHere(ctx, r, ch)
-			cancel()
-			if !gone {
+			if ctx.Err() != nil || !n.removedHere(ctx, r, ch) {
 				continue
 			}
 			n.log.Info("removing replica: the group's leader no longer lists it", "channel", r.Channel, "group", r.GroupID)

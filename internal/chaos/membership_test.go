@@ -188,27 +188,42 @@ func TestScaleUnderLoad(t *testing.T) {
 	waitConverged(t, c, channel, 30*time.Second)
 
 	five := placedIDs(ch)
+	// A dropped replica's data goes only once the leader no longer lists
+	// it: watched closely from before the scale-down until both are gone.
+	watchDone := make(chan struct{})
+	var violations []string
+	go func() {
+		defer close(watchDone)
+		deadline := time.Now().Add(40 * time.Second)
+		for time.Now().Before(deadline) {
+			v := viewGroup(c, created.GroupID)
+			gone := 0
+			for _, id := range five {
+				if _, running := v.configs[id]; running {
+					continue
+				}
+				gone++
+				sid := c.Node(id).Agent().Node.ServerID()
+				if v.leader != "" && slices.ContainsFunc(v.configs[v.leader], func(s raft.Server) bool { return s.ID == sid }) {
+					violations = append(violations, fmt.Sprintf("replica on %s deleted while the leader %s lists it: %v", id, v.leader, v.configs[v.leader]))
+				}
+			}
+			if gone == 2 {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		violations = append(violations, "the dropped replicas were not deleted within 40 s")
+	}()
 	ch = scaleTo(t, c, channel, 3)
 	dropped := slices.DeleteFunc(slices.Clone(five), func(id string) bool { return slices.Contains(placedIDs(ch), id) })
 	if len(dropped) != 2 {
 		t.Fatalf("scaling 5 -> 3 dropped %v", dropped)
 	}
-	// A dropped replica's data goes only once the leader no longer lists
-	// it: watched until both are gone.
-	c.WaitFor(30*time.Second, func() error {
-		v := viewGroup(c, created.GroupID)
-		for _, id := range dropped {
-			_, running := v.configs[id]
-			if running {
-				return fmt.Errorf("replica on %s still there", id)
-			}
-			sid := c.Node(id).Agent().Node.ServerID()
-			if v.leader != "" && slices.ContainsFunc(v.configs[v.leader], func(s raft.Server) bool { return s.ID == sid }) {
-				t.Errorf("replica on %s deleted while the leader %s lists it: %v", id, v.leader, v.configs[v.leader])
-			}
-		}
-		return nil
-	})
+	<-watchDone
+	for _, v := range violations {
+		t.Error(v)
+	}
 	waitConverged(t, c, channel, 30*time.Second)
 	stop()
 	for _, id := range dropped {
