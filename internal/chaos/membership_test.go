@@ -121,9 +121,10 @@ func serverSet(servers []raft.Server) []string {
 }
 
 // waitConverged waits until the group's leader has exactly the placement
-// as voters, and every placed replica holds the leader's configuration:
-// no replica bootstrapped a configuration of its own.
-func waitConverged(t *testing.T, c *testcluster.Cluster, channel string, timeout time.Duration) api.Channel {
+// as voters, and every placed replica holds the leader's configuration,
+// and checks that no replica outside the creation placement (server ids in
+// created) bootstrapped: its first configuration came from the leader.
+func waitConverged(t *testing.T, c *testcluster.Cluster, channel string, created []api.Replica, timeout time.Duration) api.Channel {
 	t.Helper()
 	var ch api.Channel
 	c.WaitFor(timeout, func() error {
@@ -158,6 +159,12 @@ func waitConverged(t *testing.T, c *testcluster.Cluster, channel string, timeout
 		}
 		return nil
 	})
+	for node, info := range viewGroup(c, ch.GroupID).infos {
+		creation := slices.ContainsFunc(created, func(r api.Replica) bool { return r.ServerID == info.ServerID })
+		if info.Bootstrapped && !creation {
+			t.Errorf("replica %s on %s, added after the channel's creation, bootstrapped the group", info.ServerID, node)
+		}
+	}
 	return ch
 }
 
@@ -185,7 +192,7 @@ func TestScaleUnderLoad(t *testing.T) {
 	if ch.Replicas != 5 {
 		t.Fatalf("replicas %d after scaling to 5", ch.Replicas)
 	}
-	waitConverged(t, c, channel, 30*time.Second)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
 
 	five := placedIDs(ch)
 	// A dropped replica's data goes only once the leader no longer lists
@@ -224,7 +231,7 @@ func TestScaleUnderLoad(t *testing.T) {
 	for _, v := range violations {
 		t.Error(v)
 	}
-	waitConverged(t, c, channel, 30*time.Second)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
 	stop()
 	for _, id := range dropped {
 		if _, err := os.Stat(fmt.Sprintf("%s/replicas/%d", c.Node(id).Dir, created.GroupID)); !os.IsNotExist(err) {
@@ -239,7 +246,7 @@ func TestScaleUnderLoad(t *testing.T) {
 func TestKillLeaderDuringScale(t *testing.T) {
 	c := testcluster.New(t, membershipOptions())
 	const channel = "kill"
-	c.CreateChannel(channel, 3)
+	created := c.CreateChannel(channel, 3)
 	stop := runLoad(t, c, channel)
 	time.Sleep(time.Second)
 	leader := c.WaitLeader(channel)
@@ -259,7 +266,7 @@ func TestKillLeaderDuringScale(t *testing.T) {
 	t.Logf("leader %s killed; its configuration held a non-voter: %v", leader, mid)
 	time.Sleep(2 * time.Second)
 	c.Start(c.Index(leader))
-	waitConverged(t, c, channel, 45*time.Second)
+	waitConverged(t, c, channel, created.Placement, 45*time.Second)
 	stop()
 }
 
@@ -298,7 +305,7 @@ func TestWipedNodeRejoins(t *testing.T) {
 	if newID == oldID {
 		t.Fatalf("the wiped node came back as %s, its old server id", newID)
 	}
-	got := waitConverged(t, c, channel, 45*time.Second)
+	got := waitConverged(t, c, channel, ch.Placement, 45*time.Second)
 	for _, r := range got.Placement {
 		if r.NodeID == victim && r.ServerID != string(newID) {
 			t.Fatalf("placement names %s for %s, want the new incarnation %s", r.ServerID, victim, newID)
