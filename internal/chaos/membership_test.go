@@ -327,3 +327,79 @@ func TestWipedNodeRejoins(t *testing.T) {
 		return nil
 	})
 }
+
+// A channel leader whose copy of the meta state trails does not act on
+// it: here the new leader's copy still has the placement of three while
+// the group holds the fourth replica the newer placement added; removing
+// that replica would undo the newer placement. It waits until its copy has
+// caught up with the meta leader's commit index.
+func TestStaleMetaLeaderWaits(t *testing.T) {
+	c := testcluster.New(t, membershipOptions())
+	const channel = "stale"
+	created := c.CreateChannel(channel, 3)
+	leader := c.WaitLeader(channel)
+	// The follower that will lead with a stale copy: placed, not leading
+	// the channel, not leading the meta group (whose writes would wait for
+	// its blocked copy).
+	var stale string
+	for _, r := range created.Placement {
+		if nd := c.Node(r.NodeID); r.NodeID != leader && !nd.Agent().Node.IsMetaLeader() {
+			stale = r.NodeID
+		}
+	}
+	if stale == "" {
+		t.Fatalf("no follower to use in %v", placedIDs(created))
+	}
+	staleNode := c.Node(stale).Agent().Node
+	release := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	staleNode.Meta().SetApplyHook(func(uint64) { <-release })
+	defer staleNode.Meta().SetApplyHook(nil)
+
+	ch := scaleTo(t, c, channel, 4)
+	var added string
+	for _, r := range ch.Placement {
+		if !slices.ContainsFunc(created.Placement, func(o api.Replica) bool { return o.NodeID == r.NodeID }) {
+			added = r.ServerID
+		}
+	}
+	// Converged under the current leader (the stale node's own replica
+	// takes part: only its meta copy is held back).
+	c.WaitFor(30*time.Second, func() error {
+		v := viewGroup(c, ch.GroupID)
+		conf := v.configs[v.leader]
+		if len(conf) != 4 || slices.ContainsFunc(conf, func(s raft.Server) bool { return s.Suffrage != raft.Voter }) {
+			return fmt.Errorf("leader %s's configuration %v", v.leader, conf)
+		}
+		return nil
+	})
+	// Hand the leadership to the stale node.
+	c.WaitFor(20*time.Second, func() error {
+		v := viewGroup(c, ch.GroupID)
+		if v.leader == stale {
+			return nil
+		}
+		rep, ok := c.Node(v.leader).Agent().Node.Shards().Replica(ch.GroupID)
+		if !ok {
+			return fmt.Errorf("no leader replica")
+		}
+		_ = rep.Raft().LeadershipTransferToServer(staleNode.ServerID(), raft.ServerAddress(staleNode.ClusterAddr())).Error()
+		return fmt.Errorf("leader is %s, not %s yet", v.leader, stale)
+	})
+	// For a while (longer than its meta sync waits), it keeps the replica
+	// the newer placement added.
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		v := viewGroup(c, ch.GroupID)
+		if v.leader == stale && !slices.ContainsFunc(v.configs[stale], func(s raft.Server) bool { return string(s.ID) == added }) {
+			t.Fatalf("the leader %s, whose meta copy trails, removed %s, which the newer placement added: %v", stale, added, v.configs[stale])
+		}
+	}
+	released = true
+	close(release)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+}
