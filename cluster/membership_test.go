@@ -194,7 +194,7 @@ func TestRescale(t *testing.T) {
 	}
 	if _, err := rescale(nodes, channels, ch, 6, "a"); err == nil {
 		t.Fatal("six replicas on five alive nodes")
-	} else if want := `channel "x" needs 6 replicas, 3 placed, 3 more`; !strings.Contains(err.Error(), want) {
+	} else if want := `channel "x" needs 6 replicas, 3 placed: 3 more wanted, 2 eligible nodes`; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not say %q", err, want)
 	}
 	// Back to three from a, b, c, d (z1 twice), f, led by d: d shares

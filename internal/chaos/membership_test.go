@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,6 +194,12 @@ func TestScaleUnderLoad(t *testing.T) {
 		t.Fatalf("replicas %d after scaling to 5", ch.Replicas)
 	}
 	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+	// Seven on five nodes: refused, with the numbers, nothing changed.
+	seven := 7
+	_, err := c.Client(0).ChangeChannel(context.Background(), channel, api.ChangeChannelRequest{Replicas: &seven})
+	if !api.IsConflict(err) || !strings.Contains(err.Error(), "needs 7 replicas, 5 placed: 2 more wanted, 0 eligible nodes") {
+		t.Fatalf("scaling to seven on five nodes: %v", err)
+	}
 
 	five := placedIDs(ch)
 	// A dropped replica's data goes only once the leader no longer lists
