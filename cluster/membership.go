@@ -197,8 +197,7 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 		case <-ctx.Done():
 		}
 	}()
-	step, confIndex, ok := n.memberStep(ctx, rep, ch)
-	if !ok || step.Op == memberNone {
+	if step, _, ok := n.memberStep(ctx, rep, ch); !ok || step.Op == memberNone {
 		return
 	}
 	// Decided from this node's copy of the meta state, which may trail
@@ -213,7 +212,8 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 	if !found || fresh.GroupID != ch.GroupID {
 		return
 	}
-	if step, confIndex, ok = n.memberStep(ctx, rep, fresh); !ok || step.Op == memberNone {
+	step, confIndex, ok := n.memberStep(ctx, rep, fresh)
+	if !ok || step.Op == memberNone {
 		return
 	}
 	rf := rep.Raft()
