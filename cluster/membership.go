@@ -163,9 +163,16 @@ func (n *Node) runMembership() {
 		for _, ch := range n.meta.fsm.Channels() {
 			byGroup[ch.GroupID] = ch
 		}
+		reg := n.registry()
 		for _, rep := range n.shards.Replicas() {
 			ch, ok := byGroup[rep.GroupID]
 			if !ok || rep.Raft().State() != raft.Leader {
+				continue
+			}
+			// Most groups are converged: decided here without a call
+			// or a goroutine; only a group with a change due (or a
+			// non-voter to follow) goes on.
+			if v, _, ok := n.memberView(rep, ch, reg); !ok || nextMemberStep(v).Op == memberNone && !hasPlacedNonvoter(v) {
 				continue
 			}
 			mu.Lock()
@@ -236,29 +243,50 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 	n.log.Info("membership change", "channel", ch.Name, "op", step.Op.String(), "server", step.Server, "why", step.Why)
 }
 
+// registry is each registered node's current server id and address, as
+// memberView takes them.
+type registry struct {
+	current map[string]raft.ServerID
+	addr    map[string]raft.ServerAddress
+}
+
+func (n *Node) registry() registry {
+	r := registry{current: map[string]raft.ServerID{}, addr: map[string]raft.ServerAddress{}}
+	for _, nd := range n.meta.fsm.Nodes() {
+		r.current[nd.ID] = raft.ServerID(nd.ServerID)
+		r.addr[nd.ID] = raft.ServerAddress(nd.ClusterAddr)
+	}
+	return r
+}
+
+// memberView is the view of a group this node leads, without progress,
+// and the index of the configuration it holds. ok is false when the
+// configuration cannot be read.
+func (n *Node) memberView(rep *shard.Replica, ch fsm.ChannelRecord, reg registry) (memberView, uint64, bool) {
+	f := rep.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return memberView{}, 0, false
+	}
+	return memberView{Self: n.serverID, Servers: f.Configuration().Servers, Placement: ch.Placement,
+		Current: reg.current, Addr: reg.addr, CaughtUp: map[raft.ServerID]bool{}}, f.Index(), true
+}
+
 // memberStep builds the view of a group this node leads and decides its
 // next change; confIndex is the index of the configuration it was decided
 // from (raft refuses the change if another came first). ok is false when
 // the configuration cannot be read.
 func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.ChannelRecord) (memberStep, uint64, bool) {
-	rf := rep.Raft()
-	f := rf.GetConfiguration()
-	if f.Error() != nil {
+	v, confIndex, ok := n.memberView(rep, ch, n.registry())
+	if !ok {
 		return memberStep{}, 0, false
-	}
-	v := memberView{Self: n.serverID, Servers: f.Configuration().Servers, Placement: ch.Placement,
-		Current: map[string]raft.ServerID{}, Addr: map[string]raft.ServerAddress{}, CaughtUp: map[raft.ServerID]bool{}}
-	for _, nd := range n.meta.fsm.Nodes() {
-		v.Current[nd.ID] = raft.ServerID(nd.ServerID)
-		v.Addr[nd.ID] = raft.ServerAddress(nd.ClusterAddr)
 	}
 	// A first decision without progress: only a promotion needs it, and
 	// asking costs a call per non-voter.
 	step := nextMemberStep(v)
 	if step.Op != memberNone || !hasPlacedNonvoter(v) {
-		return step, f.Index(), true
+		return step, confIndex, true
 	}
-	commit := rf.CommitIndex()
+	commit := rep.Raft().CommitIndex()
 	for _, s := range v.Servers {
 		if s.Suffrage == raft.Voter || !slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
 			continue
@@ -272,7 +300,7 @@ func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.Channe
 			v.CaughtUp[s.ID] = true
 		}
 	}
-	return nextMemberStep(v), f.Index(), true
+	return nextMemberStep(v), confIndex, true
 }
 
 func hasPlacedNonvoter(v memberView) bool {
