@@ -52,8 +52,9 @@ type memberView struct {
 	// incarnation); Addr its cluster address.
 	Current map[string]raft.ServerID
 	Addr    map[string]raft.ServerAddress
-	// CaughtUp holds the placed non-voters whose log is within
-	// catchUpSlack of the leader's commit index.
+	// CaughtUp holds the placed servers (non-voters to promote, voters
+	// to hand the leadership to) whose log is within catchUpSlack of the
+	// leader's commit index.
 	CaughtUp map[raft.ServerID]bool
 }
 
@@ -80,8 +81,9 @@ type memberStep struct {
 //     a non-voter at once; a voter only once every placed server is a
 //     voter (add, then remove: the voters never drop below the placed
 //     ones, and a replacement votes before the replaced server goes). The
-//     leader that must go hands its leadership to a placed voter first;
-//     the next leader removes it.
+//     leader that must go hands its leadership to a placed voter first
+//     (one whose node reports it caught up, if any); the next leader
+//     removes it.
 func nextMemberStep(v memberView) memberStep {
 	in := map[raft.ServerID]raft.Server{}
 	for _, s := range v.Servers {
@@ -129,10 +131,16 @@ func nextMemberStep(v memberView) memberStep {
 		}
 	}
 	if !placed[v.Self] {
-		for _, o := range v.Servers {
-			if placed[o.ID] && o.Suffrage == raft.Voter {
-				return memberStep{Op: memberTransfer, Server: o.ID, Addr: o.Address, Why: "the leader is not placed"}
+		// To a placed voter known caught up (its node answers), else
+		// the first placed voter.
+		var to *raft.Server
+		for i, o := range v.Servers {
+			if placed[o.ID] && o.Suffrage == raft.Voter && (to == nil || v.CaughtUp[o.ID] && !v.CaughtUp[to.ID]) {
+				to = &v.Servers[i]
 			}
+		}
+		if to != nil {
+			return memberStep{Op: memberTransfer, Server: to.ID, Addr: to.Address, Why: "the leader is not placed"}
 		}
 	}
 	return memberStep{}
@@ -280,15 +288,17 @@ func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.Channe
 	if !ok {
 		return memberStep{}, 0, false
 	}
-	// A first decision without progress: only a promotion needs it, and
-	// asking costs a call per non-voter.
+	// A first decision without progress: only a promotion and a
+	// hand-over need it, and asking costs a call per replica.
 	step := nextMemberStep(v)
-	if step.Op != memberNone || !hasPlacedNonvoter(v) {
+	transfer := step.Op == memberTransfer
+	if !transfer && (step.Op != memberNone || !hasPlacedNonvoter(v)) {
 		return step, confIndex, true
 	}
 	commit := rep.Raft().CommitIndex()
 	for _, s := range v.Servers {
-		if s.Suffrage == raft.Voter || !slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
+		if s.ID == v.Self || s.Suffrage == raft.Voter && !transfer ||
+			!slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
 			continue
 		}
 		nd, ok := n.meta.fsm.Node(shard.NodeOf(s.ID))
