@@ -189,11 +189,13 @@ func TestScaleUnderLoad(t *testing.T) {
 	stop := runLoad(t, c, channel)
 	time.Sleep(time.Second) // some history before the first change
 
+	start := time.Now()
 	ch := scaleTo(t, c, channel, 5)
 	if ch.Replicas != 5 {
 		t.Fatalf("replicas %d after scaling to 5", ch.Replicas)
 	}
 	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+	t.Logf("3 -> 5 converged %v after the PATCH", time.Since(start).Round(time.Millisecond))
 	// Seven on five nodes: refused, with the numbers, nothing changed.
 	seven := 7
 	_, err := c.Client(0).ChangeChannel(context.Background(), channel, api.ChangeChannelRequest{Replicas: &seven})
@@ -229,6 +231,7 @@ func TestScaleUnderLoad(t *testing.T) {
 		}
 		violations = append(violations, "the dropped replicas were not deleted within 40 s")
 	}()
+	start = time.Now()
 	ch = scaleTo(t, c, channel, 3)
 	dropped := slices.DeleteFunc(slices.Clone(five), func(id string) bool { return slices.Contains(placedIDs(ch), id) })
 	if len(dropped) != 2 {
@@ -238,6 +241,7 @@ func TestScaleUnderLoad(t *testing.T) {
 	for _, v := range violations {
 		t.Error(v)
 	}
+	t.Logf("5 -> 3: both dropped replicas deleted %v after the PATCH", time.Since(start).Round(time.Millisecond))
 	waitConverged(t, c, channel, created.Placement, 30*time.Second)
 	stop()
 	for _, id := range dropped {
