@@ -322,7 +322,13 @@ func TestWipedNodeRejoins(t *testing.T) {
 			t.Fatalf("placement names %s for %s, want the new incarnation %s", r.ServerID, victim, newID)
 		}
 	}
-	v := viewGroup(c, ch.GroupID)
+	var v groupView
+	c.WaitFor(10*time.Second, func() error {
+		if v = viewGroup(c, ch.GroupID); v.leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
 	if slices.ContainsFunc(v.configs[v.leader], func(s raft.Server) bool { return s.ID == oldID }) {
 		t.Fatalf("the old incarnation %s is still in the group: %v", oldID, v.configs[v.leader])
 	}
@@ -392,8 +398,11 @@ func TestStaleMetaLeaderWaits(t *testing.T) {
 	// Hand the leadership to the stale node.
 	c.WaitFor(20*time.Second, func() error {
 		v := viewGroup(c, ch.GroupID)
-		if v.leader == stale {
+		switch v.leader {
+		case stale:
 			return nil
+		case "":
+			return fmt.Errorf("no leader")
 		}
 		rep, ok := c.Node(v.leader).Agent().Node.Shards().Replica(ch.GroupID)
 		if !ok {
