@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -422,4 +423,81 @@ func TestStaleMetaLeaderWaits(t *testing.T) {
 	released = true
 	close(release)
 	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+}
+
+// A leader that the placement drops hands its leadership to a placed
+// voter before it goes; the next leader removes it, and it deletes its
+// replica. Arranged so: the leader when the 5 -> 3 placement is computed
+// has its meta copy held back (it does not act), and the leadership is
+// then handed to one of the dropped replicas, which finds itself unplaced.
+func TestDroppedLeaderHandsOver(t *testing.T) {
+	c := testcluster.New(t, membershipOptions())
+	const channel = "handover"
+	created := c.CreateChannel(channel, 3)
+	stop := runLoad(t, c, channel)
+	five := scaleTo(t, c, channel, 5)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+
+	var v groupView
+	c.WaitFor(10*time.Second, func() error {
+		if v = viewGroup(c, five.GroupID); v.leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	held := c.Node(v.leader).Agent().Node
+	if held.IsMetaLeader() {
+		t.Skipf("the channel's leader %s leads the meta group: its held-back copy would hold back the meta writes", v.leader)
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	unhold := func() { once.Do(func() { close(release) }) }
+	defer unhold()
+	held.Meta().SetApplyHook(func(uint64) { <-release })
+	defer held.Meta().SetApplyHook(nil)
+
+	three := scaleTo(t, c, channel, 3)
+	var dropped []string
+	for _, r := range five.Placement {
+		if !slices.ContainsFunc(three.Placement, func(o api.Replica) bool { return o.NodeID == r.NodeID }) {
+			dropped = append(dropped, r.NodeID)
+		}
+	}
+	if slices.Contains(dropped, v.leader) {
+		t.Fatalf("the placement dropped the leader %s it was computed under", v.leader)
+	}
+	target := c.Node(dropped[0]).Agent().Node
+	c.WaitFor(20*time.Second, func() error {
+		g := viewGroup(c, five.GroupID)
+		if g.leader == dropped[0] || !slices.ContainsFunc(g.configs[g.leader], func(s raft.Server) bool { return s.ID == target.ServerID() }) {
+			return nil // it leads, or it already handed over and was removed
+		}
+		if g.leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		rep, ok := c.Node(g.leader).Agent().Node.Shards().Replica(five.GroupID)
+		if !ok {
+			return fmt.Errorf("no leader replica")
+		}
+		_ = rep.Raft().LeadershipTransferToServer(target.ServerID(), raft.ServerAddress(target.ClusterAddr())).Error()
+		return fmt.Errorf("leader is %s, not %s yet", g.leader, dropped[0])
+	})
+	// It hands over by itself; the next leader removes it.
+	c.WaitFor(30*time.Second, func() error {
+		if got := testcluster.Metric(t, c.Node(dropped[0]).URL(), "", `shardnet_cluster_member_changes_total{op="transfer_leadership"}`); got < 1 {
+			return fmt.Errorf("%s has not handed its leadership over", dropped[0])
+		}
+		return nil
+	})
+	unhold()
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+	c.WaitFor(30*time.Second, func() error {
+		for _, id := range dropped {
+			if _, ok := c.Node(id).Agent().Node.Shards().Replica(five.GroupID); ok {
+				return fmt.Errorf("the dropped replica on %s is still there", id)
+			}
+		}
+		return nil
+	})
+	stop()
 }
