@@ -303,7 +303,12 @@ func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) 
 	if best != nil {
 		out.Leader = best.Leader
 		out.Voters = append(out.Voters, best.Voters...)
+		out.NonVoters = best.NonVoters
 		out.Usage = api.ChannelUsage{Keys: best.Keys, Bytes: best.Bytes}
+	}
+	if askAll || (best != nil && best.State == raft.Leader.String()) {
+		// The listing asks one replica: a follower's view does not say.
+		out.Progress = progress(ch, best)
 	}
 	healthy := 0
 	for _, r := range ch.Placement {

@@ -93,6 +93,7 @@ const (
 	codeUploadGone
 	codeUnauthorized
 	codeForbidden
+	codePlacementChanged
 
 	codeRedirectBit byte = 0x80
 )
@@ -143,6 +144,7 @@ var callErrors = []struct {
 	{codeUploadGone, ErrUploadGone, true},
 	{codeUnauthorized, access.ErrUnauthorized, true},
 	{codeForbidden, access.ErrForbidden, true},
+	{codePlacementChanged, ErrPlacementChanged, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

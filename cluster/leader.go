@@ -100,6 +100,7 @@ func (n *Node) leaderStep() {
 	}
 	n.reconcileMetaMembership(members)
 	n.raiseClusterVersion()
+	n.renewIncarnations()
 }
 
 // raiseClusterVersion commits the highest version every member of the

@@ -19,6 +19,9 @@ type metrics struct {
 	// hashComparesSkipped: hashes not compared, too many comparisons
 	// running (hashcheck.go).
 	hashComparesSkipped prometheus.Counter
+	// memberChanges: configuration changes of channel groups this node
+	// made as their leader (membership.go).
+	memberChanges *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"how"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_total",
-			Help: "Route calls this node made (a request it could not answer, sent to the node that can: cluster/route.go), by call (propose, readindex, meta_readindex, hash, get, list, watch, replica_info, create_channel, delete_channel, repair, snapshot) and outcome: ok, refused (the peer answered an error), unreachable (nothing sent), no_answer (it may have been served), previous_version (the peer takes no route calls), rerouted (sent to another node after the first proved nothing was done).",
+			Help: "Route calls this node made (a request it could not answer, sent to the node that can: cluster/route.go), by call (propose, readindex, meta_readindex, hash, get, list, watch, replica_info, create_channel, delete_channel, repair, snapshot, member, change_channel, ...) and outcome: ok, refused (the peer answered an error), unreachable (nothing sent), no_answer (it may have been served), previous_version (the peer takes no route calls), rerouted (sent to another node after the first proved nothing was done).",
 		}, []string{"call", "outcome"}),
 		callsServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_served_total",
@@ -72,10 +75,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "hash_compares_skipped_total",
 			Help: "Hashes of a local replica's state (or of the meta state) not compared with the peers' because too many comparisons were running.",
 		}),
+		memberChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "member_changes_total",
+			Help: "Configuration changes of channel groups this node made as their leader, moving them toward their placement, by op (add_nonvoter, promote, remove, transfer_leadership).",
+		}, []string{"op"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.callsRefused, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
-			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped)
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges)
 	}
 	return m
 }

@@ -83,9 +83,11 @@ const (
 	rcRestoreFetch   byte = 0x33
 	rcCreateRestored byte = 0x34
 	// Quorum-loss recovery (recover.go).
-	rcRecoverInfo byte = 0x35
-	rcRetire      byte = 0x36
-	rcRecoverMeta byte = 0x37
+	rcRecoverInfo   byte = 0x35
+	rcRetire        byte = 0x36
+	rcRecoverMeta   byte = 0x37
+	rcMember        byte = 0x24 // membership.go
+	rcChangeChannel byte = 0x25 // scale.go
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11
@@ -110,7 +112,7 @@ const callGrace = time.Second
 
 // shortCall marks the ops that take at most internalCallLimit, whatever
 // the caller's deadline: the hot path's small calls.
-var shortCall = map[byte]bool{rcPropose: true, rcReadIndex: true, rcMetaReadIndex: true, rcHash: true, rcReplicaInfo: true}
+var shortCall = map[byte]bool{rcPropose: true, rcReadIndex: true, rcMetaReadIndex: true, rcHash: true, rcReplicaInfo: true, rcMember: true}
 
 // routeRetryFor bounds how long a request whose call reached nobody is
 // routed again (nothing was sent: the backend names the node as it knows

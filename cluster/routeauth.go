@@ -37,7 +37,9 @@ import (
 //     the meta state places on the channel; restore_fetch (an uploaded
 //     backup) only the node the meta state names to seed the restore.
 //   - backup, create_restored, retire and recover_meta are operator calls;
-//     recover_info answers indexes, as replica_info does.
+//     recover_info answers indexes, as replica_info does; change_channel
+//     (scaling) is an operator call; member (is this replica still in
+//     the group?) answers any node.
 //
 // Without TLS (-insecure) a call's sender is not known: every holder of the
 // cluster key is trusted as a core node placed on every channel, and only
@@ -49,6 +51,7 @@ var clientOp = map[byte]bool{
 	rcCreateChannel: true, rcDeleteChannel: true, rcRepair: true,
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcBackup: true, rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
+	rcChangeChannel: true,
 }
 
 // metaWriteOp marks the client ops that write the meta state (or, repair,
@@ -57,6 +60,7 @@ var metaWriteOp = map[byte]bool{
 	rcCreateChannel: true, rcDeleteChannel: true, rcRepair: true,
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
+	rcChangeChannel: true,
 }
 
 // appendProof appends a call's proof: kind u8, then for a bearer token its
@@ -112,7 +116,7 @@ func proofFor(ctx context.Context, op byte) access.Proof {
 // above): nil, or why peer may not make call op with head and proof.
 func (r *router) authorize(ctx context.Context, op byte, head []byte, proof access.Proof, metaIndex uint64, peer transport.Peer) error {
 	switch op {
-	case rcReadIndex, rcMetaReadIndex, rcHash, rcReplicaInfo, rcRecoverInfo:
+	case rcReadIndex, rcMetaReadIndex, rcHash, rcReplicaInfo, rcRecoverInfo, rcMember:
 		return nil
 	case rcSnapshot:
 		return r.placedPeer(head, peer)
@@ -197,6 +201,8 @@ func (r *router) need(op byte, head []byte) (need, error) {
 		return need{rule: access.RuleOperator, call: "restore"}, nil
 	case rcRetire:
 		return need{rule: access.RuleOperator, call: "recover"}, nil
+	case rcChangeChannel:
+		return need{rule: access.RuleOperator, call: "change_channel"}, nil
 	case rcIssueToken, rcRevokeToken, rcSettings:
 		c, err := parseTokenCall(head)
 		return need{rule: access.RuleWrite, channel: c.Channel, call: "tokens"}, err

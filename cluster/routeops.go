@@ -64,6 +64,10 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRetire, "retire"
 	case rcRecoverMeta:
 		return r.serveRecoverMeta, "recover_meta"
+	case rcMember:
+		return r.serveMember, "member"
+	case rcChangeChannel:
+		return r.serveChangeChannel, "change_channel"
 	}
 	return nil, ""
 }

@@ -40,6 +40,8 @@ const (
 	metaCreateRestoredChannel byte = 0x60
 	// metaRecoverChannel (version 4; restore.go): no skippable bit.
 	metaRecoverChannel byte = 0x61
+	// metaSetChannelQuota (version 4) changes a channel's quota.
+	metaSetChannelQuota byte = 0x51
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -92,6 +94,12 @@ type SetPlacement struct {
 	Expect uint64 `json:"expect"`
 }
 
+// SetChannelQuota replaces a channel's quota (0: none).
+type SetChannelQuota struct {
+	Channel    string `json:"channel"`
+	QuotaBytes uint64 `json:"quota_bytes"`
+}
+
 // MetaHashCheck makes every replica of the meta group hash its state as of
 // the entry's index (metahash.go); it changes nothing.
 type MetaHashCheck struct{}
@@ -116,6 +124,7 @@ func (*RemoveNode) metaType() byte        { return metaRemoveNode }
 func (*CreateChannel) metaType() byte     { return metaCreateChannel }
 func (*DeleteChannel) metaType() byte     { return metaDeleteChannel }
 func (*SetPlacement) metaType() byte      { return metaSetPlacement }
+func (*SetChannelQuota) metaType() byte   { return metaSetChannelQuota }
 
 // EncodeMeta returns the log entry bytes of a meta command.
 func EncodeMeta(c MetaCommand) ([]byte, error) {
@@ -161,6 +170,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &CreateRestoredChannel{}
 	case metaRecoverChannel:
 		c = &RecoverChannel{}
+	case metaSetChannelQuota:
+		c = &SetChannelQuota{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

@@ -22,6 +22,7 @@ import (
 //	   channel tokens, public prefixes and CORS; Idempotent (0x05): writes
 //	   under an idempotency key
 //	4  SetPlacement (0x50): placements that change after creation;
+//	   SetChannelQuota (0x51): a channel's quota changed;
 //	   CreateRestoredChannel (0x60): a channel created from a backup;
 //	   RecoverChannel (0x61): a channel re-formed after losing a quorum
 const Version = 4
@@ -76,7 +77,7 @@ func MetaVersion(c MetaCommand) int {
 		return 2
 	case *IssueToken, *RevokeToken, *SetChannelSettings:
 		return 3
-	case *SetPlacement, *CreateRestoredChannel, *RecoverChannel:
+	case *SetPlacement, *SetChannelQuota, *CreateRestoredChannel, *RecoverChannel:
 		return 4
 	}
 	return 1

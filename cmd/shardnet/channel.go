@@ -22,9 +22,10 @@ var channelCommands = map[string]command{
 	"backup":   {"write a backup of a channel to a file", runChannelBackup},
 	"restore":  {"create a channel from a backup file", runChannelRestore},
 	"recover":  {"re-form a channel that lost a majority of its replicas from a survivor", runChannelRecover},
+	"scale":    {"change a channel's replica count or quota and wait until its group converges", runChannelScale},
 }
 
-// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings
+// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings|backup|restore|recover|scale
 func runChannel(ctx context.Context, c *cli, args []string) int {
 	return subcommands(ctx, c, "channel", channelCommands, args)
 }
@@ -139,6 +140,12 @@ func (c *cli) printChannel(ch api.Channel) {
 		{"Name", ch.Name}, {"Group", fmt.Sprint(ch.GroupID)}, {"Replicas", fmt.Sprint(ch.Replicas)},
 		{"Leader", orDash(ch.Leader)}, {"Voters", orDash(strings.Join(ch.Voters, ", "))},
 		{"Health", orDash(ch.Health)}, {"Usage", fmt.Sprintf("%d keys, %d bytes", ch.Usage.Keys, ch.Usage.Bytes)},
+	}
+	if len(ch.NonVoters) > 0 {
+		rows = append(rows, [2]string{"Non-voters", strings.Join(ch.NonVoters, ", ")})
+	}
+	if ch.Progress != "" {
+		rows = append(rows, [2]string{"Progress", ch.Progress})
 	}
 	if ch.Dedicated {
 		rows = append(rows, [2]string{"Dedicated", "yes"})
