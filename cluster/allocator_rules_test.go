@@ -53,8 +53,10 @@ func TestPlaceRules(t *testing.T) {
 	}{
 		{"operators spread after zones", reported("r1/resource/a/x", "r2/resource/a/x", "r3/resource/a/y", "r4/resource/b/x"),
 			nil, PlaceRequest{Replicas: 3}, []string{"r1", "r4", "r3"}, ""},
-		{"zones before operators", reported("r1/resource/a/x", "r2/resource/a/y", "r3/resource/b/x"),
-			nil, PlaceRequest{Replicas: 2}, []string{"r1", "r3"}, ""},
+		{"operators spread where the zones allow", reported("r1/resource/a/x", "r2/resource/a/y", "r3/resource/b/x"),
+			nil, PlaceRequest{Replicas: 2}, []string{"r2", "r3"}, ""},
+		{"zones before operators", reported("r1/resource/a/x", "r2/resource/b/x", "r3/resource/c/x", "r4/resource/a/y", "r5/resource/a/z"),
+			nil, PlaceRequest{Replicas: 3}, []string{"r4", "r2", "r3"}, ""},
 		{"core nodes without -serve-data host nothing", reported("c1/core/a/x", "c2/core/b/x/d", "r1/resource/c/x"),
 			nil, PlaceRequest{Replicas: 2}, []string{"r1", "c2"}, ""},
 		{"core-only cluster without -serve-data refuses with the numbers", reported("c1/core/a/x", "c2/core/b/x", "c3/core/c/x/d"),
