@@ -537,6 +537,7 @@ func (a *allocator) improveSpread(req PlaceRequest, keep, out []fsm.Replica, tak
 	}
 	return out
 }
+
 // minUse is the least use of any value among have (a lower bound of what a
 // next pick can reach).
 func minUse(have, use map[string]int) int {
