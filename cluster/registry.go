@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/shardnet/shardnet/fsm"
 )
 
@@ -63,6 +65,12 @@ func (n *Node) registerNodes(members []member, now time.Time) {
 	for _, m := range members {
 		seen[m.meta.ID] = true
 		have, ok := n.meta.fsm.Node(m.meta.ID)
+		if !ok && m.state != memberlist.StateAlive {
+			// Only a live node is registered: gossip remembers the
+			// dead, and a node removed from the registry (node remove)
+			// must not come back from that memory.
+			continue
+		}
 		want := recordOf(m, full)
 		want.State = n.reg.decide(m.meta.ID, have, ok, gossipState(m.state), now, n.cfg.DeadAfter)
 		if ok {
