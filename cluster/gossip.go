@@ -25,6 +25,10 @@ type nodeMeta struct {
 	HTTPAddr    string `json:"http"`
 	DiskBytes   uint64 `json:"disk,omitempty"`
 	MaxReplicas int    `json:"maxr,omitempty"`
+	Operator    string `json:"op,omitempty"`
+	ServeData   bool   `json:"sd,omitempty"`
+	DiskFree    uint64 `json:"free,omitempty"` // the data dir's file system
+	DataBytes   uint64 `json:"used,omitempty"` // the data dir
 	Stake       uint64 `json:"stake,omitempty"`
 	ClusterID   string `json:"cid,omitempty"`  // set once the node's meta FSM knows it
 	MetaIndex   uint64 `json:"midx,omitempty"` // the node's meta log last index, for promotion
@@ -180,11 +184,19 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // --- memberlist.EventDelegate ---
 
-func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n) }
-func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n) }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n) }
+// The state of a member is the event's, not n.State: memberlist keeps a
+// member's state in its own nodeState and never sets Node.State, so every
+// member read as alive whatever happened to it (until the registry work of
+// issue 23 no node ever went dead in the registry). A leave event is a
+// member memberlist declared dead, or one that left; both are absence to
+// the registry (registry.go), and a graceful shutdown is not a leave from
+// the cluster (a restart would look like one).
 
-func (g *gossip) record(n *memberlist.Node) {
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n, memberlist.StateAlive) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n, memberlist.StateDead) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, memberlist.StateAlive) }
+
+func (g *gossip) record(n *memberlist.Node, state memberlist.NodeStateType) {
 	var meta nodeMeta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.ID == "" {
 		g.log.Warn("ignoring gossip member with bad metadata", "member", n.Name)
@@ -198,7 +210,7 @@ func (g *gossip) record(n *memberlist.Node) {
 		return
 	}
 	g.mu.Lock()
-	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: n.State}
+	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: state}
 	g.mu.Unlock()
 	select {
 	case g.poke <- struct{}{}:

@@ -77,8 +77,11 @@ type Node struct {
 	// metaHashWaitTold: the leader loop logged that meta hash checks wait
 	// for the cluster version.
 	metaHashWaitTold bool
-	wg               sync.WaitGroup
-	stopOnce         sync.Once
+	// reg is the meta leader's memory of absent nodes (registry.go;
+	// leader loop only).
+	reg      registry
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -183,11 +186,12 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(true)
 	n.route.wg.Add(1)
 	go n.route.serve(n.trans.CallListener())
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()
 	go n.runMembership()
+	go n.runStatsLoop()
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.retryJoin()
@@ -260,10 +264,13 @@ func advertise(host string, port int) string {
 }
 
 func (n *Node) selfMeta() nodeMeta {
+	offered, free, used := n.diskUsage()
 	return nodeMeta{
+		DiskBytes: offered, DiskFree: free, DataBytes: used,
 		ID: n.cfg.Name, ServerID: string(n.serverID), Role: n.cfg.Role, Zone: n.cfg.Zone,
 		ClusterAddr: string(n.trans.Addr()), HTTPAddr: n.cfg.HTTPAddr,
-		DiskBytes: n.cfg.CapacityDisk, MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
+		MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
+		Operator: n.cfg.Operator, ServeData: n.cfg.ServeData || n.cfg.Role == fsm.RoleResource,
 		ClusterID: n.meta.fsm.ClusterID(), HasState: n.meta.hadState,
 		Version: fsm.Version,
 	}
