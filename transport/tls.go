@@ -254,9 +254,9 @@ func peerOf(tc *tls.Conn) (Peer, error) {
 func (c *Certs) handshake(ctx context.Context, conn net.Conn, client bool) (*tls.Conn, Peer, error) {
 	var tc *tls.Conn
 	if client {
-		tc = tls.Client(conn, c.clientConfig())
+		tc = tls.Client(&batchConn{Conn: conn}, c.clientConfig())
 	} else {
-		tc = tls.Server(conn, c.serverConfig())
+		tc = tls.Server(&batchConn{Conn: conn}, c.serverConfig())
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, Peer{}, fmt.Errorf("%w: tls: %v", ErrHandshake, err)
