@@ -79,6 +79,11 @@ func (n *Node) leaderStep() {
 			State: gossipState(m.state), Version: m.meta.Version,
 		}
 		have, ok := n.meta.fsm.Node(m.meta.ID)
+		if !ok && m.state != memberlist.StateAlive {
+			// Not registered again once removed (node remove, drain.go):
+			// gossip remembers dead and left members.
+			continue
+		}
 		if ok {
 			want.CreateIndex, want.ModifyIndex = have.CreateIndex, have.ModifyIndex
 			if have.State == fsm.NodeDraining && want.State == fsm.NodeAlive {
@@ -100,6 +105,7 @@ func (n *Node) leaderStep() {
 	}
 	n.reconcileMetaMembership(members)
 	n.raiseClusterVersion()
+	n.repairStep()
 }
 
 // raiseClusterVersion commits the highest version every member of the

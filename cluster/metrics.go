@@ -18,6 +18,10 @@ type metrics struct {
 	// hashComparesSkipped: hashes not compared, too many comparisons
 	// running (hashcheck.go).
 	hashComparesSkipped prometheus.Counter
+	// repairsStarted and repairSeconds: replicas the meta leader moved
+	// off dead and draining nodes (repair.go).
+	repairsStarted *prometheus.CounterVec
+	repairSeconds  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -67,10 +71,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "hash_compares_skipped_total",
 			Help: "Hashes of a local replica's state (or of the meta state) not compared with the peers' because too many comparisons were running.",
 		}),
+		repairsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "replica_moves_total",
+			Help: "Replicas this node, leading the meta group, moved off a node (a SetPlacement committed), by why: dead (automatic repair), draining (drain), removed (node remove).",
+		}, []string{"why"}),
+		repairSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "replica_move_seconds",
+			Help:    "How long a moved replica's group took to run on its new placement (the leader's configuration lists exactly the placed nodes as voters), from the SetPlacement.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
-			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped)
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.repairsStarted, m.repairSeconds)
 	}
 	return m
 }

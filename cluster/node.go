@@ -71,8 +71,14 @@ type Node struct {
 	// metaHashWaitTold: the leader loop logged that meta hash checks wait
 	// for the cluster version.
 	metaHashWaitTold bool
-	wg               sync.WaitGroup
-	stopOnce         sync.Once
+	// repair: the meta leader's moves in flight (repair.go).
+	repair repairs
+	// leaving is closed once the node agreed to leave the cluster
+	// (drain.go): its process shuts down (Leaving).
+	leaving     chan struct{}
+	leavingOnce sync.Once
+	wg          sync.WaitGroup
+	stopOnce    sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -96,6 +102,8 @@ func New(cfg Config) (*Node, error) {
 		poke:     make(chan struct{}, 1),
 		lpoke:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
+		leaving:  make(chan struct{}),
+		repair:   repairs{inFlight: map[string]*moveInFlight{}},
 		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
