@@ -89,6 +89,7 @@ const (
 	codeUnreachable
 	codeTokenNotFound
 	codeTooManyTokens
+	codeNodeState
 
 	codeRedirectBit byte = 0x80
 )
@@ -136,6 +137,7 @@ var callErrors = []struct {
 	{codeUnreachable, ErrUnreachable, true},
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
+	{codeNodeState, ErrNodeState, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

@@ -70,6 +70,8 @@ func (n *Node) leaderStep() {
 			return
 		}
 	}
+	n.registryMu.Lock() // drain.go
+	defer n.registryMu.Unlock()
 	members := n.gossip.snapshot()
 	for _, m := range members {
 		want := fsm.NodeRecord{

@@ -71,6 +71,10 @@ type Node struct {
 	// metaHashWaitTold: the leader loop logged that meta hash checks wait
 	// for the cluster version.
 	metaHashWaitTold bool
+	// registryMu keeps the leader loop's registration of gossip members
+	// and the node commands (drain.go) apart: a state an operator set
+	// must not be overwritten by an update read before it.
+	registryMu sync.Mutex
 	// repair: the meta leader's moves in flight (repair.go).
 	repair repairs
 	// leaving is closed once the node agreed to leave the cluster

@@ -132,15 +132,16 @@ func planMoves(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, busy map[st
 		index[ch.Name] = i
 	}
 	for _, w := range work {
-		if why := cannotMove(w.ch, w.from, w.alive); why != "" {
-			blocked = append(blocked, blockedChannel{Channel: w.ch.Name, Node: w.from.NodeID, Why: why})
+		if total >= lim.Max {
+			// The cluster is at its limit: the rest waits, but says now
+			// what could never move.
+			if why := cannotMove(w.ch, w.alive); why != "" {
+				blocked = append(blocked, blockedChannel{Channel: w.ch.Name, Node: w.from.NodeID, Why: why})
+			}
 			continue
 		}
-		if total >= lim.Max {
-			continue // waits: the cluster is at its limit
-		}
 		full := func(id string) bool { return perTarget[id] >= lim.PerNode }
-		to, err := pickReplacement(nodes, current, w.ch, full)
+		mv, err := decideMove(nodes, current, w.ch, w.from, w.alive, full)
 		switch {
 		case errors.Is(err, errRepairWait):
 			continue
@@ -148,23 +149,38 @@ func planMoves(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, busy map[st
 			blocked = append(blocked, blockedChannel{Channel: w.ch.Name, Node: w.from.NodeID, Why: err.Error()})
 			continue
 		}
-		next := make([]fsm.Replica, 0, len(w.ch.Placement))
-		for _, r := range w.ch.Placement {
-			if r.ServerID == w.from.ServerID {
-				r = to
-			}
-			next = append(next, r)
-		}
-		moves = append(moves, placementMove{Channel: w.ch.Name, Expect: w.ch.ModifyIndex, From: w.from, To: to, Placement: next, Why: w.why})
-		perTarget[to.NodeID]++
+		mv.Why = w.why
+		moves = append(moves, mv)
+		perTarget[mv.To.NodeID]++
 		total++
-		current[index[w.ch.Name]].Placement = next
+		current[index[w.ch.Name]].Placement = mv.Placement
 	}
 	return moves, blocked
 }
 
 // quorum is the majority of ch's placement.
 func quorum(ch fsm.ChannelRecord) int { return len(ch.Placement)/2 + 1 }
+
+// decideMove replaces replica from of ch (alive of whose replicas are on
+// nodes that are not dead) with a node pickReplacement chooses among
+// channels as placed so far.
+func decideMove(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.ChannelRecord, from fsm.Replica, alive int, full func(id string) bool) (placementMove, error) {
+	if why := cannotMove(ch, alive); why != "" {
+		return placementMove{}, errors.New(why)
+	}
+	to, err := pickReplacement(nodes, channels, ch, full)
+	if err != nil {
+		return placementMove{}, err
+	}
+	next := make([]fsm.Replica, 0, len(ch.Placement))
+	for _, r := range ch.Placement {
+		if r.ServerID == from.ServerID {
+			r = to
+		}
+		next = append(next, r)
+	}
+	return placementMove{Channel: ch.Name, Expect: ch.ModifyIndex, From: from, To: to, Placement: next}, nil
+}
 
 // replicaToMove returns the replica of ch to move off its node (one on a
 // dead node first, else one on a draining node), its node's state, and
@@ -202,7 +218,7 @@ func replicaToMove(ch fsm.ChannelRecord, byID map[string]fsm.NodeRecord) (fsm.Re
 // cannotMove says why a replica of ch cannot be moved at all ("" when it
 // can): every replica is dead, the group has lost its quorum (its leader
 // could never commit the change), or the channel is pinned to its nodes.
-func cannotMove(ch fsm.ChannelRecord, from fsm.Replica, alive int) string {
+func cannotMove(ch fsm.ChannelRecord, alive int) string {
 	n := len(ch.Placement)
 	switch {
 	case alive == 0:

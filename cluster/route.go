@@ -73,6 +73,9 @@ const (
 	rcIssueToken    byte = 0x1C
 	rcRevokeToken   byte = 0x1D
 	rcSettings      byte = 0x1E
+	rcDrain         byte = 0x2E
+	rcLeave         byte = 0x2F
+	rcRemoveNode    byte = 0x30
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

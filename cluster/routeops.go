@@ -52,6 +52,12 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRevokeToken, "revoke_token"
 	case rcSettings:
 		return r.serveSettings, "settings"
+	case rcDrain:
+		return r.serveDrain, "drain"
+	case rcLeave:
+		return r.serveLeave, "leave"
+	case rcRemoveNode:
+		return r.serveRemoveNode, "remove_node"
 	}
 	return nil, ""
 }
