@@ -32,6 +32,10 @@ type nodeMeta struct {
 	// Version is the highest command version the node supports
 	// (fsm.Version); nodes of version 1 do not send it.
 	Version int `json:"ver,omitempty"`
+	// Leaving is set just before the node leaves gossip gracefully, so
+	// that its departure reads as left, not dead (memberlist tells both
+	// apart only inside).
+	Leaving bool `json:"lv,omitempty"`
 }
 
 // member is one gossip member as this node last heard of it.
@@ -152,6 +156,7 @@ func (n *Node) GossipMembers() map[string]string {
 }
 
 func (g *gossip) leave() {
+	g.update(func(m *nodeMeta) { m.Leaving = true })
 	if err := g.ml.Leave(2 * time.Second); err != nil {
 		g.log.Debug("gossip leave", "error", err)
 	}
@@ -180,11 +185,15 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // --- memberlist.EventDelegate ---
 
-func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n) }
-func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n) }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n) }
+// memberlist's Node.State is not kept up to date (its own record of the
+// node shadows it), so the event says the state: joined and updated
+// members are alive; one that went away is left when it said it was
+// leaving (nodeMeta.Leaving), else dead.
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n, memberlist.StateAlive) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, memberlist.StateAlive) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n, memberlist.StateDead) }
 
-func (g *gossip) record(n *memberlist.Node) {
+func (g *gossip) record(n *memberlist.Node, state memberlist.NodeStateType) {
 	var meta nodeMeta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.ID == "" {
 		g.log.Warn("ignoring gossip member with bad metadata", "member", n.Name)
@@ -197,8 +206,11 @@ func (g *gossip) record(n *memberlist.Node) {
 		g.log.Warn("ignoring gossip member whose metadata names another node", "member", n.Name, "claims", meta.ID)
 		return
 	}
+	if state == memberlist.StateDead && meta.Leaving {
+		state = memberlist.StateLeft
+	}
 	g.mu.Lock()
-	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: n.State}
+	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: state}
 	g.mu.Unlock()
 	select {
 	case g.poke <- struct{}{}:
