@@ -197,6 +197,16 @@ func (c *Client) Channel(ctx context.Context, name string) (Channel, error) {
 	return ch, err
 }
 
+// ChangeChannel changes a channel's replica count or quota (PATCH
+// /v1/channels/{ch}); the answer is the channel as the new placement has
+// it. Its group converges to that placement afterwards: Channel's
+// Progress says when it has.
+func (c *Client) ChangeChannel(ctx context.Context, name string, req ChangeChannelRequest) (Channel, error) {
+	var ch Channel
+	_, err := c.doJSON(ctx, http.MethodPatch, channelPath(name), nil, req, &ch)
+	return ch, err
+}
+
 // DeleteChannel deletes a channel and its data.
 func (c *Client) DeleteChannel(ctx context.Context, name string) error {
 	_, err := c.doJSON(ctx, http.MethodDelete, channelPath(name), nil, nil, nil)

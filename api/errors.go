@@ -44,6 +44,10 @@ const (
 	CodeReplicaCorrupt   = "replica_corrupt"      // 503: the replica that would serve this failed a hash check; retry
 	CodeNotCorrupt       = "not_corrupt"          // 409: a repair of a replica that no hash check marked corrupt
 	CodeUpgradePending   = "upgrade_pending"      // 409: the command needs a cluster version the cluster does not run yet; nothing was proposed
+	// CodePlacementChanged (409): the channel changed (another scaling, a
+	// repair, a drain) between the read the change was decided from and
+	// its commit; nothing was applied: read the channel and decide again.
+	CodePlacementChanged = "placement_changed"
 	// CodeIdempotencyKeyReused (422): the Idempotency-Key was used, within
 	// its window, for another request; nothing was applied.
 	CodeIdempotencyKeyReused = "idempotency_key_reused"

@@ -104,6 +104,22 @@ type CreateChannelRequest struct {
 	QuotaBytes uint64   `json:"quota_bytes,omitempty"` // 0: no quota
 }
 
+// ChangeChannelRequest is the body of PATCH /v1/channels/{ch}: the fields
+// given change, the others stay. Replicas is the new replica count (1..7;
+// odd counts recommended: an even one tolerates no more failures than the
+// odd one below it); QuotaBytes the new quota (0: none).
+type ChangeChannelRequest struct {
+	Replicas   *int    `json:"replicas,omitempty"`
+	QuotaBytes *uint64 `json:"quota_bytes,omitempty"`
+}
+
+// Progress of a channel's group toward its placement (Channel.Progress).
+const (
+	ProgressConverged  = "converged"  // the group's voters are exactly the placement
+	ProgressConverging = "converging" // its leader is adding, promoting or removing replicas
+	ProgressUnknown    = "unknown"    // no replica could tell
+)
+
 // RepairRequest is the body of POST /v1/channels/{ch}/repair.
 type RepairRequest struct {
 	Node string `json:"node"` // the node whose replica a hash check marked corrupt
@@ -118,16 +134,22 @@ type RepairResponse struct {
 
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
-	Name        string       `json:"name"`
-	GroupID     uint64       `json:"group_id"`
-	Replicas    int          `json:"replicas"`
-	Dedicated   bool         `json:"dedicated,omitempty"`
-	Zones       []string     `json:"zones,omitempty"`
-	Nodes       []string     `json:"nodes,omitempty"`
-	QuotaBytes  uint64       `json:"quota_bytes,omitempty"`
-	Placement   []Replica    `json:"placement"`
-	Leader      string       `json:"leader"` // node id; "" while there is none
-	Voters      []string     `json:"voters"` // node ids
+	Name       string    `json:"name"`
+	GroupID    uint64    `json:"group_id"`
+	Replicas   int       `json:"replicas"`
+	Dedicated  bool      `json:"dedicated,omitempty"`
+	Zones      []string  `json:"zones,omitempty"`
+	Nodes      []string  `json:"nodes,omitempty"`
+	QuotaBytes uint64    `json:"quota_bytes,omitempty"`
+	Placement  []Replica `json:"placement"`
+	Leader     string    `json:"leader"` // node id; "" while there is none
+	Voters     []string  `json:"voters"` // node ids
+	// NonVoters are the replicas being added: they receive the log and
+	// are promoted to voters once caught up (node ids).
+	NonVoters []string `json:"non_voters,omitempty"`
+	// Progress says whether the group's configuration, as its leader (or
+	// the replica asked) reports it, matches the placement (Progress*).
+	Progress    string       `json:"progress,omitempty"`
 	Health      string       `json:"health"`
 	Usage       ChannelUsage `json:"usage"`
 	CreateIndex uint64       `json:"create_index"`

@@ -289,8 +289,10 @@ func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) 
 	if best != nil {
 		out.Leader = best.Leader
 		out.Voters = append(out.Voters, best.Voters...)
+		out.NonVoters = best.NonVoters
 		out.Usage = api.ChannelUsage{Keys: best.Keys, Bytes: best.Bytes}
 	}
+	out.Progress = progress(ch, best)
 	healthy := 0
 	for _, r := range ch.Placement {
 		rep := api.Replica{NodeID: r.NodeID, ServerID: r.ServerID, State: "unknown", Voter: slices.Contains(out.Voters, r.NodeID)}

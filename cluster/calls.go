@@ -89,6 +89,7 @@ const (
 	codeUnreachable
 	codeTokenNotFound
 	codeTooManyTokens
+	codePlacementChanged
 	codeNodeState
 
 	codeRedirectBit byte = 0x80
@@ -137,6 +138,7 @@ var callErrors = []struct {
 	{codeUnreachable, ErrUnreachable, true},
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
+	{codePlacementChanged, ErrPlacementChanged, true},
 	{codeNodeState, ErrNodeState, true},
 }
 

@@ -137,6 +137,7 @@ const (
 	maxMetaVoters     = 5
 	leaderLoopEvery   = 500 * time.Millisecond
 	reconcileEvery    = 2 * time.Second
+	membershipEvery   = 250 * time.Millisecond
 	leaderCacheTTL    = 2 * time.Second
 	internalCallLimit = 3 * time.Second
 )

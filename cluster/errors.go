@@ -15,6 +15,9 @@ var (
 	// ErrRepairSource: a repair could not get the leader's state.
 	ErrRepairSource = errors.New("cluster: cannot get the leader's state to rebuild the replica from")
 	ErrNotReady     = errors.New("cluster: this node's copy of the meta state is still catching up")
+	// ErrPlacementChanged: a channel change raced another (scaling,
+	// repair, drain); nothing was applied.
+	ErrPlacementChanged = errors.New("cluster: the channel changed meanwhile; read it and try again")
 )
 
 // Errors of channel tokens (tokens.go).

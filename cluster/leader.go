@@ -107,6 +107,7 @@ func (n *Node) leaderStep() {
 	}
 	n.reconcileMetaMembership(members)
 	n.raiseClusterVersion()
+	n.renewIncarnations()
 	n.repairStep()
 }
 

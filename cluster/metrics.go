@@ -18,6 +18,9 @@ type metrics struct {
 	// hashComparesSkipped: hashes not compared, too many comparisons
 	// running (hashcheck.go).
 	hashComparesSkipped prometheus.Counter
+	// memberChanges: configuration changes of channel groups this node
+	// made as their leader (membership.go).
+	memberChanges *prometheus.CounterVec
 	// repairsStarted and repairSeconds: replicas the meta leader moved
 	// off dead and draining nodes (repair.go).
 	repairsStarted *prometheus.CounterVec
@@ -71,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "hash_compares_skipped_total",
 			Help: "Hashes of a local replica's state (or of the meta state) not compared with the peers' because too many comparisons were running.",
 		}),
+		memberChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "member_changes_total",
+			Help: "Configuration changes of channel groups this node made as their leader, moving them toward their placement, by op (add_nonvoter, promote, remove, transfer_leadership).",
+		}, []string{"op"}),
 		repairsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "replica_moves_total",
 			Help: "Replicas this node, leading the meta group, moved off a node (a SetPlacement committed), by why: dead (automatic repair), draining (drain), removed (node remove).",
@@ -83,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
-			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.repairsStarted, m.repairSeconds)
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges, m.repairsStarted, m.repairSeconds)
 	}
 	return m
 }

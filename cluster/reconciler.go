@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"context"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -41,45 +43,96 @@ func (n *Node) reconcile() {
 		return
 	}
 	want := map[uint64]bool{}
+	channels := map[uint64]fsm.ChannelRecord{}
 	for _, ch := range n.meta.fsm.Channels() {
-		if !ch.HasNode(n.cfg.Name) {
+		channels[ch.GroupID] = ch
+		r, ok := placedReplica(ch, n.cfg.Name)
+		if !ok {
 			continue
 		}
 		want[ch.GroupID] = true
 		if _, ok := n.shards.Replica(ch.GroupID); ok {
 			continue
 		}
-		spec := shard.ReplicaSpec{GroupID: ch.GroupID, Channel: ch.Name, MetaIndex: ch.CreateIndex}
-		for _, r := range ch.Placement {
-			nd, ok := n.meta.fsm.Node(r.NodeID)
-			if !ok {
-				spec.Peers = nil
-				break
-			}
-			spec.Peers = append(spec.Peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(r.ServerID), Address: raft.ServerAddress(nd.ClusterAddr)})
-		}
-		if len(spec.Peers) == 0 {
+		spec, ok := n.replicaSpec(ch, r)
+		if !ok {
 			continue
 		}
 		if _, err := n.shards.Ensure(spec); err != nil {
 			n.log.Error("start replica", "channel", ch.Name, "group", ch.GroupID, "error", err)
 			continue
 		}
-		n.log.Debug("replica started", "channel", ch.Name, "group", ch.GroupID)
+		n.log.Debug("replica started", "channel", ch.Name, "group", ch.GroupID, "bootstrap", len(spec.Peers) > 0)
 	}
+	// The leaders' answers below take a call each: bounded per pass, so
+	// that a leader that does not answer delays the next pass (the
+	// replicas it starts) by at most this; the rest wait for a later pass.
+	ctx, cancel := context.WithTimeout(context.Background(), internalCallLimit)
+	defer cancel()
 	for _, r := range n.shards.Replicas() {
 		if want[r.GroupID] {
 			continue
 		}
-		created, ok := n.shards.MetaIndex(r.GroupID)
-		if !ok || applied <= created {
-			continue
+		if ch, ok := channels[r.GroupID]; ok {
+			// The channel lives on without this node: a removed replica
+			// is never told, so delete it only once the group's leader
+			// says its committed configuration no longer lists it
+			// (cluster/DESIGN.md "Membership changes").
+			if ctx.Err() != nil || !n.removedHere(ctx, r, ch) {
+				continue
+			}
+			n.log.Info("removing replica: the group's leader no longer lists it", "channel", r.Channel, "group", r.GroupID)
+		} else {
+			created, ok := n.shards.MetaIndex(r.GroupID)
+			if !ok || applied <= created {
+				continue
+			}
+			n.log.Info("removing replica of a deleted channel", "channel", r.Channel, "group", r.GroupID)
 		}
-		n.log.Info("removing replica no longer placed here", "channel", r.Channel, "group", r.GroupID)
 		if err := n.shards.Remove(r.GroupID); err != nil {
 			n.log.Error("remove replica", "group", r.GroupID, "error", err)
 		}
 	}
+}
+
+// placedReplica returns the channel's replica on node, if it has one.
+func placedReplica(ch fsm.ChannelRecord, node string) (fsm.Replica, bool) {
+	for _, r := range ch.Placement {
+		if r.NodeID == node {
+			return r, true
+		}
+	}
+	return fsm.Replica{}, false
+}
+
+// replicaSpec is how this node starts its placed replica r of ch, which it
+// does not run (ok false: not now).
+//
+// Only a replica of the placement the channel was created with bootstraps
+// the group, and with exactly that placement as voters: every creation
+// replica writes the same first entry, which hashicorp/raft allows. Any
+// other replica starts empty and waits for the leader to add it
+// (membership.go); one that bootstrapped would write a configuration of
+// its own at term 1 and split the group. A placement naming another
+// incarnation of this node (its data directory was wiped since) starts
+// nothing until the meta leader renews it (renewIncarnations).
+func (n *Node) replicaSpec(ch fsm.ChannelRecord, r fsm.Replica) (shard.ReplicaSpec, bool) {
+	spec := shard.ReplicaSpec{GroupID: ch.GroupID, Channel: ch.Name, MetaIndex: ch.CreateIndex}
+	if raft.ServerID(r.ServerID) != n.serverID {
+		return spec, false
+	}
+	created := ch.CreationPlacement()
+	if r.Added != 0 || !slices.Contains(created, r) {
+		return spec, true // join
+	}
+	for _, c := range created {
+		nd, ok := n.meta.fsm.Node(c.NodeID)
+		if !ok {
+			return spec, false
+		}
+		spec.Peers = append(spec.Peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(c.ServerID), Address: raft.ServerAddress(nd.ClusterAddr)})
+	}
+	return spec, true
 }
 
 // placedServers lists a channel's replicas with their cluster addresses.

@@ -73,6 +73,8 @@ const (
 	rcIssueToken    byte = 0x1C
 	rcRevokeToken   byte = 0x1D
 	rcSettings      byte = 0x1E
+	rcMember        byte = 0x24 // membership.go
+	rcChangeChannel byte = 0x25 // scale.go
 	rcDrain         byte = 0x2E
 	rcLeave         byte = 0x2F
 	rcRemoveNode    byte = 0x30
@@ -100,7 +102,7 @@ const callGrace = time.Second
 
 // shortCall marks the ops that take at most internalCallLimit, whatever
 // the caller's deadline: the hot path's small calls.
-var shortCall = map[byte]bool{rcPropose: true, rcReadIndex: true, rcMetaReadIndex: true, rcHash: true, rcReplicaInfo: true}
+var shortCall = map[byte]bool{rcPropose: true, rcReadIndex: true, rcMetaReadIndex: true, rcHash: true, rcReplicaInfo: true, rcMember: true}
 
 // routeRetryFor bounds how long a request whose call reached nobody is
 // routed again (nothing was sent: the backend names the node as it knows

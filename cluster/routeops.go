@@ -52,6 +52,10 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRevokeToken, "revoke_token"
 	case rcSettings:
 		return r.serveSettings, "settings"
+	case rcMember:
+		return r.serveMember, "member"
+	case rcChangeChannel:
+		return r.serveChangeChannel, "change_channel"
 	case rcDrain:
 		return r.serveDrain, "drain"
 	case rcLeave:

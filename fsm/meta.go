@@ -88,10 +88,25 @@ type ChannelRecord struct {
 	Nodes      []string  `json:"nodes,omitempty"` // operator pins
 	QuotaBytes uint64    `json:"quota_bytes,omitempty"`
 	Placement  []Replica `json:"placement"`
+	// Created is the placement the channel was created with, kept by the
+	// first SetPlacement that changes it (nil until then: Placement is
+	// still the creation placement). It is the one configuration every
+	// creation replica bootstraps with: a creation replica that starts
+	// late, after the placement changed, must write the same first entry
+	// as the others did (cluster/DESIGN.md "Membership changes").
+	Created []Replica `json:"created,omitempty"`
 	// Settings are the channel's public prefixes and CORS (tokens.go).
 	Settings    *ChannelSettings `json:"settings,omitempty"`
 	CreateIndex uint64           `json:"create_index"`
 	ModifyIndex uint64           `json:"modify_index"`
+}
+
+// CreationPlacement is the placement the channel was created with.
+func (c *ChannelRecord) CreationPlacement() []Replica {
+	if c.Created != nil {
+		return c.Created
+	}
+	return c.Placement
 }
 
 // HasNode reports whether the channel is placed on node id.
@@ -301,6 +316,14 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		ch.ModifyIndex = index
 	case *SetPlacement:
 		m.applySetPlacement(index, c, res)
+	case *SetChannelQuota:
+		ch, ok := m.st.Channels[c.Channel]
+		if !ok {
+			res.Err = ErrChannelNotFound
+			return res
+		}
+		ch.QuotaBytes = c.QuotaBytes
+		ch.ModifyIndex = index
 	}
 	return res
 }
@@ -337,6 +360,9 @@ func (m *Meta) applySetPlacement(index uint64, c *SetPlacement, res *MetaResult)
 			continue
 		}
 		next = append(next, Replica{NodeID: r.NodeID, ServerID: r.ServerID, Added: index})
+	}
+	if ch.Created == nil {
+		ch.Created = ch.Placement
 	}
 	ch.Placement = next
 	ch.Replicas = len(next)
@@ -419,6 +445,7 @@ func (m *Meta) Channel(name string) (ChannelRecord, bool) {
 func cloneChannel(c *ChannelRecord) ChannelRecord {
 	cp := *c
 	cp.Placement = slices.Clone(c.Placement)
+	cp.Created = slices.Clone(c.Created)
 	cp.Zones = slices.Clone(c.Zones)
 	cp.Nodes = slices.Clone(c.Nodes)
 	cp.Settings = cloneSettings(c.Settings)

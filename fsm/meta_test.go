@@ -225,7 +225,24 @@ func TestSetPlacement(t *testing.T) {
 	if r := apply(21, &SetPlacement{Channel: "x", Placement: five, Expect: 6}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if ch, _ := m.Channel("x"); ch.Replicas != 4 || ch.Placement[3].Added != 21 {
+	ch, _ = m.Channel("x")
+	if ch.Replicas != 4 || ch.Placement[3].Added != 21 {
 		t.Fatalf("after scale: %+v", ch)
+	}
+	// The creation placement stays what it was: it is what a creation
+	// replica that starts late bootstraps with.
+	want := []Replica{{NodeID: "a", ServerID: "a@1"}, {NodeID: "b", ServerID: "b@1"}, {NodeID: "c", ServerID: "c@1"}}
+	if !slices.Equal(ch.CreationPlacement(), want) {
+		t.Fatalf("creation placement %+v, want %+v", ch.CreationPlacement(), want)
+	}
+	// A channel's quota changes, and with it the channel's modify index.
+	if r := apply(22, &SetChannelQuota{Channel: "x", QuotaBytes: 1 << 20}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if ch, _ := m.Channel("x"); ch.QuotaBytes != 1<<20 || ch.ModifyIndex != 22 {
+		t.Fatalf("after quota: %+v", ch)
+	}
+	if r := apply(23, &SetChannelQuota{Channel: "y", QuotaBytes: 1}); !errors.Is(r.Err, ErrChannelNotFound) {
+		t.Fatalf("quota of an unknown channel: %v", r.Err)
 	}
 }

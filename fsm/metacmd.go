@@ -35,6 +35,8 @@ const (
 	// skipped it would keep replicas the group no longer has, or never
 	// start the ones it gained.
 	metaSetPlacement byte = 0x50
+	// metaSetChannelQuota (version 4) changes a channel's quota.
+	metaSetChannelQuota byte = 0x51
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -87,6 +89,12 @@ type SetPlacement struct {
 	Expect uint64 `json:"expect"`
 }
 
+// SetChannelQuota replaces a channel's quota (0: none).
+type SetChannelQuota struct {
+	Channel    string `json:"channel"`
+	QuotaBytes uint64 `json:"quota_bytes"`
+}
+
 // MetaHashCheck makes every replica of the meta group hash its state as of
 // the entry's index (metahash.go); it changes nothing.
 type MetaHashCheck struct{}
@@ -111,6 +119,7 @@ func (*RemoveNode) metaType() byte        { return metaRemoveNode }
 func (*CreateChannel) metaType() byte     { return metaCreateChannel }
 func (*DeleteChannel) metaType() byte     { return metaDeleteChannel }
 func (*SetPlacement) metaType() byte      { return metaSetPlacement }
+func (*SetChannelQuota) metaType() byte   { return metaSetChannelQuota }
 
 // EncodeMeta returns the log entry bytes of a meta command.
 func EncodeMeta(c MetaCommand) ([]byte, error) {
@@ -152,6 +161,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &SetChannelSettings{}
 	case metaSetPlacement:
 		c = &SetPlacement{}
+	case metaSetChannelQuota:
+		c = &SetChannelQuota{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

@@ -21,7 +21,8 @@ import (
 //	3  IssueToken (0x48), RevokeToken (0x49), SetChannelSettings (0x4A):
 //	   channel tokens, public prefixes and CORS; Idempotent (0x05): writes
 //	   under an idempotency key
-//	4  SetPlacement (0x50): placements that change after creation
+//	4  SetPlacement (0x50): placements that change after creation;
+//	   SetChannelQuota (0x51): a channel's quota changed
 const Version = 4
 
 // ErrUpgradePending is what a proposal of a command whose version is above
@@ -74,7 +75,7 @@ func MetaVersion(c MetaCommand) int {
 		return 2
 	case *IssueToken, *RevokeToken, *SetChannelSettings:
 		return 3
-	case *SetPlacement:
+	case *SetPlacement, *SetChannelQuota:
 		return 4
 	}
 	return 1

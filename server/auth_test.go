@@ -36,6 +36,7 @@ var wantAccess = map[string]access{
 	"POST " + routeChannels:  accessOperator,
 	"GET " + routeChannel:    accessRead,
 	"DELETE " + routeChannel: accessOperator,
+	"PATCH " + routeChannel:  accessOperator,
 	"GET " + routeKVList:     accessRead,
 	"PUT " + routeKVList:     accessWrite,
 	"DELETE " + routeKVList:  accessWrite,

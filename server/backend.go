@@ -36,6 +36,8 @@ type Backend interface {
 	Channel(ctx context.Context, name string) (api.Channel, error)
 	// DeleteChannel deletes a channel, on the meta leader as CreateChannel.
 	DeleteChannel(ctx context.Context, name string) error
+	// ChangeChannel changes a channel's replica count or quota (validated), on the meta leader as CreateChannel, and returns the channel as its new placement has it.
+	ChangeChannel(ctx context.Context, name string, req api.ChangeChannelRequest) (api.Channel, error)
 	// Propose commits an fsm.Encode'd command on the channel's local leader replica (on the leader's node when another leads) and returns its result once applied; shard.ErrOutcomeUnknown when it may have been applied without an answer.
 	Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error)
 	// Get reads key from the local replica once level allows (docs/raft-notes.md "R2"), returning the entry, whether it exists and the replica's applied index at the read.

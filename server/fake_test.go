@@ -30,6 +30,7 @@ type fakeBackend struct {
 	ready         func(ctx context.Context) error
 	createChannel func(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error)
 	deleteChannel func(ctx context.Context, name string) error
+	changeChannel func(ctx context.Context, name string, req api.ChangeChannelRequest) (api.Channel, error)
 	channel       func(ctx context.Context, name string) (api.Channel, error)
 	propose       func(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error)
 	get           func(ctx context.Context, channel string, key []byte, level shard.ReadLevel) (fsm.Entry, bool, uint64, error)
@@ -89,6 +90,13 @@ func (f *fakeBackend) DeleteChannel(ctx context.Context, name string) error {
 		return f.deleteChannel(ctx, name)
 	}
 	return f.mem.DeleteChannel(ctx, name)
+}
+
+func (f *fakeBackend) ChangeChannel(ctx context.Context, name string, req api.ChangeChannelRequest) (api.Channel, error) {
+	if f.changeChannel != nil {
+		return f.changeChannel(ctx, name, req)
+	}
+	return f.mem.ChangeChannel(ctx, name, req)
 }
 
 func (f *fakeBackend) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {

@@ -93,6 +93,7 @@ func (s *Server) routeTable() map[string]*route {
 		{routeChannel, map[string]endpoint{
 			http.MethodGet:    small(accessRead, s.getChannel),
 			http.MethodDelete: small(accessOperator, s.deleteChannel),
+			http.MethodPatch:  small(accessOperator, s.changeChannel),
 		}},
 		// PUT and DELETE on kv/ reach the key handlers, which refuse the
 		// empty key with 400 invalid_key rather than a puzzling 405.

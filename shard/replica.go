@@ -422,6 +422,10 @@ type ReplicaInfo struct {
 	// Corrupt is set when a hash check found this replica's state other
 	// than its group's majority (hashcheck.go).
 	Corrupt *Corruption `json:",omitempty"`
+	// ConfigServers are the server ids of the replica's latest
+	// configuration, voters and non-voters: they tell an old incarnation
+	// of a node from its new one, which Voters cannot.
+	ConfigServers []string `json:",omitempty"`
 }
 
 // Info reports the replica's current Raft state.
@@ -452,6 +456,7 @@ func (r *Replica) Info() ReplicaInfo {
 			} else {
 				info.NonVoters = append(info.NonVoters, NodeOf(s.ID))
 			}
+			info.ConfigServers = append(info.ConfigServers, string(s.ID))
 		}
 	}
 	return info

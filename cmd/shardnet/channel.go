@@ -19,9 +19,10 @@ var channelCommands = map[string]command{
 	"token":    {"issue, list and revoke a channel's tokens", runChannelToken},
 	"sign":     {"print a link to a key that works without a token until it expires", runChannelSign},
 	"settings": {"set a channel's public prefixes and CORS", runChannelSettings},
+	"scale":    {"change a channel's replica count or quota and wait until its group converges", runChannelScale},
 }
 
-// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings
+// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings|scale
 func runChannel(ctx context.Context, c *cli, args []string) int {
 	return subcommands(ctx, c, "channel", channelCommands, args)
 }
@@ -136,6 +137,12 @@ func (c *cli) printChannel(ch api.Channel) {
 		{"Name", ch.Name}, {"Group", fmt.Sprint(ch.GroupID)}, {"Replicas", fmt.Sprint(ch.Replicas)},
 		{"Leader", orDash(ch.Leader)}, {"Voters", orDash(strings.Join(ch.Voters, ", "))},
 		{"Health", orDash(ch.Health)}, {"Usage", fmt.Sprintf("%d keys, %d bytes", ch.Usage.Keys, ch.Usage.Bytes)},
+	}
+	if len(ch.NonVoters) > 0 {
+		rows = append(rows, [2]string{"Non-voters", strings.Join(ch.NonVoters, ", ")})
+	}
+	if ch.Progress != "" {
+		rows = append(rows, [2]string{"Progress", ch.Progress})
 	}
 	if ch.Dedicated {
 		rows = append(rows, [2]string{"Dedicated", "yes"})

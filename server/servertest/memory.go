@@ -179,6 +179,24 @@ func (m *Memory) RepairReplica(_ context.Context, channel, node string) (uint64,
 	return 0, fmt.Errorf("%w: node %s", shard.ErrNotCorrupt, node)
 }
 
+// ChangeChannel sets a channel's replica count and quota; its one
+// replica stays the placement.
+func (m *Memory) ChangeChannel(_ context.Context, name string, req api.ChangeChannelRequest) (api.Channel, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ch, err := m.channel(name)
+	if err != nil {
+		return api.Channel{}, err
+	}
+	if req.Replicas != nil {
+		ch.info.Replicas = *req.Replicas
+	}
+	if req.QuotaBytes != nil {
+		ch.info.QuotaBytes = *req.QuotaBytes
+	}
+	return m.describe(ch), nil
+}
+
 func (m *Memory) DeleteChannel(_ context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

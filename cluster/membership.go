@@ -1,0 +1,440 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
+)
+
+// Membership changes of channel groups (cluster/DESIGN.md "Membership
+// changes"): the leader of each channel's group moves its Raft
+// configuration toward the channel's placement in the committed meta state,
+// one change at a time, each committed before the next is decided.
+
+// catchUpSlack is how far behind the leader's commit index a non-voter's
+// last log index may be and still count as caught up: promoted then, it
+// does not hold back the commits of the group it joins as a voter (Raft
+// has no catch-up stage of its own before AddVoter, docs/raft-notes.md
+// "R6").
+const catchUpSlack = 64
+
+// memberOp is one configuration change.
+type memberOp int
+
+const (
+	memberNone memberOp = iota
+	memberAddNonvoter
+	memberPromote
+	memberRemove
+	memberTransfer // hand the leadership to Server: the leader itself must go
+)
+
+func (o memberOp) String() string {
+	return [...]string{"none", "add_nonvoter", "promote", "remove", "transfer_leadership"}[o]
+}
+
+// memberView is what a channel leader decides its next change from.
+type memberView struct {
+	Self      raft.ServerID // the leader
+	Servers   []raft.Server // the group's latest configuration
+	Placement []fsm.Replica // the channel's placement, from the committed meta state
+	// Current is each registered node's current server id (its
+	// incarnation); Addr its cluster address.
+	Current map[string]raft.ServerID
+	Addr    map[string]raft.ServerAddress
+	// CaughtUp holds the placed non-voters whose log is within
+	// catchUpSlack of the leader's commit index.
+	CaughtUp map[raft.ServerID]bool
+}
+
+// memberStep is the next change, or memberNone.
+type memberStep struct {
+	Op     memberOp
+	Server raft.ServerID
+	Addr   raft.ServerAddress
+	Why    string
+}
+
+// nextMemberStep decides the one next configuration change that brings the
+// group closer to its placement. A pure function; the rules, in order:
+//
+//  1. A server whose node is registered under another server id is an old
+//     incarnation (its data directory was wiped): gone for good, it is
+//     removed at once, voter or not. It can never vote again, so removing
+//     it takes nothing from the group's availability.
+//  2. A placed server missing from the configuration is added as a
+//     non-voter (only once the placement names the node's current
+//     incarnation).
+//  3. A placed non-voter that has caught up is promoted to voter.
+//  4. A server in the configuration but not in the placement is removed:
+//     a non-voter at once; a voter only once every placed server is a
+//     voter (add, then remove: the voters never drop below the placed
+//     ones, and a replacement votes before the replaced server goes). The
+//     leader that must go hands its leadership to a placed voter first;
+//     the next leader removes it.
+func nextMemberStep(v memberView) memberStep {
+	in := map[raft.ServerID]raft.Server{}
+	for _, s := range v.Servers {
+		in[s.ID] = s
+	}
+	placed := map[raft.ServerID]bool{}
+	for _, r := range v.Placement {
+		placed[raft.ServerID(r.ServerID)] = true
+	}
+	for _, s := range v.Servers {
+		node := shard.NodeOf(s.ID)
+		if cur, ok := v.Current[node]; ok && cur != s.ID && s.ID != v.Self {
+			return memberStep{Op: memberRemove, Server: s.ID,
+				Why: fmt.Sprintf("old incarnation of node %s, which is back as %s", node, cur)}
+		}
+	}
+	for _, r := range v.Placement {
+		id := raft.ServerID(r.ServerID)
+		if _, ok := in[id]; ok || v.Current[r.NodeID] != id || v.Addr[r.NodeID] == "" {
+			continue
+		}
+		return memberStep{Op: memberAddNonvoter, Server: id, Addr: v.Addr[r.NodeID], Why: "placed, not in the group"}
+	}
+	placedVoters := 0
+	for _, s := range v.Servers {
+		switch {
+		case !placed[s.ID]:
+		case s.Suffrage == raft.Voter:
+			placedVoters++
+		case v.CaughtUp[s.ID]:
+			return memberStep{Op: memberPromote, Server: s.ID, Addr: s.Address, Why: "placed and caught up"}
+		}
+	}
+	for _, s := range v.Servers {
+		if !placed[s.ID] && s.Suffrage != raft.Voter {
+			return memberStep{Op: memberRemove, Server: s.ID, Why: "not placed (non-voter)"}
+		}
+	}
+	if placedVoters < len(v.Placement) {
+		return memberStep{} // the replacements vote first
+	}
+	for _, s := range v.Servers {
+		if !placed[s.ID] && s.Suffrage == raft.Voter && s.ID != v.Self {
+			return memberStep{Op: memberRemove, Server: s.ID, Why: "not placed (voter; every placed server votes)"}
+		}
+	}
+	if !placed[v.Self] {
+		for _, o := range v.Servers {
+			if placed[o.ID] && o.Suffrage == raft.Voter {
+				return memberStep{Op: memberTransfer, Server: o.ID, Addr: o.Address, Why: "the leader is not placed"}
+			}
+		}
+	}
+	return memberStep{}
+}
+
+// runMembership drives the configuration of every channel group this node
+// leads toward its placement.
+func (n *Node) runMembership() {
+	defer n.wg.Done()
+	tick := time.NewTicker(membershipEvery)
+	defer tick.Stop()
+	var (
+		mu     sync.Mutex
+		busy   = map[uint64]bool{} // groups with a change under way
+		active sync.WaitGroup
+	)
+	defer active.Wait()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if n.meta.fsm.Applied() == 0 || n.metaSound() != nil {
+			continue
+		}
+		byGroup := map[uint64]fsm.ChannelRecord{}
+		for _, ch := range n.meta.fsm.Channels() {
+			byGroup[ch.GroupID] = ch
+		}
+		for _, rep := range n.shards.Replicas() {
+			ch, ok := byGroup[rep.GroupID]
+			if !ok || rep.Raft().State() != raft.Leader {
+				continue
+			}
+			mu.Lock()
+			if busy[rep.GroupID] {
+				mu.Unlock()
+				continue
+			}
+			busy[rep.GroupID] = true
+			mu.Unlock()
+			active.Add(1)
+			go func() {
+				defer active.Done()
+				defer func() { mu.Lock(); delete(busy, rep.GroupID); mu.Unlock() }()
+				n.converge(rep, ch)
+			}()
+		}
+	}
+}
+
+// converge takes one step of a channel group this node leads toward the
+// channel's placement.
+func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	step, confIndex, ok := n.memberStep(ctx, rep, ch)
+	if !ok || step.Op == memberNone {
+		return
+	}
+	// Decided from this node's copy of the meta state, which may trail
+	// the meta group (a leader cut off from the meta leader, a slow
+	// apply): it could undo a newer placement's change. Catch up with the
+	// meta leader's commit index, and decide again from there.
+	if err := n.metaSync(ctx); err != nil {
+		n.log.Debug("membership: meta state not confirmed current; no change", "channel", ch.Name, "error", err)
+		return
+	}
+	fresh, found := n.meta.fsm.Channel(ch.Name)
+	if !found || fresh.GroupID != ch.GroupID {
+		return
+	}
+	if step, confIndex, ok = n.memberStep(ctx, rep, fresh); !ok || step.Op == memberNone {
+		return
+	}
+	rf := rep.Raft()
+	var err error
+	switch step.Op {
+	case memberAddNonvoter:
+		err = rf.AddNonvoter(step.Server, step.Addr, confIndex, 5*time.Second).Error()
+	case memberPromote:
+		err = rf.AddVoter(step.Server, step.Addr, confIndex, 5*time.Second).Error()
+	case memberRemove:
+		err = rf.RemoveServer(step.Server, confIndex, 5*time.Second).Error()
+	case memberTransfer:
+		err = rf.LeadershipTransferToServer(step.Server, step.Addr).Error()
+	}
+	if err != nil {
+		n.log.Warn("membership change failed", "channel", ch.Name, "op", step.Op.String(), "server", step.Server, "error", err)
+		return
+	}
+	n.metrics.memberChanges.WithLabelValues(step.Op.String()).Inc()
+	n.log.Info("membership change", "channel", ch.Name, "op", step.Op.String(), "server", step.Server, "why", step.Why)
+}
+
+// memberStep builds the view of a group this node leads and decides its
+// next change; confIndex is the index of the configuration it was decided
+// from (raft refuses the change if another came first). ok is false when
+// the configuration cannot be read.
+func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.ChannelRecord) (memberStep, uint64, bool) {
+	rf := rep.Raft()
+	f := rf.GetConfiguration()
+	if f.Error() != nil {
+		return memberStep{}, 0, false
+	}
+	v := memberView{Self: n.serverID, Servers: f.Configuration().Servers, Placement: ch.Placement,
+		Current: map[string]raft.ServerID{}, Addr: map[string]raft.ServerAddress{}, CaughtUp: map[raft.ServerID]bool{}}
+	for _, nd := range n.meta.fsm.Nodes() {
+		v.Current[nd.ID] = raft.ServerID(nd.ServerID)
+		v.Addr[nd.ID] = raft.ServerAddress(nd.ClusterAddr)
+	}
+	// A first decision without progress: only a promotion needs it, and
+	// asking costs a call per non-voter.
+	step := nextMemberStep(v)
+	if step.Op != memberNone || !hasPlacedNonvoter(v) {
+		return step, f.Index(), true
+	}
+	commit := rf.CommitIndex()
+	for _, s := range v.Servers {
+		if s.Suffrage == raft.Voter || !slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
+			continue
+		}
+		nd, ok := n.meta.fsm.Node(shard.NodeOf(s.ID))
+		if !ok {
+			continue
+		}
+		info, err := n.route.replicaInfo(ctx, nd, ch.GroupID)
+		if err == nil && info.ServerID == string(s.ID) && info.LastIndex+catchUpSlack >= commit {
+			v.CaughtUp[s.ID] = true
+		}
+	}
+	return nextMemberStep(v), f.Index(), true
+}
+
+func hasPlacedNonvoter(v memberView) bool {
+	for _, s := range v.Servers {
+		if s.Suffrage != raft.Voter && slices.ContainsFunc(v.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// renewIncarnations, on the meta leader, rewrites each placement that names
+// an old incarnation of a node now registered alive under a new server id
+// (its data directory was wiped): the new one is then an added replica,
+// which joins the group and never bootstraps, and the channel's leader
+// removes the old id (nextMemberStep rule 1). One proposal per channel.
+func (n *Node) renewIncarnations() {
+	if fsm.CheckVersion(fsm.MetaVersion(&fsm.SetPlacement{}), n.meta.fsm.ClusterVersion()) != nil {
+		return
+	}
+	current := map[string]string{}
+	for _, nd := range n.meta.fsm.Nodes() {
+		if nd.State == fsm.NodeAlive {
+			current[nd.ID] = nd.ServerID
+		}
+	}
+	for _, ch := range n.meta.fsm.Channels() {
+		next := slices.Clone(ch.Placement)
+		changed := false
+		for i, r := range next {
+			if cur, ok := current[r.NodeID]; ok && cur != r.ServerID {
+				next[i] = fsm.Replica{NodeID: r.NodeID, ServerID: cur}
+				changed = true
+			}
+		}
+		if !changed {
+			continue
+		}
+		res, err := n.proposeMeta(context.Background(), &fsm.SetPlacement{Channel: ch.Name, Placement: next, Expect: ch.ModifyIndex})
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil {
+			if !errors.Is(err, fsm.ErrPlacementChanged) {
+				n.log.Warn("renew a wiped node's replica", "channel", ch.Name, "error", err)
+			}
+			return
+		}
+		n.log.Info("placement names the new incarnation of a wiped node", "channel", ch.Name, "placement", serverIDs(next))
+	}
+}
+
+func serverIDs(rs []fsm.Replica) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ServerID
+	}
+	return out
+}
+
+// Removal of a replica this node no longer holds (reconciler.go): a
+// removed follower is never told, so it asks the group's leader.
+
+// memberAnswer is the answer of rcMember.
+type memberAnswer byte
+
+const (
+	memberKeep memberAnswer = 0 // still listed, still placed, or a change under way
+	memberGone memberAnswer = 1 // the leader's committed configuration does not list it, nor its placement
+)
+
+// removedHere reports whether the replica rep of a channel that still
+// exists but no longer places this node may be deleted: only on a
+// definite answer of the group's current leader.
+func (n *Node) removedHere(ctx context.Context, rep *shard.Replica, ch fsm.ChannelRecord) bool {
+	rf := rep.Raft()
+	if rf.State() == raft.Leader {
+		return false // it hands its leadership over first (nextMemberStep)
+	}
+	var leaders []fsm.NodeRecord
+	if _, id := rf.LeaderWithID(); id != "" && id != n.serverID {
+		if nd, ok := n.meta.fsm.Node(shard.NodeOf(id)); ok {
+			leaders = append(leaders, nd)
+		}
+	}
+	if len(leaders) == 0 {
+		// Removed, it hears no leader: ask the placed replicas who leads.
+		for _, nd := range n.placedNodes(ch) {
+			info, err := n.route.replicaInfo(ctx, nd, ch.GroupID)
+			if err == nil && info.State == raft.Leader.String() {
+				leaders = append(leaders, nd)
+				break
+			}
+		}
+	}
+	for _, nd := range leaders {
+		ans, err := n.route.memberQuery(ctx, nd, ch.GroupID, n.serverID)
+		if err != nil {
+			n.log.Debug("ask the leader about a replica no longer placed here", "channel", ch.Name, "leader", nd.ID, "error", err)
+			continue
+		}
+		return ans == memberGone
+	}
+	return false
+}
+
+// memberQuery answers, on a group's leader, whether server may delete its
+// replica of the group.
+func (n *Node) memberQuery(gid uint64, server raft.ServerID) (memberAnswer, error) {
+	rep, ok := n.shards.Replica(gid)
+	if !ok {
+		return memberKeep, fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid)
+	}
+	rf := rep.Raft()
+	if rf.State() != raft.Leader {
+		return memberKeep, fmt.Errorf("%w: group %d", shard.ErrNotLeader, gid)
+	}
+	if err := rf.VerifyLeader().Error(); err != nil {
+		return memberKeep, fmt.Errorf("%w: group %d: %v", shard.ErrNotLeader, gid, err)
+	}
+	f := rf.GetConfiguration()
+	if f.Error() != nil {
+		return memberKeep, f.Error()
+	}
+	if f.Index() > rf.CommitIndex() {
+		return memberKeep, nil // a change under way: ask again later
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == server {
+			return memberKeep, nil
+		}
+	}
+	for _, ch := range n.meta.fsm.Channels() {
+		if ch.GroupID == gid && slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(server) }) {
+			return memberKeep, nil // placed again: it will be added back
+		}
+	}
+	return memberGone, nil
+}
+
+// memberQuery (rcMember): head gid u64 | server id; answer one byte, a
+// memberAnswer. It asks the node nd, which should lead the group.
+func (r *router) memberQuery(ctx context.Context, nd fsm.NodeRecord, gid uint64, server raft.ServerID) (memberAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, internalCallLimit)
+	defer cancel()
+	ans, err := r.simple(ctx, "member", nd.ClusterAddr, rcMember, append(u64(gid), server...))
+	if err != nil {
+		return memberKeep, fmt.Errorf("cluster: ask %s about group %d: %w", nd.ID, gid, err)
+	}
+	if len(ans) != 1 || memberAnswer(ans[0]) > memberGone {
+		return memberKeep, fmt.Errorf("cluster: ask %s about group %d: bad answer", nd.ID, gid)
+	}
+	return memberAnswer(ans[0]), nil
+}
+
+func (r *router) serveMember(_ context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+	if len(head) <= 8 {
+		return nil, nil, fmt.Errorf("%w: member call of %d bytes", ErrInvalidRequest, len(head))
+	}
+	ans, err := r.n.memberQuery(binary.BigEndian.Uint64(head), raft.ServerID(head[8:]))
+	if err != nil {
+		return nil, nil, err
+	}
+	return []byte{byte(ans)}, nil, nil
+}
