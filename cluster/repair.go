@@ -190,9 +190,12 @@ func replicaToMove(ch fsm.ChannelRecord, byID map[string]fsm.NodeRecord) (fsm.Re
 	var dead, draining *fsm.Replica
 	alive := 0
 	for i, r := range ch.Placement {
+		// A node registered under another server id than the replica's
+		// was wiped and came back: renewIncarnations (membership.go)
+		// renames the replica, it is not moved.
 		nd, ok := byID[r.NodeID]
 		state := fsm.NodeDead
-		if ok && nd.ServerID == r.ServerID {
+		if ok {
 			state = nd.State
 		}
 		switch {
