@@ -116,9 +116,9 @@ func (n *Node) drainHere(ctx context.Context, id string, drain bool) error {
 
 // LeaveNode makes node id (this node when id is its name) leave the
 // cluster, on that node: it refuses while any channel places a replica
-// there, or when its meta vote is one the quorum needs; then the node's
-// process shuts down gracefully (Leaving), which leaves gossip, and the
-// meta leader records it left and takes it out of the meta group.
+// there, or when its meta vote is one the quorum needs; then the node
+// announces it through gossip, the meta leader records it left and takes
+// it out of the meta group, and the node's process shuts down (Leaving).
 func (n *Node) LeaveNode(ctx context.Context, id string) error {
 	return n.route.do(ctx, "leave", func(ctx context.Context) error {
 		if id == n.cfg.Name {
@@ -150,9 +150,44 @@ func (n *Node) leaveHere(ctx context.Context) error {
 	if err := n.voteRemovable(n.cfg.Name); err != nil {
 		return err
 	}
+	// Announced through gossip: the meta leader records the node left
+	// and takes it out of the meta group; the answer waits for the
+	// record, so that the registry shows it when the operator looks.
+	n.gossip.update(func(m *nodeMeta) { m.Leaving = true })
+	if !n.waitLeftRecorded(ctx, leaveRecordWait) {
+		n.gossip.update(func(m *nodeMeta) { m.Leaving = false })
+		return fmt.Errorf("%w: the meta leader did not record node %s left in time; it stays; try again", ErrNotReady, n.cfg.Name)
+	}
 	n.log.Info("leaving the cluster at the operator's request")
 	n.leavingOnce.Do(func() { close(n.leaving) })
 	return nil
+}
+
+// leaveRecordWait bounds how long a leave waits for the meta leader to
+// record it: gossip carries the announcement in well under a second on a
+// LAN, and the leader loop runs every leaderLoopEvery.
+const leaveRecordWait = 10 * time.Second
+
+// waitLeftRecorded waits until this node's copy of the meta state shows it
+// left, ctx ends or wait passes.
+func (n *Node) waitLeftRecorded(ctx context.Context, wait time.Duration) bool {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		changed := n.meta.fsm.Changed()
+		if nd, ok := n.meta.fsm.Node(n.cfg.Name); ok && nd.State == fsm.NodeLeft {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-n.stop:
+			return false
+		case <-changed:
+		}
+	}
 }
 
 // RemoveNode forgets a dead or left node for good, on the meta leader: the

@@ -32,9 +32,10 @@ type nodeMeta struct {
 	// Version is the highest command version the node supports
 	// (fsm.Version); nodes of version 1 do not send it.
 	Version int `json:"ver,omitempty"`
-	// Leaving is set just before the node leaves gossip gracefully, so
-	// that its departure reads as left, not dead (memberlist tells both
-	// apart only inside).
+	// Leaving is set once the node agreed to leave the cluster (node
+	// leave, drain.go): the member is left, not alive or dead, until a
+	// restart clears it. A graceful shutdown does not set it: a restart
+	// is not a leave.
 	Leaving bool `json:"lv,omitempty"`
 }
 
@@ -156,7 +157,6 @@ func (n *Node) GossipMembers() map[string]string {
 }
 
 func (g *gossip) leave() {
-	g.update(func(m *nodeMeta) { m.Leaving = true })
 	if err := g.ml.Leave(2 * time.Second); err != nil {
 		g.log.Debug("gossip leave", "error", err)
 	}
@@ -185,13 +185,15 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // --- memberlist.EventDelegate ---
 
-// memberlist's Node.State is not kept up to date (its own record of the
-// node shadows it), so the event says the state: joined and updated
-// members are alive; one that went away is left when it said it was
-// leaving (nodeMeta.Leaving), else dead.
+// The state of a member is the event's, not n.State: memberlist keeps a
+// member's state in its own nodeState and never sets Node.State, so every
+// member read as alive whatever happened to it. A leave event is a member
+// memberlist declared dead, or one that shut down gracefully: both are
+// absence (a restart is not a leave). A member that announced it leaves
+// the cluster (nodeMeta.Leaving) is left, whatever the event.
 func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n, memberlist.StateAlive) }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, memberlist.StateAlive) }
 func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n, memberlist.StateDead) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, memberlist.StateAlive) }
 
 func (g *gossip) record(n *memberlist.Node, state memberlist.NodeStateType) {
 	var meta nodeMeta
@@ -206,7 +208,7 @@ func (g *gossip) record(n *memberlist.Node, state memberlist.NodeStateType) {
 		g.log.Warn("ignoring gossip member whose metadata names another node", "member", n.Name, "claims", meta.ID)
 		return
 	}
-	if state == memberlist.StateDead && meta.Leaving {
+	if meta.Leaving {
 		state = memberlist.StateLeft
 	}
 	g.mu.Lock()
