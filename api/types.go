@@ -66,10 +66,14 @@ type Status struct {
 
 // Node is one member of the cluster as the meta group records it.
 type Node struct {
-	ID          string    `json:"id"`
-	Role        string    `json:"role"`  // "core" or "resource"
-	Zone        string    `json:"zone"`  // "" when none was configured
-	State       string    `json:"state"` // alive, suspect, dead, draining, left
+	ID       string `json:"id"`
+	Role     string `json:"role"`     // "core" or "resource"
+	Zone     string `json:"zone"`     // "" when none was configured
+	Operator string `json:"operator"` // who runs the node; "" when none was configured
+	State    string `json:"state"`    // alive, suspect, dead, draining, left
+	// ServeData: the node hosts channel replicas (resource nodes, and core
+	// nodes started with -serve-data).
+	ServeData   bool      `json:"serve_data"`
 	ClusterAddr string    `json:"cluster_addr"`
 	HTTPAddr    string    `json:"http_addr"`
 	GossipAddr  string    `json:"gossip_addr"`
@@ -84,14 +88,15 @@ type Node struct {
 
 // Capacity is what a node offers to channels.
 type Capacity struct {
-	DiskBytes   uint64 `json:"disk_bytes"`
-	MaxReplicas int    `json:"max_replicas"`
+	DiskBytes     uint64 `json:"disk_bytes"`      // offered: -disk-bytes, else the data dir's file system size
+	DiskFreeBytes uint64 `json:"disk_free_bytes"` // free in the data dir's file system, at most offered minus used
+	MaxReplicas   int    `json:"max_replicas"`
 }
 
 // NodeUsage is what a node holds.
 type NodeUsage struct {
-	Replicas  int    `json:"replicas"`
-	DiskBytes uint64 `json:"disk_bytes"`
+	Replicas  int    `json:"replicas"`   // placed on the node (the placements)
+	DiskBytes uint64 `json:"disk_bytes"` // what the node's data dir holds, as reported
 }
 
 // CreateChannelRequest is the body of POST /v1/channels.

@@ -174,6 +174,15 @@ start_sn_node() {
 		[[ $help != *-rate-limit* ]] || SN_RATE_FLAG="-rate-limit=0"
 	fi
 	[ -z "$SN_RATE_FLAG" ] || args+=("$SN_RATE_FLAG")
+	# Core nodes host channel replicas only with -serve-data (older
+	# binaries take no such flag: their core nodes always do).
+	if [ -z "${SN_DATA_FLAG+x}" ]; then
+		SN_DATA_FLAG=""
+		local help
+		help=$("$BIN" agent -h 2>&1 || true)
+		[[ $help != *-serve-data* ]] || SN_DATA_FLAG="-serve-data"
+	fi
+	[ -z "$SN_DATA_FLAG" ] || args+=("$SN_DATA_FLAG")
 	# Releases with node certificates refuse to start without them: give
 	# each node one of a CA made for this run (older binaries take none).
 	if [ -z "${SN_TLS+x}" ]; then

@@ -86,10 +86,10 @@ func (n *Node) Nodes(ctx context.Context) ([]api.Node, error) {
 	var out []api.Node
 	for _, nd := range n.meta.fsm.Nodes() {
 		out = append(out, api.Node{
-			ID: nd.ID, Role: nd.Role, Zone: nd.Zone, State: nd.State,
+			ID: nd.ID, Role: nd.Role, Zone: nd.Zone, Operator: nd.Operator, State: nd.State, ServeData: nd.HostsData(),
 			ClusterAddr: nd.ClusterAddr, HTTPAddr: nd.HTTPAddr, GossipAddr: nd.GossipAddr,
-			Capacity:         api.Capacity{DiskBytes: nd.DiskBytes, MaxReplicas: nd.MaxReplicas},
-			Usage:            api.NodeUsage{Replicas: load[nd.ID]},
+			Capacity:         api.Capacity{DiskBytes: nd.DiskBytes, DiskFreeBytes: nd.DiskFree, MaxReplicas: nd.MaxReplicas},
+			Usage:            api.NodeUsage{Replicas: load[nd.ID], DiskBytes: nd.DataBytes},
 			Stake:            nd.Stake,
 			SupportedVersion: nd.SupportedVersion(),
 		})

@@ -32,9 +32,25 @@ type Config struct {
 	BootstrapExpect int      // core nodes to wait for before bootstrapping the meta group
 	Join            []string // gossip addresses of nodes to join
 
-	Stake        uint64
+	Stake uint64
+	// CapacityDisk is the disk bytes the node offers to channels (0: the
+	// size of the data dir's file system).
 	CapacityDisk uint64
 	MaxReplicas  int
+	// Operator is who runs the node: placement spreads a channel's
+	// replicas over operators as over zones.
+	Operator string
+	// ServeData: a core node hosts channel replicas only when set;
+	// resource nodes always do.
+	ServeData bool
+	// DeadAfter is how long the meta leader must see a node absent from
+	// gossip before the registry calls it dead (0: 5 minutes): until then
+	// it is suspect (registry.go).
+	DeadAfter time.Duration
+	// StatsEvery is how often the node measures its disk (free bytes of
+	// the data dir's file system, bytes of the data dir) for gossip (0:
+	// 30 seconds).
+	StatsEvery time.Duration
 
 	ClusterKey []byte // shared secret of the cluster port (without TLS)
 	// TLS, when set, makes the cluster port speak mutual TLS with these
@@ -131,7 +147,16 @@ func (c *Config) withDefaults() {
 	if c.MaxReplicas == 0 {
 		c.MaxReplicas = 2000
 	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = DefaultDeadAfter
+	}
+	if c.StatsEvery == 0 {
+		c.StatsEvery = 30 * time.Second
+	}
 }
+
+// DefaultDeadAfter is Config.DeadAfter's default.
+const DefaultDeadAfter = 5 * time.Minute
 
 const (
 	maxMetaVoters     = 5

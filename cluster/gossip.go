@@ -25,6 +25,10 @@ type nodeMeta struct {
 	HTTPAddr    string `json:"http"`
 	DiskBytes   uint64 `json:"disk,omitempty"`
 	MaxReplicas int    `json:"maxr,omitempty"`
+	Operator    string `json:"op,omitempty"`
+	ServeData   bool   `json:"sd,omitempty"`
+	DiskFree    uint64 `json:"free,omitempty"` // the data dir's file system
+	DataBytes   uint64 `json:"used,omitempty"` // the data dir
 	Stake       uint64 `json:"stake,omitempty"`
 	ClusterID   string `json:"cid,omitempty"`  // set once the node's meta FSM knows it
 	MetaIndex   uint64 `json:"midx,omitempty"` // the node's meta log last index, for promotion

@@ -73,38 +73,7 @@ func (n *Node) leaderStep() {
 	n.registryMu.Lock() // drain.go
 	defer n.registryMu.Unlock()
 	members := n.gossip.snapshot()
-	for _, m := range members {
-		want := fsm.NodeRecord{
-			ID: m.meta.ID, ServerID: m.meta.ServerID, Role: m.meta.Role, Zone: m.meta.Zone,
-			ClusterAddr: m.meta.ClusterAddr, HTTPAddr: m.meta.HTTPAddr, GossipAddr: m.gossipAddr,
-			DiskBytes: m.meta.DiskBytes, MaxReplicas: m.meta.MaxReplicas, Stake: m.meta.Stake,
-			State: gossipState(m.state), Version: m.meta.Version,
-		}
-		have, ok := n.meta.fsm.Node(m.meta.ID)
-		if !ok && m.state != memberlist.StateAlive {
-			// Not registered again once removed (node remove, drain.go):
-			// gossip remembers dead and left members.
-			continue
-		}
-		if ok {
-			want.CreateIndex, want.ModifyIndex = have.CreateIndex, have.ModifyIndex
-			if have.State == fsm.NodeDraining && want.State == fsm.NodeAlive {
-				want.State = fsm.NodeDraining // an operator decision gossip does not undo
-			}
-			if have == want {
-				continue
-			}
-		}
-		if _, err := n.proposeMeta(context.Background(), &fsm.UpsertNode{Node: want}); err != nil {
-			n.log.Warn("register node", "node", m.meta.ID, "error", err)
-			return
-		}
-		if !ok {
-			n.log.Info("node registered", "node", m.meta.ID, "role", m.meta.Role, "zone", m.meta.Zone)
-		} else if have.State != want.State {
-			n.log.Info("node state changed", "node", m.meta.ID, "from", have.State, "to", want.State)
-		}
-	}
+	n.registerNodes(members, time.Now())
 	n.reconcileMetaMembership(members)
 	n.raiseClusterVersion()
 	n.renewIncarnations()

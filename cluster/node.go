@@ -81,8 +81,11 @@ type Node struct {
 	// (drain.go): its process shuts down (Leaving).
 	leaving     chan struct{}
 	leavingOnce sync.Once
-	wg          sync.WaitGroup
-	stopOnce    sync.Once
+	// reg is the meta leader's memory of absent nodes (registry.go;
+	// leader loop only).
+	reg      registry
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -181,6 +184,7 @@ func New(cfg Config) (*Node, error) {
 	go n.runLeaderLoop()
 	go n.runReconciler()
 	go n.runMembership()
+	go n.runStatsLoop()
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.retryJoin()
@@ -253,10 +257,13 @@ func advertise(host string, port int) string {
 }
 
 func (n *Node) selfMeta() nodeMeta {
+	offered, free, used := n.diskUsage()
 	return nodeMeta{
+		DiskBytes: offered, DiskFree: free, DataBytes: used,
 		ID: n.cfg.Name, ServerID: string(n.serverID), Role: n.cfg.Role, Zone: n.cfg.Zone,
 		ClusterAddr: string(n.trans.Addr()), HTTPAddr: n.cfg.HTTPAddr,
-		DiskBytes: n.cfg.CapacityDisk, MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
+		MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
+		Operator: n.cfg.Operator, ServeData: n.cfg.ServeData || n.cfg.Role == fsm.RoleResource,
 		ClusterID: n.meta.fsm.ClusterID(), HasState: n.meta.hadState,
 		Version: fsm.Version,
 	}

@@ -168,7 +168,7 @@ func decideMove(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.Cha
 	if why := cannotMove(ch, alive); why != "" {
 		return placementMove{}, errors.New(why)
 	}
-	to, err := pickReplacement(nodes, channels, ch, full)
+	to, err := pickReplacement(nodes, channels, ch, from, full)
 	if err != nil {
 		return placementMove{}, err
 	}
@@ -234,86 +234,30 @@ func cannotMove(ch fsm.ChannelRecord, alive int) string {
 	return ""
 }
 
-// pickReplacement chooses the node that takes a replica of ch, by the
-// rules of a channel's creation (place): alive, room, not a node of
-// another dedicated channel (a dedicated ch needs a node no channel uses),
-// in ch's zones; then a zone ch does not use yet, the least loaded node,
-// resource nodes first, by id. full says a node is at its limit of moves
-// in flight: when every eligible node is, errRepairWait. No eligible node
-// at all is ErrNotEnoughNodes, with the numbers.
-//
-// The registry's allocator (operators spread like zones) may replace this
-// function: its contract is one node for one channel, excluding the nodes
-// the channel has.
-func pickReplacement(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.ChannelRecord, full func(id string) bool) (fsm.Replica, error) {
-	load := map[string]int{}
-	reserved := map[string]bool{} // nodes of other dedicated channels
-	for _, c := range channels {
-		for _, r := range c.Placement {
-			if c.Name == ch.Name {
-				continue
-			}
-			load[r.NodeID]++
-			if c.Dedicated {
-				reserved[r.NodeID] = true
-			}
-		}
-	}
-	usedZone := map[string]bool{}
-	byID := map[string]fsm.NodeRecord{}
+// pickReplacement chooses the node that takes ch's replica on node from,
+// by the rules of a channel's creation (PlaceOne: alive, hosting data,
+// room, not another dedicated channel's node, a dedicated ch only on a node
+// nobody uses, ch's zones; zones then operators spread, least loaded,
+// resource nodes first). full says a node is at its limit of moves in
+// flight: when only such nodes are eligible, errRepairWait. No eligible
+// node at all is ErrNotEnoughNodes, with the numbers.
+func pickReplacement(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.ChannelRecord, from fsm.Replica, full func(id string) bool) (fsm.Replica, error) {
+	exclude := []string{from.NodeID}
 	for _, nd := range nodes {
-		byID[nd.ID] = nd
-	}
-	for _, r := range ch.Placement {
-		if nd, ok := byID[r.NodeID]; ok && nd.State != fsm.NodeDead && nd.State != fsm.NodeDraining {
-			usedZone[nd.Zone] = true
+		if nd.ID != from.NodeID && full(nd.ID) {
+			exclude = append(exclude, nd.ID)
 		}
 	}
-	var eligible []fsm.NodeRecord
-	alive := 0
-	for _, nd := range nodes {
-		if nd.State != fsm.NodeAlive || ch.HasNode(nd.ID) {
-			continue
-		}
-		alive++
-		switch {
-		case reserved[nd.ID]:
-		case ch.Dedicated && load[nd.ID] > 0:
-		case len(ch.Zones) > 0 && !slices.Contains(ch.Zones, nd.Zone):
-		case nd.MaxReplicas > 0 && load[nd.ID]+1 > nd.MaxReplicas:
-		default:
-			eligible = append(eligible, nd)
+	to, err := PlaceOne(nodes, channels, ch, exclude)
+	if err == nil {
+		return to, nil
+	}
+	if len(exclude) > 1 {
+		if _, werr := PlaceOne(nodes, channels, ch, exclude[:1]); werr == nil {
+			return fsm.Replica{}, errRepairWait
 		}
 	}
-	if len(eligible) == 0 {
-		what := "with room, outside dedicated channels"
-		if ch.Dedicated {
-			what = "that host no other channel (a dedicated channel)"
-		}
-		if len(ch.Zones) > 0 {
-			what += " in zones " + strings.Join(ch.Zones, ", ")
-		}
-		return fsm.Replica{}, fmt.Errorf("%w: channel %s needs 1 alive node %s that does not hold it yet; %d alive nodes outside the channel, 0 eligible", ErrNotEnoughNodes, ch.Name, what, alive)
-	}
-	sort.SliceStable(eligible, func(i, j int) bool {
-		a, b := eligible[i], eligible[j]
-		if usedZone[a.Zone] != usedZone[b.Zone] {
-			return !usedZone[a.Zone]
-		}
-		if load[a.ID] != load[b.ID] {
-			return load[a.ID] < load[b.ID]
-		}
-		if ra, rb := a.Role == fsm.RoleResource, b.Role == fsm.RoleResource; ra != rb {
-			return ra
-		}
-		return a.ID < b.ID
-	})
-	for _, nd := range eligible {
-		if !full(nd.ID) {
-			return fsm.Replica{NodeID: nd.ID, ServerID: nd.ServerID}, nil
-		}
-	}
-	return fsm.Replica{}, errRepairWait
+	return fsm.Replica{}, err
 }
 
 // repairs is the meta leader's memory of its moves in flight and of the

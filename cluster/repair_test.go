@@ -70,7 +70,7 @@ func TestPlanMoves(t *testing.T) {
 		{name: "no eligible node: blocked with the numbers",
 			nodes:    nodes("a/resource/z/alive", "b/resource/z/alive", "c/resource/z/dead"),
 			channels: []fsm.ChannelRecord{placed("x", false, "a", "b", "c")}, lim: noLimits,
-			blocked: []string{"x: 0 alive nodes outside the channel, 0 eligible"}},
+			blocked: []string{"x: the channel needs 3 eligible nodes, 2 available (of 3 nodes: 1 excluded)"}},
 		{name: "every replica dead",
 			nodes:    nodes("a/resource/z/dead", "b/resource/z/alive"),
 			channels: []fsm.ChannelRecord{placed("x", false, "a")}, lim: noLimits,
@@ -89,11 +89,11 @@ func TestPlanMoves(t *testing.T) {
 		{name: "dedicated channel with no empty node is blocked",
 			nodes:    nodes("a/resource/z/alive", "b/resource/z/alive", "c/resource/z/dead", "d/resource/z/alive"),
 			channels: []fsm.ChannelRecord{placed("x", true, "a", "b", "c"), placed("y", false, "d")}, lim: noLimits,
-			blocked: []string{"x: channel x needs 1 alive node that host no other channel"}},
+			blocked: []string{"x: 1 host other channels"}},
 		{name: "other channels never land on a dedicated channel's nodes",
 			nodes:    nodes("a/resource/z/alive", "b/resource/z/alive", "c/resource/z/dead", "d/resource/z/alive"),
 			channels: []fsm.ChannelRecord{placed("x", true, "d"), placed("y", false, "a", "b", "c")}, lim: noLimits,
-			blocked: []string{"y: 1 alive nodes outside the channel, 0 eligible"}},
+			blocked: []string{"y: 1 a dedicated channel's"}},
 		{name: "pinned channel is not re-placed", nodes: six,
 			channels: []fsm.ChannelRecord{pinned(placed("x", false, "r1", "r2", "r3"))}, lim: noLimits,
 			blocked: []string{"x: the channel is pinned to nodes r1, r2, r3"}},
@@ -146,7 +146,7 @@ func TestPlanMovesPlacement(t *testing.T) {
 }
 
 func TestPickReplacementWaits(t *testing.T) {
-	_, err := pickReplacement(nodes("a/resource/z/alive", "b/resource/z/alive"), nil, placed("x", false, "a"), func(string) bool { return true })
+	_, err := pickReplacement(nodes("a/resource/z/alive", "b/resource/z/alive", "c/resource/z/alive"), nil, placed("x", false, "a", "b"), fsm.Replica{NodeID: "a", ServerID: "a@1"}, func(string) bool { return true })
 	if !errors.Is(err, errRepairWait) {
 		t.Fatalf("every node full: %v", err)
 	}

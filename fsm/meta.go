@@ -56,6 +56,22 @@ type NodeRecord struct {
 	MaxReplicas int    `json:"max_replicas,omitempty"`
 	Stake       uint64 `json:"stake,omitempty"`
 	State       string `json:"state"`
+	// The fields below are written only once the cluster version is 4
+	// (cluster: a record of a lower cluster version would be applied by
+	// an older binary without them, and the replicas' states would
+	// differ). Reported says the record carries them.
+	Reported bool `json:"reported,omitempty"`
+	// Operator is who runs the node (-operator): placement spreads a
+	// channel's replicas over operators as it does over zones.
+	Operator string `json:"operator,omitempty"`
+	// ServeData: a core node hosts channel replicas only when started
+	// with -serve-data; resource nodes always do.
+	ServeData bool `json:"serve_data,omitempty"`
+	// DiskFree is the free space of the node's data dir's file system,
+	// DataBytes what its data dir holds, both as last reported (refreshed
+	// in the registry only on a change beyond a threshold: docs/operations.md).
+	DiskFree  uint64 `json:"disk_free,omitempty"`
+	DataBytes uint64 `json:"data_bytes,omitempty"`
 	// Version is the highest command version the node supports (fsm.Version
 	// of its binary); 0: it reported none, it is version 1.
 	Version     int    `json:"version,omitempty"`
@@ -65,6 +81,14 @@ type NodeRecord struct {
 
 // SupportedVersion is the highest command version the node supports.
 func (n *NodeRecord) SupportedVersion() int { return max(n.Version, 1) }
+
+// HostsData reports whether the node may host channel replicas: resource
+// nodes always, core nodes started with -serve-data. A record written
+// before the cluster ran version 4 does not say: its core node hosts data,
+// as every core node did before -serve-data.
+func (n *NodeRecord) HostsData() bool {
+	return n.Role == RoleResource || n.ServeData || !n.Reported
+}
 
 // Replica is one placed replica of a channel.
 type Replica struct {

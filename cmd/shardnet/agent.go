@@ -37,7 +37,11 @@ type agentConfig struct {
 	BootstrapExpect int      `hcl:"bootstrap_expect,optional"`
 	Join            []string `hcl:"join,optional"`
 	Stake           uint64   `hcl:"stake,optional"`
-	CapacityDisk    uint64   `hcl:"capacity_disk,optional"`
+	DiskBytes       uint64   `hcl:"disk_bytes,optional"`
+	CapacityDisk    uint64   `hcl:"capacity_disk,optional"` // the older name of disk_bytes
+	Operator        string   `hcl:"operator,optional"`
+	ServeData       bool     `hcl:"serve_data,optional"`
+	DeadAfter       string   `hcl:"dead_after,optional"`
 	MaxReplicas     int      `hcl:"max_replicas,optional"`
 	Token           string   `hcl:"token,optional"`
 	TokenFile       string   `hcl:"token_file,optional"`
@@ -115,7 +119,11 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	join := (*stringList)(&c.Join)
 	fs.Var(join, "join", "gossip address (host:port) of a node to join; repeatable")
 	fs.Uint64Var(&c.Stake, "stake", c.Stake, "stake of a core node")
-	fs.Uint64Var(&c.CapacityDisk, "capacity-disk", c.CapacityDisk, "disk bytes this node offers to channels")
+	fs.Uint64Var(&c.DiskBytes, "disk-bytes", c.DiskBytes, "disk bytes this node offers to channels (0: the size of the file system of -data-dir)")
+	fs.Uint64Var(&c.CapacityDisk, "capacity-disk", c.CapacityDisk, "the older name of -disk-bytes")
+	fs.StringVar(&c.Operator, "operator", c.Operator, "who runs this node; the allocator spreads a channel's replicas across operators as across zones")
+	fs.BoolVar(&c.ServeData, "serve-data", c.ServeData, "a core node hosts channel replicas too (resource nodes always do); a cluster of core nodes only needs it")
+	fs.StringVar(&c.DeadAfter, "dead-after", c.DeadAfter, "how long the meta leader must see a node absent from gossip before the registry calls it dead (until then: suspect); the meta leader's setting counts (default 5m)")
 	fs.IntVar(&c.MaxReplicas, "max-replicas", c.MaxReplicas, "most channel replicas this node hosts (0: 2000)")
 	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth); process listings show it: prefer -token-file or $SHARDNET_TOKEN")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the operator token (default: $SHARDNET_TOKEN)")
@@ -186,6 +194,9 @@ func loadAgentConfig(args []string) (agentConfig, error) {
 		errs = append(errs, err)
 	}
 	if _, err := cfg.hashCheckInterval(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := cfg.deadAfter(); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := cfg.httpLimits(); err != nil {
@@ -299,6 +310,26 @@ func (c agentConfig) leaderRebalance() (time.Duration, error) {
 	return interval("-leader-rebalance", c.LeaderRebalance, "10s")
 }
 
+// deadAfter is -dead-after as cluster.Config takes it (0: the default).
+func (c agentConfig) deadAfter() (time.Duration, error) {
+	if c.DeadAfter == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.DeadAfter)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("-dead-after must be a positive duration such as 5m, not %q", c.DeadAfter)
+	}
+	return d, nil
+}
+
+// diskBytes is -disk-bytes, or its older name -capacity-disk.
+func (c agentConfig) diskBytes() uint64 {
+	if c.DiskBytes > 0 {
+		return c.DiskBytes
+	}
+	return c.CapacityDisk
+}
+
 // hashCheckInterval is -hash-check-interval as cluster.Config takes it: 0
 // for the default, negative for off.
 func (c agentConfig) hashCheckInterval() (time.Duration, error) {
@@ -365,6 +396,7 @@ func runAgent(args []string) int {
 	}
 	rebalance, _ := cfg.leaderRebalance() // checked by loadAgentConfig
 	hashCheck, _ := cfg.hashCheckInterval()
+	deadAfter, _ := cfg.deadAfter()
 	limits, _ := cfg.httpLimits()
 	a, err := agent.Start(agent.Options{
 		Cluster: cluster.Config{
@@ -372,7 +404,8 @@ func runAgent(args []string) int {
 			BindAddr: cfg.Bind, Advertise: cfg.Advertise,
 			GossipPort: cfg.GossipPort, ClusterPort: cfg.ClusterPort, HTTPAddr: httpAdvertise,
 			BootstrapExpect: cfg.BootstrapExpect, Join: cfg.Join,
-			Stake: cfg.Stake, CapacityDisk: cfg.CapacityDisk, MaxReplicas: cfg.MaxReplicas,
+			Stake: cfg.Stake, CapacityDisk: cfg.diskBytes(), MaxReplicas: cfg.MaxReplicas,
+			Operator: cfg.Operator, ServeData: cfg.ServeData, DeadAfter: deadAfter,
 			ClusterKey: []byte(cfg.ClusterKey), GossipKey: cfg.gossipKey, Logger: logger,
 			TLS:               certs,
 			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,

@@ -64,6 +64,21 @@ func TestHashCheckIntervalFlag(t *testing.T) {
 	}
 }
 
+func TestPlacementFlags(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "10s": 10 * time.Second} {
+		got, err := agentConfig{DeadAfter: in}.deadAfter()
+		if err != nil || got != want {
+			t.Errorf("-dead-after %q = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if got := (agentConfig{CapacityDisk: 7}).diskBytes(); got != 7 {
+		t.Errorf("-capacity-disk 7: disk bytes %d", got)
+	}
+	if got := (agentConfig{CapacityDisk: 7, DiskBytes: 9}).diskBytes(); got != 9 {
+		t.Errorf("-disk-bytes 9 beside -capacity-disk 7: disk bytes %d", got)
+	}
+}
+
 func TestAgentConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.hcl")
@@ -84,6 +99,8 @@ func TestAgentConfigErrors(t *testing.T) {
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "soon"}, "-leader-rebalance"},
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "0s"}, "-leader-rebalance"},
 		{[]string{"-name", "x", "-data-dir", dir, "-hash-check-interval", "-5m"}, "-hash-check-interval"},
+		{[]string{"-name", "x", "-data-dir", dir, "-dead-after", "0s"}, "-dead-after"},
+		{[]string{"-name", "x", "-data-dir", dir, "-dead-after", "soon"}, "-dead-after"},
 		{[]string{"-name", "x", "-data-dir", dir, "-token", "a", "-token-file", bad}, "give one"},
 		{[]string{"-name", "x", "-data-dir", dir, "-token-file", filepath.Join(dir, "nofile")}, "-token-file"},
 		{[]string{"-name", "x", "-data-dir", dir, "-cluster-key-file", filepath.Join(dir, "nofile")}, "-cluster-key-file"},

@@ -128,6 +128,11 @@ func runDev(args []string) int {
 				TLS:    certs[s.name],
 				Stake:  map[bool]uint64{true: 100}[s.role == fsm.RoleCore],
 				Logger: logger.Named(s.name),
+				// Every dev node hosts data (core-only clusters have
+				// nowhere else), and a stopped one is dead, and its
+				// replicas repaired, after 10 s rather than 5 min.
+				ServeData: true,
+				DeadAfter: 10 * time.Second,
 			},
 			HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(*httpPort+i)),
 			Token:    tok,

@@ -8,7 +8,7 @@ import (
 
 // runMembers: shardnet members [-json]
 func runMembers(ctx context.Context, c *cli, args []string) int {
-	f := c.newFlags("members", "", "List the cluster's nodes: role, zone, state, addresses, replicas hosted and the command version each supports.").withJSON()
+	f := c.newFlags("members", "", "List the cluster's nodes: role, zone, operator, state, whether it hosts data (-serve-data), disk offered and free, replicas and bytes it holds, HTTP address and the command version each supports.").withJSON()
 	if _, code, ok := f.parse(args, 0, 0); !ok {
 		return code
 	}
@@ -20,10 +20,16 @@ func runMembers(ctx context.Context, c *cli, args []string) int {
 		return c.printJSON(nodes)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tZONE\tSTATE\tCLUSTER ADDR\tHTTP ADDR\tREPLICAS\tVERSION")
+	fmt.Fprintln(tw, "ID\tROLE\tZONE\tOPERATOR\tSTATE\tDATA\tDISK\tFREE\tREPLICAS\tUSED\tHTTP ADDR\tVERSION")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
-			n.ID, n.Role, orDash(n.Zone), n.State, orDash(n.ClusterAddr), orDash(n.HTTPAddr), n.Usage.Replicas, n.SupportedVersion)
+		data := "no"
+		if n.ServeData {
+			data = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n",
+			n.ID, n.Role, orDash(n.Zone), orDash(n.Operator), n.State, data,
+			humanBytes(n.Capacity.DiskBytes), humanBytes(n.Capacity.DiskFreeBytes), n.Usage.Replicas, humanBytes(n.Usage.DiskBytes),
+			orDash(n.HTTPAddr), n.SupportedVersion)
 	}
 	if err := tw.Flush(); err != nil {
 		return c.fail(err)
@@ -68,4 +74,21 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// humanBytes prints a byte count in binary units ("-" for 0: not reported).
+func humanBytes(b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit && exp < 4; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTP"[exp])
 }

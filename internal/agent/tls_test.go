@@ -86,7 +86,7 @@ func TestHTTPS(t *testing.T) {
 		Cluster: cluster.Config{
 			Name: "n1", Role: fsm.RoleCore, DataDir: filepath.Join(dir, "n1"), BindAddr: "127.0.0.1",
 			GossipPort: testcluster.FreePort(t), ClusterPort: testcluster.FreePort(t), BootstrapExpect: 1,
-			ClusterKey: []byte("k"), GossipKey: make([]byte, 32), LocalGossip: true,
+			ClusterKey: []byte("k"), GossipKey: make([]byte, 32), LocalGossip: true, ServeData: true,
 		},
 		HTTPBind:    net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)),
 		Token:       "op",

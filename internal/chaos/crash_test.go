@@ -318,7 +318,8 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return []string{"-tls-cert", certFile, "-tls-key", keyFile, "-tls-ca", filepath.Join(pki, transport.CACertFile)}
+		// Core nodes only: they host the channels (-serve-data).
+		return []string{"-tls-cert", certFile, "-tls-key", keyFile, "-tls-ca", filepath.Join(pki, transport.CACertFile), "-serve-data"}
 	})
 }
 

@@ -42,7 +42,9 @@ func TestRollingUpgrade(t *testing.T) {
 	// rebalancing, so that n1 keeps the leaderships it is given below.
 	// -insecure: the old binary knows only the cluster key, which the new
 	// one keeps speaking without certificates.
-	newFlags := []string{"-hash-check-interval", "300ms", "-log-level", "info", "-leader-rebalance", "off", "-insecure"}
+	// -serve-data: core nodes of the new binary host replicas only with it
+	// (the old binary's always do).
+	newFlags := []string{"-hash-check-interval", "300ms", "-log-level", "info", "-leader-rebalance", "off", "-insecure", "-serve-data"}
 	pc := startProcClusterOf(t, []string{newBin, oldBin, oldBin}, func(_, bin string) []string {
 		if bin == newBin {
 			return newFlags

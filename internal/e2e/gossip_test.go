@@ -193,7 +193,7 @@ func TestKeyringOfUnencryptedGossip(t *testing.T) {
 	a, err := agent.Start(agent.Options{
 		Cluster: cluster.Config{
 			Name: "bare", Role: fsm.RoleCore, DataDir: dir, BindAddr: "127.0.0.1", BootstrapExpect: 1,
-			GossipPort: testcluster.FreePort(t), ClusterPort: testcluster.FreePort(t), LocalGossip: true,
+			GossipPort: testcluster.FreePort(t), ClusterPort: testcluster.FreePort(t), LocalGossip: true, ServeData: true,
 		},
 		HTTPBind: net.JoinHostPort("127.0.0.1", strconv.Itoa(testcluster.FreePort(t))),
 	})

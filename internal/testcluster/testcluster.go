@@ -54,6 +54,15 @@ type Options struct {
 	// Insecure runs the cluster port with the shared cluster key instead of
 	// mutual TLS (the default: a CA per cluster, a certificate per node).
 	Insecure bool
+	// CoreWithoutData starts the core nodes without -serve-data (the
+	// default is with: clusters of core nodes only host data there), so
+	// that they host no channel replicas.
+	CoreWithoutData bool
+	// DeadAfter is how long the meta leader waits before a node absent
+	// from gossip is dead in the registry (0: the default, 5 minutes).
+	DeadAfter time.Duration
+	// StatsEvery is how often nodes measure their disk (0: 30 s).
+	StatsEvery time.Duration
 	// Faults installs a network fault hook in every node's cluster
 	// transport and a logstore.SlowFS under every node's Raft log store, for
 	// Partition, Isolate, Delay, SlowDisk and Heal (faults.go).
@@ -185,6 +194,7 @@ func (c *Cluster) start(nd *Node) error {
 		ClusterKey: c.key, GossipKey: c.GossipKey, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
 		HashCheckInterval: c.opts.HashCheckInterval,
+		ServeData:         !c.opts.CoreWithoutData, DeadAfter: c.opts.DeadAfter, StatsEvery: c.opts.StatsEvery,
 	}
 	var certs *transport.Certs
 	if nd.certFile != "" {
