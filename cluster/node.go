@@ -179,7 +179,7 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(true)
 	n.route.wg.Add(1)
 	go n.route.serve(n.trans.CallListener())
-	n.wg.Add(4)
+	n.wg.Add(5) // both the membership loop and the stats loop
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()

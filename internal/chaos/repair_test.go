@@ -41,7 +41,7 @@ func channelsOn(t *testing.T, c *testcluster.Cluster, node string) []api.Channel
 // three voters on live nodes within 30 s, no acknowledged write is lost;
 // restarted, the node deletes its stale replicas.
 func TestRepairUnderLoad(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3, LeaderRebalance: -1})
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3, LeaderRebalance: -1, DeadAfter: 3 * time.Second})
 	for i := range repairChannels {
 		c.CreateChannel(fmt.Sprintf("c%02d", i), 3)
 	}

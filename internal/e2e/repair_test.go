@@ -54,7 +54,7 @@ func placementsWhole(c *testcluster.Cluster, from, want int, gone ...string) err
 // leader, within seconds; the dead node's description shows none left; a
 // live node cannot be removed; the dead one can, and the registry drops it.
 func TestRepairReplacesADeadNodesReplicas(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3})
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3, DeadAfter: 3 * time.Second})
 	for i := range 6 {
 		c.CreateChannel(fmt.Sprintf("r%d", i), 3)
 	}
