@@ -305,16 +305,26 @@ func (n *Node) movesOff(id string) ([]placementMove, error) {
 }
 
 // voteRemovable refuses when node id has a meta vote whose removal would
-// leave fewer live voters than the meta group's quorum (live: the registry
-// does not show the node dead or left).
+// leave fewer live voters than the meta group's quorum (metaVoteCheck).
 func (n *Node) voteRemovable(id string) error {
 	f := n.meta.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("cluster: read the meta configuration: %w", err)
 	}
+	return metaVoteCheck(f.Configuration().Servers, id, func(node string) bool {
+		nd, ok := n.meta.fsm.Node(node)
+		return ok && nd.State != fsm.NodeDead && nd.State != fsm.NodeLeft
+	})
+}
+
+// metaVoteCheck is nil unless node id is a voter among servers and,
+// without its vote, the voters that are live (not dead or left in the
+// registry) would be fewer than the quorum of the voters left, or none
+// would be left: then the error has the numbers.
+func metaVoteCheck(servers []raft.Server, id string, live func(node string) bool) error {
 	voter := false
-	after, live := 0, 0
-	for _, s := range f.Configuration().Servers {
+	after, up := 0, 0
+	for _, s := range servers {
 		if s.Suffrage != raft.Voter {
 			continue
 		}
@@ -324,16 +334,16 @@ func (n *Node) voteRemovable(id string) error {
 			continue
 		}
 		after++
-		if nd, ok := n.meta.fsm.Node(node); ok && nd.State != fsm.NodeDead && nd.State != fsm.NodeLeft {
-			live++
+		if live(node) {
+			up++
 		}
 	}
 	if !voter {
 		return nil
 	}
 	need := after/2 + 1
-	if after == 0 || live < need {
-		return fmt.Errorf("%w: without node %s's vote the meta group has %d voters, %d of them live, and needs %d: bring a dead core node back (or add core nodes) first", ErrNodeState, id, after, live, need)
+	if after == 0 || up < need {
+		return fmt.Errorf("%w: without node %s's vote the meta group has %d voters, %d of them live, and needs %d: bring a dead core node back (or add core nodes) first", ErrNodeState, id, after, up, need)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,5 +161,42 @@ func TestDrainThenLeave(t *testing.T) {
 	}
 	if nd, err := c.Client(2).CancelDrain(ctx, "core3"); err != nil || nd.State != "alive" {
 		t.Fatalf("cancel: %+v, %v", nd, err)
+	}
+}
+
+// A dead core node is removed with its meta vote: its replicas are placed
+// elsewhere by repair, the meta group's configuration drops it, and a
+// channel created afterwards works.
+func TestRemoveDeadCoreNode(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 2, DeadAfter: 2 * time.Second})
+	c.CreateChannel("before", 3)
+	c.Kill(c.Index("core3"))
+	ctx := context.Background()
+	c.WaitFor(30*time.Second, func() error {
+		nd, err := c.Client(0).Node(ctx, "core3")
+		if err != nil {
+			return err
+		}
+		if nd.State != "dead" || nd.ReplicasLeft != 0 {
+			return fmt.Errorf("core3 is %s with %d replicas left", nd.State, nd.ReplicasLeft)
+		}
+		return nil
+	})
+	out, err := c.Client(1).RemoveNode(ctx, "core3")
+	if err != nil || !out.MetaVoteRemoved {
+		t.Fatalf("remove: %+v, %v", out, err)
+	}
+	c.WaitFor(10*time.Second, func() error {
+		_, _, conf := c.Nodes[0].Agent().Node.MetaRaft()
+		for _, s := range conf.Servers {
+			if strings.HasPrefix(string(s.ID), "core3") {
+				return fmt.Errorf("core3 still in the meta configuration: %+v", conf.Servers)
+			}
+		}
+		return nil
+	})
+	c.CreateChannel("after", 3)
+	if err := placementsWhole(c, 0, 3, "core3"); err != nil {
+		t.Fatal(err)
 	}
 }
