@@ -73,12 +73,6 @@ type blockedChannel struct {
 // the move waits (it is not blocked).
 var errRepairWait = errors.New("cluster: every eligible node is at its repair limit")
 
-// mustVacate reports whether a node's replicas are moved off it: dead
-// nodes (repair) and draining nodes (drain). A node that left is not: a
-// graceful restart shows as left for a moment (gossip leave), and a node
-// that left holding replicas is re-placed by `node remove`.
-func mustVacate(state string) bool { return state == fsm.NodeDead || state == fsm.NodeDraining }
-
 // planMoves decides the moves to start now: for each channel without a
 // move in flight (busy), its replica on a dead node (first) or on a
 // draining node is replaced by an eligible node, while the limits allow.
