@@ -292,7 +292,10 @@ func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) 
 		out.NonVoters = best.NonVoters
 		out.Usage = api.ChannelUsage{Keys: best.Keys, Bytes: best.Bytes}
 	}
-	out.Progress = progress(ch, best)
+	if askAll || (best != nil && best.State == raft.Leader.String()) {
+		// The listing asks one replica: a follower's view does not say.
+		out.Progress = progress(ch, best)
+	}
 	healthy := 0
 	for _, r := range ch.Placement {
 		rep := api.Replica{NodeID: r.NodeID, ServerID: r.ServerID, State: "unknown", Voter: slices.Contains(out.Voters, r.NodeID)}

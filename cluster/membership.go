@@ -52,8 +52,9 @@ type memberView struct {
 	// incarnation); Addr its cluster address.
 	Current map[string]raft.ServerID
 	Addr    map[string]raft.ServerAddress
-	// CaughtUp holds the placed non-voters whose log is within
-	// catchUpSlack of the leader's commit index.
+	// CaughtUp holds the placed servers (non-voters to promote, voters
+	// to hand the leadership to) whose log is within catchUpSlack of the
+	// leader's commit index.
 	CaughtUp map[raft.ServerID]bool
 }
 
@@ -80,8 +81,9 @@ type memberStep struct {
 //     a non-voter at once; a voter only once every placed server is a
 //     voter (add, then remove: the voters never drop below the placed
 //     ones, and a replacement votes before the replaced server goes). The
-//     leader that must go hands its leadership to a placed voter first;
-//     the next leader removes it.
+//     leader that must go hands its leadership to a placed voter first
+//     (one whose node reports it caught up, if any); the next leader
+//     removes it.
 func nextMemberStep(v memberView) memberStep {
 	in := map[raft.ServerID]raft.Server{}
 	for _, s := range v.Servers {
@@ -129,10 +131,16 @@ func nextMemberStep(v memberView) memberStep {
 		}
 	}
 	if !placed[v.Self] {
-		for _, o := range v.Servers {
-			if placed[o.ID] && o.Suffrage == raft.Voter {
-				return memberStep{Op: memberTransfer, Server: o.ID, Addr: o.Address, Why: "the leader is not placed"}
+		// To a placed voter known caught up (its node answers), else
+		// the first placed voter.
+		var to *raft.Server
+		for i, o := range v.Servers {
+			if placed[o.ID] && o.Suffrage == raft.Voter && (to == nil || v.CaughtUp[o.ID] && !v.CaughtUp[to.ID]) {
+				to = &v.Servers[i]
 			}
+		}
+		if to != nil {
+			return memberStep{Op: memberTransfer, Server: to.ID, Addr: to.Address, Why: "the leader is not placed"}
 		}
 	}
 	return memberStep{}
@@ -163,9 +171,16 @@ func (n *Node) runMembership() {
 		for _, ch := range n.meta.fsm.Channels() {
 			byGroup[ch.GroupID] = ch
 		}
+		reg := n.registry()
 		for _, rep := range n.shards.Replicas() {
 			ch, ok := byGroup[rep.GroupID]
 			if !ok || rep.Raft().State() != raft.Leader {
+				continue
+			}
+			// Most groups are converged: decided here without a call
+			// or a goroutine; only a group with a change due (or a
+			// non-voter to follow) goes on.
+			if v, _, ok := n.memberView(rep, ch, reg); !ok || nextMemberStep(v).Op == memberNone && !hasPlacedNonvoter(v) {
 				continue
 			}
 			mu.Lock()
@@ -197,8 +212,7 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 		case <-ctx.Done():
 		}
 	}()
-	step, confIndex, ok := n.memberStep(ctx, rep, ch)
-	if !ok || step.Op == memberNone {
+	if step, _, ok := n.memberStep(ctx, rep, ch); !ok || step.Op == memberNone {
 		return
 	}
 	// Decided from this node's copy of the meta state, which may trail
@@ -213,7 +227,8 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 	if !found || fresh.GroupID != ch.GroupID {
 		return
 	}
-	if step, confIndex, ok = n.memberStep(ctx, rep, fresh); !ok || step.Op == memberNone {
+	step, confIndex, ok := n.memberStep(ctx, rep, fresh)
+	if !ok || step.Op == memberNone {
 		return
 	}
 	rf := rep.Raft()
@@ -236,31 +251,54 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 	n.log.Info("membership change", "channel", ch.Name, "op", step.Op.String(), "server", step.Server, "why", step.Why)
 }
 
+// registry is each registered node's current server id and address, as
+// memberView takes them.
+type registry struct {
+	current map[string]raft.ServerID
+	addr    map[string]raft.ServerAddress
+}
+
+func (n *Node) registry() registry {
+	r := registry{current: map[string]raft.ServerID{}, addr: map[string]raft.ServerAddress{}}
+	for _, nd := range n.meta.fsm.Nodes() {
+		r.current[nd.ID] = raft.ServerID(nd.ServerID)
+		r.addr[nd.ID] = raft.ServerAddress(nd.ClusterAddr)
+	}
+	return r
+}
+
+// memberView is the view of a group this node leads, without progress,
+// and the index of the configuration it holds. ok is false when the
+// configuration cannot be read.
+func (n *Node) memberView(rep *shard.Replica, ch fsm.ChannelRecord, reg registry) (memberView, uint64, bool) {
+	f := rep.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return memberView{}, 0, false
+	}
+	return memberView{Self: n.serverID, Servers: f.Configuration().Servers, Placement: ch.Placement,
+		Current: reg.current, Addr: reg.addr, CaughtUp: map[raft.ServerID]bool{}}, f.Index(), true
+}
+
 // memberStep builds the view of a group this node leads and decides its
 // next change; confIndex is the index of the configuration it was decided
 // from (raft refuses the change if another came first). ok is false when
 // the configuration cannot be read.
 func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.ChannelRecord) (memberStep, uint64, bool) {
-	rf := rep.Raft()
-	f := rf.GetConfiguration()
-	if f.Error() != nil {
+	v, confIndex, ok := n.memberView(rep, ch, n.registry())
+	if !ok {
 		return memberStep{}, 0, false
 	}
-	v := memberView{Self: n.serverID, Servers: f.Configuration().Servers, Placement: ch.Placement,
-		Current: map[string]raft.ServerID{}, Addr: map[string]raft.ServerAddress{}, CaughtUp: map[raft.ServerID]bool{}}
-	for _, nd := range n.meta.fsm.Nodes() {
-		v.Current[nd.ID] = raft.ServerID(nd.ServerID)
-		v.Addr[nd.ID] = raft.ServerAddress(nd.ClusterAddr)
-	}
-	// A first decision without progress: only a promotion needs it, and
-	// asking costs a call per non-voter.
+	// A first decision without progress: only a promotion and a
+	// hand-over need it, and asking costs a call per replica.
 	step := nextMemberStep(v)
-	if step.Op != memberNone || !hasPlacedNonvoter(v) {
-		return step, f.Index(), true
+	transfer := step.Op == memberTransfer
+	if !transfer && (step.Op != memberNone || !hasPlacedNonvoter(v)) {
+		return step, confIndex, true
 	}
-	commit := rf.CommitIndex()
+	commit := rep.Raft().CommitIndex()
 	for _, s := range v.Servers {
-		if s.Suffrage == raft.Voter || !slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
+		if s.ID == v.Self || s.Suffrage == raft.Voter && !transfer ||
+			!slices.ContainsFunc(ch.Placement, func(r fsm.Replica) bool { return r.ServerID == string(s.ID) }) {
 			continue
 		}
 		nd, ok := n.meta.fsm.Node(shard.NodeOf(s.ID))
@@ -272,7 +310,7 @@ func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.Channe
 			v.CaughtUp[s.ID] = true
 		}
 	}
-	return nextMemberStep(v), f.Index(), true
+	return nextMemberStep(v), confIndex, true
 }
 
 func hasPlacedNonvoter(v memberView) bool {

@@ -83,6 +83,10 @@ func TestNextMemberStep(t *testing.T) {
 		{name: "the unplaced leader hands its leadership to a placed voter", self: "a@1",
 			servers: []raft.Server{v("a@1"), v("b@1"), v("c@1"), v("d@1")}, placement: placed("b@1", "c@1", "d@1"),
 			want: memberStep{Op: memberTransfer, Server: "b@1", Addr: "b@1:1"}},
+		{name: "the hand-over prefers a placed voter known caught up", self: "a@1",
+			servers: []raft.Server{v("a@1"), v("b@1"), v("c@1"), v("d@1")}, placement: placed("b@1", "c@1", "d@1"),
+			caughtUp: []string{"c@1"},
+			want:     memberStep{Op: memberTransfer, Server: "c@1", Addr: "c@1:1"}},
 		{name: "another unplaced voter goes before the leader hands over", self: "a@1",
 			servers: []raft.Server{v("a@1"), v("b@1"), v("c@1"), v("d@1"), v("e@1")}, placement: placed("b@1", "c@1", "d@1"),
 			want: memberStep{Op: memberRemove, Server: "e@1"}},
@@ -194,7 +198,7 @@ func TestRescale(t *testing.T) {
 	}
 	if _, err := rescale(nodes, channels, ch, 6, "a"); err == nil {
 		t.Fatal("six replicas on five alive nodes")
-	} else if want := `channel "x" needs 6 replicas, 3 placed, 3 more`; !strings.Contains(err.Error(), want) {
+	} else if want := `channel "x" needs 6 replicas, 3 placed: 3 more wanted, 2 eligible nodes`; !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not say %q", err, want)
 	}
 	// Back to three from a, b, c, d (z1 twice), f, led by d: d shares

@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"how"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_total",
-			Help: "Route calls this node made (a request it could not answer, sent to the node that can: cluster/route.go), by call (propose, readindex, meta_readindex, hash, get, list, watch, replica_info, create_channel, delete_channel, repair, snapshot) and outcome: ok, refused (the peer answered an error), unreachable (nothing sent), no_answer (it may have been served), previous_version (the peer takes no route calls), rerouted (sent to another node after the first proved nothing was done).",
+			Help: "Route calls this node made (a request it could not answer, sent to the node that can: cluster/route.go), by call (propose, readindex, meta_readindex, hash, get, list, watch, replica_info, create_channel, delete_channel, repair, snapshot, member, change_channel, ...) and outcome: ok, refused (the peer answered an error), unreachable (nothing sent), no_answer (it may have been served), previous_version (the peer takes no route calls), rerouted (sent to another node after the first proved nothing was done).",
 		}, []string{"call", "outcome"}),
 		callsServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_served_total",

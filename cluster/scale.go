@@ -153,9 +153,28 @@ func rescale(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.Channe
 			}
 		}
 		others := slices.DeleteFunc(slices.Clone(channels), func(c fsm.ChannelRecord) bool { return c.Name == ch.Name })
-		added, err := place(free, others, PlaceRequest{Replicas: want - have, Dedicated: ch.Dedicated, Zones: ch.Zones})
+		req := PlaceRequest{Replicas: want - have, Dedicated: ch.Dedicated, Zones: ch.Zones}
+		added, err := place(free, others, req)
+		if errors.Is(err, ErrNotEnoughNodes) {
+			// How many would do: the most place() finds (it says how
+			// many it needs, not how many there are).
+			found := 0
+			for k := req.Replicas - 1; k > 0; k-- {
+				req.Replicas = k
+				if _, e := place(free, others, req); e == nil {
+					found = k
+					break
+				}
+			}
+			what := "alive, with room, not holding it"
+			if ch.Dedicated {
+				what = "alive, hosting no other channel"
+			}
+			return nil, fmt.Errorf("%w: channel %q needs %d replicas, %d placed: %d more wanted, %d eligible nodes (%s)",
+				ErrNotEnoughNodes, ch.Name, want, have, want-have, found, what)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("channel %q needs %d replicas, %d placed, %d more: %w", ch.Name, want, have, want-have, err)
+			return nil, fmt.Errorf("channel %q: %w", ch.Name, err)
 		}
 		return append(slices.Clone(ch.Placement), added...), nil
 	}

@@ -303,7 +303,8 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		return fail(err)
 	}
 	r := &Replica{GroupID: gid, Channel: rec.Channel, serverID: raft.ServerID(rec.ServerID),
-		raft: g.Raft, fsm: ch, logs: store, trans: g.Trans, snaps: snaps, m: m, done: make(chan struct{})}
+		raft: g.Raft, fsm: ch, logs: store, trans: g.Trans, snaps: snaps, m: m, done: make(chan struct{}),
+		bootstrapped: g.Bootstrapped}
 	r.batch = batcher{r: r, window: m.cfg.ProposalWindow}
 	if corrupt != nil {
 		r.corrupt.Store(corrupt)

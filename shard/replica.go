@@ -42,6 +42,8 @@ type Replica struct {
 	trans *transport.GroupTransport
 	snaps raft.SnapshotStore
 	m     *Manager
+	// bootstrapped: this start wrote the group's first configuration.
+	bootstrapped bool
 
 	barrierMu sync.Mutex
 	readyTerm atomic.Uint64 // the term in which a Barrier completed (docs/raft-notes.md "R2")
@@ -426,6 +428,11 @@ type ReplicaInfo struct {
 	// configuration, voters and non-voters: they tell an old incarnation
 	// of a node from its new one, which Voters cannot.
 	ConfigServers []string `json:",omitempty"`
+	// Bootstrapped says the replica's start (since the node's) wrote the
+	// group's first configuration: only replicas of the placement a
+	// channel was created with ever do (cluster/DESIGN.md "Membership
+	// changes").
+	Bootstrapped bool `json:",omitempty"`
 }
 
 // Info reports the replica's current Raft state.
@@ -447,6 +454,7 @@ func (r *Replica) Info() ReplicaInfo {
 	if id != "" {
 		info.Leader = NodeOf(id)
 	}
+	info.Bootstrapped = r.bootstrapped
 	st := r.fsm.Stats()
 	info.Keys, info.Bytes = st.Keys, st.Bytes
 	if f := r.raft.GetConfiguration(); f.Error() == nil {

@@ -245,6 +245,23 @@ func TestChannelAndMembers(t *testing.T) {
 	}
 }
 
+func TestChannelScale(t *testing.T) {
+	_, addr := testNode(t, "", "nft")
+	env := map[string]string{"SHARDNET_ADDR": addr}
+	r := shardnet(t, env, "", "channel", "scale", "nft", "-replicas", "3", "-timeout", "10s")
+	expect(t, r, 0, "Placement: ")
+	if !regexp.MustCompile(`Progress:\s+converged\n`).MatchString(r.out) || !regexp.MustCompile(`Replicas:\s+3\n`).MatchString(r.out) {
+		t.Fatalf("channel scale printed:\n%s", r.out)
+	}
+	expect(t, shardnet(t, env, "", "channel", "scale", "nft", "-quota", "1024"), 0, "Quota:")
+	r = shardnet(t, env, "", "channel", "scale", "nft", "-replicas", "9")
+	expect(t, r, 1, "")
+	if !strings.Contains(r.err, "(invalid_request, HTTP 400)") {
+		t.Fatalf("9 replicas: %q", r.err)
+	}
+	expect(t, shardnet(t, env, "", "channel", "scale", "nft"), 2, "")
+}
+
 func TestUsage(t *testing.T) {
 	_, addr := testNode(t, "", "nft")
 	env := map[string]string{"SHARDNET_ADDR": addr}

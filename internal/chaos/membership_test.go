@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,9 +123,10 @@ func serverSet(servers []raft.Server) []string {
 }
 
 // waitConverged waits until the group's leader has exactly the placement
-// as voters, and every placed replica holds the leader's configuration:
-// no replica bootstrapped a configuration of its own.
-func waitConverged(t *testing.T, c *testcluster.Cluster, channel string, timeout time.Duration) api.Channel {
+// as voters, and every placed replica holds the leader's configuration,
+// and checks that no replica outside the creation placement (server ids in
+// created) bootstrapped: its first configuration came from the leader.
+func waitConverged(t *testing.T, c *testcluster.Cluster, channel string, created []api.Replica, timeout time.Duration) api.Channel {
 	t.Helper()
 	var ch api.Channel
 	c.WaitFor(timeout, func() error {
@@ -158,6 +161,12 @@ func waitConverged(t *testing.T, c *testcluster.Cluster, channel string, timeout
 		}
 		return nil
 	})
+	for node, info := range viewGroup(c, ch.GroupID).infos {
+		creation := slices.ContainsFunc(created, func(r api.Replica) bool { return r.ServerID == info.ServerID })
+		if info.Bootstrapped && !creation {
+			t.Errorf("replica %s on %s, added after the channel's creation, bootstrapped the group", info.ServerID, node)
+		}
+	}
 	return ch
 }
 
@@ -181,11 +190,19 @@ func TestScaleUnderLoad(t *testing.T) {
 	stop := runLoad(t, c, channel)
 	time.Sleep(time.Second) // some history before the first change
 
+	start := time.Now()
 	ch := scaleTo(t, c, channel, 5)
 	if ch.Replicas != 5 {
 		t.Fatalf("replicas %d after scaling to 5", ch.Replicas)
 	}
-	waitConverged(t, c, channel, 30*time.Second)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+	t.Logf("3 -> 5 converged %v after the PATCH", time.Since(start).Round(time.Millisecond))
+	// Seven on five nodes: refused, with the numbers, nothing changed.
+	seven := 7
+	_, err := c.Client(0).ChangeChannel(context.Background(), channel, api.ChangeChannelRequest{Replicas: &seven})
+	if !api.IsConflict(err) || !strings.Contains(err.Error(), "needs 7 replicas, 5 placed: 2 more wanted, 0 eligible nodes") {
+		t.Fatalf("scaling to seven on five nodes: %v", err)
+	}
 
 	five := placedIDs(ch)
 	// A dropped replica's data goes only once the leader no longer lists
@@ -215,6 +232,7 @@ func TestScaleUnderLoad(t *testing.T) {
 		}
 		violations = append(violations, "the dropped replicas were not deleted within 40 s")
 	}()
+	start = time.Now()
 	ch = scaleTo(t, c, channel, 3)
 	dropped := slices.DeleteFunc(slices.Clone(five), func(id string) bool { return slices.Contains(placedIDs(ch), id) })
 	if len(dropped) != 2 {
@@ -224,7 +242,8 @@ func TestScaleUnderLoad(t *testing.T) {
 	for _, v := range violations {
 		t.Error(v)
 	}
-	waitConverged(t, c, channel, 30*time.Second)
+	t.Logf("5 -> 3: both dropped replicas deleted %v after the PATCH", time.Since(start).Round(time.Millisecond))
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
 	stop()
 	for _, id := range dropped {
 		if _, err := os.Stat(fmt.Sprintf("%s/replicas/%d", c.Node(id).Dir, created.GroupID)); !os.IsNotExist(err) {
@@ -239,7 +258,7 @@ func TestScaleUnderLoad(t *testing.T) {
 func TestKillLeaderDuringScale(t *testing.T) {
 	c := testcluster.New(t, membershipOptions())
 	const channel = "kill"
-	c.CreateChannel(channel, 3)
+	created := c.CreateChannel(channel, 3)
 	stop := runLoad(t, c, channel)
 	time.Sleep(time.Second)
 	leader := c.WaitLeader(channel)
@@ -259,7 +278,7 @@ func TestKillLeaderDuringScale(t *testing.T) {
 	t.Logf("leader %s killed; its configuration held a non-voter: %v", leader, mid)
 	time.Sleep(2 * time.Second)
 	c.Start(c.Index(leader))
-	waitConverged(t, c, channel, 45*time.Second)
+	waitConverged(t, c, channel, created.Placement, 45*time.Second)
 	stop()
 }
 
@@ -298,13 +317,19 @@ func TestWipedNodeRejoins(t *testing.T) {
 	if newID == oldID {
 		t.Fatalf("the wiped node came back as %s, its old server id", newID)
 	}
-	got := waitConverged(t, c, channel, 45*time.Second)
+	got := waitConverged(t, c, channel, ch.Placement, 45*time.Second)
 	for _, r := range got.Placement {
 		if r.NodeID == victim && r.ServerID != string(newID) {
 			t.Fatalf("placement names %s for %s, want the new incarnation %s", r.ServerID, victim, newID)
 		}
 	}
-	v := viewGroup(c, ch.GroupID)
+	var v groupView
+	c.WaitFor(10*time.Second, func() error {
+		if v = viewGroup(c, ch.GroupID); v.leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
 	if slices.ContainsFunc(v.configs[v.leader], func(s raft.Server) bool { return s.ID == oldID }) {
 		t.Fatalf("the old incarnation %s is still in the group: %v", oldID, v.configs[v.leader])
 	}
@@ -319,4 +344,160 @@ func TestWipedNodeRejoins(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A channel leader whose copy of the meta state trails does not act on
+// it: here the new leader's copy still has the placement of three while
+// the group holds the fourth replica the newer placement added; removing
+// that replica would undo the newer placement. It waits until its copy has
+// caught up with the meta leader's commit index.
+func TestStaleMetaLeaderWaits(t *testing.T) {
+	c := testcluster.New(t, membershipOptions())
+	const channel = "stale"
+	created := c.CreateChannel(channel, 3)
+	leader := c.WaitLeader(channel)
+	// The follower that will lead with a stale copy: placed, not leading
+	// the channel, not leading the meta group (whose writes would wait for
+	// its blocked copy).
+	var stale string
+	for _, r := range created.Placement {
+		if nd := c.Node(r.NodeID); r.NodeID != leader && !nd.Agent().Node.IsMetaLeader() {
+			stale = r.NodeID
+		}
+	}
+	if stale == "" {
+		t.Fatalf("no follower to use in %v", placedIDs(created))
+	}
+	staleNode := c.Node(stale).Agent().Node
+	release := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	staleNode.Meta().SetApplyHook(func(uint64) { <-release })
+	defer staleNode.Meta().SetApplyHook(nil)
+
+	ch := scaleTo(t, c, channel, 4)
+	var added string
+	for _, r := range ch.Placement {
+		if !slices.ContainsFunc(created.Placement, func(o api.Replica) bool { return o.NodeID == r.NodeID }) {
+			added = r.ServerID
+		}
+	}
+	// Converged under the current leader (the stale node's own replica
+	// takes part: only its meta copy is held back).
+	c.WaitFor(30*time.Second, func() error {
+		v := viewGroup(c, ch.GroupID)
+		conf := v.configs[v.leader]
+		if len(conf) != 4 || slices.ContainsFunc(conf, func(s raft.Server) bool { return s.Suffrage != raft.Voter }) {
+			return fmt.Errorf("leader %s's configuration %v", v.leader, conf)
+		}
+		return nil
+	})
+	// Hand the leadership to the stale node.
+	c.WaitFor(20*time.Second, func() error {
+		v := viewGroup(c, ch.GroupID)
+		switch v.leader {
+		case stale:
+			return nil
+		case "":
+			return fmt.Errorf("no leader")
+		}
+		rep, ok := c.Node(v.leader).Agent().Node.Shards().Replica(ch.GroupID)
+		if !ok {
+			return fmt.Errorf("no leader replica")
+		}
+		_ = rep.Raft().LeadershipTransferToServer(staleNode.ServerID(), raft.ServerAddress(staleNode.ClusterAddr())).Error()
+		return fmt.Errorf("leader is %s, not %s yet", v.leader, stale)
+	})
+	// For a while (longer than its meta sync waits), it keeps the replica
+	// the newer placement added.
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		v := viewGroup(c, ch.GroupID)
+		if v.leader == stale && !slices.ContainsFunc(v.configs[stale], func(s raft.Server) bool { return string(s.ID) == added }) {
+			t.Fatalf("the leader %s, whose meta copy trails, removed %s, which the newer placement added: %v", stale, added, v.configs[stale])
+		}
+	}
+	released = true
+	close(release)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+}
+
+// A leader that the placement drops hands its leadership to a placed
+// voter before it goes; the next leader removes it, and it deletes its
+// replica. Arranged so: the leader when the 5 -> 3 placement is computed
+// has its meta copy held back (it does not act), and the leadership is
+// then handed to one of the dropped replicas, which finds itself unplaced.
+func TestDroppedLeaderHandsOver(t *testing.T) {
+	c := testcluster.New(t, membershipOptions())
+	const channel = "handover"
+	created := c.CreateChannel(channel, 3)
+	stop := runLoad(t, c, channel)
+	five := scaleTo(t, c, channel, 5)
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+
+	var v groupView
+	c.WaitFor(10*time.Second, func() error {
+		if v = viewGroup(c, five.GroupID); v.leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	held := c.Node(v.leader).Agent().Node
+	if held.IsMetaLeader() {
+		t.Skipf("the channel's leader %s leads the meta group: its held-back copy would hold back the meta writes", v.leader)
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	unhold := func() { once.Do(func() { close(release) }) }
+	defer unhold()
+	held.Meta().SetApplyHook(func(uint64) { <-release })
+	defer held.Meta().SetApplyHook(nil)
+
+	three := scaleTo(t, c, channel, 3)
+	var dropped []string
+	for _, r := range five.Placement {
+		if !slices.ContainsFunc(three.Placement, func(o api.Replica) bool { return o.NodeID == r.NodeID }) {
+			dropped = append(dropped, r.NodeID)
+		}
+	}
+	if slices.Contains(dropped, v.leader) {
+		t.Fatalf("the placement dropped the leader %s it was computed under", v.leader)
+	}
+	target := c.Node(dropped[0]).Agent().Node
+	c.WaitFor(20*time.Second, func() error {
+		g := viewGroup(c, five.GroupID)
+		if g.leader == dropped[0] || !slices.ContainsFunc(g.configs[g.leader], func(s raft.Server) bool { return s.ID == target.ServerID() }) {
+			return nil // it leads, or it already handed over and was removed
+		}
+		if g.leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		rep, ok := c.Node(g.leader).Agent().Node.Shards().Replica(five.GroupID)
+		if !ok {
+			return fmt.Errorf("no leader replica")
+		}
+		_ = rep.Raft().LeadershipTransferToServer(target.ServerID(), raft.ServerAddress(target.ClusterAddr())).Error()
+		return fmt.Errorf("leader is %s, not %s yet", g.leader, dropped[0])
+	})
+	// It hands over by itself; the next leader removes it.
+	c.WaitFor(30*time.Second, func() error {
+		if got := testcluster.Metric(t, c.Node(dropped[0]).URL(), "", `shardnet_cluster_member_changes_total{op="transfer_leadership"}`); got < 1 {
+			return fmt.Errorf("%s has not handed its leadership over", dropped[0])
+		}
+		return nil
+	})
+	unhold()
+	waitConverged(t, c, channel, created.Placement, 30*time.Second)
+	c.WaitFor(30*time.Second, func() error {
+		for _, id := range dropped {
+			if _, ok := c.Node(id).Agent().Node.Shards().Replica(five.GroupID); ok {
+				return fmt.Errorf("the dropped replica on %s is still there", id)
+			}
+		}
+		return nil
+	})
+	stop()
 }

@@ -125,6 +125,7 @@ func (m *Memory) describe(ch *memChannel) api.Channel {
 	out := ch.info
 	out.Placement = slices.Clone(ch.info.Placement)
 	out.Placement[0].Applied = ch.applied
+	out.Progress = api.ProgressConverged // one replica, always its own group
 	if ch.leaderless > 0 {
 		out.Leader, out.Voters, out.Health = "", nil, "no_leader"
 		out.Placement[0].State, out.Placement[0].Healthy = "candidate", false
