@@ -113,6 +113,7 @@ func TestPlaceProperties(t *testing.T) {
 			byID[nd.ID] = nd
 		}
 		var channels []fsm.ChannelRecord
+		inc := newAllocator(nodes, nil) // told of each placement (add)
 		for c := range 12 {
 			req := PlaceRequest{Replicas: 1 + rng.Intn(5), Dedicated: rng.Intn(8) == 0}
 			if rng.Intn(6) == 0 {
@@ -120,6 +121,9 @@ func TestPlaceProperties(t *testing.T) {
 			}
 			eligible := eligibleFor(nodes, channels, req)
 			got, err := place(nodes, channels, req)
+			if again, err2 := inc.place(req); !reflect.DeepEqual(again, got) || (err == nil) != (err2 == nil) {
+				t.Fatalf("seed %d channel %d: place from scratch %v (%v), the allocator told of each placement %v (%v)", seed, c, ids(got), err, ids(again), err2)
+			}
 			if len(eligible) < req.Replicas {
 				if err == nil {
 					t.Fatalf("seed %d channel %d: placed %v with %d eligible nodes for %d replicas", seed, c, ids(got), len(eligible), req.Replicas)
@@ -157,6 +161,7 @@ func TestPlaceProperties(t *testing.T) {
 			if again, _ := place(shuffled, channels, req); !reflect.DeepEqual(again, got) {
 				t.Fatalf("seed %d channel %d: %v, then %v from the same nodes in another order", seed, c, ids(got), ids(again))
 			}
+			inc.add(got, req.Dedicated)
 			channels = append(channels, fsm.ChannelRecord{Name: fmt.Sprintf("c%d", c), Dedicated: req.Dedicated, Placement: got, Zones: req.Zones})
 			checkPlaceOne(t, seed, nodes, channels, channels[len(channels)-1], rng)
 		}

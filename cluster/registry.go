@@ -67,8 +67,9 @@ func (n *Node) registerNodes(members []member, now time.Time) {
 		seen[m.meta.ID] = true
 		have, ok := n.meta.fsm.Node(m.meta.ID)
 		if !ok && m.state != memberlist.StateAlive {
-			// Not registered again once removed (node remove, drain.go):
-			// gossip remembers dead and left members.
+			// Only a live node is registered: gossip remembers the
+			// dead, and a node removed from the registry (node remove)
+			// must not come back from that memory.
 			continue
 		}
 		want := recordOf(m, full)

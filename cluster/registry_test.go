@@ -91,3 +91,25 @@ func TestRegistryDiffers(t *testing.T) {
 		t.Errorf("diskStep: %d %d %d", diskStep(gib), diskStep(10*gib), diskStep(1<<40))
 	}
 }
+
+// Below cluster version 4 a record leaves out what version 4 added: an
+// older replica of the meta state would apply it without them.
+func TestRecordOfByClusterVersion(t *testing.T) {
+	m := member{meta: nodeMeta{ID: "n1", ServerID: "n1@1", Role: fsm.RoleCore, Operator: "acme", ServeData: true,
+		DiskBytes: 100, DiskFree: 50, DataBytes: 10, Version: 4}, gossipAddr: "127.0.0.1:1"}
+	old := recordOf(m, false)
+	if old.Reported || old.Operator != "" || old.ServeData || old.DiskFree != 0 || old.DataBytes != 0 {
+		t.Fatalf("below version 4: %+v", old)
+	}
+	if !old.HostsData() {
+		t.Fatal("a core node's record without the version-4 fields does not host data")
+	}
+	full := recordOf(m, true)
+	if !full.Reported || full.Operator != "acme" || !full.ServeData || full.DiskFree != 50 || full.DataBytes != 10 || full.DiskBytes != 100 {
+		t.Fatalf("at version 4: %+v", full)
+	}
+	full.ServeData = false
+	if full.HostsData() {
+		t.Fatal("a core node without -serve-data hosts data")
+	}
+}

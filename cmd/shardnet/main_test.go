@@ -230,6 +230,11 @@ func TestChannelAndMembers(t *testing.T) {
 	if strings.Index(lines[0], "ROLE") != strings.Index(lines[1], "core") {
 		t.Fatalf("members table is not aligned:\n%s", r.out)
 	}
+	for _, col := range []string{" OPERATOR ", " STATE ", " DATA ", " DISK ", " FREE ", " REPLICAS ", " USED "} {
+		if !strings.Contains(lines[0], col) {
+			t.Fatalf("members: no%scolumn:\n%s", col, r.out)
+		}
+	}
 	if !strings.HasSuffix(lines[0], " VERSION") || !strings.HasSuffix(lines[1], fmt.Sprintf(" %d", fsm.Version)) {
 		t.Fatalf("members: no version column:\n%s", r.out)
 	}
