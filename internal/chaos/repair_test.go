@@ -58,7 +58,7 @@ func TestRepairUnderLoad(t *testing.T) {
 	for _, ch := range held {
 		// waitConverged: exactly the placement's voters, every placed
 		// replica with the leader's configuration.
-		got := waitConverged(t, c, ch.Name, 30*time.Second)
+		got := waitConverged(t, c, ch.Name, ch.Placement, 30*time.Second)
 		if slices.Contains(placedIDs(got), victim) || len(got.Placement) != 3 {
 			t.Fatalf("%s: placement %v after the repair", ch.Name, placedIDs(got))
 		}
@@ -117,7 +117,7 @@ func TestDrainUnderLoad(t *testing.T) {
 		return nil
 	})
 	for _, ch := range held {
-		waitConverged(t, c, ch.Name, 30*time.Second)
+		waitConverged(t, c, ch.Name, ch.Placement, 30*time.Second)
 	}
 	t.Logf("%d channels drained off %s in %v", len(held), drained, time.Since(start).Round(100*time.Millisecond))
 	stop()
