@@ -56,6 +56,9 @@ const (
 	CodeGossipNotEncrypted    = "gossip_not_encrypted"     // 409: the node runs gossip without a key (-insecure), so it has no keyring
 	CodeGossipKeyNotInstalled = "gossip_key_not_installed" // 409: use of a key the node does not have; install it first
 	CodeGossipKeyPrimary      = "gossip_key_primary"       // 409: removal of the key gossip is encrypted with; use another first
+
+	CodeInvalidBackup = "invalid_backup" // 400: a restore's body is not a sound backup (truncated, damaged, another format); nothing was created
+	CodeRestoreFailed = "restore_failed" // 503: the restored channel did not start serving; it was deleted again
 )
 
 // ErrorBody is the JSON body of every error response:

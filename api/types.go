@@ -137,6 +137,39 @@ type RepairResponse struct {
 	Applied uint64 `json:"applied"`
 }
 
+// BackupContentType is the media type of a channel backup file
+// (GET /v1/channels/{ch}/snapshot).
+const BackupContentType = "application/vnd.shardnet.backup"
+
+// RestoreResponse answers POST /v1/channels/{ch}/restore: the channel
+// created, and the backup it was created from (its channel, index, term and
+// time). Every key keeps its create and modify index; new writes get
+// indexes above Index.
+type RestoreResponse struct {
+	Channel Channel `json:"channel"`
+	From    string  `json:"from"`
+	Index   uint64  `json:"index"`
+	Term    uint64  `json:"term,omitempty"`
+	Created string  `json:"created,omitempty"`
+}
+
+// RecoverRequest is the body of POST /v1/channels/{ch}/recover.
+type RecoverRequest struct {
+	// Confirm must be "i-understand-data-loss".
+	Confirm string `json:"confirm"`
+}
+
+// RecoverResponse answers a recovery: the channel re-formed (its new group
+// and placement) from the replica on Survivor, whose state at Index it
+// holds; Lost are the nodes whose replicas did not answer.
+type RecoverResponse struct {
+	Channel    Channel  `json:"channel"`
+	Survivor   string   `json:"survivor"`
+	Lost       []string `json:"lost"`
+	Index      uint64   `json:"index"`
+	OldGroupID uint64   `json:"old_group_id"`
+}
+
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
 	Name       string    `json:"name"`

@@ -193,7 +193,10 @@ start_sn_node() {
 	fi
 	if [ -n "$SN_TLS" ]; then
 		local pki=$WORK/pki
-		"$BIN" tls cert create -node "n$n" -ca-dir "$pki" -out "$pki/n$n" -if-missing >/dev/null ||
+		# Releases that bind the role into the certificate need -role.
+		local role=()
+		[[ $("$BIN" tls cert create -h 2>&1 || true) != *-role* ]] || role=(-role core)
+		"$BIN" tls cert create -node "n$n" "${role[@]}" -ca-dir "$pki" -out "$pki/n$n" -if-missing >/dev/null ||
 			die "cannot make a certificate for n$n"
 		args+=(-tls-cert "$pki/n$n/n$n.pem" -tls-key "$pki/n$n/n$n-key.pem" -tls-ca "$pki/n$n/ca.pem")
 	fi

@@ -113,6 +113,12 @@ func (n *Node) CreateChannel(ctx context.Context, req api.CreateChannelRequest) 
 // createChannel is CreateChannel on this node, which must lead the meta
 // group (else a redirect to the leader).
 func (n *Node) createChannel(ctx context.Context, req api.CreateChannelRequest) (api.Channel, error) {
+	return n.createChannelFrom(ctx, req, nil)
+}
+
+// createChannelFrom is createChannel of a channel restored from a backup
+// when restore is set (backup.go): its first replica seeds the group.
+func (n *Node) createChannelFrom(ctx context.Context, req api.CreateChannelRequest, restore *fsm.RestoreSource) (api.Channel, error) {
 	if !fsm.ValidChannelName(req.Name) {
 		return api.Channel{}, fmt.Errorf("%w: channel name %q must be 1-63 characters of a-z, 0-9 and -", ErrInvalidRequest, req.Name)
 	}
@@ -140,10 +146,18 @@ func (n *Node) createChannel(ctx context.Context, req api.CreateChannelRequest) 
 	if err != nil {
 		return api.Channel{}, err
 	}
-	res, err := n.proposeMeta(ctx, &fsm.CreateChannel{Channel: fsm.ChannelRecord{
+	rec := fsm.ChannelRecord{
 		Name: req.Name, Replicas: req.Replicas, Dedicated: req.Dedicated, Zones: req.Zones,
 		Nodes: req.Nodes, QuotaBytes: req.QuotaBytes, Placement: placement,
-	}})
+	}
+	var cmd fsm.MetaCommand = &fsm.CreateChannel{Channel: rec}
+	if restore != nil {
+		src := *restore
+		src.ServerID = placement[0].ServerID // the seeding replica
+		rec.Restore = &src
+		cmd = &fsm.CreateRestoredChannel{Channel: rec}
+	}
+	res, err := n.proposeMeta(ctx, cmd)
 	if err != nil {
 		return api.Channel{}, err
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
 )
@@ -89,6 +90,9 @@ const (
 	codeUnreachable
 	codeTokenNotFound
 	codeTooManyTokens
+	codeUploadGone
+	codeUnauthorized
+	codeForbidden
 	codePlacementChanged
 	codeNodeState
 
@@ -138,6 +142,9 @@ var callErrors = []struct {
 	{codeUnreachable, ErrUnreachable, true},
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
+	{codeUploadGone, ErrUploadGone, true},
+	{codeUnauthorized, access.ErrUnauthorized, true},
+	{codeForbidden, access.ErrForbidden, true},
 	{codePlacementChanged, ErrPlacementChanged, true},
 	{codeNodeState, ErrNodeState, true},
 }

@@ -53,6 +53,10 @@ type Config struct {
 	StatsEvery time.Duration
 
 	ClusterKey []byte // shared secret of the cluster port (without TLS)
+	// Token is the operator token, the same on every node ("" leaves the
+	// API open): the node serving a route call checks the client's token
+	// it carries against it (routeauth.go), as the HTTP server does.
+	Token string
 	// TLS, when set, makes the cluster port speak mutual TLS with these
 	// certificates instead of proving ClusterKey (transport.Config.TLS); its
 	// certificate must name this node (Name).
@@ -115,6 +119,15 @@ func (c *Config) validate() error {
 	}
 	if c.TLS != nil && c.TLS.NodeID() != c.Name {
 		errs = append(errs, fmt.Errorf("the TLS certificate names node %q, but this node is %q", c.TLS.NodeID(), c.Name))
+	}
+	if c.TLS != nil && c.TLS.Role() != c.Role {
+		// Other nodes trust what the certificate says (route calls: a
+		// node-internal meta write only from a core node), not the flag.
+		if c.TLS.Role() == "" {
+			errs = append(errs, fmt.Errorf("the TLS certificate names no role: make a new one with `shardnet tls cert create -node %s -role %s`", c.Name, c.Role))
+		} else {
+			errs = append(errs, fmt.Errorf("the TLS certificate names role %q, but this node's role is %q", c.TLS.Role(), c.Role))
+		}
 	}
 	if c.BootstrapExpect < 0 || c.BootstrapExpect > 5 {
 		errs = append(errs, errors.New("bootstrap-expect must be 0..5"))

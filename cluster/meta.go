@@ -81,6 +81,7 @@ func openMeta(n *Node) (*metaGroup, error) {
 		GroupID: metaGroupID, ServerID: n.serverID, Timing: metaTiming(n.cfg.MetaRaft), Logger: logger,
 		FSM: m.fsm, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 256,
 		Transport: n.trans,
+		Placed:    n.metaPlaced,
 		// The meta FSM lives in memory: it must be rebuilt from the snapshot.
 		RestoreOnStart: true,
 	})
@@ -176,4 +177,17 @@ func (n *Node) tryBootstrap() bool {
 	n.log.Info("bootstrapped the meta group", "voters", len(servers))
 	n.gossip.update(func(m *nodeMeta) { m.HasState = true })
 	return true
+}
+
+// metaPlaced is the meta group's replica check (shard.GroupSetup.Placed):
+// a registered core node may replicate to this node's meta replica before
+// its configuration names that node a voter. A node whose meta copy holds
+// nothing yet (it joins: its first AppendEntries brings the state) takes
+// any node of the cluster, as it has no other way to learn who leads.
+func (n *Node) metaPlaced(node string) bool {
+	if n.metaFSM.Applied() == 0 {
+		return true
+	}
+	nd, ok := n.metaFSM.Node(node)
+	return ok && nd.Role == fsm.RoleCore
 }

@@ -6,6 +6,7 @@ type metrics struct {
 	followerReads *prometheus.CounterVec
 	calls         *prometheus.CounterVec
 	callsServed   *prometheus.CounterVec
+	callsRefused  *prometheus.CounterVec
 	metaElections prometheus.Counter
 	// readIndexRetries and leaderHintsDropped count the times this node's
 	// idea of a leader failed a request and it looked for the current one.
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		callsServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_served_total",
 			Help: "Route calls this node served for other nodes, by call (as shardnet_cluster_calls_total).",
+		}, []string{"call"}),
+		callsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "calls_refused_total",
+			Help: "Route calls this node refused to serve because their sender or the client they carry may not make them (cluster/routeauth.go), by call.",
 		}, []string{"call"}),
 		metaElections: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_fast_elections_total",
@@ -89,7 +94,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
+		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.callsRefused, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
 			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges, m.repairsStarted, m.repairSeconds)
 	}
 	return m

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
 	"github.com/shardnet/shardnet/transport"
@@ -48,7 +49,10 @@ type Node struct {
 	// manager reads the cluster version from it
 	// (shard.Config.ClusterVersion).
 	metaFSM *fsm.Meta
-	gossip  *gossip
+	// check holds the operator token and checks the clients that route
+	// calls carry (routeauth.go).
+	check  *access.Checker
+	gossip *gossip
 
 	// route serves requests elsewhere and serves other nodes' calls
 	// (route.go).
@@ -63,6 +67,8 @@ type Node struct {
 	metaFast atomic.Bool // the meta group's failover timers are in force
 	stop     chan struct{}
 	hashSem  chan struct{} // comparisons of state hashes running (hashcheck.go)
+	seeding  sync.Map      // group id → seeding from a backup (backup.go)
+	seedTold sync.Map      // group id → a failed seed was logged at warn
 	// nextMetaCheck is when the meta leader proposes its next hash check
 	// (leader loop only); metaCorrupt is set once a check found this
 	// node's copy of the meta state wrong (metahash.go).
@@ -135,6 +141,12 @@ func New(cfg Config) (*Node, error) {
 	n.route = newRouter(n, n.trans.DialCall, n.trans.DialApp)
 	n.hashSem = make(chan struct{}, hashCompareParallel)
 	n.metaFSM = fsm.NewMeta()
+	n.check = access.NewChecker(cfg.Token, n.metaFSM.Token, func(channel string) *fsm.ChannelSettings {
+		if ch, ok := n.metaFSM.Channel(channel); ok {
+			return ch.Settings
+		}
+		return nil
+	})
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
 		NodeID:          cfg.Name,
@@ -153,6 +165,13 @@ func New(cfg Config) (*Node, error) {
 		// Until the meta state is restored and replayed this is 1 or a
 		// version it has since raised: never above the cluster's.
 		ClusterVersion: n.metaFSM.ClusterVersion,
+		// A node the meta state places on a channel may replicate to its
+		// replica here before this replica's configuration names it a
+		// voter (shard/DESIGN.md "Who may send a group Raft RPCs").
+		Placed: func(gid uint64, channel, node string) bool {
+			ch, ok := n.metaFSM.Channel(channel)
+			return ok && ch.GroupID == gid && placedOn(ch, node)
+		},
 	})
 	if err != nil {
 		n.trans.Close()

@@ -54,6 +54,14 @@ func (n *Node) reconcile() {
 		if _, ok := n.shards.Replica(ch.GroupID); ok {
 			continue
 		}
+		if _, busy := n.seeding.Load(ch.GroupID); busy {
+			continue // being seeded, or retired by a recovery (backup.go, recover.go)
+		}
+		if ch.Restore != nil {
+			// Seeded from a backup, not bootstrapped (backup.go).
+			n.startRestored(ch)
+			continue
+		}
 		spec, ok := n.replicaSpec(ch, r)
 		if !ok {
 			continue

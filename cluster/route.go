@@ -18,6 +18,9 @@ import (
 // the node that can, once, with one binary call on a stream of its own
 // (transport.DialCall, authenticated like Raft itself: a certificate of the
 // cluster CA, or the cluster key under -insecure).
+// The node serving a call checks who may make it (routeauth.go, in
+// serveRoute before any handler): the client the call carries, and the
+// calling node by its certificate.
 // The decision lives in router.do and nowhere else: run the local answer;
 // when it is a *shard.RedirectError, call the node it names. The node
 // serving a call answers from its own state or fails (servedCall): it
@@ -28,7 +31,9 @@ import (
 // directions big-endian:
 //
 //	request head:  op u8 | length u32 | guard u64 (all ones) | timeout ms u32 |
-//	               flags u8 (bit 0: a request body follows) | the op's head
+//	               flags u8 (bit 0: a request body follows) |
+//	               proof (the client's credential: routeauth.go appendProof) |
+//	               the op's head
 //	request body:  chunks (optional)
 //	answer head:   status u8 (answerOK, answerErr) | length u32 |
 //	               for answerOK: flags u8 (bit 0: an answer body follows) |
@@ -73,6 +78,14 @@ const (
 	rcIssueToken    byte = 0x1C
 	rcRevokeToken   byte = 0x1D
 	rcSettings      byte = 0x1E
+	// Backup and restore (backup.go).
+	rcBackup         byte = 0x32
+	rcRestoreFetch   byte = 0x33
+	rcCreateRestored byte = 0x34
+	// Quorum-loss recovery (recover.go).
+	rcRecoverInfo   byte = 0x35
+	rcRetire        byte = 0x36
+	rcRecoverMeta   byte = 0x37
 	rcMember        byte = 0x24 // membership.go
 	rcChangeChannel byte = 0x25 // scale.go
 	rcDrain         byte = 0x2E

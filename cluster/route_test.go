@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardnet/shardnet/access"
+	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
 )
 
@@ -22,7 +24,8 @@ import (
 // test serves.
 func testRouter(t *testing.T, dial func(ctx context.Context, addr string) (net.Conn, error)) *router {
 	t.Helper()
-	n := &Node{cfg: Config{Name: "a"}, log: hclog.NewNullLogger(), metrics: newMetrics(prometheus.NewRegistry()), stop: make(chan struct{})}
+	n := &Node{cfg: Config{Name: "a"}, log: hclog.NewNullLogger(), metrics: newMetrics(prometheus.NewRegistry()), stop: make(chan struct{}),
+		metaFSM: fsm.NewMeta(), check: access.NewChecker("", nil, nil)}
 	r := newRouter(n, dial, dial)
 	t.Cleanup(r.close)
 	return r
@@ -130,7 +133,9 @@ func TestCallStreamsBodiesBothWays(t *testing.T) {
 			return err
 		}, nil
 	})
-	ans, err := r.call(t.Context(), "b:1", rcGet, []byte("h"), bytes.NewReader(big))
+	// A client's call (an open API lets it through).
+	ctx := access.WithProof(t.Context(), access.Proof{Kind: access.ProofAnonymous})
+	ans, err := r.call(ctx, "b:1", rcGet, []byte("h"), bytes.NewReader(big))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +178,7 @@ func TestCallerLeavingEndsTheServedCall(t *testing.T) {
 		ended <- ctx.Err()
 		return nil, nil, ctx.Err()
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(access.WithProof(t.Context(), access.Proof{Kind: access.ProofAnonymous}), time.Minute)
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	if _, err := r.call(ctx, "b:1", rcWatch, nil, nil); err == nil {
 		t.Fatal("a call whose caller left answered")

@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/shardnet/shardnet/transport"
 )
 
 // The framing of route calls (route.go draws it): the calling side (call,
@@ -56,16 +58,17 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 		return nil, &callFailedError{sent: sent, err: fmt.Errorf("cluster: call %s: %w", addr, err)}
 	}
 	cw := &countingWriter{w: c}
-	frame := make([]byte, 5, 5+routeHead+len(head))
+	proof := appendProof(nil, proofFor(ctx, op), r.n.metaFSM.Applied())
+	frame := make([]byte, 5, 5+routeHead+len(proof)+len(head))
 	frame[0] = op
-	binary.BigEndian.PutUint32(frame[1:], uint32(routeHead+len(head)))
+	binary.BigEndian.PutUint32(frame[1:], uint32(routeHead+len(proof)+len(head)))
 	frame = binary.BigEndian.AppendUint64(frame, routeGuard)
 	frame = binary.BigEndian.AppendUint32(frame, uint32(max(time.Until(deadline), time.Millisecond)/time.Millisecond))
 	flags := byte(0)
 	if body != nil {
 		flags = flagBody
 	}
-	frame = append(append(frame, flags), head...)
+	frame = append(append(append(frame, flags), proof...), head...)
 	// Any byte that left may have reached the peer: the call is sent.
 	if body == nil {
 		_, err = cw.Write(frame)
@@ -436,6 +439,16 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte,
 	if h == nil {
 		_ = answer(answerErr, encodeCallError(fmt.Errorf("%w: unknown call %d", ErrInvalidRequest, op)))
 		return false
+	}
+	proof, metaIndex, head, err := readProof(head)
+	if err == nil {
+		err = r.authorize(ctx, op, head, proof, metaIndex, transport.PeerOf(c))
+	}
+	if err != nil {
+		r.n.metrics.callsRefused.WithLabelValues(name).Inc()
+		r.n.log.Debug("refused a route call", "call", name, "node", transport.PeerNode(c), "error", err)
+		// A body the call carries is not read: the stream goes.
+		return answer(answerErr, encodeCallError(err)) == nil && flags&flagBody == 0
 	}
 	r.n.metrics.callsServed.WithLabelValues(name).Inc()
 	var body io.Reader

@@ -52,6 +52,18 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRevokeToken, "revoke_token"
 	case rcSettings:
 		return r.serveSettings, "settings"
+	case rcBackup:
+		return r.serveBackup, "backup"
+	case rcRestoreFetch:
+		return r.serveRestoreFetch, "restore_fetch"
+	case rcCreateRestored:
+		return r.serveCreateRestored, "create_restored"
+	case rcRecoverInfo:
+		return r.serveRecoverInfo, "recover_info"
+	case rcRetire:
+		return r.serveRetire, "retire"
+	case rcRecoverMeta:
+		return r.serveRecoverMeta, "recover_meta"
 	case rcMember:
 		return r.serveMember, "member"
 	case rcChangeChannel:
@@ -249,14 +261,31 @@ func (r *router) get(ctx context.Context, re *shard.RedirectError, channel strin
 	return e, found, applied, nil
 }
 
-func (r *router) serveGet(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+// readCall is the decoded head of a get, list or watch call (parseGet,
+// parseList, parseWatch), which the handler and authorize both read.
+type readCall struct {
+	level              shard.ReadLevel
+	channel            string
+	key, prefix, after []byte
+	limit, index       uint64
+}
+
+func parseGet(head []byte) (readCall, error) {
 	d := decoder{b: head}
-	level := shard.ReadLevel(d.byte())
-	channel, key := string(d.bytes()), d.bytes()
+	c := readCall{level: shard.ReadLevel(d.byte())}
+	c.channel, c.key = string(d.bytes()), d.bytes()
 	if d.err != nil || len(d.b) != 0 {
-		return nil, nil, fmt.Errorf("%w: malformed get call", ErrInvalidRequest)
+		return c, fmt.Errorf("%w: malformed get call", ErrInvalidRequest)
 	}
-	e, found, applied, err := r.n.Get(ctx, channel, key, level)
+	return c, nil
+}
+
+func (r *router) serveGet(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+	c, err := parseGet(head)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, found, applied, err := r.n.Get(ctx, c.channel, c.key, c.level)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -293,15 +322,23 @@ func (r *router) list(ctx context.Context, re *shard.RedirectError, channel stri
 	return es, more, applied, nil
 }
 
-func (r *router) serveList(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+func parseList(head []byte) (readCall, error) {
 	d := decoder{b: head}
-	level := shard.ReadLevel(d.byte())
-	channel, prefix, after := string(d.bytes()), d.bytes(), d.bytes()
-	limit := d.uvarint()
-	if d.err != nil || len(d.b) != 0 || limit > 1<<20 {
-		return nil, nil, fmt.Errorf("%w: malformed list call", ErrInvalidRequest)
+	c := readCall{level: shard.ReadLevel(d.byte())}
+	c.channel, c.prefix, c.after = string(d.bytes()), d.bytes(), d.bytes()
+	c.limit = d.uvarint()
+	if d.err != nil || len(d.b) != 0 || c.limit > 1<<20 {
+		return c, fmt.Errorf("%w: malformed list call", ErrInvalidRequest)
 	}
-	es, more, applied, err := r.n.List(ctx, channel, prefix, after, int(limit), level)
+	return c, nil
+}
+
+func (r *router) serveList(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+	c, err := parseList(head)
+	if err != nil {
+		return nil, nil, err
+	}
+	es, more, applied, err := r.n.List(ctx, c.channel, c.prefix, c.after, int(c.limit), c.level)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -347,13 +384,22 @@ func (r *router) serveWatch(ctx context.Context, head []byte, _ io.Reader) ([]by
 	default:
 		return nil, nil, fmt.Errorf("%w: this node already serves %d blocking reads for other nodes", shard.ErrOverloaded, maxServedWatches)
 	}
-	d := decoder{b: head}
-	channel, key := string(d.bytes()), d.bytes()
-	index := d.uvarint()
-	if d.err != nil || len(d.b) != 0 {
-		return nil, nil, fmt.Errorf("%w: malformed watch call", ErrInvalidRequest)
+	c, err := parseWatch(head)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, r.n.WaitKey(ctx, channel, key, index)
+	return nil, nil, r.n.WaitKey(ctx, c.channel, c.key, c.index)
+}
+
+func parseWatch(head []byte) (readCall, error) {
+	d := decoder{b: head}
+	var c readCall
+	c.channel, c.key = string(d.bytes()), d.bytes()
+	c.index = d.uvarint()
+	if d.err != nil || len(d.b) != 0 {
+		return c, fmt.Errorf("%w: malformed watch call", ErrInvalidRequest)
+	}
+	return c, nil
 }
 
 // replicaInfo (rcReplicaInfo): head gid u64; answer the JSON of the peer's
@@ -495,10 +541,19 @@ func (r *router) issueToken(ctx context.Context, re *shard.RedirectError, channe
 	return out, err
 }
 
-func (r *router) serveIssueToken(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+// parseTokenCall decodes the head of a token or settings call.
+func parseTokenCall(head []byte) (tokenCall, error) {
 	var c tokenCall
 	if err := json.Unmarshal(head, &c); err != nil {
-		return nil, nil, fmt.Errorf("%w: malformed token call: %v", ErrInvalidRequest, err)
+		return c, fmt.Errorf("%w: malformed token call: %v", ErrInvalidRequest, err)
+	}
+	return c, nil
+}
+
+func (r *router) serveIssueToken(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+	c, err := parseTokenCall(head)
+	if err != nil {
+		return nil, nil, err
 	}
 	tok, err := r.n.IssueToken(ctx, c.Channel, c.Scope, c.Expires)
 	if err != nil {
@@ -514,9 +569,9 @@ func (r *router) revokeToken(ctx context.Context, re *shard.RedirectError, chann
 }
 
 func (r *router) serveRevokeToken(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
-	var c tokenCall
-	if err := json.Unmarshal(head, &c); err != nil {
-		return nil, nil, fmt.Errorf("%w: malformed token call: %v", ErrInvalidRequest, err)
+	c, err := parseTokenCall(head)
+	if err != nil {
+		return nil, nil, err
 	}
 	return nil, nil, r.n.RevokeToken(ctx, c.Channel, c.ID)
 }
@@ -527,8 +582,8 @@ func (r *router) setSettings(ctx context.Context, re *shard.RedirectError, chann
 }
 
 func (r *router) serveSettings(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
-	var c tokenCall
-	if err := json.Unmarshal(head, &c); err != nil || c.Settings == nil {
+	c, err := parseTokenCall(head)
+	if err != nil || c.Settings == nil {
 		return nil, nil, fmt.Errorf("%w: malformed settings call", ErrInvalidRequest)
 	}
 	return nil, nil, r.n.SetChannelSettings(ctx, c.Channel, *c.Settings)

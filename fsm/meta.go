@@ -123,6 +123,14 @@ type ChannelRecord struct {
 	Settings    *ChannelSettings `json:"settings,omitempty"`
 	CreateIndex uint64           `json:"create_index"`
 	ModifyIndex uint64           `json:"modify_index"`
+	// Restore is set on a channel created from a backup
+	// (CreateRestoredChannel): its group is seeded from the backup's
+	// snapshot instead of bootstrapped (restore.go).
+	Restore *RestoreSource `json:"restore,omitempty"`
+	// RetiredGroups are the groups the channel had before a quorum-loss
+	// recovery (RecoverChannel): their replicas are removed wherever they
+	// come back, and never take part in the channel again.
+	RetiredGroups []uint64 `json:"retired_groups,omitempty"`
 }
 
 // CreationPlacement is the placement the channel was created with.
@@ -286,17 +294,17 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		}
 		delete(m.st.Nodes, c.ID)
 	case *CreateChannel:
-		ch := c.Channel
-		if _, ok := m.st.Channels[ch.Name]; ok {
-			res.Err = ErrChannelExists
+		m.applyCreateChannel(index, c.Channel, res)
+	case *CreateRestoredChannel:
+		if c.Channel.Restore == nil {
+			// Refused on the proposing node (cluster); a record without
+			// its source would be bootstrapped empty instead.
+			res.Err = ErrInvalidRestore
 			return res
 		}
-		ch.GroupID = m.st.NextGroupID
-		m.st.NextGroupID++
-		ch.CreateIndex, ch.ModifyIndex = index, index
-		ch.Placement = slices.Clone(ch.Placement)
-		m.st.Channels[ch.Name] = &ch
-		res.GroupID = ch.GroupID
+		m.applyCreateChannel(index, c.Channel, res)
+	case *RecoverChannel:
+		m.applyRecoverChannel(index, c, res)
 	case *SetClusterVersion:
 		// Every record it names is written, changed or not: a replica
 		// whose record lacked the version (an older binary dropped it)
@@ -473,6 +481,7 @@ func cloneChannel(c *ChannelRecord) ChannelRecord {
 	cp.Zones = slices.Clone(c.Zones)
 	cp.Nodes = slices.Clone(c.Nodes)
 	cp.Settings = cloneSettings(c.Settings)
+	cp.RetiredGroups = slices.Clone(c.RetiredGroups)
 	return cp
 }
 

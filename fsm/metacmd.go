@@ -35,6 +35,11 @@ const (
 	// skipped it would keep replicas the group no longer has, or never
 	// start the ones it gained.
 	metaSetPlacement byte = 0x50
+	// metaCreateRestoredChannel (version 4; restore.go): no skippable
+	// bit, a node that skipped it would not know the channel.
+	metaCreateRestoredChannel byte = 0x60
+	// metaRecoverChannel (version 4; restore.go): no skippable bit.
+	metaRecoverChannel byte = 0x61
 	// metaSetChannelQuota (version 4) changes a channel's quota.
 	metaSetChannelQuota byte = 0x51
 )
@@ -161,6 +166,10 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &SetChannelSettings{}
 	case metaSetPlacement:
 		c = &SetPlacement{}
+	case metaCreateRestoredChannel:
+		c = &CreateRestoredChannel{}
+	case metaRecoverChannel:
+		c = &RecoverChannel{}
 	case metaSetChannelQuota:
 		c = &SetChannelQuota{}
 	default:

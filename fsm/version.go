@@ -22,7 +22,9 @@ import (
 //	   channel tokens, public prefixes and CORS; Idempotent (0x05): writes
 //	   under an idempotency key
 //	4  SetPlacement (0x50): placements that change after creation;
-//	   SetChannelQuota (0x51): a channel's quota changed
+//	   SetChannelQuota (0x51): a channel's quota changed;
+//	   CreateRestoredChannel (0x60): a channel created from a backup;
+//	   RecoverChannel (0x61): a channel re-formed after losing a quorum
 const Version = 4
 
 // ErrUpgradePending is what a proposal of a command whose version is above
@@ -75,7 +77,7 @@ func MetaVersion(c MetaCommand) int {
 		return 2
 	case *IssueToken, *RevokeToken, *SetChannelSettings:
 		return 3
-	case *SetPlacement, *SetChannelQuota:
+	case *SetPlacement, *SetChannelQuota, *CreateRestoredChannel, *RecoverChannel:
 		return 4
 	}
 	return 1

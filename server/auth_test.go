@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
@@ -23,7 +24,7 @@ const operatorToken = "operator-s3cret"
 // Who may call each endpoint: this test's own copy of the rules, so that a
 // new route (or method) without a rule, or a rule changed by mistake,
 // fails TestAccessEveryRoute.
-var wantAccess = map[string]access{
+var wantAccess = map[string]access.Rule{
 	"GET " + routeHealth:     accessPublic,
 	"GET " + routeStatus:     accessOperator,
 	"GET " + routeNodes:      accessOperator,
@@ -45,6 +46,9 @@ var wantAccess = map[string]access{
 	"DELETE " + routeKV:      accessWrite,
 	"POST " + routeTxn:       accessWrite,
 	"POST " + routeRepair:    accessOperator,
+	"GET " + routeSnapshot:   accessOperator,
+	"POST " + routeRestore:   accessOperator,
+	"POST " + routeRecover:   accessOperator,
 	"GET " + routeTokens:     accessWrite,
 	"POST " + routeTokens:    accessWrite,
 	"DELETE " + routeToken:   accessWrite,
@@ -65,7 +69,7 @@ var tokenKinds = []string{"none", "garbage", "operator", "rw", "ro", "other-rw",
 // wantStatus is what a kind of credential gets from an endpoint of a rule:
 // 401, 403, or 0 for "let in" (whatever the handler answers then, never
 // 401 or 403).
-func wantStatus(rule access, kind string) int {
+func wantStatus(rule access.Rule, kind string) int {
 	switch kind {
 	case "operator":
 		return 0
@@ -371,7 +375,7 @@ func TestSignedLinks(t *testing.T) {
 	rec, _ := f.Token(id)
 	past := time.Now().Add(-time.Second).Unix()
 	expired := u.EscapedPath() + "?" + url.Values{"exp": {strconv.FormatInt(past, 10)}, "tok": {id},
-		"sig": {linkSignature(rec.Hash, "nft", "kv/media/v one.bin", past)}}.Encode()
+		"sig": {access.LinkSignature(rec.Hash, "nft", "kv/media/v one.bin", past)}}.Encode()
 	wantCode(t, do(t, base, http.MethodGet, expired, nil, nil), http.StatusUnauthorized, "an expired link")
 
 	// The operator token cannot sign: nothing could revoke its links.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
 	"time"
 
@@ -50,6 +51,12 @@ type Backend interface {
 	Lag(channel string) time.Duration
 	// RepairReplica rebuilds node's replica of channel, marked corrupt by a hash check, from its leader's state (on that node) and returns the applied index it was rebuilt at.
 	RepairReplica(ctx context.Context, channel, node string) (uint64, error)
+	// Backup returns a backup's header (Index set) and the channel's snapshot stream as of a linearizable read index taken now; the caller closes the stream (cluster/backup.go).
+	Backup(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error)
+	// RestoreChannel creates channel name from the backup file read from body (replicas 0: the backup's), once the file checked out (else fsm.ErrBadBackup, nothing created), and returns it once it serves.
+	RestoreChannel(ctx context.Context, name string, replicas int, body io.Reader) (api.Channel, fsm.BackupHeader, error)
+	// RecoverChannel re-forms a channel that lost a majority of its replicas from its best surviving replica; confirm must be "i-understand-data-loss" (cluster/recover.go).
+	RecoverChannel(ctx context.Context, name, confirm string) (api.RecoverResponse, error)
 	// IssueToken records a new token of channel (meta leader only, as CreateChannel) expiring at expires (zero: never) and returns it with its secret.
 	IssueToken(ctx context.Context, channel, scope string, expires time.Time) (api.TokenCreated, error)
 	// Tokens lists channel's tokens, without secrets, from this node's copy of the meta state.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/cluster"
 	"github.com/shardnet/shardnet/fsm"
@@ -21,8 +22,8 @@ var (
 	errBadRequest       = errors.New("server: invalid request")
 	errInvalidChannel   = errors.New("server: invalid channel name")
 	errBodyTooLarge     = errors.New("server: request body too large")
-	errUnauthorized     = errors.New("server: unauthorized")
-	errForbidden        = errors.New("server: forbidden")
+	errUnauthorized     = access.ErrUnauthorized
+	errForbidden        = access.ErrForbidden
 	errRouteNotFound    = errors.New("server: no such endpoint")
 	errMethodNotAllowed = errors.New("server: method not allowed")
 	errTooManyWatchers  = errors.New("server: too many blocking reads on this node")
@@ -52,6 +53,7 @@ var errorTable = []struct {
 	{fsm.ErrInvalidIdemKey, http.StatusBadRequest, api.CodeBadRequest, false},
 	{cluster.ErrInvalidRequest, http.StatusBadRequest, api.CodeBadRequest, false},
 	{cluster.ErrInvalidGossipKey, http.StatusBadRequest, api.CodeInvalidGossipKey, false},
+	{fsm.ErrBadBackup, http.StatusBadRequest, api.CodeInvalidBackup, false},
 	{errUnauthorized, http.StatusUnauthorized, api.CodeUnauthorized, false},
 	{errForbidden, http.StatusForbidden, api.CodeForbidden, false},
 	{cluster.ErrTokenNotFound, http.StatusNotFound, api.CodeTokenNotFound, false},
@@ -99,6 +101,7 @@ var errorTable = []struct {
 	{errUnreachable, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{shard.ErrStopped, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{cluster.ErrRepairSource, http.StatusServiceUnavailable, api.CodeUnavailable, true},
+	{cluster.ErrRestoreFailed, http.StatusServiceUnavailable, api.CodeRestoreFailed, false},
 	{fsm.ErrSnapshotBehind, http.StatusServiceUnavailable, api.CodeUnavailable, true},
 	{fsm.ErrClosed, http.StatusServiceUnavailable, api.CodeUnavailable, true}, // a read of a replica being closed
 	{errStopping, http.StatusServiceUnavailable, api.CodeUnavailable, true},

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -247,4 +248,16 @@ func (f *fakeBackend) GossipKeyring(ctx context.Context) (api.GossipKeyring, err
 
 func (f *fakeBackend) ChangeGossipKeyring(ctx context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error) {
 	return f.mem.ChangeGossipKeyring(ctx, op, key)
+}
+
+func (f *fakeBackend) Backup(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error) {
+	return f.mem.Backup(ctx, channel)
+}
+
+func (f *fakeBackend) RestoreChannel(ctx context.Context, name string, replicas int, body io.Reader) (api.Channel, fsm.BackupHeader, error) {
+	return f.mem.RestoreChannel(ctx, name, replicas, body)
+}
+
+func (f *fakeBackend) RecoverChannel(ctx context.Context, name, confirm string) (api.RecoverResponse, error) {
+	return f.mem.RecoverChannel(ctx, name, confirm)
 }

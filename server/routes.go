@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
 )
@@ -26,6 +27,9 @@ const (
 	routeKV       = "/v1/channels/{ch}/kv/{key}"
 	routeTxn      = "/v1/channels/{ch}/txn"
 	routeRepair   = "/v1/channels/{ch}/repair"
+	routeSnapshot = "/v1/channels/{ch}/snapshot"
+	routeRestore  = "/v1/channels/{ch}/restore"
+	routeRecover  = "/v1/channels/{ch}/recover"
 	routeTokens   = "/v1/channels/{ch}/tokens"
 	routeToken    = "/v1/channels/{ch}/tokens/{id}"
 	routeSign     = "/v1/channels/{ch}/sign"
@@ -52,7 +56,7 @@ type endpoint struct {
 	// refused (parseQuery).
 	params []string
 	// access says who may call it (auth.go).
-	access access
+	access access.Rule
 }
 
 func (rt *route) allow() string {
@@ -68,7 +72,7 @@ func (rt *route) allow() string {
 }
 
 func (s *Server) routeTable() map[string]*route {
-	small := func(a access, h handlerFunc, params ...string) endpoint {
+	small := func(a access.Rule, h handlerFunc, params ...string) endpoint {
 		return endpoint{h: h, maxBody: MaxJSONBodyBytes, tooLarge: errBodyTooLarge, params: params, access: a}
 	}
 	put := endpoint{h: s.kvPut, maxBody: fsm.MaxValueBytes, tooLarge: fsm.ErrValueLarge, params: []string{"cas"}, access: accessWrite}
@@ -114,6 +118,10 @@ func (s *Server) routeTable() map[string]*route {
 			http.MethodPost: {h: s.txn, maxBody: MaxTxnBodyBytes, tooLarge: errBodyTooLarge, access: accessWrite},
 		}},
 		{routeRepair, map[string]endpoint{http.MethodPost: small(accessOperator, s.repairReplica)}},
+		{routeSnapshot, map[string]endpoint{http.MethodGet: small(accessOperator, s.backupChannel)}},
+		{routeRestore, map[string]endpoint{http.MethodPost: {raw: http.HandlerFunc(s.restoreChannel),
+			maxBody: maxBackupBytes, params: []string{"replicas"}, access: accessOperator}}},
+		{routeRecover, map[string]endpoint{http.MethodPost: small(accessOperator, s.recoverChannel)}},
 		{routeTokens, map[string]endpoint{
 			http.MethodGet:  small(accessWrite, s.listTokens),
 			http.MethodPost: small(accessWrite, s.createToken),
@@ -195,6 +203,12 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeTxn), ch, ""
 	case rest == "repair":
 		return byName(routeRepair), ch, ""
+	case rest == "snapshot":
+		return byName(routeSnapshot), ch, ""
+	case rest == "restore":
+		return byName(routeRestore), ch, ""
+	case rest == "recover":
+		return byName(routeRecover), ch, ""
 	case rest == "tokens":
 		return byName(routeTokens), ch, ""
 	case strings.HasPrefix(rest, "tokens/") && len(rest) > len("tokens/") && !strings.Contains(rest[len("tokens/"):], "/"):

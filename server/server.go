@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/cluster"
 )
@@ -128,15 +128,16 @@ type Limits struct {
 
 // Server serves the HTTP API v1. Create it with New; it is an http.Handler.
 type Server struct {
-	b        Backend
-	nodeID   string
-	hasToken bool
-	token    [sha256.Size]byte
-	log      hclog.Logger
-	metrics  *metrics
-	reg      *prometheus.Registry
-	promH    http.Handler
-	routes   map[string]*route // by template
+	b      Backend
+	nodeID string
+	// check holds the operator token and checks every credential
+	// (auth.go); without a token the API is open.
+	check   *access.Checker
+	log     hclog.Logger
+	metrics *metrics
+	reg     *prometheus.Registry
+	promH   http.Handler
+	routes  map[string]*route // by template
 
 	limiter *rateLimiter
 
@@ -218,9 +219,7 @@ func New(cfg Config) *Server {
 	if s.nodeID == "" {
 		s.nodeID = "unknown"
 	}
-	if cfg.Token != "" {
-		s.hasToken, s.token = true, sha256.Sum256([]byte(cfg.Token))
-	}
+	s.check = access.NewChecker(cfg.Token, cfg.Backend.Token, cfg.Backend.ChannelSettings)
 	s.reg = cfg.Registry
 	s.metrics = newMetrics(cfg.Registry, s.log)
 	s.conns = newConnLimiter(max(cfg.MaxConns, 0), max(cfg.MaxConnsPerClient, 0), cfg.BodyTimeout, s.log.Named("conns"), s.metrics)
@@ -460,7 +459,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		return
 	}
 	if ep.raw != nil {
-		ep.raw.ServeHTTP(w, r)
+		// A raw endpoint streams its own body; it carries the client's
+		// proof all the same, for the route calls it makes.
+		ep.raw.ServeHTTP(w, r.WithContext(access.WithProof(r.Context(), proofOf(r))))
 		return
 	}
 	body, err := s.readBody(w, r, ep.maxBody, ep.tooLarge, deadline)
@@ -469,7 +470,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		return
 	}
 	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: query}
-	resp, err := ep.h(r.Context(), req)
+	resp, err := ep.h(access.WithProof(r.Context(), proofOf(r)), req)
 	var pv *cluster.PreviousVersionError
 	if errors.As(err, &pv) && !fromPeer(r) {
 		// Served by a node of the previous version, which takes no

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shardnet/shardnet/access"
 	"github.com/shardnet/shardnet/api"
 	"github.com/shardnet/shardnet/fsm"
 )
@@ -130,17 +131,17 @@ func (s *Server) sign(ctx context.Context, req *request) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !present || cred.operator {
+	if !present || cred.Operator {
 		// A link is revoked with the token that signed it; the operator
 		// token cannot be revoked that way.
 		return nil, invalid("sign with a token of channel %s (POST /v1/channels/%s/tokens issues one), not the operator token", req.ch, req.ch)
 	}
 	exp := time.Now().Add(ttl).Truncate(time.Second)
-	if t := cred.token; t.ExpiresAt != 0 && exp.UnixMilli() > t.ExpiresAt {
+	if t := cred.Token; t.ExpiresAt != 0 && exp.UnixMilli() > t.ExpiresAt {
 		exp = time.UnixMilli(t.ExpiresAt).Truncate(time.Second) // the link dies with its token anyway
 	}
-	sig := linkSignature(cred.token.Hash, req.ch, "kv/"+b.Key, exp.Unix())
-	q := url.Values{"exp": {strconv.FormatInt(exp.Unix(), 10)}, "sig": {sig}, "tok": {cred.token.ID}}
+	sig := access.LinkSignature(cred.Token.Hash, req.ch, access.KVResource([]byte(b.Key)), exp.Unix())
+	q := url.Values{"exp": {strconv.FormatInt(exp.Unix(), 10)}, "sig": {sig}, "tok": {cred.Token.ID}}
 	return jsonResponse(http.StatusOK, api.SignResponse{
 		URL:       "/v1/channels/" + req.ch + "/kv/" + api.EscapeKey(b.Key) + "?" + q.Encode(),
 		ExpiresAt: exp.UTC(),

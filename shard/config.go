@@ -52,6 +52,12 @@ type Config struct {
 	// proposed below version 2. nil: fsm.Version, no gate (a node outside
 	// a cluster).
 	ClusterVersion func() int
+	// Placed, when set, reports whether the committed meta state places
+	// node on channel's group gid: such a node may replicate to a replica
+	// whose configuration does not name it a voter yet (GroupSetup.Placed).
+	// It must not block. nil: only voters, and anyone while a replica's
+	// configuration is empty.
+	Placed func(gid uint64, channel, node string) bool
 
 	// CompareHash, when set, is given each hash of a local replica's
 	// state that a hash check produced; it compares it with the peers'

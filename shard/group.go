@@ -40,6 +40,14 @@ type GroupSetup struct {
 	// starts: the last moment to record that the group exists, before it
 	// can acknowledge an entry.
 	BeforeStart func() error
+	// Placed, when set, reports whether the committed meta state places
+	// node on this group (a channel's placement; for the meta group, a
+	// registered core node). Such a node may send the group AppendEntries
+	// and InstallSnapshot though it is not a voter of the replica's latest
+	// configuration, and any RPC while that configuration is empty
+	// (shard/DESIGN.md "Who may send a group Raft RPCs"). Called on the RPC path,
+	// only when the voter check refused: it must not block.
+	Placed func(node string) bool
 }
 
 // Group is a started Raft group and what it was started with.
@@ -99,7 +107,10 @@ func StartGroup(s GroupSetup) (*Group, error) {
 	if err != nil {
 		return fail(fmt.Errorf("new raft: %w", err))
 	}
-	isVoter := VoterCheck(g.Raft)
+	isVoter := VoterCheck(g.Raft, s.Placed)
 	check.Store(&isVoter)
+	if s.Placed != nil {
+		trans.SetReplicaCheck(s.Placed)
+	}
 	return g, nil
 }

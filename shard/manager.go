@@ -33,6 +33,9 @@ type ReplicaSpec struct {
 	// MetaIndex is the meta log index that created the placement; a
 	// replica is removed only by a meta state newer than it.
 	MetaIndex uint64
+	// seeded: the replica's snapshot store holds the group's first
+	// snapshot (Seed), and it stands for election at once.
+	seeded bool
 }
 
 // record is what a replica keeps on disk beside its snapshots, so a node
@@ -287,7 +290,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	g, err := StartGroup(GroupSetup{
 		GroupID: gid, ServerID: raft.ServerID(rec.ServerID), Timing: m.cfg.Raft, Logger: logger,
 		FSM: ch, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 512,
-		Transport: m.cfg.Transport, Bootstrap: spec.Peers,
+		Transport: m.cfg.Transport, Bootstrap: spec.Peers, Placed: m.placed(gid, rec.Channel),
 		BeforeStart: func() error {
 			if known {
 				return nil
@@ -311,7 +314,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		m.log.Error("this replica was marked corrupt by a hash check; it serves no reads until repaired",
 			"channel", rec.Channel, "group", gid, "index", corrupt.Index)
 	}
-	r.electionAtStart(g.Bootstrapped, len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
+	r.electionAtStart(g.Bootstrapped || spec.seeded, spec.seeded || len(spec.Peers) > 0 && spec.Peers[0].ID == raft.ServerID(rec.ServerID))
 	return r, nil
 }
 
@@ -529,4 +532,12 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// placed is the replica check of channel's group gid (Config.Placed).
+func (m *Manager) placed(gid uint64, channel string) func(node string) bool {
+	if m.cfg.Placed == nil {
+		return nil
+	}
+	return func(node string) bool { return m.cfg.Placed(gid, channel, node) }
 }

@@ -11,12 +11,13 @@ import (
 //
 // A replica with no configuration yet (one being added to a running group:
 // its leader's first AppendEntries or InstallSnapshot brings it) accepts
-// any node the transport authenticated; it has no state to protect and no
-// other way to learn who its voters are.
+// the nodes placed reports (those the committed meta state places on the
+// group), or, when placed is nil, any node the transport authenticated: it
+// has no other way to learn who its voters are.
 //
 // GetConfiguration reads an atomic copy in hashicorp/raft v1.8, so this is
 // cheap enough for every RPC.
-func VoterCheck(rf *raft.Raft) func(node string) bool {
+func VoterCheck(rf *raft.Raft, placed func(node string) bool) func(node string) bool {
 	return func(node string) bool {
 		f := rf.GetConfiguration()
 		if f.Error() != nil {
@@ -24,7 +25,7 @@ func VoterCheck(rf *raft.Raft) func(node string) bool {
 		}
 		servers := f.Configuration().Servers
 		if len(servers) == 0 {
-			return true
+			return placed == nil || placed(node)
 		}
 		for _, s := range servers {
 			if s.Suffrage == raft.Voter && NodeOf(s.ID) == node {

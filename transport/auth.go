@@ -22,6 +22,12 @@ import (
 //     (GroupTransport.SetVoterCheck, which the layer above fills from
 //     raft.GetConfiguration), so a non-voter or a stranger with a higher
 //     term cannot start an election, replace the log or take leadership.
+//     AppendEntries (heartbeats included) and InstallSnapshot also pass
+//     from a node the layer above vouches for (SetReplicaCheck: one the
+//     committed meta state places on the group): a follower that has not
+//     yet received the entry that made its new leader a voter must still
+//     take that leader's entries, or it never would (shard/DESIGN.md
+//     "Who may send a group Raft RPCs").
 //
 // Without TLS the sender is known only by the id it claims: the voter check
 // then guards against mistakes (a removed server still campaigning), not
@@ -63,6 +69,25 @@ func (g *GroupTransport) SetVoterCheck(isVoter func(node string) bool) {
 	g.voters.Store(&isVoter)
 }
 
+// SetReplicaCheck installs the group's replica check: mayReplicate(node)
+// reports whether node may send the group AppendEntries and
+// InstallSnapshot though the voter check refuses it (RequestVote and
+// TimeoutNow never pass on it). Called on the RPC path only when the
+// voter check refused, it must not block. nil removes it.
+func (g *GroupTransport) SetReplicaCheck(mayReplicate func(node string) bool) {
+	if mayReplicate == nil {
+		g.replicas.Store(nil)
+		return
+	}
+	g.replicas.Store(&mayReplicate)
+}
+
+// replicates reports whether an RPC of label carries replication from a
+// leader: AppendEntries, heartbeats, InstallSnapshot.
+func replicates(label int) bool {
+	return label == labelAppendEntries || label == labelHeartbeat || label == labelInstallSnapshot
+}
+
 // authorize checks an inbound RPC for group g from the connection's
 // authenticated node from ("" without TLS).
 func (n *Node) authorize(g *GroupTransport, from string, h *raft.RPCHeader, label int) error {
@@ -76,6 +101,9 @@ func (n *Node) authorize(g *GroupTransport, from string, h *raft.RPCHeader, labe
 		node = claimed
 	}
 	if check := g.voters.Load(); check != nil && !(*check)(node) {
+		if rep := g.replicas.Load(); rep != nil && replicates(label) && (*rep)(node) {
+			return nil
+		}
 		return n.refuse(g.gid, node, label, fmt.Errorf("%w: node %q is not a voter of group %d", ErrRefused, node, g.gid))
 	}
 	return nil

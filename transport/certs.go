@@ -23,14 +23,28 @@ import (
 // Node certificates (docs/operations.md "Certificates").
 //
 // A node is named by its certificate: the URI SAN "shardnet-node:<id>"
-// carries the node id, and the CommonName repeats it for humans (openssl
-// x509 -text). Only the URI SAN counts: a CommonName is not checked by
+// carries the node id, the URI SAN "shardnet-role:<core|resource>" its
+// role, and the CommonName repeats the id for humans (openssl x509 -text). Only the URI SAN counts: a CommonName is not checked by
 // anything, and a DNS SAN cannot hold every node id. The cluster CA signs
 // every node's certificate; each certificate serves as both server and
 // client certificate, since every node both dials and accepts.
 
 // NodeURIScheme is the scheme of the URI SAN that names a node.
 const NodeURIScheme = "shardnet-node"
+
+// RoleURIScheme is the scheme of the URI SAN that names a node's role
+// ("shardnet-role:core" or "shardnet-role:resource"). The role is bound
+// into the certificate because the cluster port trusts a core node with
+// more than a resource node (node-internal meta writes, docs/security.md
+// "Cluster port"), and a resource node may be run by a stranger: its
+// word about its own role is worth nothing, the CA's signature is.
+const RoleURIScheme = "shardnet-role"
+
+// The roles a certificate may name (fsm.RoleCore and fsm.RoleResource).
+const (
+	RoleCore     = "core"
+	RoleResource = "resource"
+)
 
 // Default validities: a CA outlives many node certificates; a node
 // certificate is rotated yearly (SIGHUP reloads it without a restart).
@@ -76,6 +90,25 @@ func NodeOfCert(c *x509.Certificate) (string, error) {
 	}
 	return node, nil
 }
+
+// RoleOfCert returns the role a certificate names: its one
+// "shardnet-role:" URI SAN, "" when it has none (a certificate made before
+// roles were bound, which no agent accepts: cluster.Config.Validate).
+func RoleOfCert(c *x509.Certificate) (string, error) {
+	var role string
+	for _, u := range c.URIs {
+		if u.Scheme != RoleURIScheme {
+			continue
+		}
+		if role != "" || !validRole(u.Opaque) {
+			return "", fmt.Errorf("transport: certificate %q: want at most one %s: URI, naming %s or %s", c.Subject.CommonName, RoleURIScheme, RoleCore, RoleResource)
+		}
+		role = u.Opaque
+	}
+	return role, nil
+}
+
+func validRole(r string) bool { return r == RoleCore || r == RoleResource }
 
 func newKey(alg string) (crypto.Signer, error) {
 	switch alg {
@@ -141,6 +174,7 @@ func NewCA(name, alg string, validity time.Duration) (certPEM, keyPEM []byte, er
 // NodeCertOptions shape a node certificate.
 type NodeCertOptions struct {
 	Node     string        // node id (required)
+	Role     string        // RoleCore or RoleResource; "" names none (no agent accepts such a certificate)
 	IPs      []net.IP      // extra IP SANs (for tools that check them; shardnet checks the node name)
 	DNSNames []string      // extra DNS SANs
 	Validity time.Duration // 0: DefaultCertValidity
@@ -154,8 +188,15 @@ func NewNodeCert(caCertPEM, caKeyPEM []byte, o NodeCertOptions) (certPEM, keyPEM
 	if o.Node == "" || strings.ContainsAny(o.Node, " /\\\x00") {
 		return nil, nil, fmt.Errorf("transport: node id %q: want a non-empty id without spaces or slashes", o.Node)
 	}
+	if o.Role != "" && !validRole(o.Role) {
+		return nil, nil, fmt.Errorf("transport: role %q: want %s or %s", o.Role, RoleCore, RoleResource)
+	}
 	if o.Validity <= 0 {
 		o.Validity = DefaultCertValidity
+	}
+	uris := []*url.URL{{Scheme: NodeURIScheme, Opaque: o.Node}}
+	if o.Role != "" {
+		uris = append(uris, &url.URL{Scheme: RoleURIScheme, Opaque: o.Role})
 	}
 	ca, err := tlsKeyPair(caCertPEM, caKeyPEM)
 	if err != nil {
@@ -184,7 +225,7 @@ func NewNodeCert(caCertPEM, caKeyPEM []byte, o NodeCertOptions) (certPEM, keyPEM
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{{Scheme: NodeURIScheme, Opaque: o.Node}},
+		URIs:         uris,
 		IPAddresses:  o.IPs,
 		DNSNames:     o.DNSNames,
 	}

@@ -143,8 +143,10 @@
 // An outbound RPC goes only to the node its target server id names
 // (expectPeer): a node of the CA answering at another node's address is
 // refused at dial, or at the next RPC if a session to it is open.
-// PeerNode gives the application the authenticated node behind an app or
-// call stream.
+// PeerOf gives the application the authenticated node behind an app or
+// call stream, and the role its certificate names ("shardnet-role:" URI
+// SAN: core or resource), so that the node serving a route call can tell
+// a core node from a resource node on the CA's word.
 // Every record is authenticated, so a byte changed in flight closes the
 // connection and reaches no group (TestByteFlippedInFlight). Certs.Reload
 // (SIGHUP) swaps certificate, key and CA pool for new connections.

@@ -25,6 +25,7 @@ type GroupTransport struct {
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	urgent    atomic.Int64                           // unix nanos until which heartbeats skip batching (Urgent)
 	voters    atomic.Pointer[func(node string) bool] // SetVoterCheck (auth.go)
+	replicas  atomic.Pointer[func(node string) bool] // SetReplicaCheck (auth.go)
 
 	// followers holds, per follower address, the last log index it
 	// reported in its latest successful AppendEntries answer to this

@@ -425,9 +425,9 @@ func (n *Node) serveConn(conn net.Conn) {
 	raw := conn // conn changes below; the closure must not read it
 	stop := context.AfterFunc(n.ctx, func() { _ = raw.Close() })
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	// from is the peer's authenticated node id; "" without TLS, where the
-	// cluster key proves membership but not who the peer is.
-	var from string
+	// from is the peer's authenticated node and role; empty without TLS,
+	// where the cluster key proves membership but not who the peer is.
+	var from Peer
 	var err error
 	if n.cfg.TLS != nil {
 		var tc net.Conn

@@ -260,9 +260,10 @@ func (n *Node) dialSession(addr string) (*yamux.Session, string, error) {
 		// records as it did plain frames.
 		conn = n.cfg.Faults.wrap(addr, conn, n.goFunc)
 		var tc net.Conn
-		tc, node, err = n.cfg.TLS.handshake(n.ctx, conn, true)
+		var p Peer
+		tc, p, err = n.cfg.TLS.handshake(n.ctx, conn, true)
 		if err == nil {
-			conn = tc
+			conn, node = tc, p.Node
 		}
 	} else {
 		err = clientHandshake(conn, n.cfg.ClusterKey)

@@ -17,7 +17,8 @@ import (
 // peer's authenticated node id ("" without TLS). It reports whether it
 // handed the stream to the application (app and call streams), which then
 // owns it until the session ends.
-func (n *Node) serveStream(st *yamux.Stream, from string) (handedOff bool) {
+func (n *Node) serveStream(st *yamux.Stream, peer Peer) (handedOff bool) {
+	from := peer.Node
 	var kind [1]byte
 	_ = st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
 	if _, err := io.ReadFull(st, kind[:]); err != nil {
@@ -31,11 +32,11 @@ func (n *Node) serveStream(st *yamux.Stream, from string) (handedOff bool) {
 	case kindSnapshot:
 		n.serveSnapshot(st, from)
 	case kindApp:
-		if n.app.offer(&peerStream{st, from}) {
+		if n.app.offer(&peerStream{st, peer}) {
 			return true // the application owns it now
 		}
 	case kindCall:
-		if n.calls.offer(&peerStream{st, from}) {
+		if n.calls.offer(&peerStream{st, peer}) {
 			return true
 		}
 	default:
@@ -245,19 +246,24 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 }
 
 // peerStream is an app or call stream handed to the application, with the
-// node its session authenticated (PeerNode).
+// peer its session authenticated (PeerOf).
 type peerStream struct {
 	*yamux.Stream
-	node string
+	peer Peer
 }
 
 // PeerNode returns the node id that the TLS certificate of the peer on the
 // other end of an app or call stream (from AppListener or CallListener)
 // names, so that the application can authorize node-to-node calls by node;
 // "" without TLS, or for a conn the transport did not hand out.
-func PeerNode(c net.Conn) string {
+func PeerNode(c net.Conn) string { return PeerOf(c).Node }
+
+// PeerOf returns the node and role that the TLS certificate of the peer on
+// the other end of an app or call stream names; the zero Peer without TLS,
+// or for a conn the transport did not hand out.
+func PeerOf(c net.Conn) Peer {
 	if ps, ok := c.(*peerStream); ok {
-		return ps.node
+		return ps.peer
 	}
-	return ""
+	return Peer{}
 }

@@ -39,6 +39,7 @@ type certState struct {
 	cert *tls.Certificate
 	pool *x509.CertPool
 	node string
+	role string
 }
 
 // LoadCerts reads a node's certificate, key and cluster CA (PEM; the CA
@@ -66,6 +67,8 @@ func (c *Certs) Reload() error {
 	}
 	if old := c.cur.Load(); st.node != old.node {
 		return fmt.Errorf("transport: reload: the new certificate names node %q, this node is %q", st.node, old.node)
+	} else if st.role != old.role {
+		return fmt.Errorf("transport: reload: the new certificate names role %q, this node's is %q (a node changes its role with a restart)", st.role, old.role)
 	}
 	c.cur.Store(st)
 	return nil
@@ -73,6 +76,9 @@ func (c *Certs) Reload() error {
 
 // NodeID returns the node the certificate names.
 func (c *Certs) NodeID() string { return c.cur.Load().node }
+
+// Role returns the role the certificate names ("" for none).
+func (c *Certs) Role() string { return c.cur.Load().role }
 
 // Leaf returns the certificate in force (its serial and expiry for the
 // reload log line).
@@ -103,7 +109,11 @@ func (c *Certs) read() (*certState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: %s: %w", c.certFile, err)
 	}
-	return &certState{cert: cert, pool: pool, node: node}, nil
+	role, err := RoleOfCert(cert.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("transport: %s: %w", c.certFile, err)
+	}
+	return &certState{cert: cert, pool: pool, node: node, role: role}, nil
 }
 
 // tlsKeyPair parses a PEM certificate (chain) and its key, with Leaf set.
@@ -214,20 +224,34 @@ func (c *Certs) clientConfig() *tls.Config {
 	}
 }
 
-// peerNode is the node an established TLS connection's peer certificate
-// names (verified during the handshake).
-func peerNode(tc *tls.Conn) (string, error) {
+// Peer is the node on the other end of an authenticated connection, as
+// its certificate names it.
+type Peer struct {
+	Node string
+	Role string // RoleCore, RoleResource, or "" when the certificate names none
+}
+
+// peerOf is the node and role an established TLS connection's peer
+// certificate names (verified during the handshake).
+func peerOf(tc *tls.Conn) (Peer, error) {
 	certs := tc.ConnectionState().PeerCertificates
 	if len(certs) == 0 {
-		return "", errors.New("no peer certificate")
+		return Peer{}, errors.New("no peer certificate")
 	}
-	return NodeOfCert(certs[0])
+	node, err := NodeOfCert(certs[0])
+	if err != nil {
+		return Peer{}, err
+	}
+	role, err := RoleOfCert(certs[0])
+	if err != nil {
+		return Peer{}, err
+	}
+	return Peer{Node: node, Role: role}, nil
 }
 
 // handshake runs the TLS handshake on conn, as client or server, and
-// returns the TLS connection and the peer's node id. The caller sets the
-// deadline.
-func (c *Certs) handshake(ctx context.Context, conn net.Conn, client bool) (*tls.Conn, string, error) {
+// returns the TLS connection and the peer. The caller sets the deadline.
+func (c *Certs) handshake(ctx context.Context, conn net.Conn, client bool) (*tls.Conn, Peer, error) {
 	var tc *tls.Conn
 	if client {
 		tc = tls.Client(conn, c.clientConfig())
@@ -235,11 +259,11 @@ func (c *Certs) handshake(ctx context.Context, conn net.Conn, client bool) (*tls
 		tc = tls.Server(conn, c.serverConfig())
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, "", fmt.Errorf("%w: tls: %v", ErrHandshake, err)
+		return nil, Peer{}, fmt.Errorf("%w: tls: %v", ErrHandshake, err)
 	}
-	node, err := peerNode(tc)
+	p, err := peerOf(tc)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrHandshake, err)
+		return nil, Peer{}, fmt.Errorf("%w: %v", ErrHandshake, err)
 	}
-	return tc, node, nil
+	return tc, p, nil
 }

@@ -236,6 +236,68 @@ func TestVoterCheckRefusesNonVoters(t *testing.T) {
 	}
 }
 
+// A node the replica check vouches for (placed on the group by the meta
+// state) may send AppendEntries and InstallSnapshot though it is not a
+// voter, never RequestVote or TimeoutNow; a node it does not vouch for is
+// refused all four.
+func TestReplicaCheckLetsPlacedNodesReplicateOnly(t *testing.T) {
+	ca := newTestCA(t)
+	b := newTLSNode(t, ca.certs(t, "n2"))
+	gb, _ := b.Group(1)
+	var seen atomic.Int64
+	serve(t, gb, func(rpc raft.RPC) { seen.Add(1); echoHandler(rpc) })
+	gb.SetVoterCheck(func(node string) bool { return node == "n2" })
+	gb.SetReplicaCheck(func(node string) bool { return node == "n4" })
+	for _, tc := range []struct {
+		node      string
+		replicate bool
+	}{{"n4", true}, {"res1", false}} {
+		g, _ := newTLSNode(t, ca.certs(t, tc.node)).Group(1)
+		id := []byte(tc.node + "@1")
+		var aer raft.AppendEntriesResponse
+		ae := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: id}, Term: 7,
+			Entries: []*raft.Log{{Index: 1, Term: 7, Type: raft.LogCommand, Data: []byte("x")}}}
+		if err := g.AppendEntries("n2@1", b.Addr(), ae, &aer); (err == nil) != tc.replicate {
+			t.Errorf("%s append: err = %v, want passed %v", tc.node, err, tc.replicate)
+		}
+		snap := &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ID: id}, Term: 7, Size: 3}
+		var isr raft.InstallSnapshotResponse
+		if err := g.InstallSnapshot("n2@1", b.Addr(), snap, &isr, strings.NewReader("abc")); (err == nil) != tc.replicate {
+			t.Errorf("%s snapshot: err = %v, want passed %v", tc.node, err, tc.replicate)
+		}
+		var resp raft.RequestVoteResponse
+		if err := g.RequestVote("n2@1", b.Addr(), voteFrom(tc.node+"@1", 50), &resp); err == nil || !strings.Contains(err.Error(), ErrRefused.Error()) {
+			t.Errorf("%s vote: err = %v, want refused", tc.node, err)
+		}
+		var tnr raft.TimeoutNowResponse
+		if err := g.TimeoutNow("n2@1", b.Addr(), &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ID: id}}, &tnr); err == nil || !strings.Contains(err.Error(), ErrRefused.Error()) {
+			t.Errorf("%s timeout-now: err = %v, want refused", tc.node, err)
+		}
+	}
+	if seen.Load() != 2 {
+		t.Fatalf("the group saw %d RPCs, want n4's append and snapshot", seen.Load())
+	}
+}
+
+// A certificate names the node's role as the CA issued it; a role other
+// than core or resource is refused when the certificate is made.
+func TestNodeCertNamesItsRole(t *testing.T) {
+	ca := newTestCA(t)
+	for _, role := range []string{RoleCore, RoleResource, ""} {
+		cf, kf, err := WriteNodeCert(ca.dir, t.TempDir(), NodeCertOptions{Node: "n1", Role: role}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadCerts(cf, kf, filepath.Join(ca.dir, CACertFile))
+		if err != nil || c.Role() != role || c.NodeID() != "n1" {
+			t.Fatalf("role %q: loaded %v (%v)", role, c, err)
+		}
+	}
+	if _, _, err := WriteNodeCert(ca.dir, t.TempDir(), NodeCertOptions{Node: "n1", Role: "admin"}, false); err == nil {
+		t.Fatal("a certificate of role admin was made")
+	}
+}
+
 // flipProxy forwards TCP connections to target; once armed, it flips one
 // byte in the middle of the next chunk of at least 1 KiB going from client
 // to server.

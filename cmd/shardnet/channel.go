@@ -19,10 +19,13 @@ var channelCommands = map[string]command{
 	"token":    {"issue, list and revoke a channel's tokens", runChannelToken},
 	"sign":     {"print a link to a key that works without a token until it expires", runChannelSign},
 	"settings": {"set a channel's public prefixes and CORS", runChannelSettings},
+	"backup":   {"write a backup of a channel to a file", runChannelBackup},
+	"restore":  {"create a channel from a backup file", runChannelRestore},
+	"recover":  {"re-form a channel that lost a majority of its replicas from a survivor", runChannelRecover},
 	"scale":    {"change a channel's replica count or quota and wait until its group converges", runChannelScale},
 }
 
-// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings|scale
+// runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings|backup|restore|recover|scale
 func runChannel(ctx context.Context, c *cli, args []string) int {
 	return subcommands(ctx, c, "channel", channelCommands, args)
 }

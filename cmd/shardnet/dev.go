@@ -56,7 +56,6 @@ func runDev(args []string) int {
 	}
 	logger := newLogger(*logLevel, false)
 
-	type devNode struct{ name, role string }
 	var specs []devNode
 	for i := 1; i <= *cores; i++ {
 		specs = append(specs, devNode{fmt.Sprintf("core%d", i), fsm.RoleCore})
@@ -90,11 +89,7 @@ func runDev(args []string) int {
 	// The cluster port speaks mutual TLS here too, so the default path is
 	// the one production runs: a CA under the dev dir, each node's
 	// certificate and key in its data dir.
-	var names []string
-	for _, s := range specs {
-		names = append(names, s.name)
-	}
-	certs, err := tlsCertsForDev(dir, names)
+	certs, err := tlsCertsForDev(dir, specs)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "Error: certificates: %v\n", err)
 		return 1
@@ -272,3 +267,6 @@ func freeLoopbackPort() (int, error) {
 	}
 	return 0, errors.New("no free loopback port")
 }
+
+// devNode is one node of a dev cluster: its name and role.
+type devNode struct{ name, role string }

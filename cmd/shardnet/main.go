@@ -43,6 +43,7 @@ var commands = map[string]command{
 	"gossip":  {"make and rotate gossip encryption keys", runGossip},
 	"version": {"print the version", runVersion},
 	"tls":     {"create the cluster CA and node certificates", runTLS},
+	"backup":  {"back up the meta state and every channel into a directory", runBackup},
 }
 
 func main() {

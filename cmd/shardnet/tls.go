@@ -73,6 +73,7 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 	fs.SetOutput(c.stderr)
 	var nodes, ips, dns stringList
 	fs.Var(&nodes, "node", "node id the certificate names (its -name); repeatable")
+	role := fs.String("role", "", "the nodes' role, core or resource (their -role; required): other nodes trust a core node with more")
 	caDir := fs.String("ca-dir", ".", "directory holding ca.pem and ca-key.pem")
 	out := fs.String("out", ".", "directory to write <node>.pem, <node>-key.pem (0600) and a copy of ca.pem to: the node's data dir")
 	fs.Var(&ips, "ip", "IP address to add as a SAN (for other tools; shardnet checks the node name); repeatable")
@@ -86,6 +87,10 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 	}
 	if len(nodes) == 0 || fs.NArg() > 0 {
 		fmt.Fprintln(c.stderr, "Error: give -node NAME (and no other arguments)")
+		return 2
+	}
+	if *role != transport.RoleCore && *role != transport.RoleResource {
+		fmt.Fprintf(c.stderr, "Error: give -role %s or -role %s (the node's -role)\n", transport.RoleCore, transport.RoleResource)
 		return 2
 	}
 	var addrs []net.IP
@@ -120,7 +125,7 @@ func runTLSCert(_ context.Context, c *cli, args []string) int {
 			}
 		}
 		certFile, keyFile, err := transport.WriteNodeCert(*caDir, *out, transport.NodeCertOptions{
-			Node: node, IPs: addrs, DNSNames: dns, KeyType: *keyType, Validity: time.Duration(*days) * 24 * time.Hour,
+			Node: node, Role: *role, IPs: addrs, DNSNames: dns, KeyType: *keyType, Validity: time.Duration(*days) * 24 * time.Hour,
 		}, *force)
 		if err != nil {
 			fmt.Fprintf(c.stderr, "Error: %v\n", err)
@@ -171,7 +176,7 @@ func tlsFlags(fs *flag.FlagSet, c *agentConfig) {
 
 // noCertsHelp is the one line an agent without certificates says.
 const noCertsHelp = "the cluster port needs this node's certificate: give -tls-cert, -tls-key and -tls-ca " +
-	"(make them with `shardnet tls ca create` and `shardnet tls cert create -node NAME`, docs/operations.md \"Certificates\"), " +
+	"(make them with `shardnet tls ca create` and `shardnet tls cert create -node NAME -role ROLE`, docs/operations.md \"Certificates\"), " +
 	"or -insecure to run on a shared cluster key (development only)"
 
 // clusterTLS loads the cluster port's certificates, or returns nil with
@@ -199,6 +204,9 @@ func (c agentConfig) clusterTLS() (*transport.Certs, error) {
 	}
 	if certs.NodeID() != c.Name {
 		return nil, fmt.Errorf("-tls-cert %s names node %q, but -name is %q", c.TLSCert, certs.NodeID(), c.Name)
+	}
+	if certs.Role() != c.Role {
+		return nil, fmt.Errorf("-tls-cert %s names role %q, but -role is %q (make the certificate with `shardnet tls cert create -node %s -role %s`)", c.TLSCert, certs.Role(), c.Role, c.Name, c.Role)
 	}
 	return certs, nil
 }
@@ -247,7 +255,7 @@ func reloadOnSIGHUP(certs *transport.Certs, logger hclog.Logger) (stop func()) {
 // tlsCertsForDev makes a CA under dir and a certificate for each node in
 // its data dir, keeping what an earlier run left there (shardnet dev
 // -data-dir).
-func tlsCertsForDev(dir string, nodes []string) (map[string]*transport.Certs, error) {
+func tlsCertsForDev(dir string, nodes []devNode) (map[string]*transport.Certs, error) {
 	caDir := filepath.Join(dir, "ca")
 	if _, err := os.Stat(filepath.Join(caDir, transport.CAKeyFile)); errors.Is(err, os.ErrNotExist) {
 		if err := transport.WriteCA(caDir, "shardnet dev CA", transport.KeyECDSA, 0, false); err != nil {
@@ -255,16 +263,20 @@ func tlsCertsForDev(dir string, nodes []string) (map[string]*transport.Certs, er
 		}
 	}
 	out := map[string]*transport.Certs{}
-	for _, node := range nodes {
+	for _, nd := range nodes {
+		node := nd.name
 		nodeDir := filepath.Join(dir, node)
 		certFile, keyFile := transport.NodeCertFiles(nodeDir, node)
-		if _, err := os.Stat(certFile); err != nil {
+		certs, err := transport.LoadCerts(certFile, keyFile, filepath.Join(caDir, transport.CACertFile))
+		// A dev dir of a release before roles in certificates: the CA is
+		// at hand, so the node gets one that names its role.
+		if errors.Is(err, os.ErrNotExist) || (err == nil && certs.Role() != nd.role) {
 			if certFile, keyFile, err = transport.WriteNodeCert(caDir, nodeDir, transport.NodeCertOptions{
-				Node: node, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, false); err != nil {
+				Node: node, Role: nd.role, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, true); err != nil {
 				return nil, err
 			}
+			certs, err = transport.LoadCerts(certFile, keyFile, filepath.Join(caDir, transport.CACertFile))
 		}
-		certs, err := transport.LoadCerts(certFile, keyFile, filepath.Join(caDir, transport.CACertFile))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w (remove %s to start over)", node, err, strings.TrimSuffix(certFile, ".pem")+"*")
 		}

@@ -21,11 +21,14 @@ func TestTLSCommands(t *testing.T) {
 	node := filepath.Join(dir, "n1")
 	expect(t, shardnet(t, nil, "", "tls", "ca", "create", "-dir", ca, "-key-type", "ed25519"), 0, "ca-key.pem")
 	expect(t, shardnet(t, nil, "", "tls", "ca", "create", "-dir", ca), 1, "")
-	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-ca-dir", ca, "-out", node, "-ip", "127.0.0.1"), 0, `node "n1"`)
-	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-ca-dir", ca, "-out", node), 1, "")
-	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-ca-dir", ca, "-out", node, "-if-missing"), 0, "kept")
-	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-ca-dir", ca, "-out", node), 2, "")
-	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-ip", "nope"), 2, "")
+	// The role is the CA's word, so it must be given.
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-ca-dir", ca, "-out", node), 2, "")
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-role", "admin", "-ca-dir", ca, "-out", node), 2, "")
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-role", "core", "-ca-dir", ca, "-out", node, "-ip", "127.0.0.1"), 0, `node "n1"`)
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-role", "core", "-ca-dir", ca, "-out", node), 1, "")
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-role", "core", "-ca-dir", ca, "-out", node, "-if-missing"), 0, "kept")
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-role", "core", "-ca-dir", ca, "-out", node), 2, "")
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-node", "n1", "-role", "core", "-ip", "nope"), 2, "")
 	certFile, keyFile := transport.NodeCertFiles(node, "n1")
 	if _, err := os.Stat(filepath.Join(node, transport.CACertFile)); err != nil {
 		t.Fatalf("no copy of the CA certificate beside the node's: %v", err)
@@ -36,14 +39,19 @@ func TestTLSCommands(t *testing.T) {
 			t.Fatalf("%s: %v %v, want mode 0600", f, st.Mode(), err)
 		}
 	}
-	cfg := agentConfig{Name: "n1", TLSCert: certFile, TLSKey: keyFile, TLSCA: filepath.Join(ca, transport.CACertFile)}
+	cfg := agentConfig{Name: "n1", Role: "core", TLSCert: certFile, TLSKey: keyFile, TLSCA: filepath.Join(ca, transport.CACertFile)}
 	certs, err := cfg.clusterTLS()
-	if err != nil || certs.NodeID() != "n1" || len(certs.Leaf().IPAddresses) != 1 {
+	if err != nil || certs.NodeID() != "n1" || certs.Role() != "core" || len(certs.Leaf().IPAddresses) != 1 {
 		t.Fatalf("clusterTLS: %v, %v", certs, err)
+	}
+	// An agent whose -role is not its certificate's does not start.
+	cfg.Role = "resource"
+	if _, err := cfg.clusterTLS(); err == nil || !strings.Contains(err.Error(), `names role "core", but -role is "resource"`) {
+		t.Fatalf("clusterTLS with another role: %v", err)
 	}
 	// -if-missing also makes the CA when there is none (docker compose).
 	other := filepath.Join(dir, "fresh")
-	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-if-missing", "-node", "a", "-node", "b", "-ca-dir", other, "-out", other), 0, `node "b"`)
+	expect(t, shardnet(t, nil, "", "tls", "cert", "create", "-if-missing", "-node", "a", "-node", "b", "-role", "resource", "-ca-dir", other, "-out", other), 0, `node "b"`)
 }
 
 func TestAgentRefusesToStartWithoutCertificates(t *testing.T) {
@@ -51,7 +59,7 @@ func TestAgentRefusesToStartWithoutCertificates(t *testing.T) {
 	if err := transport.WriteCA(dir, "ca", "", 0, false); err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n2"}, false)
+	certFile, keyFile, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n2", Role: transport.RoleCore}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +73,9 @@ func TestAgentRefusesToStartWithoutCertificates(t *testing.T) {
 		{"insecure", agentConfig{Name: "n2", Insecure: true}, ""},
 		{"both", agentConfig{Name: "n2", Insecure: true, TLSCert: certFile, TLSKey: keyFile, TLSCA: caFile}, "both set"},
 		{"partial", agentConfig{Name: "n2", TLSCert: certFile}, "give all of"},
-		{"another node's", agentConfig{Name: "n1", TLSCert: certFile, TLSKey: keyFile, TLSCA: caFile}, `names node "n2"`},
-		{"right", agentConfig{Name: "n2", TLSCert: certFile, TLSKey: keyFile, TLSCA: caFile}, ""},
+		{"another node's", agentConfig{Name: "n1", Role: "core", TLSCert: certFile, TLSKey: keyFile, TLSCA: caFile}, `names node "n2"`},
+		{"another role's", agentConfig{Name: "n2", Role: "resource", TLSCert: certFile, TLSKey: keyFile, TLSCA: caFile}, `names role "core"`},
+		{"right", agentConfig{Name: "n2", Role: "core", TLSCert: certFile, TLSKey: keyFile, TLSCA: caFile}, ""},
 	} {
 		certs, err := tc.cfg.clusterTLS()
 		switch {
@@ -104,7 +113,7 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 	if err := transport.WriteCA(dir, "ca", "", 0, false); err != nil {
 		t.Fatal(err)
 	}
-	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1"}, false)
+	cf, kf, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1", Role: transport.RoleCore}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +124,7 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 	old := certs.Leaf().SerialNumber
 	stop := reloadOnSIGHUP(certs, hclog.NewNullLogger())
 	defer stop()
-	if _, _, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1"}, true); err != nil {
+	if _, _, err := transport.WriteNodeCert(dir, dir, transport.NodeCertOptions{Node: "n1", Role: transport.RoleCore}, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
@@ -127,5 +136,28 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 			t.Fatal("SIGHUP did not reload the certificate")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// shardnet dev gives each node a certificate naming its role, and replaces
+// one a dev dir of an earlier release kept without a role.
+func TestDevCertificatesNameTheRole(t *testing.T) {
+	dir := t.TempDir()
+	nodes := []devNode{{"core1", "core"}, {"res1", "resource"}}
+	if _, err := tlsCertsForDev(dir, nodes[:1]); err != nil {
+		t.Fatal(err)
+	}
+	// res1's certificate as an earlier release made it: no role.
+	if _, _, err := transport.WriteNodeCert(filepath.Join(dir, "ca"), filepath.Join(dir, "res1"), transport.NodeCertOptions{Node: "res1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	certs, err := tlsCertsForDev(dir, nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range nodes {
+		if got := certs[nd.name].Role(); got != nd.role {
+			t.Errorf("%s: certificate role %q, want %q", nd.name, got, nd.role)
+		}
 	}
 }

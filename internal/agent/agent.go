@@ -71,6 +71,11 @@ func Start(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: listen for HTTP on %s: %w", opts.HTTPBind, err)
 	}
+	if cfg.Token == "" {
+		// The node serving a route call checks the client it carries
+		// against the same operator token as the HTTP server.
+		cfg.Token = opts.Token
+	}
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = ln.Addr().String()
 	}

@@ -314,7 +314,7 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 		t.Fatal(err)
 	}
 	return startProcClusterOf(t, bins, func(name, _ string) []string {
-		certFile, keyFile, err := transport.WriteNodeCert(pki, filepath.Join(pki, name), transport.NodeCertOptions{Node: name}, true)
+		certFile, keyFile, err := transport.WriteNodeCert(pki, filepath.Join(pki, name), transport.NodeCertOptions{Node: name, Role: transport.RoleCore}, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -214,7 +214,7 @@ func TestCertificateRotationKeepsServing(t *testing.T) {
 	nd := c.Nodes[leader]
 	certFile, _ := nd.CertFiles()
 	old := peerSerial(t, c, nd)
-	if _, _, err := transport.WriteNodeCert(c.CADir(), filepath.Dir(certFile), transport.NodeCertOptions{Node: nd.Name}, true); err != nil {
+	if _, _, err := transport.WriteNodeCert(c.CADir(), filepath.Dir(certFile), transport.NodeCertOptions{Node: nd.Name, Role: nd.Role}, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := nd.ReloadCerts(); err != nil {
@@ -298,7 +298,7 @@ func TestNodeOfAnotherCACannotJoin(t *testing.T) {
 	if err := transport.WriteCA(other, "another CA", transport.KeyECDSA, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	cf, kf, err := transport.WriteNodeCert(other, filepath.Join(other, "res9"), transport.NodeCertOptions{Node: "res9"}, false)
+	cf, kf, err := transport.WriteNodeCert(other, filepath.Join(other, "res9"), transport.NodeCertOptions{Node: "res9", Role: transport.RoleResource}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

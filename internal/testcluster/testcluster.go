@@ -155,7 +155,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		if !opts.Insecure {
 			var err error
 			nd.certFile, nd.keyFile, err = transport.WriteNodeCert(c.caDir, filepath.Join(dir, "tls", name),
-				transport.NodeCertOptions{Node: name, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, false)
+				transport.NodeCertOptions{Node: name, Role: role, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, false)
 			if err != nil {
 				t.Fatalf("testcluster: %v", err)
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -483,4 +484,40 @@ func (m *Memory) ChangeGossipKeyring(_ context.Context, op api.KeyringOp, key st
 		return api.GossipKeyring{}, fmt.Errorf("%w: unknown keyring operation %q", cluster.ErrInvalidRequest, op)
 	}
 	return m.keyringLocked()
+}
+
+// errNoBackups: the memory backend keeps no snapshots to back up or restore.
+var errNoBackups = errors.New("servertest: the memory backend does not back up or restore channels")
+
+// Backup is refused by the memory backend once the channel exists.
+func (m *Memory) Backup(_ context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.channel(channel); err != nil {
+		return fsm.BackupHeader{}, nil, err
+	}
+	return fsm.BackupHeader{}, nil, errNoBackups
+}
+
+// RestoreChannel checks the backup as the cluster does and refuses a sound
+// one: the memory backend does not restore.
+func (m *Memory) RestoreChannel(_ context.Context, name string, _ int, body io.Reader) (api.Channel, fsm.BackupHeader, error) {
+	br, err := fsm.OpenBackup(body)
+	if err != nil {
+		return api.Channel{}, fsm.BackupHeader{}, err
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return api.Channel{}, br.Header, err
+	}
+	return api.Channel{}, br.Header, errNoBackups
+}
+
+// RecoverChannel: a channel of the memory backend never loses a quorum.
+func (m *Memory) RecoverChannel(_ context.Context, name, _ string) (api.RecoverResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.channel(name); err != nil {
+		return api.RecoverResponse{}, err
+	}
+	return api.RecoverResponse{}, fmt.Errorf("%w: channel %q has a quorum", cluster.ErrInvalidRequest, name)
 }

@@ -1,0 +1,5 @@
+package chunk
+
+import "syscall"
+
+func errNoSpace() error { return syscall.ENOSPC }
