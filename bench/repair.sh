@@ -50,6 +50,13 @@ start_node() {
 	if ((i < 3)); then
 		start_sn_node "$i" "${SN_IP[0]}:${SN_GOSSIP[0]}"
 	else
+		# A node certificate names the node's role: make a resource
+		# one before lib.sh would make a core one (it keeps what exists).
+		if [[ $("$BIN" agent -h 2>&1 || true) == *-tls-cert* ]]; then
+			local pki=$WORK/pki n=$((i + 1))
+			"$BIN" tls cert create -node "n$n" -role resource -ca-dir "$pki" -out "$pki/n$n" -if-missing >/dev/null ||
+				die "cannot make a certificate for n$n"
+		fi
 		SN_EXTRA_FLAGS="$SN_EXTRA_FLAGS -role resource -bootstrap-expect 0" \
 			start_sn_node "$i" "${SN_IP[0]}:${SN_GOSSIP[0]}"
 	fi
