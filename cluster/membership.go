@@ -190,7 +190,7 @@ func (n *Node) runMembership() {
 		for _, ch := range n.meta.fsm.Channels() {
 			byGroup[ch.GroupID] = ch
 		}
-		reg := n.serverIndex()
+		reg := n.serverBook()
 		for _, rep := range n.shards.Replicas() {
 			ch, ok := byGroup[rep.GroupID]
 			if !ok || rep.Raft().State() != raft.Leader {
@@ -270,15 +270,15 @@ func (n *Node) converge(rep *shard.Replica, ch fsm.ChannelRecord) {
 	n.log.Info("membership change", "channel", ch.Name, "op", step.Op.String(), "server", step.Server, "why", step.Why)
 }
 
-// serverIndex is each registered node's current server id and address, as
+// serverBook is each registered node's current server id and address, as
 // memberView takes them.
-type serverIndex struct {
+type serverBook struct {
 	current map[string]raft.ServerID
 	addr    map[string]raft.ServerAddress
 }
 
-func (n *Node) serverIndex() serverIndex {
-	r := serverIndex{current: map[string]raft.ServerID{}, addr: map[string]raft.ServerAddress{}}
+func (n *Node) serverBook() serverBook {
+	r := serverBook{current: map[string]raft.ServerID{}, addr: map[string]raft.ServerAddress{}}
 	for _, nd := range n.meta.fsm.Nodes() {
 		r.current[nd.ID] = raft.ServerID(nd.ServerID)
 		r.addr[nd.ID] = raft.ServerAddress(nd.ClusterAddr)
@@ -289,7 +289,7 @@ func (n *Node) serverIndex() serverIndex {
 // memberView is the view of a group this node leads, without progress,
 // and the index of the configuration it holds. ok is false when the
 // configuration cannot be read.
-func (n *Node) memberView(rep *shard.Replica, ch fsm.ChannelRecord, reg serverIndex) (memberView, uint64, bool) {
+func (n *Node) memberView(rep *shard.Replica, ch fsm.ChannelRecord, reg serverBook) (memberView, uint64, bool) {
 	f := rep.Raft().GetConfiguration()
 	if f.Error() != nil {
 		return memberView{}, 0, false
@@ -303,7 +303,7 @@ func (n *Node) memberView(rep *shard.Replica, ch fsm.ChannelRecord, reg serverIn
 // from (raft refuses the change if another came first). ok is false when
 // the configuration cannot be read.
 func (n *Node) memberStep(ctx context.Context, rep *shard.Replica, ch fsm.ChannelRecord) (memberStep, uint64, bool) {
-	v, confIndex, ok := n.memberView(rep, ch, n.serverIndex())
+	v, confIndex, ok := n.memberView(rep, ch, n.serverBook())
 	if !ok {
 		return memberStep{}, 0, false
 	}
