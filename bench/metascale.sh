@@ -15,8 +15,10 @@
 #   - the latency of $K (20) channel creations through the leader (each
 #     commits a placement in one meta entry) and the leader's CPU and bytes
 #     during them; a resource node's figures beside the leader's.
+# Each agent needs its share of a core while the cluster forms: on 2
+# shared cores 50 agents work, 100 saturate the machine (cluster/DESIGN.md).
 # It stops every process it started (TERM, then KILL) and removes its work
-# directory. Writes the figures to stdout; cluster/DESIGN.md "Scale of the
+# directory (kept, with the logs, when the run fails). Writes the figures to stdout; cluster/DESIGN.md "Scale of the
 # control plane" keeps them.
 set -euo pipefail
 
@@ -33,6 +35,7 @@ PIDS=()
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
 cleanup() {
+	local rc=$?
 	trap - EXIT INT TERM
 	local pid alive deadline
 	if ((${#PIDS[@]})); then
@@ -46,7 +49,11 @@ cleanup() {
 		done
 		for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 	fi
-	rm -rf "$WORK"
+	if ((rc)); then
+		log "failed: logs kept in $WORK"
+	else
+		rm -rf "$WORK"
+	fi
 }
 trap cleanup EXIT INT TERM
 

@@ -198,7 +198,7 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(true)
 	n.route.wg.Add(1)
 	go n.route.serve(n.trans.CallListener())
-	n.wg.Add(5) // both the membership loop and the stats loop
+	n.wg.Add(5)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()
