@@ -94,6 +94,7 @@ const (
 	codeUnauthorized
 	codeForbidden
 	codePlacementChanged
+	codeNodeState
 
 	codeRedirectBit byte = 0x80
 )
@@ -145,6 +146,7 @@ var callErrors = []struct {
 	{codeUnauthorized, access.ErrUnauthorized, true},
 	{codeForbidden, access.ErrForbidden, true},
 	{codePlacementChanged, ErrPlacementChanged, true},
+	{codeNodeState, ErrNodeState, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

@@ -92,6 +92,12 @@ type Config struct {
 	// default, 5 minutes; negative: off).
 	HashCheckInterval time.Duration
 
+	// RepairPerNode and RepairMax bound the replicas the meta leader
+	// moves at once (automatic repair, drain: repair.go), onto one node
+	// and in the cluster; 0: DefaultRepairPerNode, DefaultRepairMax.
+	RepairPerNode int
+	RepairMax     int
+
 	// Faults, when set, injects network faults into the node's cluster
 	// transport (tests only: partitions, slow links; see transport.Faults).
 	Faults *transport.Faults
@@ -144,6 +150,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()
+	}
+	if c.RepairPerNode <= 0 {
+		c.RepairPerNode = DefaultRepairPerNode
+	}
+	if c.RepairMax <= 0 {
+		c.RepairMax = DefaultRepairMax
 	}
 	if c.MaxReplicas == 0 {
 		c.MaxReplicas = 2000

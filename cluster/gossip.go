@@ -36,6 +36,11 @@ type nodeMeta struct {
 	// Version is the highest command version the node supports
 	// (fsm.Version); nodes of version 1 do not send it.
 	Version int `json:"ver,omitempty"`
+	// Leaving is set once the node agreed to leave the cluster (node
+	// leave, drain.go): the member is left, not alive or dead, until a
+	// restart clears it. A graceful shutdown does not set it: a restart
+	// is not a leave.
+	Leaving bool `json:"lv,omitempty"`
 }
 
 // member is one gossip member as this node last heard of it.
@@ -186,12 +191,10 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // The state of a member is the event's, not n.State: memberlist keeps a
 // member's state in its own nodeState and never sets Node.State, so every
-// member read as alive whatever happened to it (until the registry work of
-// issue 23 no node ever went dead in the registry). A leave event is a
-// member memberlist declared dead, or one that left; both are absence to
-// the registry (registry.go), and a graceful shutdown is not a leave from
-// the cluster (a restart would look like one).
-
+// member read as alive whatever happened to it. A leave event is a member
+// memberlist declared dead, or one that shut down gracefully: both are
+// absence (a restart is not a leave). A member that announced it leaves
+// the cluster (nodeMeta.Leaving) is left, whatever the event.
 func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n, memberlist.StateAlive) }
 func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n, memberlist.StateDead) }
 func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, memberlist.StateAlive) }
@@ -208,6 +211,9 @@ func (g *gossip) record(n *memberlist.Node, state memberlist.NodeStateType) {
 		// memberlist itself keeps one address per name.
 		g.log.Warn("ignoring gossip member whose metadata names another node", "member", n.Name, "claims", meta.ID)
 		return
+	}
+	if meta.Leaving {
+		state = memberlist.StateLeft
 	}
 	g.mu.Lock()
 	g.members[meta.ID] = member{meta: meta, gossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), state: state}

@@ -70,11 +70,14 @@ func (n *Node) leaderStep() {
 			return
 		}
 	}
+	n.registryMu.Lock() // drain.go
+	defer n.registryMu.Unlock()
 	members := n.gossip.snapshot()
 	n.registerNodes(members, time.Now())
 	n.reconcileMetaMembership(members)
 	n.raiseClusterVersion()
 	n.renewIncarnations()
+	n.repairStep()
 }
 
 // raiseClusterVersion commits the highest version every member of the

@@ -83,7 +83,9 @@ type memberStep struct {
 //     ones, and a replacement votes before the replaced server goes). The
 //     leader that must go hands its leadership to a placed voter first
 //     (one whose node reports it caught up, if any); the next leader
-//     removes it.
+//     removes it. It hands over before rule 2 already when there is a
+//     server to add: a replica being added takes Raft RPCs only from
+//     placed nodes.
 func nextMemberStep(v memberView) memberStep {
 	in := map[raft.ServerID]raft.Server{}
 	for _, s := range v.Servers {
@@ -104,6 +106,15 @@ func nextMemberStep(v memberView) memberStep {
 		id := raft.ServerID(r.ServerID)
 		if _, ok := in[id]; ok || v.Current[r.NodeID] != id || v.Addr[r.NodeID] == "" {
 			continue
+		}
+		if !placed[v.Self] {
+			// A replica being added takes Raft RPCs only from nodes
+			// the placement names (shard.VoterCheck): a leader the
+			// placement dropped (a drain) could never bring it up to
+			// date, so it hands over first.
+			if step, ok := handOver(v, placed); ok {
+				return step
+			}
 		}
 		return memberStep{Op: memberAddNonvoter, Server: id, Addr: v.Addr[r.NodeID], Why: "placed, not in the group"}
 	}
@@ -131,19 +142,27 @@ func nextMemberStep(v memberView) memberStep {
 		}
 	}
 	if !placed[v.Self] {
-		// To a placed voter known caught up (its node answers), else
-		// the first placed voter.
-		var to *raft.Server
-		for i, o := range v.Servers {
-			if placed[o.ID] && o.Suffrage == raft.Voter && (to == nil || v.CaughtUp[o.ID] && !v.CaughtUp[to.ID]) {
-				to = &v.Servers[i]
-			}
-		}
-		if to != nil {
-			return memberStep{Op: memberTransfer, Server: to.ID, Addr: to.Address, Why: "the leader is not placed"}
+		if step, ok := handOver(v, placed); ok {
+			return step
 		}
 	}
 	return memberStep{}
+}
+
+// handOver is the leader's hand-over when it is not placed itself: to a
+// placed voter known caught up (its node answers), else the first placed
+// voter; ok false when no placed server votes.
+func handOver(v memberView, placed map[raft.ServerID]bool) (memberStep, bool) {
+	var to *raft.Server
+	for i, o := range v.Servers {
+		if placed[o.ID] && o.Suffrage == raft.Voter && (to == nil || v.CaughtUp[o.ID] && !v.CaughtUp[to.ID]) {
+			to = &v.Servers[i]
+		}
+	}
+	if to == nil {
+		return memberStep{}, false
+	}
+	return memberStep{Op: memberTransfer, Server: to.ID, Addr: to.Address, Why: "the leader is not placed"}, true
 }
 
 // runMembership drives the configuration of every channel group this node

@@ -22,6 +22,10 @@ type metrics struct {
 	// memberChanges: configuration changes of channel groups this node
 	// made as their leader (membership.go).
 	memberChanges *prometheus.CounterVec
+	// repairsStarted and repairSeconds: replicas the meta leader moved
+	// off dead and draining nodes (repair.go).
+	repairsStarted *prometheus.CounterVec
+	repairSeconds  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -79,10 +83,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "member_changes_total",
 			Help: "Configuration changes of channel groups this node made as their leader, moving them toward their placement, by op (add_nonvoter, promote, remove, transfer_leadership).",
 		}, []string{"op"}),
+		repairsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "replica_moves_total",
+			Help: "Replicas this node, leading the meta group, moved off a node (a SetPlacement committed), by why: dead (automatic repair), draining (drain), removed (node remove).",
+		}, []string{"why"}),
+		repairSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "replica_move_seconds",
+			Help:    "How long a moved replica's group took to run on its new placement (the leader's configuration lists exactly the placed nodes as voters), from the SetPlacement.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.callsRefused, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
-			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges)
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges, m.repairsStarted, m.repairSeconds)
 	}
 	return m
 }

@@ -77,6 +77,16 @@ type Node struct {
 	// metaHashWaitTold: the leader loop logged that meta hash checks wait
 	// for the cluster version.
 	metaHashWaitTold bool
+	// registryMu keeps the leader loop's registration of gossip members
+	// and the node commands (drain.go) apart: a state an operator set
+	// must not be overwritten by an update read before it.
+	registryMu sync.Mutex
+	// repair: the meta leader's moves in flight (repair.go).
+	repair repairs
+	// leaving is closed once the node agreed to leave the cluster
+	// (drain.go): its process shuts down (Leaving).
+	leaving     chan struct{}
+	leavingOnce sync.Once
 	// reg is the meta leader's memory of absent nodes (registry.go;
 	// leader loop only).
 	reg      registry
@@ -105,6 +115,8 @@ func New(cfg Config) (*Node, error) {
 		poke:     make(chan struct{}, 1),
 		lpoke:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
+		leaving:  make(chan struct{}),
+		repair:   repairs{inFlight: map[string]*moveInFlight{}},
 		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {

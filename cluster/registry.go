@@ -25,7 +25,8 @@ import (
 //	          it is alive again as soon as gossip says so
 //	draining  kept while the node is alive or suspect; absent for
 //	          -dead-after, it is dead like any other
-//	left      the node left gracefully (memberlist's leave)
+//	left      the node announced it leaves the cluster (node leave,
+//	          drain.go: nodeMeta.Leaving); a graceful shutdown is absence
 //
 // The FSM never reads a clock: the leader measures the absence on its own
 // clock and proposes the state. A new meta leader starts every timer

@@ -88,6 +88,9 @@ const (
 	rcRecoverMeta   byte = 0x37
 	rcMember        byte = 0x24 // membership.go
 	rcChangeChannel byte = 0x25 // scale.go
+	rcDrain         byte = 0x2E
+	rcLeave         byte = 0x2F
+	rcRemoveNode    byte = 0x30
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

@@ -40,6 +40,8 @@ import (
 //     recover_info answers indexes, as replica_info does; change_channel
 //     (scaling) is an operator call; member (is this replica still in
 //     the group?) answers any node.
+//   - drain, leave and remove_node (the node commands, drain.go) are
+//     operator calls, made only for a client.
 //
 // Without TLS (-insecure) a call's sender is not known: every holder of the
 // cluster key is trusted as a core node placed on every channel, and only
@@ -51,7 +53,7 @@ var clientOp = map[byte]bool{
 	rcCreateChannel: true, rcDeleteChannel: true, rcRepair: true,
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcBackup: true, rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
-	rcChangeChannel: true,
+	rcChangeChannel: true, rcDrain: true, rcLeave: true, rcRemoveNode: true,
 }
 
 // metaWriteOp marks the client ops that write the meta state (or, repair,
@@ -203,6 +205,8 @@ func (r *router) need(op byte, head []byte) (need, error) {
 		return need{rule: access.RuleOperator, call: "recover"}, nil
 	case rcChangeChannel:
 		return need{rule: access.RuleOperator, call: "change_channel"}, nil
+	case rcDrain, rcLeave, rcRemoveNode:
+		return need{rule: access.RuleOperator, call: "node"}, nil
 	case rcIssueToken, rcRevokeToken, rcSettings:
 		c, err := parseTokenCall(head)
 		return need{rule: access.RuleWrite, channel: c.Channel, call: "tokens"}, err

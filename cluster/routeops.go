@@ -68,6 +68,12 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveMember, "member"
 	case rcChangeChannel:
 		return r.serveChangeChannel, "change_channel"
+	case rcDrain:
+		return r.serveDrain, "drain"
+	case rcLeave:
+		return r.serveLeave, "leave"
+	case rcRemoveNode:
+		return r.serveRemoveNode, "remove_node"
 	}
 	return nil, ""
 }

@@ -73,6 +73,14 @@ type Backend interface {
 	GossipKeyring(ctx context.Context) (api.GossipKeyring, error)
 	// ChangeGossipKeyring installs, uses or removes a base64 gossip key on this node only and returns the resulting keyring.
 	ChangeGossipKeyring(ctx context.Context, op api.KeyringOp, key string) (api.GossipKeyring, error)
+	// NodeDetail describes one node from this node's copy of the meta state (replicas left, drained, what cannot move), or cluster.ErrNodeNotFound.
+	NodeDetail(ctx context.Context, id string) (api.NodeDetail, error)
+	// DrainNode starts (drain true) or cancels a node's drain, on the meta leader; cluster.ErrNodeState when its state does not allow it.
+	DrainNode(ctx context.Context, id string, drain bool) error
+	// LeaveNode makes a node that holds no replica leave the cluster, on that node; cluster.ErrNodeState while it holds replicas.
+	LeaveNode(ctx context.Context, id string) error
+	// RemoveNode forgets a dead or left node for good (replicas placed elsewhere, meta vote, registry), on the meta leader.
+	RemoveNode(ctx context.Context, id string) (api.NodeRemoved, error)
 	// DialNode opens a stream to the HTTP API of the node at a cluster address, over the cluster connection, to forward a request to a node of the previous version (forward.go); the far end serves it with ServeForwarded.
 	DialNode(ctx context.Context, addr string) (net.Conn, error)
 }

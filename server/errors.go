@@ -67,6 +67,7 @@ var errorTable = []struct {
 	{cluster.ErrChannelExists, http.StatusConflict, api.CodeChannelExists, false},
 	{cluster.ErrNotEnoughNodes, http.StatusConflict, api.CodeNotEnoughNodes, false},
 	{cluster.ErrPlacementChanged, http.StatusConflict, api.CodePlacementChanged, false},
+	{cluster.ErrNodeState, http.StatusConflict, api.CodeNodeState, false},
 	{fsm.ErrValueLarge, http.StatusRequestEntityTooLarge, api.CodeValueTooLarge, false},
 	{fsm.ErrTxnTooLarge, http.StatusRequestEntityTooLarge, api.CodeTxnTooLarge, false},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false},

@@ -165,6 +165,22 @@ func (f *fakeBackend) DialNode(ctx context.Context, addr string) (net.Conn, erro
 	return f.mem.DialNode(ctx, addr)
 }
 
+func (f *fakeBackend) NodeDetail(ctx context.Context, id string) (api.NodeDetail, error) {
+	return f.mem.NodeDetail(ctx, id)
+}
+
+func (f *fakeBackend) DrainNode(ctx context.Context, id string, drain bool) error {
+	return f.mem.DrainNode(ctx, id, drain)
+}
+
+func (f *fakeBackend) LeaveNode(ctx context.Context, id string) error {
+	return f.mem.LeaveNode(ctx, id)
+}
+
+func (f *fakeBackend) RemoveNode(ctx context.Context, id string) (api.NodeRemoved, error) {
+	return f.mem.RemoveNode(ctx, id)
+}
+
 // testServer starts a Server over b on an httptest server.
 func testServer(t *testing.T, cfg Config) (*Server, *httptest.Server) {
 	t.Helper()

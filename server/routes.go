@@ -18,6 +18,9 @@ const (
 	routeHealth   = "/v1/health"
 	routeStatus   = "/v1/status"
 	routeNodes    = "/v1/nodes"
+	routeNode     = "/v1/nodes/{id}"
+	routeDrain    = "/v1/nodes/{id}/drain"
+	routeLeave    = "/v1/nodes/{id}/leave"
 	routeChannels = "/v1/channels"
 	routeChannel  = "/v1/channels/{ch}"
 	routeKVList   = "/v1/channels/{ch}/kv/"
@@ -78,6 +81,15 @@ func (s *Server) routeTable() map[string]*route {
 		{routeHealth, map[string]endpoint{http.MethodGet: small(accessPublic, s.health, "ready")}},
 		{routeStatus, map[string]endpoint{http.MethodGet: small(accessOperator, s.status)}},
 		{routeNodes, map[string]endpoint{http.MethodGet: small(accessOperator, s.nodes)}},
+		{routeNode, map[string]endpoint{
+			http.MethodGet:    small(accessOperator, s.getNode),
+			http.MethodDelete: small(accessOperator, s.removeNode),
+		}},
+		{routeDrain, map[string]endpoint{
+			http.MethodPost:   small(accessOperator, s.drainNode(true)),
+			http.MethodDelete: small(accessOperator, s.drainNode(false)),
+		}},
+		{routeLeave, map[string]endpoint{http.MethodPost: small(accessOperator, s.leaveNode)}},
 		{routeChannels, map[string]endpoint{
 			http.MethodGet:  small(accessOperator, s.listChannels),
 			http.MethodPost: small(accessOperator, s.createChannel),
@@ -160,6 +172,21 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeChannels), "", ""
 	case "operator/keyring":
 		return byName(routeKeyring), "", ""
+	}
+	if node, ok := strings.CutPrefix(rest, "nodes/"); ok {
+		// The node id travels in the key's place (nodes.go).
+		id, sub, _ := strings.Cut(node, "/")
+		switch {
+		case id == "":
+			return nil, "", ""
+		case node == id:
+			return byName(routeNode), "", id
+		case sub == "drain":
+			return byName(routeDrain), "", id
+		case sub == "leave":
+			return byName(routeLeave), "", id
+		}
+		return nil, "", ""
 	}
 	rest, ok = strings.CutPrefix(rest, "channels/")
 	if !ok {

@@ -58,6 +58,8 @@ type agentConfig struct {
 	KeyIndexMB      int      `hcl:"key_index_mb,optional"`
 	LeaderRebalance string   `hcl:"leader_rebalance,optional"`
 	HashCheck       string   `hcl:"hash_check_interval,optional"`
+	RepairPerNode   int      `hcl:"repair_per_node,optional"`
+	RepairMax       int      `hcl:"repair_max,optional"`
 
 	HTTPMaxConns          int    `hcl:"http_max_conns,optional"`
 	HTTPMaxConnsPerClient int    `hcl:"http_max_conns_per_client,optional"`
@@ -141,6 +143,8 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.IntVar(&c.KeyIndexMB, "key-index-mb", c.KeyIndexMB, "memory for the channels' in-memory key indexes, which spare each write a read of its key (0: 256; -1: none)")
 	fs.StringVar(&c.HashCheck, "hash-check-interval", c.HashCheck, "how often the leader of each channel this node leads has every replica hash its state, so that a replica whose state differs from its group's is noticed and stops serving (default 5m; off: never)")
 	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
+	fs.IntVar(&c.RepairPerNode, "repair-per-node", c.RepairPerNode, "on the meta leader: most replicas being moved onto one node at once, by automatic repair and drain (0: 2)")
+	fs.IntVar(&c.RepairMax, "repair-max", c.RepairMax, "on the meta leader: most replicas being moved in the cluster at once, by automatic repair and drain (0: 8)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
 	tlsFlags(fs, c)
 	return fs
@@ -407,6 +411,8 @@ func runAgent(args []string) int {
 			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,
 			LeaderRebalance:   rebalance,
 			HashCheckInterval: hashCheck,
+			RepairPerNode:     cfg.RepairPerNode,
+			RepairMax:         cfg.RepairMax,
 		},
 		HTTPBind:  cfg.HTTPAddr,
 		Token:     cfg.Token,
@@ -424,7 +430,7 @@ func runAgent(args []string) int {
 	// SIGHUP rereads both: the cluster certificates (reloadOnSIGHUP) and
 	// the HTTP API's.
 	stopReload := reloadOnSIGHUP(certs, logger)
-	waitForSignal(func() {
+	waitForSignal(a.Node.Leaving(), func() {
 		if err := a.ReloadTLS(); err != nil {
 			logger.Error("SIGHUP: the HTTP API keeps its certificate", "error", err)
 		}
@@ -438,19 +444,25 @@ func runAgent(args []string) int {
 	return 0
 }
 
-// waitForSignal returns on SIGINT or SIGTERM; on SIGHUP it calls reload
-// (nil: SIGHUP is not caught) and waits on.
-func waitForSignal(reload func()) {
+// waitForSignal returns on SIGINT or SIGTERM, or once done is closed (the
+// node agreed to leave the cluster: shardnet node leave); on SIGHUP it
+// calls reload (nil: SIGHUP is not caught) and waits on.
+func waitForSignal(done <-chan struct{}, reload func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	if reload != nil {
 		signal.Notify(sig, syscall.SIGHUP)
 	}
 	defer signal.Stop(sig)
-	for s := range sig {
-		if s != syscall.SIGHUP {
+	for {
+		select {
+		case <-done:
 			return
+		case s := <-sig:
+			if s != syscall.SIGHUP {
+				return
+			}
+			reload()
 		}
-		reload()
 	}
 }

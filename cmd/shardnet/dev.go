@@ -157,7 +157,7 @@ func runDev(args []string) int {
 		return 1
 	}
 	printDevBanner(agents, tok, *demo, dir, *dataDir == "")
-	waitForSignal(nil)
+	waitForSignal(nil, nil)
 	fmt.Println("\nstopping the dev cluster...")
 	// All nodes stop at once: each sees its peers vanish and would warn
 	// about it. Nothing of that is news to whoever pressed Ctrl-C.

@@ -36,6 +36,7 @@ var commands = map[string]command{
 	"agent":   {"run a node", func(_ context.Context, _ *cli, args []string) int { return runAgent(args) }},
 	"dev":     {"run a whole cluster in this process, for development", func(_ context.Context, _ *cli, args []string) int { return runDev(args) }},
 	"members": {"list the cluster's nodes", runMembers},
+	"node":    {"describe, drain, leave and remove nodes", runNode},
 	"status":  {"describe the node you talk to", runStatus},
 	"channel": {"create, list, describe and delete channels", runChannel},
 	"kv":      {"read and write a channel's keys", runKV},

@@ -47,6 +47,8 @@ type Memory struct {
 
 	tokens     map[string]*fsm.TokenRecord // by id (tokens.go)
 	tokenOrder []string
+
+	draining map[string]bool // the nodes DrainNode marked (nodes.go)
 }
 
 type memChannel struct {
