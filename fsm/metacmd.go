@@ -40,6 +40,9 @@ const (
 	metaCreateRestoredChannel byte = 0x60
 	// metaRecoverChannel (version 4; restore.go): no skippable bit.
 	metaRecoverChannel byte = 0x61
+	// metaFenceServers (version 4; fence.go): no skippable bit, a node
+	// that skipped it would let fenced servers back in.
+	metaFenceServers byte = 0x62
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -161,6 +164,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &CreateRestoredChannel{}
 	case metaRecoverChannel:
 		c = &RecoverChannel{}
+	case metaFenceServers:
+		c = &FenceServers{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable
