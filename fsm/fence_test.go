@@ -43,4 +43,3 @@ func TestFenceServers(t *testing.T) {
 		t.Fatalf("after restore: %v", r.Fenced())
 	}
 }
-
