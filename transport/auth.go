@@ -75,6 +75,9 @@ func (n *Node) authorize(g *GroupTransport, from string, h *raft.RPCHeader, labe
 	} else {
 		node = claimed
 	}
+	if err := n.fence.check(h.ID); err != nil {
+		return n.refuse(g.gid, node, label, err)
+	}
 	if check := g.voters.Load(); check != nil && !(*check)(node) {
 		return n.refuse(g.gid, node, label, fmt.Errorf("%w: node %q is not a voter of group %d", ErrRefused, node, g.gid))
 	}
