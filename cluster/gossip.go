@@ -32,6 +32,10 @@ type nodeMeta struct {
 	// Version is the highest command version the node supports
 	// (fsm.Version); nodes of version 1 do not send it.
 	Version int `json:"ver,omitempty"`
+	// Fence are server ids a meta recovery fenced, comma-separated
+	// (metafence.go; a string keeps nodeMeta comparable): a node that
+	// finds its own there stops its meta group.
+	Fence string `json:"fence,omitempty"`
 }
 
 // member is one gossip member as this node last heard of it.

@@ -73,8 +73,19 @@ type Node struct {
 	// metaHashWaitTold: the leader loop logged that meta hash checks wait
 	// for the cluster version.
 	metaHashWaitTold bool
-	wg               sync.WaitGroup
-	stopOnce         sync.Once
+	// localFence is the record of a meta recovery run on this node's data
+	// dir (metarecover.go), nil if none; metaFenced is set once this node
+	// learnt that a meta recovery fenced it (metafence.go);
+	// fenceVersionTold: the meta loop logged that the fence waits for the
+	// cluster version.
+	localFence       *metaFence
+	metaFenced       atomic.Pointer[string]
+	fenceVersionTold bool
+	// metaCurrent is set once this node's copy of the meta state caught
+	// up with the meta group after the node started (metacurrent.go).
+	metaCurrent atomic.Bool
+	wg          sync.WaitGroup
+	stopOnce    sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -122,6 +133,12 @@ func New(cfg Config) (*Node, error) {
 	n.route = newRouter(n, n.trans.DialCall, n.trans.DialApp)
 	n.hashSem = make(chan struct{}, hashCompareParallel)
 	n.metaFSM = fsm.NewMeta()
+	// Fenced server ids are refused before any group runs (metafence.go).
+	if n.localFence, err = loadFence(cfg.DataDir); err != nil {
+		n.trans.Close()
+		return nil, err
+	}
+	n.trans.SetFence(n.isFenced)
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
 		NodeID:          cfg.Name,
@@ -247,7 +264,7 @@ func (n *Node) selfMeta() nodeMeta {
 		ClusterAddr: string(n.trans.Addr()), HTTPAddr: n.cfg.HTTPAddr,
 		DiskBytes: n.cfg.CapacityDisk, MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
 		ClusterID: n.meta.fsm.ClusterID(), HasState: n.meta.hadState,
-		Version: fsm.Version,
+		Version: fsm.Version, Fence: n.gossipFence(),
 	}
 }
 
