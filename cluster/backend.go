@@ -575,6 +575,10 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 	if err := n.metaSound(); err != nil {
 		return nil, err
 	}
+	// Not before this node's meta copy is current (metacurrent.go).
+	if err := n.metaCurrentSinceStart(ctx); err != nil {
+		return nil, err
+	}
 	ch, ok := n.meta.fsm.Channel(channel)
 	if !ok {
 		// After a restart the meta state catches up only once the meta
