@@ -173,7 +173,19 @@ func RecoverMeta(o MetaRecoverOptions) error {
 	}
 
 	// The fence first: a node that starts with the new configuration must
-	// already refuse the old ids.
+	// already refuse the old ids. An earlier recovery's ids stay fenced.
+	prev, err := loadFence(o.DataDir)
+	if err != nil {
+		return err
+	}
+	if prev != nil {
+		for _, id := range prev.Fenced {
+			if !slices.Contains(fenced, id) && raft.ServerID(id) != self {
+				fenced = append(fenced, id)
+			}
+		}
+		slices.Sort(fenced)
+	}
 	fence := metaFence{Format: 1, Fenced: fenced, Voters: voters, Index: lastIndex, Term: lastTerm,
 		At: time.Now().UTC().Format(time.RFC3339)}
 	if err := writeFence(metaDir, fence); err != nil {
