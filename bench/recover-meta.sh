@@ -65,6 +65,7 @@ n3_fenced() { sn_curl "$(sn_url 2)/v1/status" | grep -q '"fenced"'; }
 wait_for "n3 (old data) reports its fence" 60 n3_fenced
 if sn_curl -f "$(sn_url 2)/v1/channels/rm/kv/k" >/dev/null 2>&1; then die "the fenced n3 answered a read"; fi
 grep -q "removed by a meta recovery" "$WORK/logs/n3.log" || die "n3 did not log its fence"
+"$BIN" status -addr "$(sn_url 2)" | grep -q '^FENCED:' || die "shardnet status of n3 does not say FENCED"
 log "n3, back with its old data, is fenced"
 
 rm -rf "$WORK/shardnet/n2"
