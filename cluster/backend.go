@@ -581,12 +581,9 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 	}
 	ch, ok := n.meta.fsm.Channel(channel)
 	if !ok {
-		// After a restart the meta state catches up only once the meta
-		// leader sends the commit index, while the replicas run from disk
-		// at once: a local replica speaks for its own channel.
-		if rep, ok := n.shards.ReplicaByChannel(channel); ok {
-			return rep, nil
-		}
+		// (A local replica no longer speaks for a channel its meta copy
+		// does not know: the copy is current since the start, so the
+		// channel was deleted, or created a moment ago.)
 		// This node's copy of the meta state may trail the meta group
 		// (it has not heard or not applied the commit index of a create
 		// acknowledged a moment ago): a stale read of the control plane.
