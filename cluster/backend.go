@@ -355,6 +355,11 @@ func stateName(s string) string {
 // Propose commits a channel command on the channel's leader: here when this
 // node leads, else on the leader's node through one call (route.go).
 func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
+	// The cluster version admitVersion reads is the meta copy's: a node
+	// that just started would read 1 (metacurrent.go).
+	if err := n.metaCurrentSinceStart(ctx); err != nil {
+		return nil, err
+	}
 	if err := n.admitVersion(cmd); err != nil {
 		return nil, err
 	}
