@@ -62,6 +62,10 @@ type Status struct {
 	// SupportedVersion is the highest command version this node's binary
 	// supports.
 	SupportedVersion int `json:"supported_version"`
+	// Fenced says why this node takes no part in the cluster: a meta
+	// recovery removed it (docs/operations.md "Recovering the meta
+	// group"); "" normally.
+	Fenced string `json:"fenced,omitempty"`
 }
 
 // Node is one member of the cluster as the meta group records it.

@@ -27,6 +27,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		ClusterAddr: n.ClusterAddr(), HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.GossipAddr(),
 		ClusterID: n.meta.fsm.ClusterID(), Replicas: len(n.shards.Replicas()), Version: Version,
 		ClusterVersion: n.meta.fsm.ClusterVersion(), SupportedVersion: fsm.Version,
+		Fenced: n.MetaFenced(),
 	}
 	if _, id := n.meta.raft.LeaderWithID(); id != "" {
 		st.MetaLeader = shard.NodeOf(id)
@@ -359,6 +360,11 @@ func stateName(s string) string {
 // Propose commits a channel command on the channel's leader: here when this
 // node leads, else on the leader's node through one call (route.go).
 func (n *Node) Propose(ctx context.Context, channel string, cmd []byte) (*fsm.Result, error) {
+	// The cluster version admitVersion reads is the meta copy's: a node
+	// that just started would read 1 (metacurrent.go).
+	if err := n.metaCurrentSinceStart(ctx); err != nil {
+		return nil, err
+	}
 	if err := n.admitVersion(cmd); err != nil {
 		return nil, err
 	}
@@ -579,14 +585,15 @@ func (n *Node) localReplica(ctx context.Context, channel string, wantLeader bool
 	if err := n.metaSound(); err != nil {
 		return nil, err
 	}
+	// Not before this node's meta copy is current (metacurrent.go).
+	if err := n.metaCurrentSinceStart(ctx); err != nil {
+		return nil, err
+	}
 	ch, ok := n.meta.fsm.Channel(channel)
 	if !ok {
-		// After a restart the meta state catches up only once the meta
-		// leader sends the commit index, while the replicas run from disk
-		// at once: a local replica speaks for its own channel.
-		if rep, ok := n.shards.ReplicaByChannel(channel); ok {
-			return rep, nil
-		}
+		// (A local replica no longer speaks for a channel its meta copy
+		// does not know: the copy is current since the start, so the
+		// channel was deleted, or created a moment ago.)
 		// This node's copy of the meta state may trail the meta group
 		// (it has not heard or not applied the commit index of a create
 		// acknowledged a moment ago): a stale read of the control plane.

@@ -41,6 +41,10 @@ type nodeMeta struct {
 	// restart clears it. A graceful shutdown does not set it: a restart
 	// is not a leave.
 	Leaving bool `json:"lv,omitempty"`
+	// Fence are server ids a meta recovery fenced, comma-separated
+	// (metafence.go; a string keeps nodeMeta comparable): a node that
+	// finds its own there stops its meta group.
+	Fence string `json:"fence,omitempty"`
 }
 
 // member is one gossip member as this node last heard of it.

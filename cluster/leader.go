@@ -147,6 +147,9 @@ func (n *Node) reconcileMetaMembership(members []member) {
 		sid := raft.ServerID(m.meta.ServerID)
 		addr := raft.ServerAddress(m.meta.ClusterAddr)
 		suffrage, in := servers[sid]
+		if n.isFenced(sid) {
+			continue // removed by a meta recovery: never back (metafence.go)
+		}
 		switch {
 		case m.state == memberlist.StateLeft && in:
 			if err := n.meta.raft.RemoveServer(sid, 0, 5*time.Second).Error(); err != nil {

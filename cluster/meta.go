@@ -126,7 +126,9 @@ func (n *Node) runMetaLoop() {
 		n.gossip.update(func(m *nodeMeta) {
 			m.ClusterID = n.meta.fsm.ClusterID()
 			m.MetaIndex = n.meta.raft.LastIndex()
+			m.Fence = n.gossipFence()
 		})
+		n.checkFence()
 		if !bootstrapped && n.cfg.BootstrapExpect > 0 {
 			bootstrapped = n.tryBootstrap()
 		}

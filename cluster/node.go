@@ -89,9 +89,20 @@ type Node struct {
 	leavingOnce sync.Once
 	// reg is the meta leader's memory of absent nodes (registry.go;
 	// leader loop only).
-	reg      registry
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	reg registry
+	// localFence is the record of a meta recovery run on this node's data
+	// dir (metarecover.go), nil if none; metaFenced is set once this node
+	// learnt that a meta recovery fenced it (metafence.go);
+	// fenceVersionTold: the meta loop logged that the fence waits for the
+	// cluster version.
+	localFence       *metaFence
+	metaFenced       atomic.Pointer[string]
+	fenceVersionTold bool
+	// metaCurrent is set once this node's copy of the meta state caught
+	// up with the meta group after the node started (metacurrent.go).
+	metaCurrent atomic.Bool
+	wg          sync.WaitGroup
+	stopOnce    sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -147,6 +158,12 @@ func New(cfg Config) (*Node, error) {
 		}
 		return nil
 	})
+	// Fenced server ids are refused before any group runs (metafence.go).
+	if n.localFence, err = loadFence(cfg.DataDir); err != nil {
+		n.trans.Close()
+		return nil, err
+	}
+	n.trans.SetFence(n.isFenced)
 	n.shards, err = shard.Open(shard.Config{
 		DataDir:         cfg.DataDir,
 		NodeID:          cfg.Name,
@@ -284,7 +301,7 @@ func (n *Node) selfMeta() nodeMeta {
 		MaxReplicas: n.cfg.MaxReplicas, Stake: n.cfg.Stake,
 		Operator: n.cfg.Operator, ServeData: n.cfg.ServeData || n.cfg.Role == fsm.RoleResource,
 		ClusterID: n.meta.fsm.ClusterID(), HasState: n.meta.hadState,
-		Version: fsm.Version,
+		Version: fsm.Version, Fence: n.gossipFence(),
 	}
 }
 

@@ -236,6 +236,9 @@ func (r *router) serveReadIndex(ctx context.Context, head []byte, _ io.Reader) (
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: group %d", shard.ErrNotHosted, gid)
 	}
+	if err := r.n.servedReplica(ctx, rep); err != nil {
+		return nil, nil, err
+	}
 	idx, err := rep.ReadIndex(ctx)
 	if err != nil {
 		return nil, nil, err

@@ -43,10 +43,9 @@ import (
 // vote in it or lead it; their nodes remove them as soon as their copy of
 // the meta state shows the channel's new group. A lost node that comes
 // back keeps its old group's replica until then (seconds), and two such
-// nodes may elect a leader of the OLD group in that time; a request that
-// reaches them with their stale meta state could be served there. Bring
-// lost nodes back with the meta group reachable (it is what they catch up
-// from first), or wipe their data dirs.
+// nodes may elect a leader of the OLD group in that time; nothing is served
+// from it: a node that starts serves no channel until its meta copy is
+// current, and then the channel maps to its new group (metacurrent.go).
 
 // recoverConfirm is what a recover request must carry.
 const recoverConfirm = "i-understand-data-loss"

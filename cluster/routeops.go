@@ -175,6 +175,9 @@ func (r *router) servePropose(ctx context.Context, head []byte, _ io.Reader) ([]
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: group %d", shard.ErrNotHosted, binary.BigEndian.Uint64(head))
 	}
+	if err := r.n.servedReplica(ctx, rep); err != nil {
+		return nil, nil, err
+	}
 	res, err := r.n.proposeLocal(ctx, rep, head[8:])
 	if err != nil {
 		return nil, nil, err

@@ -169,6 +169,8 @@ type metaState struct {
 	Channels       map[string]*ChannelRecord `json:"channels"`
 	// Tokens are the channels' tokens by id (tokens.go).
 	Tokens map[string]*TokenRecord `json:"tokens,omitempty"`
+	// Fenced are the server ids a meta recovery removed (fence.go).
+	Fenced []string `json:"fenced,omitempty"`
 }
 
 const metaSnapshotVersion = 1
@@ -182,7 +184,8 @@ type Meta struct {
 	st      metaState
 	applied uint64
 	changed chan struct{}
-	version atomic.Int64 // the cluster version, read without the lock
+	version atomic.Int64                        // the cluster version, read without the lock
+	fenced  atomic.Pointer[map[string]struct{}] // the fenced server ids (fence.go)
 
 	applyHook atomic.Pointer[func(index uint64)] // a test hook (SetApplyHook)
 
@@ -305,6 +308,8 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		m.applyCreateChannel(index, c.Channel, res)
 	case *RecoverChannel:
 		m.applyRecoverChannel(index, c, res)
+	case *FenceServers:
+		m.applyFenceServers(c)
 	case *SetClusterVersion:
 		// Every record it names is written, changed or not: a replica
 		// whose record lacked the version (an older binary dropped it)
@@ -521,6 +526,7 @@ func (m *Meta) Restore(rc io.ReadCloser) error {
 	m.st = st
 	m.applied = st.Applied
 	m.version.Store(int64(st.ClusterVersion))
+	m.publishFenced()
 	m.hashes = nil // of a state this replica no longer has
 	close(m.changed)
 	m.changed = make(chan struct{})

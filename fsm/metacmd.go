@@ -42,6 +42,9 @@ const (
 	metaRecoverChannel byte = 0x61
 	// metaSetChannelQuota (version 4) changes a channel's quota.
 	metaSetChannelQuota byte = 0x51
+	// metaFenceServers (version 4; fence.go): no skippable bit, a node
+	// that skipped it would let fenced servers back in.
+	metaFenceServers byte = 0x62
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -172,6 +175,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &RecoverChannel{}
 	case metaSetChannelQuota:
 		c = &SetChannelQuota{}
+	case metaFenceServers:
+		c = &FenceServers{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

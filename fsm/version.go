@@ -24,7 +24,8 @@ import (
 //	4  SetPlacement (0x50): placements that change after creation;
 //	   SetChannelQuota (0x51): a channel's quota changed;
 //	   CreateRestoredChannel (0x60): a channel created from a backup;
-//	   RecoverChannel (0x61): a channel re-formed after losing a quorum
+//	   RecoverChannel (0x61): a channel re-formed after losing a quorum;
+//	   FenceServers (0x62): server ids a meta recovery removed
 const Version = 4
 
 // ErrUpgradePending is what a proposal of a command whose version is above
@@ -77,7 +78,7 @@ func MetaVersion(c MetaCommand) int {
 		return 2
 	case *IssueToken, *RevokeToken, *SetChannelSettings:
 		return 3
-	case *SetPlacement, *SetChannelQuota, *CreateRestoredChannel, *RecoverChannel:
+	case *SetPlacement, *SetChannelQuota, *CreateRestoredChannel, *RecoverChannel, *FenceServers:
 		return 4
 	}
 	return 1

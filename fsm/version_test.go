@@ -41,7 +41,7 @@ func TestCommandVersions(t *testing.T) {
 		{&SetClusterID{}, 1}, {&UpsertNode{}, 1}, {&SetNodeState{}, 1}, {&RemoveNode{}, 1},
 		{&CreateChannel{}, 1}, {&DeleteChannel{}, 1}, {&MetaHashCheck{}, 2}, {&SetClusterVersion{}, 2},
 		{&IssueToken{}, 3}, {&RevokeToken{}, 3}, {&SetChannelSettings{}, 3},
-		{&SetPlacement{}, 4}, {&SetChannelQuota{}, 4}, {&CreateRestoredChannel{}, 4}, {&RecoverChannel{}, 4},
+		{&SetPlacement{}, 4}, {&SetChannelQuota{}, 4}, {&CreateRestoredChannel{}, 4}, {&RecoverChannel{}, 4}, {&FenceServers{}, 4},
 	} {
 		if got := MetaVersion(c.cmd); got != c.want {
 			t.Errorf("MetaVersion(%T) = %d, want %d", c.cmd, got, c.want)

@@ -100,6 +100,9 @@ func (n *Node) authorize(g *GroupTransport, from string, h *raft.RPCHeader, labe
 	} else {
 		node = claimed
 	}
+	if err := n.fence.check(h.ID); err != nil {
+		return n.refuse(g.gid, node, label, err)
+	}
 	if check := g.voters.Load(); check != nil && !(*check)(node) {
 		if rep := g.replicas.Load(); rep != nil && replicates(label) && (*rep)(node) {
 			return nil

@@ -125,6 +125,8 @@ type Node struct {
 	groupsMu sync.RWMutex
 	groups   map[uint64]*GroupTransport
 
+	fence fence // server ids refused in every group (fence.go)
+
 	// inflight maps each stream an outbound RPC or pipeline is using to its
 	// group, so GroupTransport.Close can abort them. Node-level so an idle
 	// group carries no map of its own.

@@ -33,17 +33,18 @@ type command struct {
 
 // commands is the top-level dispatch table.
 var commands = map[string]command{
-	"agent":   {"run a node", func(_ context.Context, _ *cli, args []string) int { return runAgent(args) }},
-	"dev":     {"run a whole cluster in this process, for development", func(_ context.Context, _ *cli, args []string) int { return runDev(args) }},
-	"members": {"list the cluster's nodes", runMembers},
-	"node":    {"describe, drain, leave and remove nodes", runNode},
-	"status":  {"describe the node you talk to", runStatus},
-	"channel": {"create, list, describe and delete channels", runChannel},
-	"kv":      {"read and write a channel's keys", runKV},
-	"gossip":  {"make and rotate gossip encryption keys", runGossip},
-	"version": {"print the version", runVersion},
-	"tls":     {"create the cluster CA and node certificates", runTLS},
-	"backup":  {"back up the meta state and every channel into a directory", runBackup},
+	"agent":        {"run a node", func(_ context.Context, _ *cli, args []string) int { return runAgent(args) }},
+	"dev":          {"run a whole cluster in this process, for development", func(_ context.Context, _ *cli, args []string) int { return runDev(args) }},
+	"members":      {"list the cluster's nodes", runMembers},
+	"node":         {"describe, drain, leave and remove nodes", runNode},
+	"status":       {"describe the node you talk to", runStatus},
+	"channel":      {"create, list, describe and delete channels", runChannel},
+	"kv":           {"read and write a channel's keys", runKV},
+	"gossip":       {"make and rotate gossip encryption keys", runGossip},
+	"version":      {"print the version", runVersion},
+	"tls":          {"create the cluster CA and node certificates", runTLS},
+	"backup":       {"back up the meta state and every channel into a directory", runBackup},
+	"recover-meta": {"recover the meta group of a stopped node after losing a quorum", runRecoverMeta},
 }
 
 func main() {
@@ -96,9 +97,9 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].synopsis)
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].synopsis)
 	}
-	fmt.Fprintln(w, "  help      show this, or a command's help (shardnet help kv)")
+	fmt.Fprintln(w, "  help         show this, or a command's help (shardnet help kv)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Client commands talk to the node at -addr (default $SHARDNET_ADDR, else")
 	fmt.Fprintln(w, "http://127.0.0.1:8500; https://... for a node serving HTTPS, with -ca-file or")

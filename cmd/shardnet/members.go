@@ -63,6 +63,9 @@ func runStatus(ctx context.Context, c *cli, args []string) int {
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 	}
+	if st.Fenced != "" {
+		fmt.Fprintf(tw, "FENCED:\t%s\n", st.Fenced)
+	}
 	if err := tw.Flush(); err != nil {
 		return c.fail(err)
 	}

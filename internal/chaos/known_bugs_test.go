@@ -30,7 +30,10 @@ import (
 // exist. Found by TestLinearizableUnderFaults (hundreds to thousands of 404
 // channel_not_found per run). Fixed: a local replica speaks for its channel
 // while the meta state catches up, an unknown channel is 503 not_ready until
-// it has, and readiness waits for it too (cluster/backend.go).
+// it has, and readiness waits for it too (cluster/backend.go). Since then a
+// started node answers no channel request at all (503 not_ready) until its
+// meta copy is current (cluster/metacurrent.go): a replica it restarted from
+// disk may belong to a group a recovery retired.
 func TestRestartedNodeAnswersChannelNotFound(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Core: 3, Faults: true})
 	c.CreateChannel("ch", 3)

@@ -77,9 +77,24 @@ func TestRecoverChannelAfterLosingAQuorum(t *testing.T) {
 		t.Fatalf("write after the recovery: index %d (last before %d), %v", idx, last, err)
 	}
 
-	// The lost nodes come back with their data.
+	// The lost nodes come back with their data. From their first moment
+	// on, they never answer from the old group (its replicas lack
+	// "after"): not before their meta copies are current
+	// (cluster/metacurrent.go), and not after.
 	c.Start(4)
 	c.Start(5)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		for _, i := range []int{4, 5} {
+			for _, cons := range []api.Consistency{api.Stale, ""} {
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				v, _, err := c.Client(i).Get(rctx, "rc", "after", api.GetOptions{Consistency: cons})
+				cancel()
+				if err == nil && string(v) != "a" || isStatus(err, 404) {
+					t.Fatalf("%s read %q (%q) from the old group: %v", c.Nodes[i].Name, "after", cons, err)
+				}
+			}
+		}
+	}
 	c.WaitFor(30*time.Second, func() error {
 		for _, i := range []int{4, 5} {
 			a := c.Nodes[i].Agent()
