@@ -21,7 +21,8 @@ import (
 //	3  IssueToken (0x48), RevokeToken (0x49), SetChannelSettings (0x4A):
 //	   channel tokens, public prefixes and CORS; Idempotent (0x05): writes
 //	   under an idempotency key
-//	4  SetPlacement (0x50): placements that change after creation
+//	4  SetPlacement (0x50): placements that change after creation;
+//	   PutFile (0x06), DeleteFile (0x07): files in channels
 const Version = 4
 
 // ErrUpgradePending is what a proposal of a command whose version is above
@@ -63,6 +64,8 @@ func EntryVersion(entry []byte) int {
 		return 2
 	case typeIdempotent:
 		return 3
+	case typePutFile, typeDeleteFile:
+		return 4
 	}
 	return Version + 1
 }
