@@ -52,6 +52,14 @@ const (
 	CodeGossipNotEncrypted    = "gossip_not_encrypted"     // 409: the node runs gossip without a key (-insecure), so it has no keyring
 	CodeGossipKeyNotInstalled = "gossip_key_not_installed" // 409: use of a key the node does not have; install it first
 	CodeGossipKeyPrimary      = "gossip_key_primary"       // 409: removal of the key gossip is encrypted with; use another first
+
+	// Files (docs/api.md "Files").
+	CodeInvalidPath        = "invalid_path"        // 400: a file path with "..", ".", NUL, an empty segment, or over 1 KiB
+	CodeUploadMismatch     = "upload_mismatch"     // 400: the body's length or checksum is not what the request declared; nothing was stored
+	CodeFileNotFound       = "file_not_found"      // 404
+	CodePreconditionFailed = "precondition_failed" // 412: If-None-Match: * found the file, or If-Match another version
+	CodeNotEnoughHolders   = "not_enough_holders"  // 503: fewer than a majority of the replicas stored the chunks; nothing was committed; retry
+	CodeChunkUnavailable   = "chunk_unavailable"   // 503: no replica could serve a chunk of the file
 )
 
 // ErrorBody is the JSON body of every error response:

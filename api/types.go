@@ -172,8 +172,11 @@ type TokenCreated struct {
 
 // SignRequest is the body of POST /v1/channels/{ch}/sign.
 type SignRequest struct {
-	Key string `json:"key"`
-	TTL string `json:"ttl,omitempty"` // a Go duration; default 1h, at most 7 days
+	Key string `json:"key,omitempty"`
+	// File, instead of Key, signs a link to a file's path (GET and HEAD
+	// of /v1/channels/{ch}/files/{path}).
+	File string `json:"file,omitempty"`
+	TTL  string `json:"ttl,omitempty"` // a Go duration; default 1h, at most 7 days
 }
 
 // SignResponse is a signed link: URL is the path and query to GET (or

@@ -89,6 +89,13 @@ const (
 	codeUnreachable
 	codeTokenNotFound
 	codeTooManyTokens
+	codeFileNotFound
+	codePrecondition
+	codeHoldersMinority
+	codeInvalidPath
+	codeNotEnoughHolders
+	codeUploadMismatch
+	codeChunkUnavailable
 
 	codeRedirectBit byte = 0x80
 )
@@ -136,6 +143,13 @@ var callErrors = []struct {
 	{codeUnreachable, ErrUnreachable, true},
 	{codeTokenNotFound, ErrTokenNotFound, true},
 	{codeTooManyTokens, ErrTooManyTokens, true},
+	{codeFileNotFound, fsm.ErrFileNotFound, true},
+	{codePrecondition, fsm.ErrPrecondition, true},
+	{codeHoldersMinority, fsm.ErrHoldersMinority, true},
+	{codeInvalidPath, fsm.ErrInvalidPath, true},
+	{codeNotEnoughHolders, ErrNotEnoughHolders, true},
+	{codeUploadMismatch, ErrUploadMismatch, true},
+	{codeChunkUnavailable, ErrChunkUnavailable, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

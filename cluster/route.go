@@ -73,6 +73,11 @@ const (
 	rcIssueToken    byte = 0x1C
 	rcRevokeToken   byte = 0x1D
 	rcSettings      byte = 0x1E
+	// Files (files.go).
+	rcPutChunk  byte = 0x38
+	rcGetChunk  byte = 0x39
+	rcStatFile  byte = 0x3A
+	rcListFiles byte = 0x3B
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

@@ -52,6 +52,14 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRevokeToken, "revoke_token"
 	case rcSettings:
 		return r.serveSettings, "settings"
+	case rcPutChunk:
+		return r.servePutChunk, "put_chunk"
+	case rcGetChunk:
+		return r.serveGetChunk, "get_chunk"
+	case rcStatFile:
+		return r.serveStatFile, "stat_file"
+	case rcListFiles:
+		return r.serveListFiles, "list_files"
 	}
 	return nil, ""
 }

@@ -593,3 +593,24 @@ func (c *Channel) Configuration() (Configuration, bool, error) {
 	conf, err := decodeConfig(v)
 	return conf, err == nil, err
 }
+
+// AppendManifest appends m, path included, to b: how a manifest travels
+// between nodes (a stat or listing served for another node). Like results,
+// never persisted.
+func AppendManifest(b []byte, m *Manifest) []byte {
+	b = appendBytes(b, []byte(m.Path))
+	return appendManifest(b, m)
+}
+
+// DecodeManifest reads a manifest AppendManifest wrote and returns the rest
+// of b.
+func DecodeManifest(b []byte) (Manifest, []byte, error) {
+	d := decoder{buf: b}
+	path := string(d.bytes(MaxFilePathBytes))
+	m := d.manifest()
+	if d.err != nil {
+		return Manifest{}, nil, fmt.Errorf("fsm: decode manifest: %w", d.err)
+	}
+	m.Path = path
+	return m, d.buf, nil
+}

@@ -186,6 +186,12 @@ func (s *Server) anonymousRead(r *http.Request, rt *route, ch, rawKey string, ep
 		return s.public(ch, string(key))
 	case routeKVList:
 		return s.public(ch, q.Get("prefix"))
+	case routeFile:
+		path, err := api.UnescapeKey(rawKey)
+		if err != nil || !(q.Has("sig") || q.Has("tok") || q.Has("exp")) {
+			return false
+		}
+		return s.signedLink(q.Get("tok"), q.Get("exp"), q.Get("sig"), ch, "files/"+path, time.Now())
 	}
 	return false
 }

@@ -58,6 +58,11 @@ var errorTable = []struct {
 	{cluster.ErrTooManyTokens, http.StatusConflict, api.CodeTooManyTokens, false},
 	{errRouteNotFound, http.StatusNotFound, api.CodeNotFound, false},
 	{fsm.ErrKeyNotFound, http.StatusNotFound, api.CodeKeyNotFound, false},
+	{fsm.ErrInvalidPath, http.StatusBadRequest, api.CodeInvalidPath, false},
+	{cluster.ErrUploadMismatch, http.StatusBadRequest, api.CodeUploadMismatch, false},
+	{fsm.ErrFileNotFound, http.StatusNotFound, api.CodeFileNotFound, false},
+	{fsm.ErrPrecondition, http.StatusPreconditionFailed, api.CodePreconditionFailed, false},
+	{fsm.ErrFileQuota, http.StatusInsufficientStorage, api.CodeQuotaExceeded, false},
 	{cluster.ErrChannelNotFound, http.StatusNotFound, api.CodeChannelNotFound, false},
 	{cluster.ErrNodeNotFound, http.StatusNotFound, api.CodeNodeNotFound, false},
 	{errMethodNotAllowed, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, false},
@@ -84,6 +89,9 @@ var errorTable = []struct {
 	// applied must never look retryable (docs/design.md "D3").
 	{shard.ErrOutcomeUnknown, http.StatusServiceUnavailable, api.CodeOutcomeUnknown, false},
 	{shard.ErrNoLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
+	{cluster.ErrNotEnoughHolders, http.StatusServiceUnavailable, api.CodeNotEnoughHolders, true},
+	{fsm.ErrHoldersMinority, http.StatusServiceUnavailable, api.CodeNotEnoughHolders, true},
+	{cluster.ErrChunkUnavailable, http.StatusServiceUnavailable, api.CodeChunkUnavailable, true},
 	{shard.ErrReplicaCorrupt, http.StatusServiceUnavailable, api.CodeReplicaCorrupt, true},
 	{cluster.ErrNoMetaLeader, http.StatusServiceUnavailable, api.CodeNoLeader, true},
 	// A redirect reaches this table only from a node serving another's

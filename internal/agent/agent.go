@@ -149,3 +149,6 @@ func (a *Agent) Kill() error {
 	_ = a.Server.Close()
 	return a.Node.Kill()
 }
+
+// The node serves the file routes (server/files.go).
+var _ server.FileBackend = (*cluster.Node)(nil)
