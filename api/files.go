@@ -1,5 +1,16 @@
 package api
 
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
 // FilePut is the answer of PUT /v1/channels/{ch}/files/{path}.
 type FilePut struct {
 	Path   string `json:"path"`
@@ -32,4 +43,164 @@ type FileList struct {
 type FileDeleted struct {
 	Path  string `json:"path"`
 	Index uint64 `json:"index"`
+}
+
+// PutFileOptions are an upload's optional headers.
+type PutFileOptions struct {
+	ContentType string
+	// SHA256 (hex), when set, is checked against the body before the
+	// manifest commits (X-Shardnet-Sha256).
+	SHA256 string
+	// IfNoneMatch creates only (If-None-Match: *); IfMatch replaces only
+	// the version with that ETag (a sha256 in hex).
+	IfNoneMatch bool
+	IfMatch     string
+}
+
+// GetFileOptions are a download's optional headers.
+type GetFileOptions struct {
+	Consistency Consistency
+	// Range is a Range header ("bytes=0-99"); IfRange its If-Range.
+	Range, IfRange string
+}
+
+// FileStat is what HEAD tells of a file.
+type FileStat struct {
+	Size        int64
+	ContentType string
+	ETag        string // the sha256 in hex, unquoted
+	Index       uint64 // the manifest's modify index
+}
+
+func filePath(channel, path string) string { return channelPath(channel) + "/files/" + EscapeKey(path) }
+
+// send sends req with the client's token; an answer of 400 or above is an
+// *Error.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("api: %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	if resp.StatusCode < 400 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, readError(resp)
+}
+
+// PutFile uploads body (size bytes; -1 when unknown: sent chunked) as
+// path of channel. An upload is not retried: its body is read once.
+func (c *Client) PutFile(ctx context.Context, channel, path string, body io.Reader, size int64, opts PutFileOptions) (FilePut, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+filePath(channel, path), body)
+	if err != nil {
+		return FilePut{}, fmt.Errorf("api: put file %q: %w", path, err)
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	if opts.ContentType != "" {
+		req.Header.Set("Content-Type", opts.ContentType)
+	}
+	if opts.SHA256 != "" {
+		req.Header.Set("X-Shardnet-Sha256", opts.SHA256)
+	}
+	if opts.IfNoneMatch {
+		req.Header.Set("If-None-Match", "*")
+	}
+	if opts.IfMatch != "" {
+		req.Header.Set("If-Match", `"`+opts.IfMatch+`"`)
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return FilePut{}, err
+	}
+	var out FilePut
+	return out, decodeBody(resp, &out)
+}
+
+// GetFile starts a download; the caller reads and closes the response's
+// body (200, or 206 for a Range).
+func (c *Client) GetFile(ctx context.Context, channel, path string, opts GetFileOptions) (*http.Response, error) {
+	u := c.base + filePath(channel, path)
+	if opts.Consistency != "" {
+		u += "?consistency=" + url.QueryEscape(string(opts.Consistency))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("api: get file %q: %w", path, err)
+	}
+	if opts.Range != "" {
+		req.Header.Set("Range", opts.Range)
+	}
+	if opts.IfRange != "" {
+		req.Header.Set("If-Range", opts.IfRange)
+	}
+	return c.send(req)
+}
+
+// StatFile describes a file (HEAD).
+func (c *Client) StatFile(ctx context.Context, channel, path string) (FileStat, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.base+filePath(channel, path), nil)
+	if err != nil {
+		return FileStat{}, fmt.Errorf("api: stat file %q: %w", path, err)
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return FileStat{}, err
+	}
+	resp.Body.Close()
+	return FileStat{
+		Size: resp.ContentLength, ContentType: resp.Header.Get("Content-Type"),
+		ETag: strings.Trim(resp.Header.Get("Etag"), `"`), Index: headerIndex(resp.Header),
+	}, nil
+}
+
+// ListFiles lists a page of a channel's files.
+func (c *Client) ListFiles(ctx context.Context, channel, prefix, after string, limit int) (FileList, error) {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out FileList
+	_, err := c.doJSON(ctx, http.MethodGet, channelPath(channel)+"/files/", q, nil, &out)
+	return out, err
+}
+
+// DeleteFile removes a file (only the version with ETag ifMatch, when set).
+func (c *Client) DeleteFile(ctx context.Context, channel, path, ifMatch string) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.base+filePath(channel, path), nil)
+	if err != nil {
+		return 0, fmt.Errorf("api: delete file %q: %w", path, err)
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", `"`+ifMatch+`"`)
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return 0, err
+	}
+	var out FileDeleted
+	return out.Index, decodeBody(resp, &out)
+}
+
+// SignFile returns a signed link to GET or HEAD a file (with a channel
+// token).
+func (c *Client) SignFile(ctx context.Context, channel, path string, ttl time.Duration) (SignResponse, error) {
+	req := SignRequest{File: path}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	var out SignResponse
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/sign", nil, req, &out)
+	return out, err
 }

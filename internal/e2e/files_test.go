@@ -1,0 +1,360 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/chunk"
+	"github.com/shardnet/shardnet/internal/testcluster"
+)
+
+const mib = 1 << 20
+
+func randomBytes(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+func hexSum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// filesCluster starts three core nodes and one resource node, and a
+// channel of three replicas; it returns the cluster, the channel and the
+// index of a node that holds no replica.
+func filesCluster(t *testing.T, name string) (*testcluster.Cluster, api.Channel, int) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 1})
+	ch := c.CreateChannel(name, 3)
+	placed := map[string]bool{}
+	for _, r := range ch.Placement {
+		placed[r.NodeID] = true
+	}
+	outside := -1
+	for i, nd := range c.Nodes {
+		if !placed[nd.Name] {
+			outside = i
+		}
+	}
+	if outside < 0 {
+		t.Fatalf("every node holds a replica of %s", name)
+	}
+	return c, ch, outside
+}
+
+func getAll(t *testing.T, cl *api.Client, ch, path string, opts api.GetFileOptions) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := cl.GetFile(ctxT(t), ch, path, opts)
+	if err != nil {
+		t.Fatalf("get %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return resp, b
+}
+
+// TestFilesRoundTrip: files of every size around the chunk size go up
+// through one node and come back whole through others (a replica and a
+// node without one), with Range reads at chunk and block edges, multiple
+// ranges, conditional requests, the same content stored once, bad uploads
+// refused without a manifest, and listing and deleting.
+func TestFilesRoundTrip(t *testing.T) {
+	c, _, outside := filesCluster(t, "media")
+	ctx := ctxT(t)
+	sizes := []int{0, 1, 4*mib - 1, 4 * mib, 4*mib + 1, 20 * mib}
+	files := map[string][]byte{}
+	for i, size := range sizes {
+		data := randomBytes(int64(i), size)
+		path := fmt.Sprintf("sizes/f%d.bin", size)
+		files[path] = data
+		up := c.Client(i % len(c.Nodes))
+		res, err := up.PutFile(ctx, "media", path, bytes.NewReader(data), int64(size), api.PutFileOptions{ContentType: "application/octet-stream", SHA256: hexSum(data)})
+		if err != nil {
+			t.Fatalf("put %d bytes: %v", size, err)
+		}
+		if res.Size != int64(size) || res.SHA256 != hexSum(data) || res.Chunks != max((size+4*mib-1)/(4*mib), 1) || res.Index == 0 {
+			t.Fatalf("put %d bytes answered %+v", size, res)
+		}
+		for j := range c.Nodes {
+			resp, got := getAll(t, c.Client(j), "media", path, api.GetFileOptions{})
+			if !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes read through %s: %d bytes, sha %s", size, c.Nodes[j].Name, len(got), hexSum(got))
+			}
+			if resp.Header.Get("Etag") != `"`+hexSum(data)+`"` || resp.Header.Get("Accept-Ranges") != "bytes" ||
+				resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Content-Security-Policy") == "" {
+				t.Fatalf("headers of %s: %v", path, resp.Header)
+			}
+		}
+	}
+
+	// Ranges at the edges of blocks (64 KiB) and chunks (4 MiB), through
+	// the node without a replica and through a replica.
+	big := files[fmt.Sprintf("sizes/f%d.bin", 20*mib)]
+	path := fmt.Sprintf("sizes/f%d.bin", 20*mib)
+	for _, node := range []int{outside, (outside + 1) % len(c.Nodes)} {
+		for _, r := range [][2]int{{0, 0}, {65535, 65536}, {4*mib - 1, 4 * mib}, {4*mib - 10, 8*mib + 10}, {20*mib - 1, 20*mib - 1}, {3 * 65536, 5*65536 - 1}} {
+			resp, got := getAll(t, c.Client(node), "media", path, api.GetFileOptions{Range: fmt.Sprintf("bytes=%d-%d", r[0], r[1])})
+			if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, big[r[0]:r[1]+1]) {
+				t.Fatalf("range %v through %s: status %d, %d bytes", r, c.Nodes[node].Name, resp.StatusCode, len(got))
+			}
+		}
+	}
+	// Several ranges: multipart/byteranges.
+	resp, body := getAll(t, c.Client(outside), "media", path, api.GetFileOptions{Range: "bytes=10-19,4194300-4194309"})
+	mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusPartialContent || mt != "multipart/byteranges" {
+		t.Fatalf("two ranges: status %d, type %q", resp.StatusCode, mt)
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	for _, want := range [][]byte{big[10:20], big[4194300:4194310]} {
+		p, err := mr.NextPart()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(p)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("a part of a multi-range answer differs")
+		}
+	}
+	// Past the end: 416.
+	if _, err := c.Client(0).GetFile(ctx, "media", path, api.GetFileOptions{Range: "bytes=30000000-"}); api.AsError(err) == nil || api.AsError(err).Status != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("range past the end: %v", err)
+	}
+	// If-Range with another version's ETag: the whole file.
+	resp, got := getAll(t, c.Client(0), "media", path, api.GetFileOptions{Range: "bytes=0-9", IfRange: `"` + strings.Repeat("0", 64) + `"`})
+	if resp.StatusCode != http.StatusOK || len(got) != len(big) {
+		t.Fatalf("If-Range of another version: status %d, %d bytes", resp.StatusCode, len(got))
+	}
+	// If-None-Match with the ETag: 304.
+	req, _ := http.NewRequest(http.MethodGet, c.Nodes[0].URL()+"/v1/channels/media/files/"+path, nil)
+	req.Header.Set("If-None-Match", `"`+hexSum(big)+`"`)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-None-Match: %v, %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	// The same content twice is stored once.
+	counts := func() []int64 {
+		var n []int64
+		for _, nd := range c.Nodes {
+			n = append(n, nd.Agent().Node.Chunks().Count())
+		}
+		return n
+	}
+	before := counts()
+	if _, err := c.Client(1).PutFile(ctx, "media", "copy/of-big.bin", bytes.NewReader(big), int64(len(big)), api.PutFileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if after := counts(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("chunk counts went from %v to %v for content already stored", before, after)
+	}
+
+	// Bad uploads: refused, no manifest.
+	wrongSum := strings.Repeat("ab", 32)
+	for name, put := range map[string]func() error{
+		"dot-dot path": func() error {
+			_, err := c.Client(0).PutFile(ctx, "media", "a/../b", strings.NewReader("x"), 1, api.PutFileOptions{})
+			return err
+		},
+		"empty segment": func() error {
+			_, err := c.Client(0).PutFile(ctx, "media", "a//b", strings.NewReader("x"), 1, api.PutFileOptions{})
+			return err
+		},
+		"long path": func() error {
+			_, err := c.Client(0).PutFile(ctx, "media", strings.Repeat("p", 1025), strings.NewReader("x"), 1, api.PutFileOptions{})
+			return err
+		},
+		"wrong sha256": func() error {
+			_, err := c.Client(0).PutFile(ctx, "media", "bad/sum", strings.NewReader("hello"), 5, api.PutFileOptions{SHA256: wrongSum})
+			return err
+		},
+		"wrong md5": func() error {
+			req, _ := http.NewRequest(http.MethodPut, c.Nodes[0].URL()+"/v1/channels/media/files/bad/md5", strings.NewReader("hello"))
+			req.Header.Set("Content-MD5", "AAAAAAAAAAAAAAAAAAAAAA==")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return &api.Error{Status: resp.StatusCode}
+		},
+	} {
+		err := put()
+		if e := api.AsError(err); e == nil || e.Status != http.StatusBadRequest {
+			t.Fatalf("%s: %v, want 400", name, err)
+		}
+	}
+	// A body cut short: the client says 10 bytes and sends 5.
+	cut := &shortBody{data: []byte("hello")}
+	if _, err := c.Client(0).PutFile(ctx, "media", "bad/cut", cut, 10, api.PutFileOptions{}); err == nil {
+		t.Fatal("a body cut short was accepted")
+	}
+	ls, err := c.Client(2).ListFiles(ctx, "media", "bad/", "", 0)
+	if err != nil || len(ls.Files) != 0 {
+		t.Fatalf("bad uploads left manifests: %+v, %v", ls, err)
+	}
+
+	// Conditions.
+	small := []byte("version one")
+	if _, err := c.Client(0).PutFile(ctx, "media", "cond.txt", bytes.NewReader(small), int64(len(small)), api.PutFileOptions{IfNoneMatch: true, ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(1).PutFile(ctx, "media", "cond.txt", strings.NewReader("v2"), 2, api.PutFileOptions{IfNoneMatch: true}); api.AsError(err) == nil || api.AsError(err).Status != http.StatusPreconditionFailed {
+		t.Fatalf("create-only over a file: %v", err)
+	}
+	if _, err := c.Client(1).PutFile(ctx, "media", "cond.txt", strings.NewReader("v2"), 2, api.PutFileOptions{IfMatch: wrongSum}); api.AsError(err) == nil || api.AsError(err).Status != http.StatusPreconditionFailed {
+		t.Fatalf("If-Match another version: %v", err)
+	}
+	if _, err := c.Client(1).PutFile(ctx, "media", "cond.txt", strings.NewReader("v2"), 2, api.PutFileOptions{IfMatch: hexSum(small)}); err != nil {
+		t.Fatalf("If-Match this version: %v", err)
+	}
+	st, err := c.Client(outside).StatFile(ctx, "media", "cond.txt")
+	if err != nil || st.Size != 2 || st.ETag != hexSum([]byte("v2")) {
+		t.Fatalf("stat after replace: %+v, %v", st, err)
+	}
+	// Runnable types are attachments.
+	html := []byte("<script>alert(1)</script>")
+	if _, err := c.Client(0).PutFile(ctx, "media", "x.html", bytes.NewReader(html), int64(len(html)), api.PutFileOptions{ContentType: "text/html"}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := getAll(t, c.Client(0), "media", "x.html", api.GetFileOptions{}); resp.Header.Get("Content-Disposition") != "attachment" {
+		t.Fatalf("text/html served with Content-Disposition %q", resp.Header.Get("Content-Disposition"))
+	}
+
+	// Listing, deleting; keys do not list files.
+	ls, err = c.Client(outside).ListFiles(ctx, "media", "sizes/", "", 2)
+	if err != nil || len(ls.Files) != 2 || !ls.More {
+		t.Fatalf("list page: %+v, %v", ls, err)
+	}
+	if kv, err := c.Client(0).List(ctx, "media", "", "", 0, ""); err != nil || len(kv.Items) != 0 {
+		t.Fatalf("KV list shows %+v, %v", kv, err)
+	}
+	if _, err := c.Client(2).DeleteFile(ctx, "media", "cond.txt", wrongSum); api.AsError(err) == nil || api.AsError(err).Status != http.StatusPreconditionFailed {
+		t.Fatalf("delete If-Match another version: %v", err)
+	}
+	if _, err := c.Client(2).DeleteFile(ctx, "media", "cond.txt", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(0).StatFile(ctx, "media", "cond.txt"); api.AsError(err) == nil || api.AsError(err).Status != http.StatusNotFound {
+		t.Fatalf("stat after delete: %v", err)
+	}
+}
+
+// shortBody ends with an error after its data: a client that went away.
+type shortBody struct {
+	data []byte
+	done bool
+}
+
+func (b *shortBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, errors.New("client went away")
+	}
+	b.done = true
+	return copy(p, b.data), nil
+}
+
+// slowReader hands out data in small pieces, calling at once when half is
+// out.
+type slowReader struct {
+	r    *bytes.Reader
+	half int64
+	at   func()
+	n    int64
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(p) > 256<<10 {
+		p = p[:256<<10]
+	}
+	n, err := s.r.Read(p)
+	prev := s.n
+	s.n += int64(n)
+	if prev < s.half && s.n >= s.half && s.at != nil {
+		s.at()
+	}
+	return n, err
+}
+
+// TestFilesSurviveReplicaLoss: a replica stopped in the middle of an
+// upload does not fail it (two of three still hold every chunk); then, on
+// a replica missing one chunk file and holding another corrupt, a
+// download still returns the right bytes, and that replica gets both
+// chunks back from its peers.
+func TestFilesSurviveReplicaLoss(t *testing.T) {
+	c, ch, _ := filesCluster(t, "vault")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var replicas []int
+	for _, r := range ch.Placement {
+		replicas = append(replicas, c.Index(r.NodeID))
+	}
+	entry, victim := replicas[0], replicas[1]
+	data := randomBytes(7, 24*mib)
+	body := &slowReader{r: bytes.NewReader(data), half: int64(len(data) / 2), at: func() { go c.Stop(victim) }}
+	res, err := c.Client(entry).PutFile(ctx, "vault", "big.bin", body, int64(len(data)), api.PutFileOptions{SHA256: hexSum(data)})
+	if err != nil {
+		t.Fatalf("upload with a replica stopped midway: %v", err)
+	}
+	if res.Size != int64(len(data)) {
+		t.Fatalf("upload answered %+v", res)
+	}
+	ls, err := c.Client(entry).ListFiles(ctx, "vault", "", "", 0)
+	if err != nil || len(ls.Files) != 1 || ls.Files[0].Holders != 2 {
+		t.Fatalf("manifest after losing a replica midway: %+v, %v (want 2 holders)", ls, err)
+	}
+	_, got := getAll(t, c.Client(entry), "vault", "big.bin", api.GetFileOptions{})
+	if !bytes.Equal(got, data) {
+		t.Fatal("download after the upload differs")
+	}
+
+	// Damage the entry node's copy: one chunk gone, another corrupt.
+	store := c.Nodes[entry].Agent().Node.Chunks()
+	ids := chunkIDs(data)
+	if err := store.Delete(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(store.Dir(), ids[3].String()[:2], ids[3].String())
+	raw, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[100] ^= 0xff
+	if err := os.WriteFile(f, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, got = getAll(t, c.Client(entry), "vault", "big.bin", api.GetFileOptions{})
+	if !bytes.Equal(got, data) {
+		t.Fatal("download from a damaged replica differs")
+	}
+	for _, id := range []chunk.ID{ids[1], ids[3]} {
+		if err := store.Verify(id); err != nil {
+			t.Fatalf("chunk %s not restored on the damaged replica: %v", id, err)
+		}
+	}
+}
+
+func chunkIDs(data []byte) []chunk.ID {
+	var ids []chunk.ID
+	for off := 0; off < len(data); off += 4 * mib {
+		ids = append(ids, chunk.Sum(data[off:min(off+4*mib, len(data))]))
+	}
+	return ids
+}
