@@ -177,7 +177,7 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 		id := chunk.Sum(data)
 		ids = append(ids, id)
 		// Held against collection from before any replica has it until
-		// the manifest is applied (chunk/DESIGN.md "Pins").
+		// the manifest is applied (chunk/DESIGN.md "Pins and garbage collection").
 		releases = append(releases, n.chunks.Pin(id))
 		wg.Add(1)
 		go func() {
