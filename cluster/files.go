@@ -17,7 +17,7 @@ import (
 	"github.com/shardnet/shardnet/shard"
 )
 
-// Files in channels (docs/architecture.md "An upload", fsm/DESIGN.md
+// Files in channels (docs/architecture.md "An upload: the chunks", fsm/DESIGN.md
 // "Files"). Bulk data never enters a Raft log: the node an upload arrives
 // at cuts the body into chunks, streams each one to every replica of the
 // channel over the cluster connection (rcPutChunk calls, several chunks in
