@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -357,4 +359,117 @@ func chunkIDs(data []byte) []chunk.ID {
 		ids = append(ids, chunk.Sum(data[off:min(off+4*mib, len(data))]))
 	}
 	return ids
+}
+
+// prngReader yields n bytes of a deterministic stream without holding them.
+type prngReader struct {
+	r    *rand.Rand
+	left int64
+}
+
+func (p *prngReader) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	n, _ := p.r.Read(b)
+	p.left -= int64(n)
+	return n, nil
+}
+
+// heapPeak samples the Go heap in use until stop is called and returns
+// the largest figure seen.
+func heapPeak() (stop func() uint64) {
+	done := make(chan struct{})
+	peak := make(chan uint64, 1)
+	go func() {
+		var m runtime.MemStats
+		var top uint64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			runtime.ReadMemStats(&m)
+			top = max(top, m.HeapInuse)
+			select {
+			case <-done:
+				peak <- top
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(done); return <-peak }
+}
+
+func heapNow() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// TestFilesLarge: a file of SHARDNET_FILES_MIB MiB (default 256) goes up
+// and comes back whole, through streams: the heap of the whole in-process
+// cluster (three nodes, the client) stays far below the file's size. It
+// logs the throughput and the heap's peak; it asserts no timing.
+func TestFilesLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	size := int64(256)
+	if v := os.Getenv("SHARDNET_FILES_MIB"); v != "" {
+		fmt.Sscan(v, &size)
+	}
+	size *= mib
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	c.CreateChannel("big", 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	want := sha256.New()
+	if _, err := io.Copy(want, &prngReader{r: rand.New(rand.NewSource(42)), left: size}); err != nil {
+		t.Fatal(err)
+	}
+	sum := hex.EncodeToString(want.Sum(nil))
+	base := heapNow()
+	stop := heapPeak()
+	start := time.Now()
+	res, err := c.Client(1).PutFile(ctx, "big", "large.bin", &prngReader{r: rand.New(rand.NewSource(42)), left: size}, size, api.PutFileOptions{SHA256: sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := time.Since(start)
+	upPeak := stop()
+	if res.SHA256 != sum || res.Size != size {
+		t.Fatalf("upload answered %+v", res)
+	}
+	base2 := heapNow()
+	if f := os.Getenv("SHARDNET_FILES_HEAPPROF"); f != "" {
+		fh, _ := os.Create(f)
+		_ = pprof.WriteHeapProfile(fh)
+		fh.Close()
+	}
+	stop = heapPeak()
+	start = time.Now()
+	resp, err := c.Client(2).GetFile(ctx, "big", "large.bin", api.GetFileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	resp.Body.Close()
+	down := time.Since(start)
+	downPeak := stop()
+	if err != nil || n != size || hex.EncodeToString(got.Sum(nil)) != sum {
+		t.Fatalf("download: %d bytes, %v", n, err)
+	}
+	upGrow, downGrow := int64(upPeak)-int64(base), int64(downPeak)-int64(base2)
+	t.Logf("%d MiB: upload %.1f MiB/s (heap %d MiB before, peak +%d MiB), download %.1f MiB/s (heap %d MiB before, peak +%d MiB)",
+		size/mib, float64(size)/mib/up.Seconds(), base/mib, upGrow/mib, float64(size)/mib/down.Seconds(), base2/mib, downGrow/mib)
+	// Pipelines of a few 4 MiB chunks per node, pebble's memtables
+	// filling: tens of MiB, never the file.
+	if limit := size / 2; size >= 256*mib && (upGrow > limit || downGrow > limit) {
+		t.Fatalf("the heap grew by %d / %d MiB for a %d MiB file: something buffers the file", upGrow/mib, downGrow/mib, size/mib)
+	}
 }
