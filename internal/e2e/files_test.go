@@ -473,3 +473,42 @@ func TestFilesLarge(t *testing.T) {
 		t.Fatalf("the heap grew by %d / %d MiB for a %d MiB file: something buffers the file", upGrow/mib, downGrow/mib, size/mib)
 	}
 }
+
+// TestFilesQuota: a channel's quota_bytes counts its files' bytes; an
+// upload that would pass it is refused with 507 and the numbers, and
+// commits nothing; a delete makes room again.
+func TestFilesQuota(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 1})
+	ctx := ctxT(t)
+	c.WaitFor(30*time.Second, func() error {
+		_, err := c.Client(0).CreateChannel(ctx, api.CreateChannelRequest{Name: "capped", Replicas: 1, QuotaBytes: 10 * mib})
+		return err
+	})
+	c.WaitLeader("capped")
+	first := randomBytes(1, 8*mib)
+	if _, err := c.Client(0).PutFile(ctx, "capped", "a.bin", bytes.NewReader(first), int64(len(first)), api.PutFileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	second := randomBytes(2, 4*mib)
+	_, err := c.Client(0).PutFile(ctx, "capped", "b.bin", bytes.NewReader(second), int64(len(second)), api.PutFileOptions{})
+	e := api.AsError(err)
+	if e == nil || e.Status != http.StatusInsufficientStorage || e.Code != api.CodeQuotaExceeded || !strings.Contains(e.Message, fmt.Sprint(10*mib)) {
+		t.Fatalf("upload over the quota: %v", err)
+	}
+	if _, err := c.Client(0).StatFile(ctx, "capped", "b.bin"); api.AsError(err) == nil || api.AsError(err).Status != http.StatusNotFound {
+		t.Fatalf("the refused upload left a manifest: %v", err)
+	}
+	// Keys count against the same quota.
+	if _, err := c.Client(0).Put(ctx, "capped", "k", make([]byte, 1<<20), api.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(0).Put(ctx, "capped", "k2", make([]byte, 1<<20), api.PutOptions{}); api.AsError(err) == nil || api.AsError(err).Status != http.StatusInsufficientStorage {
+		t.Fatalf("a key past the quota the files used: %v", err)
+	}
+	if _, err := c.Client(0).DeleteFile(ctx, "capped", "a.bin", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(0).PutFile(ctx, "capped", "b.bin", bytes.NewReader(second), int64(len(second)), api.PutFileOptions{}); err != nil {
+		t.Fatalf("upload after a delete made room: %v", err)
+	}
+}
