@@ -200,6 +200,10 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 		}
 	}
 	if len(holders) <= len(targets)/2 {
+		if errors.Is(firstErr, shard.ErrDiskFull) {
+			// The replicas refused for want of disk: 507, as a write.
+			return FilePut{}, fmt.Errorf("%d of %d replicas hold every chunk: %w", len(holders), len(targets), firstErr)
+		}
 		return FilePut{}, fmt.Errorf("%w: %d of %d replicas hold every chunk: %v", ErrNotEnoughHolders, len(holders), len(targets), firstErr)
 	}
 	var digest [32]byte
@@ -278,7 +282,7 @@ func (n *Node) replicateChunk(ctx context.Context, gid uint64, id chunk.ID, data
 			defer wg.Done()
 			var err error
 			if t.self {
-				err = n.chunks.PutExpect(id, bytes.NewReader(data))
+				err = chunkErr(n.chunks.PutExpect(id, bytes.NewReader(data)))
 			} else {
 				err = n.route.putChunk(ctx, t.addr, gid, id, data)
 			}
