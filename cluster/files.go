@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -111,40 +112,71 @@ func (n *Node) fileTargets(ctx context.Context, channel string) (fsm.ChannelReco
 
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, DefaultChunkSize); return &b }}
 
+// upload is one file being uploaded: the chunks sent so far, the
+// replicas that hold all of them, the running sha256. PutFile runs one
+// from start to end; a resumable upload (uploads.go) keeps one between
+// its requests.
+type upload struct {
+	channel, path string
+	ch            fsm.ChannelRecord
+	targets       []*fileTarget
+	sum           hash.Hash
+	ids           [][32]byte
+	size          int64
+	releases      []func() // pins held until the upload ends
+}
+
+func (n *Node) newUpload(ctx context.Context, channel, path string) (*upload, error) {
+	if err := fsm.ValidatePath(path); err != nil {
+		return nil, err
+	}
+	if err := fsm.CheckVersion(4, n.meta.fsm.ClusterVersion()); err != nil {
+		return nil, fmt.Errorf("cluster: files: %w", err)
+	}
+	ch, targets, err := n.fileTargets(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	return &upload{channel: channel, path: path, ch: ch, targets: targets, sum: sha256.New()}, nil
+}
+
+// release drops the upload's pins.
+func (u *upload) release() {
+	for _, r := range u.releases {
+		r()
+	}
+	u.releases = nil
+}
+
 // PutFile uploads body as path of channel: the whole upload path above.
 // The body is read one chunk at a time; nothing is proposed unless the
 // body is read whole, matches opts, and a majority of the replicas hold
 // every chunk.
 func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader, opts PutFileOptions) (FilePut, error) {
-	if err := fsm.ValidatePath(path); err != nil {
-		return FilePut{}, err
-	}
-	if err := fsm.CheckVersion(4, n.meta.fsm.ClusterVersion()); err != nil {
-		return FilePut{}, fmt.Errorf("cluster: files: %w", err)
-	}
-	ch, targets, err := n.fileTargets(ctx, channel)
+	u, err := n.newUpload(ctx, channel, path)
 	if err != nil {
 		return FilePut{}, err
 	}
+	defer u.release()
+	if _, err := n.sendChunks(ctx, u, body, true); err != nil {
+		return FilePut{}, err
+	}
+	return n.commitUpload(ctx, u, opts)
+}
+
+// sendChunks reads body a chunk at a time and replicates each chunk,
+// several in flight. With final, a short chunk (or none, for an empty
+// file) ends the file; without, a short tail is dropped and reported
+// (not sent: the client sends it again from the upload's offset). It
+// returns the tail's length.
+func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final bool) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	var (
-		sum      = sha256.New()
-		ids      [][32]byte
-		size     int64
-		wg       sync.WaitGroup
-		slots    = make(chan struct{}, uploadPipeline)
-		releases []func()
-	)
-	defer func() {
-		for _, r := range releases {
-			r()
-		}
-	}()
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, uploadPipeline)
 	failedCount := func() int {
 		k := 0
-		for _, t := range targets {
+		for _, t := range u.targets {
 			if t.failed.Load() {
 				k++
 			}
@@ -152,7 +184,7 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 		return k
 	}
 	for {
-		if failedCount() > len(targets)-(len(targets)/2+1) {
+		if failedCount() > len(u.targets)-(len(u.targets)/2+1) {
 			break // no majority can hold every chunk any more
 		}
 		slots <- struct{}{}
@@ -163,53 +195,79 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 			chunkBufs.Put(bp)
 			<-slots
 			wg.Wait()
-			return FilePut{}, fmt.Errorf("%w: reading the body after %d bytes: %v", ErrUploadMismatch, size, rerr)
+			return 0, fmt.Errorf("%w: reading the body after %d bytes: %v", ErrUploadMismatch, u.size+int64(k), rerr)
 		}
-		last := k < len(buf)
-		if k == 0 && len(ids) > 0 {
+		short := k < len(buf)
+		if short && !final || k == 0 && len(u.ids) > 0 {
 			chunkBufs.Put(bp)
 			<-slots
-			break
+			wg.Wait()
+			return k, nil
 		}
 		data := buf[:k]
-		sum.Write(data)
-		size += int64(k)
+		u.sum.Write(data)
+		u.size += int64(k)
 		id := chunk.Sum(data)
-		ids = append(ids, id)
+		u.ids = append(u.ids, id)
 		// Held against collection from before any replica has it until
 		// the manifest is applied (chunk/DESIGN.md "Pins and garbage collection").
-		releases = append(releases, n.chunks.Pin(id))
+		u.releases = append(u.releases, n.chunks.Pin(id))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { chunkBufs.Put(bp); <-slots }()
-			n.replicateChunk(ctx, ch.GroupID, id, data, targets)
+			n.replicateChunk(ctx, u.ch.GroupID, id, data, u.targets)
 		}()
-		if last {
+		if short {
 			break
 		}
 	}
 	wg.Wait()
-	var holders []string
-	var firstErr error
-	for _, t := range targets {
+	return 0, u.holdersErr()
+}
+
+// holders are the replicas that hold every chunk sent so far.
+func (u *upload) holders() []string {
+	var hs []string
+	for _, t := range u.targets {
 		if !t.failed.Load() {
-			holders = append(holders, t.serverID)
-		} else if e := t.err.Load(); e != nil && firstErr == nil {
-			firstErr = *e
+			hs = append(hs, t.serverID)
 		}
 	}
-	if len(holders) <= len(targets)/2 {
-		if errors.Is(firstErr, shard.ErrDiskFull) {
-			// The replicas refused for want of disk: 507, as a write.
-			return FilePut{}, fmt.Errorf("%d of %d replicas hold every chunk: %w", len(holders), len(targets), firstErr)
+	return hs
+}
+
+// holdersErr says why the upload cannot commit when fewer than a majority
+// of the replicas hold every chunk.
+func (u *upload) holdersErr() error {
+	hs := u.holders()
+	if len(hs) > len(u.targets)/2 {
+		return nil
+	}
+	var firstErr error
+	for _, t := range u.targets {
+		if e := t.err.Load(); e != nil {
+			firstErr = *e
+			break
 		}
-		return FilePut{}, fmt.Errorf("%w: %d of %d replicas hold every chunk: %v", ErrNotEnoughHolders, len(holders), len(targets), firstErr)
+	}
+	if errors.Is(firstErr, shard.ErrDiskFull) {
+		// The replicas refused for want of disk: 507, as a write.
+		return fmt.Errorf("%d of %d replicas hold every chunk: %w", len(hs), len(u.targets), firstErr)
+	}
+	return fmt.Errorf("%w: %d of %d replicas hold every chunk: %v", ErrNotEnoughHolders, len(hs), len(u.targets), firstErr)
+}
+
+// commitUpload checks the whole file against opts and proposes its
+// manifest.
+func (n *Node) commitUpload(ctx context.Context, u *upload, opts PutFileOptions) (FilePut, error) {
+	if err := u.holdersErr(); err != nil {
+		return FilePut{}, err
 	}
 	var digest [32]byte
-	sum.Sum(digest[:0])
-	if opts.Size >= 0 && size != opts.Size {
-		return FilePut{}, fmt.Errorf("%w: the body has %d bytes, Content-Length says %d", ErrUploadMismatch, size, opts.Size)
+	u.sum.Sum(digest[:0])
+	if opts.Size >= 0 && u.size != opts.Size {
+		return FilePut{}, fmt.Errorf("%w: the body has %d bytes, Content-Length says %d", ErrUploadMismatch, u.size, opts.Size)
 	}
 	if opts.SHA256 != nil && *opts.SHA256 != digest {
 		return FilePut{}, fmt.Errorf("%w: the body's sha256 is %x, the request says %x", ErrUploadMismatch, digest, *opts.SHA256)
@@ -220,25 +278,25 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 		}
 	}
 	m := fsm.Manifest{
-		Path: path, Size: uint64(size), ContentType: opts.ContentType, SHA256: digest,
-		ChunkSize: DefaultChunkSize, Chunks: ids, Holders: holders,
+		Path: u.path, Size: uint64(u.size), ContentType: opts.ContentType, SHA256: digest,
+		ChunkSize: DefaultChunkSize, Chunks: u.ids, Holders: u.holders(),
 	}
-	cmd, err := fsm.Encode(&fsm.PutFile{Manifest: m, Cond: opts.Cond, Match: opts.Match, Quota: ch.QuotaBytes})
+	cmd, err := fsm.Encode(&fsm.PutFile{Manifest: m, Cond: opts.Cond, Match: opts.Match, Quota: u.ch.QuotaBytes})
 	if err != nil {
 		return FilePut{}, err
 	}
-	res, err := n.Propose(ctx, channel, cmd)
+	res, err := n.Propose(ctx, u.channel, cmd)
 	if err != nil {
 		return FilePut{}, err
 	}
 	if res.Err != nil {
 		if errors.Is(res.Err, fsm.ErrFileQuota) {
 			return FilePut{}, fmt.Errorf("%w: channel %q: a file of %d bytes would pass its quota of %d bytes (%d used before)",
-				ErrQuotaExceeded, channel, size, ch.QuotaBytes, n.channelBytes(ch))
+				ErrQuotaExceeded, u.channel, u.size, u.ch.QuotaBytes, n.channelBytes(u.ch))
 		}
 		return FilePut{}, res.Err
 	}
-	return FilePut{Path: path, Size: size, SHA256: digest, Chunks: len(ids), Index: res.Index}, nil
+	return FilePut{Path: u.path, Size: u.size, SHA256: digest, Chunks: len(u.ids), Index: res.Index}, nil
 }
 
 // readChunk fills buf from r; a short count means r ended (io.EOF). Any
