@@ -204,3 +204,68 @@ func (c *Client) SignFile(ctx context.Context, channel, path string, ttl time.Du
 	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/sign", nil, req, &out)
 	return out, err
 }
+
+// HeaderUploadOffset is a resumable upload's offset: where a PATCH starts,
+// and (in answers) the bytes held durably so far.
+const HeaderUploadOffset = "Upload-Offset"
+
+// UploadRequest is the body of POST /v1/channels/{ch}/uploads.
+type UploadRequest struct {
+	Path        string `json:"path"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type,omitempty"`
+	SHA256      string `json:"sha256,omitempty"` // hex, checked when the last byte is in
+	IfNoneMatch bool   `json:"if_none_match,omitempty"`
+	IfMatch     string `json:"if_match,omitempty"` // a sha256 in hex
+}
+
+// Upload is a resumable upload's state.
+type Upload struct {
+	ID     string `json:"id"`
+	Path   string `json:"path"`
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+	// File is the committed file, once the last byte is in.
+	File *FilePut `json:"file,omitempty"`
+}
+
+func uploadPath(channel, id string) string {
+	return channelPath(channel) + "/uploads/" + url.PathEscape(id)
+}
+
+// CreateUpload opens a resumable upload on the node the client talks to;
+// resume it there.
+func (c *Client) CreateUpload(ctx context.Context, channel string, req UploadRequest) (Upload, error) {
+	var out Upload
+	_, err := c.doJSON(ctx, http.MethodPost, channelPath(channel)+"/uploads", nil, req, &out)
+	return out, err
+}
+
+// UploadStatus reads an upload's offset.
+func (c *Client) UploadStatus(ctx context.Context, channel, id string) (Upload, error) {
+	var out Upload
+	_, err := c.doJSON(ctx, http.MethodGet, uploadPath(channel, id), nil, nil, &out)
+	return out, err
+}
+
+// AppendUpload sends size bytes of body from offset (the upload's
+// offset). The answer's Offset is where the next request starts; File is
+// set once the file committed.
+func (c *Client) AppendUpload(ctx context.Context, channel, id string, offset int64, body io.Reader, size int64) (Upload, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.base+uploadPath(channel, id), body)
+	if err != nil {
+		return Upload{}, fmt.Errorf("api: append upload %s: %w", id, err)
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	req.Header.Set(HeaderUploadOffset, strconv.FormatInt(offset, 10))
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	resp, err := c.send(req)
+	if err != nil {
+		return Upload{}, err
+	}
+	var out Upload
+	return out, decodeBody(resp, &out)
+}

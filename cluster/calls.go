@@ -96,6 +96,9 @@ const (
 	codeNotEnoughHolders
 	codeUploadMismatch
 	codeChunkUnavailable
+	codeUploadNotFound
+	codeUploadOffset
+	codeTooManyUploads
 
 	codeRedirectBit byte = 0x80
 )
@@ -150,6 +153,9 @@ var callErrors = []struct {
 	{codeNotEnoughHolders, ErrNotEnoughHolders, true},
 	{codeUploadMismatch, ErrUploadMismatch, true},
 	{codeChunkUnavailable, ErrChunkUnavailable, true},
+	{codeUploadNotFound, ErrUploadNotFound, true},
+	{codeUploadOffset, ErrUploadOffset, true},
+	{codeTooManyUploads, ErrTooManyUploads, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

@@ -158,7 +158,7 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 		return FilePut{}, err
 	}
 	defer u.release()
-	if _, err := n.sendChunks(ctx, u, body, true); err != nil {
+	if _, err := n.sendChunks(ctx, u, body, true, -1); err != nil {
 		return FilePut{}, err
 	}
 	return n.commitUpload(ctx, u, opts)
@@ -167,9 +167,10 @@ func (n *Node) PutFile(ctx context.Context, channel, path string, body io.Reader
 // sendChunks reads body a chunk at a time and replicates each chunk,
 // several in flight. With final, a short chunk (or none, for an empty
 // file) ends the file; without, a short tail is dropped and reported
-// (not sent: the client sends it again from the upload's offset). It
-// returns the tail's length.
-func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final bool) (int, error) {
+// (not sent: the client sends it again from the upload's offset), unless
+// it completes a file of length bytes (length -1: unknown). It returns the
+// tail's length.
+func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final bool, length int64) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -198,7 +199,8 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			return 0, fmt.Errorf("%w: reading the body after %d bytes: %v", ErrUploadMismatch, u.size+int64(k), rerr)
 		}
 		short := k < len(buf)
-		if short && !final || k == 0 && len(u.ids) > 0 {
+		ends := final || (length >= 0 && u.size+int64(k) == length)
+		if short && !ends || k == 0 && len(u.ids) > 0 {
 			chunkBufs.Put(bp)
 			<-slots
 			wg.Wait()

@@ -53,6 +53,8 @@ type Node struct {
 	// chunks is the node's chunk store, <data-dir>/chunks, shared by all
 	// its channels (files.go).
 	chunks *chunk.Store
+	// uploads are the resumable uploads opened here (uploads.go).
+	uploads uploadTable
 
 	// route serves requests elsewhere and serves other nodes' calls
 	// (route.go).

@@ -29,6 +29,8 @@ const (
 	routeSettings = "/v1/channels/{ch}/settings"
 	routeFileList = "/v1/channels/{ch}/files/"
 	routeFile     = "/v1/channels/{ch}/files/{path}"
+	routeUploads  = "/v1/channels/{ch}/uploads"
+	routeUpload   = "/v1/channels/{ch}/uploads/{id}"
 	routeKeyring  = "/v1/operator/keyring"
 	routeMetrics  = "/metrics"
 	routePprof    = "/debug/pprof/{profile}"
@@ -122,6 +124,12 @@ func (s *Server) routeTable() map[string]*route {
 			http.MethodPut:    {h: s.filePut, maxBody: MaxFileBytes, tooLarge: errBodyTooLarge, access: accessWrite, stream: true},
 			http.MethodDelete: small(accessWrite, s.fileDelete),
 		}},
+		{routeUploads, map[string]endpoint{http.MethodPost: small(accessWrite, s.uploadCreate)}},
+		{routeUpload, map[string]endpoint{
+			http.MethodGet:    small(accessWrite, s.uploadStatus),
+			http.MethodPatch:  {h: s.uploadAppend, maxBody: MaxFileBytes, tooLarge: errBodyTooLarge, access: accessWrite, stream: true},
+			http.MethodDelete: small(accessWrite, s.uploadAbort),
+		}},
 		{routeKeyring, map[string]endpoint{
 			http.MethodGet:    small(accessOperator, s.gossipKeyring),
 			http.MethodPost:   small(accessOperator, s.changeKeyring(api.KeyringInstall)),
@@ -189,6 +197,10 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeSign), ch, ""
 	case rest == "settings":
 		return byName(routeSettings), ch, ""
+	case rest == "uploads":
+		return byName(routeUploads), ch, ""
+	case strings.HasPrefix(rest, "uploads/") && len(rest) > len("uploads/") && !strings.Contains(rest[len("uploads/"):], "/"):
+		return byName(routeUpload), ch, rest[len("uploads/"):]
 	case rest == "files" || rest == "files/":
 		return byName(routeFileList), ch, ""
 	case strings.HasPrefix(rest, "files/"):

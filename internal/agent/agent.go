@@ -152,3 +152,6 @@ func (a *Agent) Kill() error {
 
 // The node serves the file routes (server/files.go).
 var _ server.FileBackend = (*cluster.Node)(nil)
+
+// The node serves resumable uploads (server/uploads.go).
+var _ server.UploadBackend = (*cluster.Node)(nil)

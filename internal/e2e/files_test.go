@@ -512,3 +512,65 @@ func TestFilesQuota(t *testing.T) {
 		t.Fatalf("upload after a delete made room: %v", err)
 	}
 }
+
+// cutReader yields n bytes of data from off, then fails: a connection lost.
+type cutReader struct {
+	data []byte
+	n    int
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.n == 0 {
+		return 0, errors.New("connection lost")
+	}
+	k := copy(p[:min(len(p), c.n)], c.data)
+	c.data, c.n = c.data[k:], c.n-k
+	return k, nil
+}
+
+// TestFilesResumableUpload: an upload sent in pieces keeps only whole
+// chunks; a request cut short leaves the offset at the last chunk stored;
+// a request at the wrong offset is refused; the last piece commits the
+// file.
+func TestFilesResumableUpload(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	c.CreateChannel("resume", 3)
+	ctx := ctxT(t)
+	data := randomBytes(11, 10*mib+5)
+	cl := c.Client(1)
+	up, err := cl.CreateUpload(ctx, "resume", api.UploadRequest{Path: "r/big.bin", Size: int64(len(data)), ContentType: "application/octet-stream", SHA256: hexSum(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5 MiB: one whole chunk is kept.
+	st, err := cl.AppendUpload(ctx, "resume", up.ID, 0, bytes.NewReader(data[:5*mib]), 5*mib)
+	if err != nil || st.Offset != 4*mib || st.File != nil {
+		t.Fatalf("first piece: %+v, %v", st, err)
+	}
+	if _, err := cl.AppendUpload(ctx, "resume", up.ID, 0, bytes.NewReader(data[:10]), 10); api.AsError(err) == nil || api.AsError(err).Status != http.StatusConflict {
+		t.Fatalf("a piece at the wrong offset: %v", err)
+	}
+	// Cut after 5 MiB more: the chunk it completed is kept.
+	_, err = cl.AppendUpload(ctx, "resume", up.ID, 4*mib, &cutReader{data: data[4*mib:], n: 5 * mib}, int64(len(data)-4*mib))
+	if err == nil {
+		t.Fatal("a request cut short succeeded")
+	}
+	c.WaitFor(10*time.Second, func() error {
+		st, err = cl.UploadStatus(ctx, "resume", up.ID)
+		if err != nil || st.Offset != 8*mib {
+			return fmt.Errorf("status after a cut request: %+v, %v", st, err)
+		}
+		return nil
+	})
+	st, err = cl.AppendUpload(ctx, "resume", up.ID, 8*mib, bytes.NewReader(data[8*mib:]), int64(len(data)-8*mib))
+	if err != nil || st.File == nil || st.File.Size != int64(len(data)) || st.File.SHA256 != hexSum(data) {
+		t.Fatalf("last piece: %+v, %v", st, err)
+	}
+	_, got := getAll(t, c.Client(2), "resume", "r/big.bin", api.GetFileOptions{})
+	if !bytes.Equal(got, data) {
+		t.Fatal("the resumed upload reads back different")
+	}
+	if _, err := cl.UploadStatus(ctx, "resume", up.ID); api.AsError(err) == nil || api.AsError(err).Status != http.StatusNotFound {
+		t.Fatalf("a finished upload is still open: %v", err)
+	}
+}
