@@ -610,7 +610,8 @@ type FileReader struct {
 	replica bool     // this node hosts a replica: repaired chunks are stored
 	off     int64
 
-	cur   int // index of the chunk held, -1 none
+	cur   int    // index of the chunk held, -1 none
+	unpin func() // the pin on the chunk held (a running download's)
 	local *chunk.Reader
 	ver   *chunk.Verified
 	buf   []byte
@@ -655,6 +656,10 @@ func (f *FileReader) Close() error {
 }
 
 func (f *FileReader) drop() {
+	if f.unpin != nil {
+		f.unpin()
+		f.unpin = nil
+	}
 	if f.local != nil {
 		_ = f.local.Close()
 		f.local, f.ver = nil, nil
@@ -723,6 +728,7 @@ func (f *FileReader) readChunk(i int, p []byte, within int64) (int, error) {
 	id := chunk.ID(f.m.Chunks[i])
 	if f.cur != i {
 		f.drop()
+		f.unpin = f.n.chunks.Pin(id)
 		if rd, err := f.n.chunks.Get(id); err == nil {
 			if v, err := rd.Verified(); err == nil {
 				f.local, f.ver = rd, v
