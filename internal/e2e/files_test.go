@@ -432,6 +432,21 @@ func TestFilesLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := hex.EncodeToString(want.Sum(nil))
+	// Bulk chunks travel on call streams of their own under per-stream
+	// flow control: no heartbeat may be late enough for an election, in
+	// the channel's group or the meta group.
+	terms := func() string {
+		var out []string
+		for _, nd := range c.Nodes {
+			term, leader, _ := nd.Agent().Node.MetaRaft()
+			rep, _ := nd.Agent().Node.Shards().ReplicaByChannel("big")
+			info := rep.Info()
+			out = append(out, fmt.Sprintf("%s: meta %d/%s, big %d/%s", nd.Name, term, leader, info.Term, info.Leader))
+		}
+		return strings.Join(out, "; ")
+	}
+	c.WaitLeader("big")
+	before := terms()
 	base := heapNow()
 	stop := heapPeak()
 	start := time.Now()
@@ -463,6 +478,9 @@ func TestFilesLarge(t *testing.T) {
 	downPeak := stop()
 	if err != nil || n != size || hex.EncodeToString(got.Sum(nil)) != sum {
 		t.Fatalf("download: %d bytes, %v", n, err)
+	}
+	if after := terms(); after != before {
+		t.Fatalf("a leader changed during the transfer:\nbefore %s\nafter  %s", before, after)
 	}
 	upGrow, downGrow := int64(upPeak)-int64(base), int64(downPeak)-int64(base2)
 	t.Logf("%d MiB: upload %.1f MiB/s (heap %d MiB before, peak +%d MiB), download %.1f MiB/s (heap %d MiB before, peak +%d MiB)",
