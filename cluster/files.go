@@ -217,8 +217,8 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { chunkBufs.Put(bp); <-slots }()
-			n.replicateChunk(ctx, u.ch.GroupID, id, data, u.targets)
+			defer func() { <-slots }()
+			n.replicateChunk(ctx, u.ch.GroupID, id, data, u.targets, func() { chunkBufs.Put(bp) })
 		}()
 		if short {
 			break
@@ -329,17 +329,39 @@ func (n *Node) channelBytes(ch fsm.ChannelRecord) uint64 {
 	return 0
 }
 
-// replicateChunk stores data (chunk id) on every target at once; a target
-// that fails any chunk is no holder of the file.
-func (n *Node) replicateChunk(ctx context.Context, gid uint64, id chunk.ID, data []byte, targets []*fileTarget) {
-	var wg sync.WaitGroup
+// straggleGrace is how long, once a majority of the replicas hold a
+// chunk, an upload waits for the others before it goes on without them: a
+// replica that does not answer (a frozen node, a dead link the transport
+// has not noticed) must not hold an upload for chunkCallTimeout per chunk.
+const straggleGrace = 10 * time.Second
+
+// replicateChunk stores data (chunk id) on every target at once and
+// returns once every target answered, or a majority holds the chunk and
+// straggleGrace passed; a target that fails any chunk, or is that late,
+// is no holder of the file (and gets no more of its chunks). free runs
+// once the last send is over (then data may be reused).
+func (n *Node) replicateChunk(ctx context.Context, gid uint64, id chunk.ID, data []byte, targets []*fileTarget, free func()) {
+	type answer struct {
+		t  *fileTarget
+		ok bool
+	}
+	answers := make(chan answer, len(targets))
+	var sending atomic.Int32
+	sending.Add(1) // this function's own hold, dropped below
+	done := func() {
+		if sending.Add(-1) == 0 {
+			free()
+		}
+	}
+	launched := 0
 	for _, t := range targets {
 		if t.failed.Load() {
 			continue
 		}
-		wg.Add(1)
+		launched++
+		sending.Add(1)
 		go func() {
-			defer wg.Done()
+			defer done()
 			var err error
 			if t.self {
 				err = chunkErr(n.chunks.PutExpect(id, bytes.NewReader(data)))
@@ -347,15 +369,43 @@ func (n *Node) replicateChunk(ctx context.Context, gid uint64, id chunk.ID, data
 				err = n.route.putChunk(ctx, t.addr, gid, id, data)
 			}
 			if err != nil {
-				err = fmt.Errorf("chunk %s to %s: %w", id, t.nodeID, err)
-				t.err.CompareAndSwap(nil, &err)
-				if !t.failed.Swap(true) {
-					n.log.Warn("a replica did not store an upload's chunk; it is no holder of the file", "node", t.nodeID, "error", err)
-				}
+				n.failTarget(t, fmt.Errorf("chunk %s to %s: %w", id, t.nodeID, err))
 			}
+			answers <- answer{t, err == nil}
 		}()
 	}
-	wg.Wait()
+	defer done()
+	need := len(targets)/2 + 1
+	answered := map[*fileTarget]bool{}
+	held := 0
+	var grace <-chan time.Time
+	for len(answered) < launched {
+		select {
+		case a := <-answers:
+			answered[a.t] = true
+			if a.ok {
+				held++
+			}
+			if held >= need && grace == nil {
+				grace = time.After(straggleGrace)
+			}
+		case <-grace:
+			for _, t := range targets {
+				if !t.failed.Load() && !answered[t] {
+					n.failTarget(t, fmt.Errorf("chunk %s to %s: no answer %s after a majority held it", id, t.nodeID, straggleGrace))
+				}
+			}
+			return
+		}
+	}
+}
+
+// failTarget makes t no holder of the upload's file.
+func (n *Node) failTarget(t *fileTarget, err error) {
+	t.err.CompareAndSwap(nil, &err)
+	if !t.failed.Swap(true) {
+		n.log.Warn("a replica did not store an upload's chunk; it is no holder of the file", "node", t.nodeID, "error", err)
+	}
 }
 
 // putChunk (rcPutChunk): head gid u64 | chunk id (32 bytes); body the

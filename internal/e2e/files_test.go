@@ -592,3 +592,33 @@ func TestFilesResumableUpload(t *testing.T) {
 		t.Fatalf("a finished upload is still open: %v", err)
 	}
 }
+
+// TestFilesFrozenReplica: a replica that stops answering without closing
+// anything (as under SIGSTOP) costs an upload one grace period, not a call
+// timeout per chunk: the two others hold the file.
+func TestFilesFrozenReplica(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, Faults: true})
+	ch := c.CreateChannel("frozen", 3)
+	leader := c.WaitLeader("frozen")
+	entry, victim := c.Index(leader), -1
+	for _, r := range ch.Placement {
+		if i := c.Index(r.NodeID); i != entry {
+			victim = i
+		}
+	}
+	data := randomBytes(9, 12*mib)
+	c.Freeze(victim)
+	defer c.Heal()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	start := time.Now()
+	res, err := c.Client(entry).PutFile(ctx, "frozen", "f.bin", bytes.NewReader(data), int64(len(data)), api.PutFileOptions{})
+	if err != nil {
+		t.Fatalf("upload with a frozen replica: %v", err)
+	}
+	t.Logf("uploaded %d bytes with a frozen replica in %s", res.Size, time.Since(start).Round(time.Millisecond))
+	ls, err := c.Client(entry).ListFiles(ctx, "frozen", "", "", 0)
+	if err != nil || len(ls.Files) != 1 || ls.Files[0].Holders != 2 {
+		t.Fatalf("manifest: %+v, %v (want 2 holders)", ls, err)
+	}
+}
