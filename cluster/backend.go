@@ -380,6 +380,7 @@ func (n *Node) proposeLocal(ctx context.Context, rep *shard.Replica, cmd []byte)
 	if err := n.admitQuota(rep, cmd); err != nil {
 		return nil, err
 	}
+	n.recordConfiguration(rep, cmd) // files.go
 	return rep.Propose(ctx, cmd)
 }
 

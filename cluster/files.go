@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/shardnet/shardnet/chunk"
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
@@ -846,4 +848,36 @@ func (f *FileReader) fetch(id chunk.ID) error {
 	}
 	chunkBufs.Put(bp)
 	return fmt.Errorf("%w: chunk %s: %v", ErrChunkUnavailable, id, errors.Join(errs...))
+}
+
+// recordConfiguration makes sure, before the leader proposes a PutFile,
+// that the channel's state records the group's configuration, which the
+// manifest's holders are checked against (fsm/DESIGN.md "Files"). A
+// channel whose configuration entries were all applied by a release
+// without files has none: the leader appends the configuration in force
+// again (AddVoter of itself, which changes nothing but writes a
+// configuration entry), and the PutFile, proposed after it, applies after
+// it on every replica.
+func (n *Node) recordConfiguration(rep *shard.Replica, cmd []byte) {
+	if !fsm.IsPutFile(cmd) {
+		return
+	}
+	if _, ok, err := rep.FSM().Configuration(); err != nil || ok {
+		return
+	}
+	r := rep.Raft()
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == n.serverID && s.Suffrage == raft.Voter {
+			if err := r.AddVoter(s.ID, s.Address, 0, internalCallLimit).Error(); err != nil {
+				n.log.Warn("cannot record the channel's configuration for files", "channel", rep.Channel, "error", err)
+				return
+			}
+			n.log.Info("recorded the channel's configuration for files (a configuration entry)", "channel", rep.Channel)
+			return
+		}
+	}
 }

@@ -614,3 +614,18 @@ func DecodeManifest(b []byte) (Manifest, []byte, error) {
 	m.Path = path
 	return m, d.buf, nil
 }
+
+// IsPutFile reports whether an encoded channel command is a PutFile.
+func IsPutFile(entry []byte) bool { return len(entry) > 0 && entry[0] == typePutFile }
+
+// ForgetConfigurationForTest deletes the recorded configuration, directly
+// in pebble, as a replica whose configuration entries were all applied by
+// a release without files looks. Not for production use.
+func (c *Channel) ForgetConfigurationForTest() error {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	return c.db.Delete(dataKey(c.gid, c.gen, configKey), pebble.Sync)
+}

@@ -622,3 +622,35 @@ func TestFilesFrozenReplica(t *testing.T) {
 		t.Fatalf("manifest: %+v, %v (want 2 holders)", ls, err)
 	}
 }
+
+// TestFilesChannelWithoutConfiguration: a channel whose replicas never
+// recorded their configuration (every configuration entry applied by a
+// release without files) gets it recorded by its leader before the first
+// manifest, and the upload succeeds.
+func TestFilesChannelWithoutConfiguration(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	c.CreateChannel("old", 3)
+	c.WaitLeader("old")
+	for _, nd := range c.Nodes {
+		rep, ok := nd.Agent().Node.Shards().ReplicaByChannel("old")
+		if !ok {
+			t.Fatalf("%s has no replica of old", nd.Name)
+		}
+		if err := rep.FSM().ForgetConfigurationForTest(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := ctxT(t)
+	if _, err := c.Client(0).PutFile(ctx, "old", "a.txt", strings.NewReader("hello"), 5, api.PutFileOptions{}); err != nil {
+		t.Fatalf("upload to a channel without a recorded configuration: %v", err)
+	}
+	c.WaitFor(10*time.Second, func() error {
+		for _, nd := range c.Nodes {
+			rep, _ := nd.Agent().Node.Shards().ReplicaByChannel("old")
+			if conf, ok, err := rep.FSM().Configuration(); err != nil || !ok || len(conf.Voters) != 3 {
+				return fmt.Errorf("%s: configuration %+v, %v, %v", nd.Name, conf, ok, err)
+			}
+		}
+		return nil
+	})
+}
