@@ -62,6 +62,10 @@ type Status struct {
 	// SupportedVersion is the highest command version this node's binary
 	// supports.
 	SupportedVersion int `json:"supported_version"`
+	// Chunks and ChunkBytes are what this node's chunk store holds: the
+	// files of its channels after deduplication (docs/api.md "Files").
+	Chunks     int64 `json:"chunks"`
+	ChunkBytes int64 `json:"chunk_bytes"`
 }
 
 // Node is one member of the cluster as the meta group records it.
@@ -219,7 +223,9 @@ type Replica struct {
 	HashMismatchIndex uint64 `json:"hash_mismatch_index,omitempty"`
 }
 
-// ChannelUsage is how much a channel stores.
+// ChannelUsage is how much a channel stores. Bytes counts its keys and
+// values and its files' sizes (logical bytes, before deduplication), as
+// quota_bytes does.
 type ChannelUsage struct {
 	Keys  uint64 `json:"keys"`
 	Bytes uint64 `json:"bytes"`

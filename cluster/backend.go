@@ -27,6 +27,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		ClusterAddr: n.ClusterAddr(), HTTPAddr: n.cfg.HTTPAddr, GossipAddr: n.GossipAddr(),
 		ClusterID: n.meta.fsm.ClusterID(), Replicas: len(n.shards.Replicas()), Version: Version,
 		ClusterVersion: n.meta.fsm.ClusterVersion(), SupportedVersion: fsm.Version,
+		Chunks: n.chunks.Count(), ChunkBytes: n.chunks.Bytes(),
 	}
 	if _, id := n.meta.raft.LeaderWithID(); id != "" {
 		st.MetaLeader = shard.NodeOf(id)
