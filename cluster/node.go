@@ -182,10 +182,11 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(true)
 	n.route.wg.Add(1)
 	go n.route.serve(n.trans.CallListener())
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()
+	go n.runScrubber() // antientropy.go
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.retryJoin()

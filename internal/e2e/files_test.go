@@ -654,3 +654,53 @@ func TestFilesChannelWithoutConfiguration(t *testing.T) {
 		return nil
 	})
 }
+
+// TestFilesAntiEntropy: a replica missing one chunk and holding another
+// corrupt gets both back from its peers in an anti-entropy round, without
+// any read.
+func TestFilesAntiEntropy(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	c.CreateChannel("heal", 3)
+	ctx := ctxT(t)
+	data := randomBytes(5, 9*mib)
+	if _, err := c.Client(0).PutFile(ctx, "heal", "x.bin", bytes.NewReader(data), int64(len(data)), api.PutFileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node := c.Nodes[2].Agent().Node
+	c.WaitFor(10*time.Second, func() error {
+		rep, ok := node.Shards().ReplicaByChannel("heal")
+		if !ok {
+			return errors.New("no replica of heal on core3")
+		}
+		if _, found, err := rep.FSM().File("x.bin"); !found || err != nil {
+			return fmt.Errorf("core3 has not applied the manifest: %v", err)
+		}
+		return nil
+	})
+	store := node.Chunks()
+	ids := chunkIDs(data)
+	if err := store.Delete(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(store.Dir(), ids[2].String()[:2], ids[2].String())
+	raw, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[0] ^= 1
+	if err := os.WriteFile(f, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := node.ScrubChunks(ctx)
+	if err != nil || st.Checked != 3 || st.Missing != 1 || st.Corrupt != 1 || st.Restored != 2 || st.Failed != 0 {
+		t.Fatalf("anti-entropy round: %+v, %v", st, err)
+	}
+	for _, id := range ids {
+		if err := store.Verify(id); err != nil {
+			t.Fatalf("chunk %s after the round: %v", id, err)
+		}
+	}
+	if st, err := node.ScrubChunks(ctx); err != nil || st.Missing+st.Corrupt != 0 || st.Checked != 3 {
+		t.Fatalf("second round: %+v, %v", st, err)
+	}
+}
