@@ -159,6 +159,9 @@ func (c *Checker) Public(ch, key string) bool {
 // KVResource is the resource a signed link to key names.
 func KVResource(key []byte) string { return "kv/" + string(key) }
 
+// FileResource is the resource a signed link to a channel's file names.
+func FileResource(path string) string { return "files/" + path }
+
 // LinkSignature is the signature of a link to resource of channel until
 // exp (Unix seconds), by the token whose stored hash is hash. The resource
 // comes last, so a key holding newlines cannot shift the other fields.

@@ -40,6 +40,11 @@ import (
 //     recover_info answers indexes, as replica_info does; change_channel
 //     (scaling) is an operator call; member (is this replica still in
 //     the group?) answers any node.
+//   - files: put_chunk writes as propose does (a client's write of the
+//     channel, or a node the meta state places on it); stat_file and
+//     list_files read as get and list do (a signed link to the file);
+//     get_chunk answers any node: a chunk id is a capability, learnt only
+//     from a manifest, and the caller checks the bytes against it.
 //   - drain, leave and remove_node (the node commands, drain.go) are
 //     operator calls, made only for a client.
 //
@@ -124,6 +129,14 @@ func (r *router) authorize(ctx context.Context, op byte, head []byte, proof acce
 		return r.placedPeer(head, peer)
 	case rcRestoreFetch:
 		return r.seedingPeer(head, peer)
+	case rcGetChunk:
+		// A chunk id is a capability: a node learns one only from a
+		// manifest it holds, and the bytes are checked against it.
+		return nil
+	case rcPutChunk:
+		if proof.Kind == access.ProofNone {
+			return r.placedPeer(head, peer) // a replica's own (restore, repair)
+		}
 	}
 	if !clientOp[op] {
 		return fmt.Errorf("%w: call %d", access.ErrForbidden, op)
@@ -167,6 +180,9 @@ type need struct {
 	// prefixes), prefix a list's; hasKey and hasPrefix say which is set.
 	key, prefix       []byte
 	hasKey, hasPrefix bool
+	// resource is what a signed link must name (a file's); "" for a key's,
+	// access.KVResource(key).
+	resource string
 }
 
 // need decodes what op with head asks, with the decoders its handler uses.
@@ -205,6 +221,22 @@ func (r *router) need(op byte, head []byte) (need, error) {
 		return need{rule: access.RuleOperator, call: "recover"}, nil
 	case rcChangeChannel:
 		return need{rule: access.RuleOperator, call: "change_channel"}, nil
+	case rcPutChunk:
+		n, err := r.need(rcPropose, head)
+		n.call = "put_chunk"
+		return n, err
+	case rcStatFile, rcListFiles:
+		// head: level u8 | channel | path (stat) or prefix (list) | ...
+		d := decoder{b: head}
+		d.byte()
+		channel, path := string(d.bytes()), string(d.bytes())
+		if d.err != nil {
+			return need{}, fmt.Errorf("%w: malformed file call: %v", ErrInvalidRequest, d.err)
+		}
+		if op == rcListFiles {
+			return need{rule: access.RuleRead, channel: channel, call: "list_files"}, nil
+		}
+		return need{rule: access.RuleRead, channel: channel, call: "stat_file", resource: access.FileResource(path)}, nil
 	case rcDrain, rcLeave, rcRemoveNode:
 		return need{rule: access.RuleOperator, call: "node"}, nil
 	case rcIssueToken, rcRevokeToken, rcSettings:
@@ -226,7 +258,11 @@ func (r *router) allowClient(p access.Proof, n need) error {
 		}
 		return access.Allow(cred, n.rule, n.channel, n.call)
 	case access.ProofLink:
-		if n.rule == access.RuleRead && n.hasKey && r.n.check.SignedLink(p.Link, n.channel, access.KVResource(n.key), now) {
+		res := n.resource
+		if res == "" && n.hasKey {
+			res = access.KVResource(n.key)
+		}
+		if n.rule == access.RuleRead && res != "" && r.n.check.SignedLink(p.Link, n.channel, res, now) {
 			return nil
 		}
 	case access.ProofAnonymous:

@@ -39,6 +39,7 @@ var commands = map[string]command{
 	"node":         {"describe, drain, leave and remove nodes", runNode},
 	"status":       {"describe the node you talk to", runStatus},
 	"channel":      {"create, list, describe and delete channels", runChannel},
+	"file":         {"upload, download, list and delete a channel's files", runFile},
 	"kv":           {"read and write a channel's keys", runKV},
 	"gossip":       {"make and rotate gossip encryption keys", runGossip},
 	"version":      {"print the version", runVersion},
