@@ -59,6 +59,7 @@ var clientOp = map[byte]bool{
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcBackup: true, rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
 	rcChangeChannel: true, rcDrain: true, rcLeave: true, rcRemoveNode: true,
+	rcPutChunk: true, rcStatFile: true, rcListFiles: true,
 }
 
 // metaWriteOp marks the client ops that write the meta state (or, repair,
