@@ -16,9 +16,8 @@ import (
 // its replicas reference and that each still hashes to its id, and fetches
 // a missing or corrupt one from another replica of the channel. A replica
 // added by scaling or repair gets its channels' chunks this way (and on
-// its first read of each). Deleting chunks no manifest references (the
-// collector, chunk/DESIGN.md "Pins and garbage collection") is not built
-// yet.
+// its first read of each). Deleting chunks no manifest references is the
+// collector's (collector.go).
 
 const (
 	// scrubInterval is the pause between two rounds.

@@ -91,6 +91,14 @@ type Config struct {
 	// state's hash with its peers' (shard.Config.HashCheckInterval; 0: the
 	// default, 5 minutes; negative: off).
 	HashCheckInterval time.Duration
+	// ChunkGCInterval is the pause between two rounds of the chunk
+	// collector, which deletes chunks no manifest references
+	// (collector.go; 0: DefaultChunkGCInterval, negative: off).
+	ChunkGCInterval time.Duration
+	// ChunkGCGrace is how long after its last Put (or, on a replica,
+	// its last receipt for an upload still sending) a chunk is never
+	// collected (0: DefaultChunkGCGrace).
+	ChunkGCGrace time.Duration
 
 	// RepairPerNode and RepairMax bound the replicas the meta leader
 	// moves at once (automatic repair, drain: repair.go), onto one node
@@ -165,6 +173,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.StatsEvery == 0 {
 		c.StatsEvery = 30 * time.Second
+	}
+	if c.ChunkGCInterval == 0 {
+		c.ChunkGCInterval = DefaultChunkGCInterval
+	}
+	if c.ChunkGCGrace <= 0 {
+		c.ChunkGCGrace = DefaultChunkGCGrace
 	}
 }
 

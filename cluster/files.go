@@ -447,9 +447,18 @@ func (r *router) servePutChunk(_ context.Context, head []byte, body io.Reader) (
 	}
 	var id chunk.ID
 	copy(id[:], head[8:])
+	// Pinned from before the Put (which may find the chunk present and
+	// old) until the upload commits or stops sending (collector.go).
+	release := r.n.chunks.Pin(id)
 	if err := r.n.chunks.PutExpect(id, body); err != nil {
+		release()
 		_, _ = io.Copy(io.Discard, body)
 		return nil, nil, chunkErr(err)
+	}
+	if r.n.cfg.ChunkGCInterval >= 0 {
+		r.n.leases.hold(gid, id, release, time.Now())
+	} else {
+		release() // no collector: nothing to hold it against
 	}
 	return nil, nil, nil
 }

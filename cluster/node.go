@@ -59,6 +59,9 @@ type Node struct {
 	chunks *chunk.Store
 	// uploads are the resumable uploads opened here (uploads.go).
 	uploads uploadTable
+	// leases pin the chunks this replica received for uploads still
+	// sending (collector.go).
+	leases chunkLeases
 
 	// route serves requests elsewhere and serves other nodes' calls
 	// (route.go).
@@ -134,6 +137,7 @@ func New(cfg Config) (*Node, error) {
 		stop:     make(chan struct{}),
 		leaving:  make(chan struct{}),
 		repair:   repairs{inFlight: map[string]*moveInFlight{}},
+		uploads:  uploadTable{idle: cfg.ChunkGCGrace},
 		metrics:  newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
@@ -233,13 +237,14 @@ func New(cfg Config) (*Node, error) {
 	n.started.Store(true)
 	n.route.wg.Add(1)
 	go n.route.serve(n.trans.CallListener())
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()
 	go n.runMembership()
 	go n.runStatsLoop()
-	go n.runScrubber() // antientropy.go
+	go n.runScrubber()  // antientropy.go
+	go n.runCollector() // collector.go
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.retryJoin()

@@ -18,7 +18,8 @@ import (
 // mid-chunk (a connection lost) leaves the offset at the last chunk every
 // holder stored, and the client sends again from there. The upload's state
 // (chunk ids, holders, the running sha256) lives in the memory of the node
-// it was created on, for uploadIdle after its last request: a client
+// it was created on, for uploadIdle (or the chunk collector's grace
+// period, if shorter) after its last request: a client
 // resumes there, and after a restart of that node starts again (the
 // chunks already stored are not sent twice to a store, which keeps one
 // copy of equal chunks, but are sent over the network again).
@@ -59,11 +60,24 @@ type resumable struct {
 type uploadTable struct {
 	mu sync.Mutex
 	m  map[string]*resumable
+	// idle is how long an upload lives after its last request:
+	// uploadIdle, or the chunk collector's grace period if shorter, past
+	// which the replicas no longer hold the chunks it sent them
+	// (collector.go: chunkLeases).
+	idle time.Duration
+}
+
+func (t *uploadTable) idleLimit() time.Duration {
+	if t.idle > 0 && t.idle < uploadIdle {
+		return t.idle
+	}
+	return uploadIdle
 }
 
 func (t *uploadTable) get(channel, id string) (*resumable, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.expireLocked(time.Now())
 	r, ok := t.m[id]
 	if !ok || r.u.channel != channel {
 		return nil, fmt.Errorf("%w: %q", ErrUploadNotFound, id)
@@ -81,11 +95,11 @@ func (t *uploadTable) remove(id string) {
 	}
 }
 
-// expire drops uploads idle for longer than uploadIdle (under t.mu).
+// expire drops uploads idle for longer than idleLimit (under t.mu).
 func (t *uploadTable) expireLocked(now time.Time) {
 	for id, r := range t.m {
 		if r.mu.TryLock() {
-			if now.Sub(r.last) > uploadIdle {
+			if now.Sub(r.last) > t.idleLimit() {
 				delete(t.m, id)
 				r.u.release()
 			}
@@ -155,6 +169,9 @@ func (n *Node) AppendUpload(ctx context.Context, channel, id string, offset int6
 	}
 	defer r.mu.Unlock()
 	r.last = time.Now()
+	// Idle from the end of the request: the replicas' leases on its
+	// chunks run from the last chunk they received.
+	defer func() { r.last = time.Now() }()
 	st := UploadState{ID: id, Channel: channel, Path: r.u.path, Length: r.length}
 	if offset != r.u.size {
 		st.Offset = r.u.size

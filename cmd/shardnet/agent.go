@@ -58,6 +58,8 @@ type agentConfig struct {
 	KeyIndexMB      int      `hcl:"key_index_mb,optional"`
 	LeaderRebalance string   `hcl:"leader_rebalance,optional"`
 	HashCheck       string   `hcl:"hash_check_interval,optional"`
+	ChunkGC         string   `hcl:"chunk_gc_interval,optional"`
+	ChunkGCGrace    string   `hcl:"chunk_gc_grace,optional"`
 	RepairPerNode   int      `hcl:"repair_per_node,optional"`
 	RepairMax       int      `hcl:"repair_max,optional"`
 
@@ -142,6 +144,8 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.BoolVar(&c.LogJSON, "log-json", c.LogJSON, "log JSON lines")
 	fs.IntVar(&c.KeyIndexMB, "key-index-mb", c.KeyIndexMB, "memory for the channels' in-memory key indexes, which spare each write a read of its key (0: 256; -1: none)")
 	fs.StringVar(&c.HashCheck, "hash-check-interval", c.HashCheck, "how often the leader of each channel this node leads has every replica hash its state, so that a replica whose state differs from its group's is noticed and stops serving (default 5m; off: never)")
+	fs.StringVar(&c.ChunkGC, "chunk-gc-interval", c.ChunkGC, "how often this node deletes the chunks of its store that no manifest of its channel replicas references (default 10m; off: never)")
+	fs.StringVar(&c.ChunkGCGrace, "chunk-gc-grace", c.ChunkGCGrace, "an unreferenced chunk is kept this long after it was written, or after an upload last sent this replica a chunk (default 1h)")
 	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
 	fs.IntVar(&c.RepairPerNode, "repair-per-node", c.RepairPerNode, "on the meta leader: most replicas being moved onto one node at once, by automatic repair and drain (0: 2)")
 	fs.IntVar(&c.RepairMax, "repair-max", c.RepairMax, "on the meta leader: most replicas being moved in the cluster at once, by automatic repair and drain (0: 8)")
@@ -194,6 +198,9 @@ func loadAgentConfig(args []string) (agentConfig, error) {
 		errs = append(errs, err)
 	}
 	if _, err := cfg.hashCheckInterval(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, _, err := cfg.chunkGC(); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := cfg.deadAfter(); err != nil {
@@ -336,6 +343,22 @@ func (c agentConfig) hashCheckInterval() (time.Duration, error) {
 	return interval("-hash-check-interval", c.HashCheck, "5m")
 }
 
+// chunkGC is -chunk-gc-interval and -chunk-gc-grace as cluster.Config
+// takes them: 0 for the defaults, a negative interval for off.
+func (c agentConfig) chunkGC() (every, grace time.Duration, err error) {
+	if every, err = interval("-chunk-gc-interval", c.ChunkGC, "10m"); err != nil {
+		return 0, 0, err
+	}
+	if c.ChunkGCGrace == "" {
+		return every, 0, nil
+	}
+	grace, err = time.ParseDuration(c.ChunkGCGrace)
+	if err != nil || grace <= 0 {
+		return 0, 0, fmt.Errorf("-chunk-gc-grace %q: want a positive duration such as 1h", c.ChunkGCGrace)
+	}
+	return every, grace, nil
+}
+
 // interval parses the value of an interval flag: "" is 0 (the default),
 // "off" is negative, else a positive duration.
 func interval(flag, v, example string) (time.Duration, error) {
@@ -396,6 +419,7 @@ func runAgent(args []string) int {
 	}
 	rebalance, _ := cfg.leaderRebalance() // checked by loadAgentConfig
 	hashCheck, _ := cfg.hashCheckInterval()
+	gcEvery, gcGrace, _ := cfg.chunkGC()
 	deadAfter, _ := cfg.deadAfter()
 	limits, _ := cfg.httpLimits()
 	a, err := agent.Start(agent.Options{
@@ -411,6 +435,8 @@ func runAgent(args []string) int {
 			KeyIndexBytes:     int64(cfg.KeyIndexMB) << 20,
 			LeaderRebalance:   rebalance,
 			HashCheckInterval: hashCheck,
+			ChunkGCInterval:   gcEvery,
+			ChunkGCGrace:      gcGrace,
 			RepairPerNode:     cfg.RepairPerNode,
 			RepairMax:         cfg.RepairMax,
 		},

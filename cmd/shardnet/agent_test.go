@@ -99,6 +99,8 @@ func TestAgentConfigErrors(t *testing.T) {
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "soon"}, "-leader-rebalance"},
 		{[]string{"-name", "x", "-data-dir", dir, "-leader-rebalance", "0s"}, "-leader-rebalance"},
 		{[]string{"-name", "x", "-data-dir", dir, "-hash-check-interval", "-5m"}, "-hash-check-interval"},
+		{[]string{"-name", "x", "-data-dir", dir, "-chunk-gc-interval", "0s"}, "-chunk-gc-interval"},
+		{[]string{"-name", "x", "-data-dir", dir, "-chunk-gc-grace", "off"}, "-chunk-gc-grace"},
 		{[]string{"-name", "x", "-data-dir", dir, "-dead-after", "0s"}, "-dead-after"},
 		{[]string{"-name", "x", "-data-dir", dir, "-dead-after", "soon"}, "-dead-after"},
 		{[]string{"-name", "x", "-data-dir", dir, "-token", "a", "-token-file", bad}, "give one"},

@@ -48,6 +48,9 @@ type Options struct {
 	// HashCheckInterval is how often channel leaders propose a hash check
 	// (0: the default, negative: off).
 	HashCheckInterval time.Duration
+	// ChunkGCInterval and ChunkGCGrace set the nodes' chunk collector
+	// (cluster.Config; 0: the defaults).
+	ChunkGCInterval, ChunkGCGrace time.Duration
 	// HTTP sets the nodes' HTTP connection limits and timeouts (zero
 	// fields: the defaults).
 	HTTP server.Limits
@@ -194,7 +197,8 @@ func (c *Cluster) start(nd *Node) error {
 		ClusterKey: c.key, GossipKey: c.GossipKey, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
 		HashCheckInterval: c.opts.HashCheckInterval,
-		ServeData:         !c.opts.CoreWithoutData, DeadAfter: c.opts.DeadAfter, StatsEvery: c.opts.StatsEvery,
+		ChunkGCInterval:   c.opts.ChunkGCInterval, ChunkGCGrace: c.opts.ChunkGCGrace,
+		ServeData: !c.opts.CoreWithoutData, DeadAfter: c.opts.DeadAfter, StatsEvery: c.opts.StatsEvery,
 	}
 	var certs *transport.Certs
 	if nd.certFile != "" {
