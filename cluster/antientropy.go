@@ -9,14 +9,16 @@ import (
 
 	"github.com/shardnet/shardnet/chunk"
 	"github.com/shardnet/shardnet/fsm"
+	"github.com/shardnet/shardnet/shard"
 )
 
 // Anti-entropy for files (issue "Files in channels", item 7): every node
 // checks, at a bounded pace, that it holds every chunk the manifests of
 // its replicas reference and that each still hashes to its id, and fetches
 // a missing or corrupt one from another replica of the channel. A replica
-// added by scaling or repair gets its channels' chunks this way (and on
-// its first read of each). Deleting chunks no manifest references is the
+// added by scaling or repair gets its channels' chunks from a pass run as
+// soon as it has caught up with its group (healAdded), besides the rounds
+// and its first read of each. Deleting chunks no manifest references is the
 // collector's (collector.go).
 
 const (
@@ -65,6 +67,58 @@ func (n *Node) runScrubber() {
 				"restored", st.Restored, "failed", st.Failed)
 		}
 		t.Reset(scrubInterval)
+	}
+}
+
+// addedHealWait bounds how long healAdded waits for an added replica to
+// catch up with its group; past it, the periodic rounds heal it.
+const addedHealWait = 10 * time.Minute
+
+// healAdded runs an anti-entropy pass over the channel of rep, a replica
+// this node started to join its group (scaling, repair), as soon as rep
+// has applied a read index of its leader: the manifests it then holds are
+// its channel's, and it fetches every chunk they reference from its peers,
+// rather than at the next round, scrubInterval later, or on its first read
+// of each.
+func (n *Node) healAdded(rep *shard.Replica) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), addedHealWait)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, collectReadTimeout)
+		idx, err := n.fetchReadIndex(rctx, rep)
+		if err == nil {
+			err = rep.WaitIndex(rctx, idx)
+		}
+		rcancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || errors.Is(err, shard.ErrStopped) {
+			n.log.Debug("added replica not caught up; the periodic anti-entropy will heal it", "channel", rep.Channel, "error", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	var st ScrubStats
+	err := n.scrubChannel(ctx, rep.Channel, rep.FSM(), &st)
+	switch {
+	case err != nil && ctx.Err() == nil && !errors.Is(err, fsm.ErrClosed):
+		n.log.Warn("anti-entropy of an added replica failed", "channel", rep.Channel, "error", err)
+	case err == nil:
+		n.log.Info("anti-entropy of an added replica", "channel", rep.Channel, "checked", st.Checked,
+			"restored", st.Restored, "failed", st.Failed)
 	}
 }
 

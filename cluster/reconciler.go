@@ -66,11 +66,18 @@ func (n *Node) reconcile() {
 		if !ok {
 			continue
 		}
-		if _, err := n.shards.Ensure(spec); err != nil {
+		rep, err := n.shards.Ensure(spec)
+		if err != nil {
 			n.log.Error("start replica", "channel", ch.Name, "group", ch.GroupID, "error", err)
 			continue
 		}
 		n.log.Debug("replica started", "channel", ch.Name, "group", ch.GroupID, "bootstrap", len(spec.Peers) > 0)
+		if len(spec.Peers) == 0 {
+			// Added by scaling or repair: it gets its chunks once it
+			// has the channel's manifests (antientropy.go).
+			n.wg.Add(1)
+			go n.healAdded(rep)
+		}
 	}
 	// The leaders' answers below take a call each: bounded per pass, so
 	// that a leader that does not answer delays the next pass (the
