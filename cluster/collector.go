@@ -102,7 +102,10 @@ func (n *Node) runCollector() {
 }
 
 // CollectChunks runs one collection round with the node's grace period.
+// Rounds run one at a time: the store honours only its latest two marks.
 func (n *Node) CollectChunks(ctx context.Context) (CollectStats, error) {
+	n.collecting.Lock()
+	defer n.collecting.Unlock()
 	var st CollectStats
 	n.leases.expire(time.Now(), n.cfg.ChunkGCGrace)
 	mark := n.chunks.Mark()

@@ -61,7 +61,8 @@ type Node struct {
 	uploads uploadTable
 	// leases pin the chunks this replica received for uploads still
 	// sending (collector.go).
-	leases chunkLeases
+	leases     chunkLeases
+	collecting sync.Mutex // one collection round at a time
 
 	// route serves requests elsewhere and serves other nodes' calls
 	// (route.go).
