@@ -13,7 +13,7 @@ CLUSTER_PKGS := ./internal/chaos/... ./internal/lint/... ./cmd/...
 RACE_FLAGS := -race -gcflags=github.com/boltdb/bolt=-d=checkptr=0
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help build run test test-unit test-race test-cluster chaos docker chaos-docker bench bench-compare lint fmt clean
+.PHONY: help build run test test-unit test-race test-cluster chaos docker chaos-docker bench bench-compare bench-files lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: ## benchmarks (numbers go to docs/benchmarks.md)
 
 bench-compare: ## shardnet vs etcd under wrk, and leader-loss trials (DURATION=10s; bench/results/latest.md)
 	bash bench/compare.sh
+
+bench-files: ## file upload/download throughput, 1 MiB and 64 MiB at 1 and 16 clients, beside dd and sha256 (bench/results/files-latest.txt)
+	bash bench/files.sh
 
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
