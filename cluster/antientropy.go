@@ -111,6 +111,10 @@ func (n *Node) healAdded(rep *shard.Replica) {
 		case <-time.After(time.Second):
 		}
 	}
+	// One pass at a time: a node that takes over many replicas at once
+	// (repair) must not run as many passes at scrubRate each.
+	n.healing.Lock()
+	defer n.healing.Unlock()
 	var st ScrubStats
 	err := n.scrubChannel(ctx, rep.Channel, rep.FSM(), &st)
 	switch {

@@ -63,6 +63,7 @@ type Node struct {
 	// sending (collector.go).
 	leases     chunkLeases
 	collecting sync.Mutex // one collection round at a time
+	healing    sync.Mutex // one added replica's anti-entropy pass at a time
 
 	// route serves requests elsewhere and serves other nodes' calls
 	// (route.go).
