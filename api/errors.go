@@ -59,6 +59,16 @@ const (
 
 	CodeInvalidBackup = "invalid_backup" // 400: a restore's body is not a sound backup (truncated, damaged, another format); nothing was created
 	CodeRestoreFailed = "restore_failed" // 503: the restored channel did not start serving; it was deleted again
+	// Files (docs/api.md "Files").
+	CodeInvalidPath        = "invalid_path"        // 400: a file path with "..", ".", NUL, an empty segment, or over 1 KiB
+	CodeUploadMismatch     = "upload_mismatch"     // 400: the body's length or checksum is not what the request declared; nothing was stored
+	CodeFileNotFound       = "file_not_found"      // 404
+	CodePreconditionFailed = "precondition_failed" // 412: If-None-Match: * found the file, or If-Match another version
+	CodeNotEnoughHolders   = "not_enough_holders"  // 503: fewer than a majority of the replicas stored the chunks; nothing was committed; retry
+	CodeChunkUnavailable   = "chunk_unavailable"   // 503: no replica could serve a chunk of the file
+	CodeUploadNotFound     = "upload_not_found"    // 404: no such resumable upload on this node (expired, done, aborted, or the node restarted)
+	CodeUploadOffset       = "upload_offset"       // 409: the request's Upload-Offset is not the upload's (its answer carries the right one)
+	CodeTooManyUploads     = "too_many_uploads"    // 429: the node holds its maximum of open uploads
 )
 
 // ErrorBody is the JSON body of every error response:

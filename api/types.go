@@ -66,6 +66,10 @@ type Status struct {
 	// recovery removed it (docs/operations.md "Recovering the meta
 	// group"); "" normally.
 	Fenced string `json:"fenced,omitempty"`
+	// Chunks and ChunkBytes are what this node's chunk store holds: the
+	// files of its channels after deduplication (docs/api.md "Files").
+	Chunks     int64 `json:"chunks"`
+	ChunkBytes int64 `json:"chunk_bytes"`
 }
 
 // Node is one member of the cluster as the meta group records it.
@@ -236,8 +240,11 @@ type TokenCreated struct {
 
 // SignRequest is the body of POST /v1/channels/{ch}/sign.
 type SignRequest struct {
-	Key string `json:"key"`
-	TTL string `json:"ttl,omitempty"` // a Go duration; default 1h, at most 7 days
+	Key string `json:"key,omitempty"`
+	// File, instead of Key, signs a link to a file's path (GET and HEAD
+	// of /v1/channels/{ch}/files/{path}).
+	File string `json:"file,omitempty"`
+	TTL  string `json:"ttl,omitempty"` // a Go duration; default 1h, at most 7 days
 }
 
 // SignResponse is a signed link: URL is the path and query to GET (or
@@ -280,7 +287,9 @@ type Replica struct {
 	HashMismatchIndex uint64 `json:"hash_mismatch_index,omitempty"`
 }
 
-// ChannelUsage is how much a channel stores.
+// ChannelUsage is how much a channel stores. Bytes counts its keys and
+// values and its files' sizes (logical bytes, before deduplication), as
+// quota_bytes does.
 type ChannelUsage struct {
 	Keys  uint64 `json:"keys"`
 	Bytes uint64 `json:"bytes"`

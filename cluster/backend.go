@@ -28,6 +28,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		ClusterID: n.meta.fsm.ClusterID(), Replicas: len(n.shards.Replicas()), Version: Version,
 		ClusterVersion: n.meta.fsm.ClusterVersion(), SupportedVersion: fsm.Version,
 		Fenced: n.MetaFenced(),
+		Chunks: n.chunks.Count(), ChunkBytes: n.chunks.Bytes(),
 	}
 	if _, id := n.meta.raft.LeaderWithID(); id != "" {
 		st.MetaLeader = shard.NodeOf(id)
@@ -405,6 +406,7 @@ func (n *Node) proposeLocal(ctx context.Context, rep *shard.Replica, cmd []byte)
 	if err := n.admitQuota(rep, cmd); err != nil {
 		return nil, err
 	}
+	n.recordConfiguration(rep, cmd) // files.go
 	return rep.Propose(ctx, cmd)
 }
 

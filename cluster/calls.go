@@ -95,6 +95,16 @@ const (
 	codeForbidden
 	codePlacementChanged
 	codeNodeState
+	codeFileNotFound
+	codePrecondition
+	codeHoldersMinority
+	codeInvalidPath
+	codeNotEnoughHolders
+	codeUploadMismatch
+	codeChunkUnavailable
+	codeUploadNotFound
+	codeUploadOffset
+	codeTooManyUploads
 
 	codeRedirectBit byte = 0x80
 )
@@ -147,6 +157,16 @@ var callErrors = []struct {
 	{codeForbidden, access.ErrForbidden, true},
 	{codePlacementChanged, ErrPlacementChanged, true},
 	{codeNodeState, ErrNodeState, true},
+	{codeFileNotFound, fsm.ErrFileNotFound, true},
+	{codePrecondition, fsm.ErrPrecondition, true},
+	{codeHoldersMinority, fsm.ErrHoldersMinority, true},
+	{codeInvalidPath, fsm.ErrInvalidPath, true},
+	{codeNotEnoughHolders, ErrNotEnoughHolders, true},
+	{codeUploadMismatch, ErrUploadMismatch, true},
+	{codeChunkUnavailable, ErrChunkUnavailable, true},
+	{codeUploadNotFound, ErrUploadNotFound, true},
+	{codeUploadOffset, ErrUploadOffset, true},
+	{codeTooManyUploads, ErrTooManyUploads, true},
 }
 
 // isFinal reports whether err, decoded from a call's answer, matches a

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shardnet/shardnet/chunk"
 	"net"
 	"os"
 	"path/filepath"
@@ -53,6 +54,11 @@ type Node struct {
 	// calls carry (routeauth.go).
 	check  *access.Checker
 	gossip *gossip
+	// chunks is the node's chunk store, <data-dir>/chunks, shared by all
+	// its channels (files.go).
+	chunks *chunk.Store
+	// uploads are the resumable uploads opened here (uploads.go).
+	uploads uploadTable
 
 	// route serves requests elsewhere and serves other nodes' calls
 	// (route.go).
@@ -149,6 +155,14 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)
 	}
+	n.chunks, err = chunk.Open(filepath.Join(cfg.DataDir, "chunks"), chunk.Options{
+		Logger:     cfg.Logger,
+		Registerer: cfg.Registry,
+	})
+	if err != nil {
+		n.trans.Close()
+		return nil, fmt.Errorf("cluster: open chunk store: %w", err)
+	}
 	n.route = newRouter(n, n.trans.DialCall, n.trans.DialApp)
 	n.hashSem = make(chan struct{}, hashCompareParallel)
 	n.metaFSM = fsm.NewMeta()
@@ -191,17 +205,20 @@ func New(cfg Config) (*Node, error) {
 		},
 	})
 	if err != nil {
+		n.chunks.Close()
 		n.trans.Close()
 		return nil, err
 	}
 	if err := n.shards.StartExisting(); err != nil {
 		n.shards.Close()
+		n.chunks.Close()
 		n.trans.Close()
 		return nil, err
 	}
 	n.meta, err = openMeta(n)
 	if err != nil {
 		n.shards.Close()
+		n.chunks.Close()
 		n.trans.Close()
 		return nil, err
 	}
@@ -209,18 +226,20 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		n.meta.shutdown()
 		n.shards.Close()
+		n.chunks.Close()
 		n.trans.Close()
 		return nil, err
 	}
 	n.started.Store(true)
 	n.route.wg.Add(1)
 	go n.route.serve(n.trans.CallListener())
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.runMetaLoop()
 	go n.runLeaderLoop()
 	go n.runReconciler()
 	go n.runMembership()
 	go n.runStatsLoop()
+	go n.runScrubber() // antientropy.go
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.retryJoin()
@@ -322,6 +341,9 @@ func (n *Node) AppListener() net.Listener { return n.trans.AppListener() }
 // Shards exposes the node's replica manager (tests, bench).
 func (n *Node) Shards() *shard.Manager { return n.shards }
 
+// Chunks exposes the node's chunk store (tests).
+func (n *Node) Chunks() *chunk.Store { return n.chunks }
+
 // Meta exposes the node's copy of the meta state.
 func (n *Node) Meta() *fsm.Meta { return n.meta.fsm }
 
@@ -357,6 +379,7 @@ func (n *Node) Close() error {
 		}
 		errs = append(errs, n.meta.shutdown(), n.trans.Close())
 		n.route.close()
+		errs = append(errs, n.chunks.Close())
 		err = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
@@ -375,6 +398,7 @@ func (n *Node) Kill() error {
 		n.wg.Wait()
 		err = errors.Join(err, n.shards.Kill(), n.meta.shutdown())
 		n.route.close()
+		err = errors.Join(err, n.chunks.Close())
 	})
 	return err
 }

@@ -91,6 +91,11 @@ const (
 	rcDrain         byte = 0x2E
 	rcLeave         byte = 0x2F
 	rcRemoveNode    byte = 0x30
+	// Files (files.go).
+	rcPutChunk  byte = 0x38
+	rcGetChunk  byte = 0x39
+	rcStatFile  byte = 0x3A
+	rcListFiles byte = 0x3B
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

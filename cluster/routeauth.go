@@ -42,6 +42,11 @@ import (
 //     the group?) answers any node.
 //   - drain, leave and remove_node (the node commands, drain.go) are
 //     operator calls, made only for a client.
+//   - stat_file and list_files (files.go) are client reads of the channel
+//     (a signed link to the file allows a stat of it); put_chunk and
+//     get_chunk are node calls: an upload's, a download's and
+//     anti-entropy's chunk transfers, made by whichever node the client
+//     reached, for chunks named by their hash.
 //
 // Without TLS (-insecure) a call's sender is not known: every holder of the
 // cluster key is trusted as a core node placed on every channel, and only
@@ -54,6 +59,7 @@ var clientOp = map[byte]bool{
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcBackup: true, rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
 	rcChangeChannel: true, rcDrain: true, rcLeave: true, rcRemoveNode: true,
+	rcStatFile: true, rcListFiles: true,
 }
 
 // metaWriteOp marks the client ops that write the meta state (or, repair,
@@ -118,7 +124,7 @@ func proofFor(ctx context.Context, op byte) access.Proof {
 // above): nil, or why peer may not make call op with head and proof.
 func (r *router) authorize(ctx context.Context, op byte, head []byte, proof access.Proof, metaIndex uint64, peer transport.Peer) error {
 	switch op {
-	case rcReadIndex, rcMetaReadIndex, rcHash, rcReplicaInfo, rcRecoverInfo, rcMember:
+	case rcReadIndex, rcMetaReadIndex, rcHash, rcReplicaInfo, rcRecoverInfo, rcMember, rcPutChunk, rcGetChunk:
 		return nil
 	case rcSnapshot:
 		return r.placedPeer(head, peer)
@@ -167,6 +173,8 @@ type need struct {
 	// prefixes), prefix a list's; hasKey and hasPrefix say which is set.
 	key, prefix       []byte
 	hasKey, hasPrefix bool
+	// file is the path a stat_file reads (signed links to files).
+	file string
 }
 
 // need decodes what op with head asks, with the decoders its handler uses.
@@ -191,6 +199,18 @@ func (r *router) need(op byte, head []byte) (need, error) {
 	case rcWatch:
 		c, err := parseWatch(head)
 		return need{rule: access.RuleRead, channel: c.channel, call: "watch", key: c.key, hasKey: true}, err
+	case rcStatFile, rcListFiles:
+		d := decoder{b: head}
+		d.byte()
+		channel := string(d.bytes())
+		n := need{rule: access.RuleRead, channel: channel, call: "list_files"}
+		if op == rcStatFile {
+			n.call, n.file = "stat_file", string(d.bytes())
+		}
+		if d.err != nil {
+			return need{}, fmt.Errorf("%w: malformed %s call", ErrInvalidRequest, n.call)
+		}
+		return n, nil
 	case rcCreateChannel:
 		return need{rule: access.RuleOperator, call: "create_channel"}, nil
 	case rcDeleteChannel:
@@ -227,6 +247,9 @@ func (r *router) allowClient(p access.Proof, n need) error {
 		return access.Allow(cred, n.rule, n.channel, n.call)
 	case access.ProofLink:
 		if n.rule == access.RuleRead && n.hasKey && r.n.check.SignedLink(p.Link, n.channel, access.KVResource(n.key), now) {
+			return nil
+		}
+		if n.rule == access.RuleRead && n.file != "" && r.n.check.SignedLink(p.Link, n.channel, access.FileResource(n.file), now) {
 			return nil
 		}
 	case access.ProofAnonymous:

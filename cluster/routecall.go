@@ -119,7 +119,7 @@ func (r *router) call(ctx context.Context, addr string, op byte, head []byte, bo
 		done()
 		return ans, nil
 	}
-	ans.body = &answerBody{r: chunkReader{r: cc.br}, close: func() { stop(); abort() }}
+	ans.body = &answerBody{r: chunkReader{r: cc.br}, close: func() { stop(); abort(); shrink(c) }}
 	return ans, nil
 }
 
@@ -171,6 +171,14 @@ func (r *router) putStream(addr string, cc *callConn) {
 	r.mu.Unlock()
 	if cc != nil {
 		_ = cc.c.Close()
+	}
+}
+
+// shrink gives back the receive buffer of a transport stream (yamux's
+// Shrink) that carried a large body.
+func shrink(c net.Conn) {
+	if s, ok := c.(interface{ Shrink() }); ok {
+		s.Shrink()
 	}
 }
 
@@ -468,6 +476,11 @@ func (r *router) serveRoute(c net.Conn, br *bufio.Reader, op byte, frame []byte,
 		}
 	}
 	res, stream, err := h(ctx, head, body)
+	if body != nil {
+		// A stream that carried a body (a file's chunk: megabytes) keeps
+		// its receive buffer as long as the stream lives; give it back.
+		shrink(c)
+	}
 	if err != nil {
 		return answer(answerErr, encodeCallError(err)) == nil && stayed
 	}

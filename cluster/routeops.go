@@ -74,6 +74,14 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveLeave, "leave"
 	case rcRemoveNode:
 		return r.serveRemoveNode, "remove_node"
+	case rcPutChunk:
+		return r.servePutChunk, "put_chunk"
+	case rcGetChunk:
+		return r.serveGetChunk, "get_chunk"
+	case rcStatFile:
+		return r.serveStatFile, "stat_file"
+	case rcListFiles:
+		return r.serveListFiles, "list_files"
 	}
 	return nil, ""
 }

@@ -62,9 +62,16 @@ func (c *Channel) ApplyBatch(logs []*raft.Log) []any {
 		}
 		last = l.Index
 		n++
+		if l.Type == raft.LogConfiguration {
+			// The configuration in force from here on, for the holders
+			// check of file manifests (files.go).
+			a.index = l.Index
+			a.applyConfiguration(l)
+			continue
+		}
 		if l.Type != raft.LogCommand {
-			// LogConfiguration (and anything else raft may hand a
-			// BatchingFSM) only advances the applied index.
+			// Anything else raft may hand a BatchingFSM only advances
+			// the applied index.
 			continue
 		}
 		cmd, err := Decode(l.Data)
@@ -141,6 +148,10 @@ func (a *applier) apply(cmd Command) *Result {
 		return a.applyTxn(cmd)
 	case *Idempotent:
 		return a.applyIdempotent(cmd)
+	case *PutFile:
+		return a.applyPutFile(cmd)
+	case *DeleteFile:
+		return a.applyDeleteFile(cmd)
 	case *Unknown:
 		// Written by a newer node and marked skippable: a no-op here.
 		return nil

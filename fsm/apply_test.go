@@ -227,7 +227,7 @@ func TestApplyBatchReadsThroughBatch(t *testing.T) {
 			Compares: []Compare{{Key: []byte("a"), Target: TargetModifyIndex, Result: Equal, Index: 1}},
 			Success:  []Op{{Type: OpPut, Key: []byte("b"), Value: []byte("txn")}},
 		}),
-		{Index: 3, Term: 1, Type: raft.LogConfiguration, Data: []byte("whatever raft puts here")},
+		confLog(3, "n1"), // recorded for files (files.go)
 		cmdLog(t, 5, putCAS("b", "cas", 2)),
 		cmdLog(t, 6, del("a")),
 		cmdLog(t, 7, putCAS("a", "again", 0)),

@@ -58,6 +58,14 @@ import (
 //	               then the wrapped write as a whole entry: its type byte
 //	               (0x01, 0x02 or 0x03, never 0x05) and its body.
 //	               Version 3: never proposed before every node applies it.
+//	PutFile (0x06): cond byte (0 none, 1 absent, 2 match)
+//	               [sha256 to match (32 bytes), when cond is 2]
+//	               quota uvarint, path bytes,
+//	               then the manifest as stored (files.go), with create and
+//	               modify index 0. Version 4.
+//	DeleteFile (0x07): cond byte (0 none, 2 match)
+//	               [sha256 to match (32 bytes), when cond is 2], path bytes.
+//	               Version 4.
 //	HashCheck (0x84, skippable): empty body. Every replica hashes its state
 //	               as of this entry's index (hashcheck.go); the state does
 //	               not change. Skippable, so a node of an older version
@@ -167,6 +175,8 @@ func encodeWrite(c Command) ([]byte, error) {
 		return b, nil
 	case *HashCheck:
 		return []byte{typeHashCheck}, nil
+	case *PutFile, *DeleteFile:
+		return encodeFileCommand(c), nil
 	}
 	// validate refused every other type already.
 	return nil, fmt.Errorf("%w: unexpected command type %T", ErrInvalidCommand, c)
@@ -286,6 +296,8 @@ func validate(c Command) error {
 		if c == nil {
 			return fmt.Errorf("%w: nil hash check", ErrInvalidCommand)
 		}
+	case *PutFile, *DeleteFile:
+		return validateFileCommand(c)
 	case *Idempotent:
 		if c == nil {
 			return fmt.Errorf("%w: nil idempotent write", ErrInvalidCommand)
@@ -342,6 +354,8 @@ func Decode(b []byte) (Command, error) {
 		c = p
 	case typeHashCheck:
 		c = &HashCheck{}
+	case typePutFile, typeDeleteFile:
+		c = d.fileCommand(t)
 	default:
 		if t&TypeSkippable != 0 {
 			return &Unknown{Type: t}, nil
@@ -587,5 +601,5 @@ func MayGrow(entry []byte) bool {
 		d.uvarint()
 		return d.u8() != typeDelete || d.err != nil
 	}
-	return len(entry) == 0 || entry[0] != typeDelete
+	return len(entry) == 0 || (entry[0] != typeDelete && entry[0] != typeDeleteFile)
 }

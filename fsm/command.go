@@ -41,8 +41,8 @@ var (
 	ErrIdempotencyKeyReused = errors.New("fsm: idempotency key reused with another request")
 )
 
-// Command is one decoded channel command: *Put, *Delete, *Txn, *Idempotent
-// or *HashCheck (or *Unknown, a skippable entry of a newer type, see
+// Command is one decoded channel command: *Put, *Delete, *Txn, *Idempotent,
+// *PutFile, *DeleteFile or *HashCheck (or *Unknown, a skippable entry of a newer type, see
 // codec.go).
 type Command interface{ isCommand() }
 

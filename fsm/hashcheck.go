@@ -150,6 +150,9 @@ func hashState(r iterable, gid, gen uint64, stop <-chan struct{}) (sum, keys uin
 			return 0, 0, err
 		}
 		user := it.Key()[genPrefixLen:]
+		if isConfigKey(user) {
+			continue // raft's own, and not kept by older releases (files.go)
+		}
 		buf = binary.AppendUvarint(buf[:0], uint64(len(user)))
 		buf = append(buf, user...)
 		buf = binary.AppendUvarint(buf, uint64(len(v)))

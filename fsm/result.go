@@ -23,7 +23,8 @@ import (
 // resultErrs are the business outcomes a Result carries, by code. Code 4
 // is an error the sender could not name, as every release has sent it (the
 // first releases sent len(resultErrs) = 4): new outcomes take codes above.
-var resultErrs = []error{nil, ErrCASMismatch, ErrKeyNotFound, ErrClosed, errUnknownResult, ErrIdempotencyKeyReused}
+var resultErrs = []error{nil, ErrCASMismatch, ErrKeyNotFound, ErrClosed, errUnknownResult, ErrIdempotencyKeyReused,
+	ErrFileNotFound, ErrPrecondition, ErrHoldersMinority, ErrFileQuota}
 
 // codeUnknownResult is the code of an error the sender cannot name.
 const codeUnknownResult = 4

@@ -317,7 +317,7 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 			break
 		}
 		if marker == idemMarker && version == snapshotVersionV2 {
-			if key, err = r.bytes(key, maxIdemKeyBytes); err != nil {
+			if key, err = r.bytes(key, max(maxIdemKeyBytes, maxSystemKeyBytes)); err != nil {
 				return channelMeta{}, fmt.Errorf("%w: idempotency record %d key: %w", errSnapshot, idem, err)
 			}
 			if value, err = r.bytes(value, maxIdemRecordBytes); err != nil {
@@ -326,9 +326,11 @@ func (c *Channel) load(rc io.Reader, gen uint64) (channelMeta, error) {
 			if !isIdemKey(key) || (idem > 0 && bytes.Compare(key, prev) <= 0) {
 				return channelMeta{}, fmt.Errorf("%w: idempotency record %d: key out of order or not NUL-prefixed", errSnapshot, idem)
 			}
-			if err := validIdemRecord(key, value); err != nil {
+			size, err := validSystemRecord(key, value)
+			if err != nil {
 				return channelMeta{}, fmt.Errorf("%w: idempotency record %d: %w", errSnapshot, idem, err)
 			}
+			meta.bytes += size
 			if err := b.Set(dataKey(c.gid, gen, key), value, nil); err != nil {
 				return channelMeta{}, err
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shardnet/shardnet/access"
+	"github.com/shardnet/shardnet/api"
 )
 
 // Who may call what (docs/api.md "Authentication"; the rules and the
@@ -158,6 +159,13 @@ func (s *Server) anonymousRead(r *http.Request, rt *route, ch, rawKey string, ep
 		return s.check.Public(ch, string(key))
 	case routeKVList:
 		return s.check.Public(ch, q.Get("prefix"))
+	case routeFile:
+		path, err := api.UnescapeKey(rawKey)
+		if err != nil || !(q.Has("sig") || q.Has("tok") || q.Has("exp")) {
+			return false
+		}
+		l := access.Link{Token: q.Get("tok"), Exp: q.Get("exp"), Sig: q.Get("sig")}
+		return s.check.SignedLink(l, ch, access.FileResource(path), time.Now())
 	}
 	return false
 }

@@ -54,6 +54,14 @@ var wantAccess = map[string]access.Rule{
 	"DELETE " + routeToken:   accessWrite,
 	"POST " + routeSign:      accessRead,
 	"PUT " + routeSettings:   accessWrite,
+	"GET " + routeFileList:   accessRead,
+	"GET " + routeFile:       accessRead,
+	"PUT " + routeFile:       accessWrite,
+	"DELETE " + routeFile:    accessWrite,
+	"POST " + routeUploads:   accessWrite,
+	"GET " + routeUpload:     accessWrite,
+	"PATCH " + routeUpload:   accessWrite,
+	"DELETE " + routeUpload:  accessWrite,
 	"GET " + routeKeyring:    accessOperator,
 	"POST " + routeKeyring:   accessOperator,
 	"PUT " + routeKeyring:    accessOperator,
@@ -145,7 +153,7 @@ func bearer(tok string) http.Header {
 
 // concretePath fills a route template for channel nft.
 func concretePath(template string) string {
-	return strings.NewReplacer("{ch}", "nft", "{key}", "k", "{id}", "00ff", "{profile}", "cmdline").Replace(template)
+	return strings.NewReplacer("{ch}", "nft", "{key}", "k", "{id}", "00ff", "{path}", "a/b.png", "{profile}", "cmdline").Replace(template)
 }
 
 // Every endpoint has a rule, and every kind of credential gets from it

@@ -34,6 +34,10 @@ const (
 	routeToken    = "/v1/channels/{ch}/tokens/{id}"
 	routeSign     = "/v1/channels/{ch}/sign"
 	routeSettings = "/v1/channels/{ch}/settings"
+	routeFileList = "/v1/channels/{ch}/files/"
+	routeFile     = "/v1/channels/{ch}/files/{path}"
+	routeUploads  = "/v1/channels/{ch}/uploads"
+	routeUpload   = "/v1/channels/{ch}/uploads/{id}"
 	routeKeyring  = "/v1/operator/keyring"
 	routeMetrics  = "/metrics"
 	routePprof    = "/debug/pprof/{profile}"
@@ -57,6 +61,9 @@ type endpoint struct {
 	params []string
 	// access says who may call it (auth.go).
 	access access.Rule
+	// stream: the handler reads the body itself (req.stream), at most
+	// maxBody bytes, rather than taking it buffered (file uploads).
+	stream bool
 }
 
 func (rt *route) allow() string {
@@ -129,6 +136,21 @@ func (s *Server) routeTable() map[string]*route {
 		{routeToken, map[string]endpoint{http.MethodDelete: small(accessWrite, s.revokeToken)}},
 		{routeSign, map[string]endpoint{http.MethodPost: small(accessRead, s.sign)}},
 		{routeSettings, map[string]endpoint{http.MethodPut: small(accessWrite, s.putSettings)}},
+		{routeFileList, map[string]endpoint{
+			http.MethodGet: small(accessRead, s.fileList, "prefix", "after", "limit", "consistency"),
+		}},
+		{routeFile, map[string]endpoint{
+			// exp, sig and tok are a signed link's (auth.go).
+			http.MethodGet:    small(accessRead, s.fileGet, "consistency", "exp", "sig", "tok"),
+			http.MethodPut:    {h: s.filePut, maxBody: MaxFileBytes, tooLarge: errBodyTooLarge, access: accessWrite, stream: true},
+			http.MethodDelete: small(accessWrite, s.fileDelete),
+		}},
+		{routeUploads, map[string]endpoint{http.MethodPost: small(accessWrite, s.uploadCreate)}},
+		{routeUpload, map[string]endpoint{
+			http.MethodGet:    small(accessWrite, s.uploadStatus),
+			http.MethodPatch:  {h: s.uploadAppend, maxBody: MaxFileBytes, tooLarge: errBodyTooLarge, access: accessWrite, stream: true},
+			http.MethodDelete: small(accessWrite, s.uploadAbort),
+		}},
 		{routeKeyring, map[string]endpoint{
 			http.MethodGet:    small(accessOperator, s.gossipKeyring),
 			http.MethodPost:   small(accessOperator, s.changeKeyring(api.KeyringInstall)),
@@ -217,6 +239,14 @@ func (s *Server) match(path string) (rt *route, ch, rawKey string) {
 		return byName(routeSign), ch, ""
 	case rest == "settings":
 		return byName(routeSettings), ch, ""
+	case rest == "uploads":
+		return byName(routeUploads), ch, ""
+	case strings.HasPrefix(rest, "uploads/") && len(rest) > len("uploads/") && !strings.Contains(rest[len("uploads/"):], "/"):
+		return byName(routeUpload), ch, rest[len("uploads/"):]
+	case rest == "files" || rest == "files/":
+		return byName(routeFileList), ch, ""
+	case strings.HasPrefix(rest, "files/"):
+		return byName(routeFile), ch, rest[len("files/"):]
 	case rest == "kv" || rest == "kv/":
 		return byName(routeKVList), ch, ""
 	case strings.HasPrefix(rest, "kv/"):

@@ -367,6 +367,9 @@ type request struct {
 	ch     string // the channel path segment, as received (escaped)
 	rawKey string // the key part of the path, as received (escaped)
 	body   []byte
+	// stream is the body of a streaming endpoint (endpoint.stream),
+	// bounded and under the body deadline; nil otherwise.
+	stream io.Reader
 	query  url.Values
 }
 
@@ -464,12 +467,15 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, routeName *str
 		ep.raw.ServeHTTP(w, r.WithContext(access.WithProof(r.Context(), proofOf(r))))
 		return
 	}
-	body, err := s.readBody(w, r, ep.maxBody, ep.tooLarge, deadline)
-	if err != nil {
+	var body []byte
+	var stream io.Reader
+	if ep.stream {
+		stream = s.streamBody(w, r, ep.maxBody, deadline)
+	} else if body, err = s.readBody(w, r, ep.maxBody, ep.tooLarge, deadline); err != nil {
 		writeError(w, err)
 		return
 	}
-	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, query: query}
+	req := &request{r: r, ch: ch, rawKey: rawKey, body: body, stream: stream, query: query}
 	resp, err := ep.h(access.WithProof(r.Context(), proofOf(r)), req)
 	var pv *cluster.PreviousVersionError
 	if errors.As(err, &pv) && !fromPeer(r) {
@@ -523,6 +529,16 @@ func (s *Server) armBody(w http.ResponseWriter, r *http.Request, limit int64) ti
 		return time.Time{} // not a connection (a test's recorder)
 	}
 	return d
+}
+
+// streamBody is the body of a streaming endpoint: at most limit bytes,
+// under the same deadline and stall rule as readBody.
+func (s *Server) streamBody(w http.ResponseWriter, r *http.Request, limit int64, deadline time.Time) io.Reader {
+	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	if !deadline.IsZero() {
+		body = &stallReader{r: body, rc: http.NewResponseController(w), stall: s.bodyTimeout, deadline: deadline}
+	}
+	return body
 }
 
 // readBody buffers the body (a handler takes it whole), refusing

@@ -115,9 +115,22 @@ func (s *Server) sign(ctx context.Context, req *request) (*response, error) {
 	if err := decodeStrict(req.body, &b); err != nil {
 		return nil, err
 	}
-	key := []byte(b.Key)
-	if err := validateKey(key, "key"); err != nil {
-		return nil, err
+	// A link names "kv/<key>" or "files/<path>" (access.KVResource,
+	// access.FileResource).
+	var resource, link string
+	switch {
+	case b.Key != "" && b.File != "":
+		return nil, invalid("sign a key or a file, not both")
+	case b.File != "":
+		if err := fsm.ValidatePath(b.File); err != nil {
+			return nil, err
+		}
+		resource, link = access.FileResource(b.File), "/files/"+api.EscapeKey(b.File)
+	default:
+		if err := validateKey([]byte(b.Key), "key"); err != nil {
+			return nil, err
+		}
+		resource, link = access.KVResource([]byte(b.Key)), "/kv/"+api.EscapeKey(b.Key)
 	}
 	ttl := defaultLinkTTL
 	if b.TTL != "" {
@@ -140,10 +153,10 @@ func (s *Server) sign(ctx context.Context, req *request) (*response, error) {
 	if t := cred.Token; t.ExpiresAt != 0 && exp.UnixMilli() > t.ExpiresAt {
 		exp = time.UnixMilli(t.ExpiresAt).Truncate(time.Second) // the link dies with its token anyway
 	}
-	sig := access.LinkSignature(cred.Token.Hash, req.ch, access.KVResource([]byte(b.Key)), exp.Unix())
+	sig := access.LinkSignature(cred.Token.Hash, req.ch, resource, exp.Unix())
 	q := url.Values{"exp": {strconv.FormatInt(exp.Unix(), 10)}, "sig": {sig}, "tok": {cred.Token.ID}}
 	return jsonResponse(http.StatusOK, api.SignResponse{
-		URL:       "/v1/channels/" + req.ch + "/kv/" + api.EscapeKey(b.Key) + "?" + q.Encode(),
+		URL:       "/v1/channels/" + req.ch + link + "?" + q.Encode(),
 		ExpiresAt: exp.UTC(),
 	}), nil
 }

@@ -87,7 +87,7 @@ func backupChannel(ctx context.Context, c *cli, client *api.Client, channel, pat
 // multiCount writes to w and counts into p.
 type multiCount struct {
 	w io.Writer
-	p *progress
+	p *backupProgress
 }
 
 func (m *multiCount) Write(b []byte) (int, error) {
@@ -122,7 +122,7 @@ func runChannelRestore(ctx context.Context, c *cli, args []string) int {
 		return c.fail(err)
 	}
 	p := startProgress(c, "restore of "+*name, st.Size())
-	res, err := f.client().Restore(ctx, *name, *replicas, &countingReader{r: file, p: p}, st.Size())
+	res, err := f.client().Restore(ctx, *name, *replicas, &backupCounter{r: file, p: p}, st.Size())
 	p.stop()
 	if err != nil {
 		return c.fail(err)
@@ -138,27 +138,27 @@ func runChannelRestore(ctx context.Context, c *cli, args []string) int {
 	return 0
 }
 
-type countingReader struct {
+type backupCounter struct {
 	r io.Reader
-	p *progress
+	p *backupProgress
 }
 
-func (r *countingReader) Read(b []byte) (int, error) {
+func (r *backupCounter) Read(b []byte) (int, error) {
 	n, err := r.r.Read(b)
 	r.p.n.Add(int64(n))
 	return n, err
 }
 
-// progress prints bytes moved and the rate to stderr every second, once a
+// backupProgress prints bytes moved and the rate to stderr every second, once a
 // transfer has lasted a second.
-type progress struct {
+type backupProgress struct {
 	n     atomic.Int64
 	done  chan struct{}
 	ended chan struct{}
 }
 
-func startProgress(c *cli, what string, total int64) *progress {
-	p := &progress{done: make(chan struct{}), ended: make(chan struct{})}
+func startProgress(c *cli, what string, total int64) *backupProgress {
+	p := &backupProgress{done: make(chan struct{}), ended: make(chan struct{})}
 	start := time.Now()
 	go func() {
 		defer close(p.ended)
@@ -191,7 +191,7 @@ func startProgress(c *cli, what string, total int64) *progress {
 	return p
 }
 
-func (p *progress) stop() {
+func (p *backupProgress) stop() {
 	close(p.done)
 	<-p.ended
 }

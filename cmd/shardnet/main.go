@@ -40,6 +40,7 @@ var commands = map[string]command{
 	"status":       {"describe the node you talk to", runStatus},
 	"channel":      {"create, list, describe and delete channels", runChannel},
 	"kv":           {"read and write a channel's keys", runKV},
+	"file":         {"upload, download, list and delete a channel's files", runFile},
 	"gossip":       {"make and rotate gossip encryption keys", runGossip},
 	"version":      {"print the version", runVersion},
 	"tls":          {"create the cluster CA and node certificates", runTLS},

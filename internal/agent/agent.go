@@ -154,3 +154,9 @@ func (a *Agent) Kill() error {
 	_ = a.Server.Close()
 	return a.Node.Kill()
 }
+
+// The node serves the file routes (server/files.go).
+var _ server.FileBackend = (*cluster.Node)(nil)
+
+// The node serves resumable uploads (server/uploads.go).
+var _ server.UploadBackend = (*cluster.Node)(nil)

@@ -19,7 +19,7 @@ import (
 // has it signed, and plays the signed link in a <video>, which sends no
 // Authorization header and asks for ranges. It reports to /result.
 const videoPage = `<!doctype html><html><body><video id="v" muted playsinline></video><script>
-const node = %q, token = %q;
+const node = %q, token = %q, files = %t;
 const report = m => fetch("/result?m=" + encodeURIComponent(m));
 (async () => {
   try {
@@ -35,10 +35,12 @@ const report = m => fetch("/result?m=" + encodeURIComponent(m));
     await new Promise(r => setTimeout(r, 1200));
     rec.stop(); await stopped; clearInterval(iv);
     const auth = {Authorization: "Bearer " + token};
-    let r = await fetch(node + "/v1/channels/media/kv/clips/a.webm", {method: "PUT", headers: auth, body: new Blob(chunks, {type: "video/webm"})});
+    const where = files ? "/files/" : "/kv/";
+    let r = await fetch(node + "/v1/channels/media" + where + "clips/a.webm", {method: "PUT",
+      headers: files ? {...auth, "Content-Type": "video/webm"} : auth, body: new Blob(chunks, {type: "video/webm"})});
     if (!r.ok) throw new Error("put: HTTP " + r.status);
     r = await fetch(node + "/v1/channels/media/sign", {method: "POST", headers: {...auth, "Content-Type": "application/json"},
-      body: JSON.stringify({key: "clips/a.webm", ttl: "5m"})});
+      body: JSON.stringify(files ? {file: "clips/a.webm", ttl: "5m"} : {key: "clips/a.webm", ttl: "5m"})});
     if (!r.ok) throw new Error("sign: HTTP " + r.status);
     const link = (await r.json()).url;
     const v = document.getElementById("v");
@@ -49,6 +51,14 @@ const report = m => fetch("/result?m=" + encodeURIComponent(m));
     v.src = node + link;
     await v.play();
     await played;
+    if (files) {
+      // Seek back, then forward: each seek reads from a new offset.
+      for (const to of [0.05, 0.6]) {
+        const seeked = new Promise((res, rej) => { v.onseeked = res; setTimeout(() => rej(new Error("no seeked event")), 10000); });
+        v.currentTime = to;
+        await seeked;
+      }
+    }
     report("ok " + v.currentTime.toFixed(2));
   } catch (e) { report("error " + e); }
 })();
@@ -56,7 +66,14 @@ const report = m => fetch("/result?m=" + encodeURIComponent(m));
 
 // TestBrowserPlaysSignedVideo plays a video from a signed link in headless
 // Chromium; skipped when no chromium is installed.
-func TestBrowserPlaysSignedVideo(t *testing.T) {
+func TestBrowserPlaysSignedVideo(t *testing.T) { browserPlaysVideo(t, false) }
+
+// TestBrowserPlaysAndSeeksFile does the same with the video uploaded as a
+// channel's file (PUT .../files/, signed with {"file": ...}), and seeks in
+// it.
+func TestBrowserPlaysAndSeeksFile(t *testing.T) { browserPlaysVideo(t, true) }
+
+func browserPlaysVideo(t *testing.T, files bool) {
 	bin := ""
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -91,7 +108,7 @@ func TestBrowserPlaysSignedVideo(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/html")
-		fmt.Fprintf(w, videoPage, c.Nodes[0].URL(), ch.Token)
+		fmt.Fprintf(w, videoPage, c.Nodes[0].URL(), ch.Token, files)
 	}))
 	defer page.Close()
 	client := api.NewClient(c.Nodes[0].URL(), ch.Token, nil)
@@ -124,7 +141,11 @@ func TestBrowserPlaysSignedVideo(t *testing.T) {
 	case <-bctx.Done():
 		t.Fatalf("no result from the page within 90s\nchromium: %s", out.String())
 	}
-	series := `shardnet_http_requests_total{code="206",method="GET",route="/v1/channels/{ch}/kv/{key}"}`
+	route := "/v1/channels/{ch}/kv/{key}"
+	if files {
+		route = "/v1/channels/{ch}/files/{path}"
+	}
+	series := `shardnet_http_requests_total{code="206",method="GET",route="` + route + `"}`
 	n := testcluster.Metric(t, c.Nodes[0].URL(), op, series)
 	if n < 1 {
 		t.Fatalf("the video element got no 206 answer to a range request (%s = %v)", series, n)
