@@ -129,3 +129,26 @@ func readChunksBackup(file []byte) ([]byte, map[[32]byte][]byte, error) {
 	_, err = io.CopyBuffer(struct{ io.Writer }{&got}, struct{ io.Reader }{br}, make([]byte, 7))
 	return got.Bytes(), chunks, err
 }
+
+// A version 1 backup (no chunk section) of a real snapshot still reads,
+// unless its manifests reference chunks it cannot hold.
+func TestBackupVersion1(t *testing.T) {
+	_, c := newChannel1(t)
+	c.ApplyBatch([]*raft.Log{cmdLog(t, 1, &Put{Key: []byte("k"), Value: []byte("v")})})
+	keys := snapshotBytes(t, c)
+	var out bytes.Buffer
+	if _, _, err := WriteBackup(&out, BackupHeader{}, bytes.NewReader(keys)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := readChunksBackup(out.Bytes()); err != nil || !bytes.Equal(got, keys) {
+		t.Fatalf("version 1 backup of keys: %v", err)
+	}
+	files, _ := filesChannelStream(t)
+	out.Reset()
+	if _, _, err := WriteBackup(&out, BackupHeader{}, bytes.NewReader(files)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readChunksBackup(out.Bytes()); !errors.Is(err, ErrBadBackup) {
+		t.Fatalf("version 1 backup of files: %v, want ErrBadBackup", err)
+	}
+}

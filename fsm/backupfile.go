@@ -195,8 +195,10 @@ func OpenBackup(r io.Reader) (*BackupReader, error) {
 		b.v2, b.buf = true, nil
 		b.raw = bufio.NewReaderSize(r, 256<<10)
 		b.in = &hashReader{r: b.raw, sum: b.sum, n: &b.Bytes}
-		b.scan = startScan()
 	}
+	// Version 1 carries no chunks: its snapshot is scanned too, to refuse
+	// one that references any (backupchunks.go).
+	b.scan = startScan()
 	return b, nil
 }
 
@@ -229,10 +231,12 @@ func (b *BackupReader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if b.err != nil {
+			b.Close()
 			return 0, b.err
 		}
 		if b.eof {
 			b.err = b.verify()
+			b.Close()
 			continue
 		}
 		n, err := b.r.Read(b.buf[b.have:])
@@ -252,6 +256,7 @@ func (b *BackupReader) emit(p []byte) {
 	}
 	b.sum.Write(p)
 	b.body += int64(len(p))
+	b.scan.write(p)
 }
 
 // verify checks the trailer once the input ended: io.EOF when sound.
@@ -273,6 +278,12 @@ func (b *BackupReader) verify() error {
 	}
 	if idx != b.Header.Index {
 		return fmt.Errorf("%w: the header says index %d, the snapshot %d", ErrBadBackup, b.Header.Index, idx)
+	}
+	// A stream the scanner cannot parse is left to the snapshot's own
+	// checks when it is loaded; one that parses and names chunks cannot
+	// be restored whole.
+	if refs, err := b.scan.finish(); err == nil && len(refs) > 0 {
+		return fmt.Errorf("%w: a version 1 backup of a channel with files: it holds none of their %d chunks", ErrBadBackup, len(refs))
 	}
 	return io.EOF
 }
