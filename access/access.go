@@ -151,15 +151,15 @@ func (c *Checker) Public(ch, key string) bool {
 }
 
 // Signed links (docs/api.md "Signed links"). A link names a resource of a
-// channel — "kv/<key>", the decoded key (KVResource), or "files/<path>"
-// (FileResource) — and is signed with a key derived
+// channel — today "kv/<key>", the decoded key (KVResource); a file path
+// will be "files/<path>" the same way — and is signed with a key derived
 // from the signing token's stored hash, so revoking (or the expiry of) that
 // token ends every link it signed, and the secret itself is never needed.
 
 // KVResource is the resource a signed link to key names.
 func KVResource(key []byte) string { return "kv/" + string(key) }
 
-// FileResource is the resource a signed link to the file at path names.
+// FileResource is the resource a signed link to a channel's file names.
 func FileResource(path string) string { return "files/" + path }
 
 // LinkSignature is the signature of a link to resource of channel until

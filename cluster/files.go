@@ -208,6 +208,12 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			wg.Wait()
 			return k, nil
 		}
+		if len(u.ids) == fsm.MaxFileChunks {
+			chunkBufs.Put(bp)
+			<-slots
+			wg.Wait()
+			return 0, fmt.Errorf("%w: a file is at most %d chunks of %d bytes", ErrUploadMismatch, fsm.MaxFileChunks, DefaultChunkSize)
+		}
 		data := buf[:k]
 		u.sum.Write(data)
 		u.size += int64(k)

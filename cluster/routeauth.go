@@ -40,13 +40,13 @@ import (
 //     recover_info answers indexes, as replica_info does; change_channel
 //     (scaling) is an operator call; member (is this replica still in
 //     the group?) answers any node.
+//   - files: put_chunk writes as propose does (a client's write of the
+//     channel, or a node the meta state places on it); stat_file and
+//     list_files read as get and list do (a signed link to the file);
+//     get_chunk answers any node: a chunk id is a capability, learnt only
+//     from a manifest, and the caller checks the bytes against it.
 //   - drain, leave and remove_node (the node commands, drain.go) are
 //     operator calls, made only for a client.
-//   - stat_file and list_files (files.go) are client reads of the channel
-//     (a signed link to the file allows a stat of it); put_chunk and
-//     get_chunk are node calls: an upload's, a download's and
-//     anti-entropy's chunk transfers, made by whichever node the client
-//     reached, for chunks named by their hash.
 //
 // Without TLS (-insecure) a call's sender is not known: every holder of the
 // cluster key is trusted as a core node placed on every channel, and only
@@ -59,7 +59,7 @@ var clientOp = map[byte]bool{
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcBackup: true, rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
 	rcChangeChannel: true, rcDrain: true, rcLeave: true, rcRemoveNode: true,
-	rcStatFile: true, rcListFiles: true,
+	rcPutChunk: true, rcStatFile: true, rcListFiles: true,
 }
 
 // metaWriteOp marks the client ops that write the meta state (or, repair,
@@ -124,12 +124,20 @@ func proofFor(ctx context.Context, op byte) access.Proof {
 // above): nil, or why peer may not make call op with head and proof.
 func (r *router) authorize(ctx context.Context, op byte, head []byte, proof access.Proof, metaIndex uint64, peer transport.Peer) error {
 	switch op {
-	case rcReadIndex, rcMetaReadIndex, rcHash, rcReplicaInfo, rcRecoverInfo, rcMember, rcPutChunk, rcGetChunk:
+	case rcReadIndex, rcMetaReadIndex, rcHash, rcReplicaInfo, rcRecoverInfo, rcMember:
 		return nil
 	case rcSnapshot:
 		return r.placedPeer(head, peer)
 	case rcRestoreFetch:
 		return r.seedingPeer(head, peer)
+	case rcGetChunk:
+		// A chunk id is a capability: a node learns one only from a
+		// manifest it holds, and the bytes are checked against it.
+		return nil
+	case rcPutChunk:
+		if proof.Kind == access.ProofNone {
+			return r.placedPeer(head, peer) // a replica's own (restore, repair)
+		}
 	}
 	if !clientOp[op] {
 		return fmt.Errorf("%w: call %d", access.ErrForbidden, op)
@@ -173,8 +181,9 @@ type need struct {
 	// prefixes), prefix a list's; hasKey and hasPrefix say which is set.
 	key, prefix       []byte
 	hasKey, hasPrefix bool
-	// file is the path a stat_file reads (signed links to files).
-	file string
+	// resource is what a signed link must name (a file's); "" for a key's,
+	// access.KVResource(key).
+	resource string
 }
 
 // need decodes what op with head asks, with the decoders its handler uses.
@@ -199,18 +208,6 @@ func (r *router) need(op byte, head []byte) (need, error) {
 	case rcWatch:
 		c, err := parseWatch(head)
 		return need{rule: access.RuleRead, channel: c.channel, call: "watch", key: c.key, hasKey: true}, err
-	case rcStatFile, rcListFiles:
-		d := decoder{b: head}
-		d.byte()
-		channel := string(d.bytes())
-		n := need{rule: access.RuleRead, channel: channel, call: "list_files"}
-		if op == rcStatFile {
-			n.call, n.file = "stat_file", string(d.bytes())
-		}
-		if d.err != nil {
-			return need{}, fmt.Errorf("%w: malformed %s call", ErrInvalidRequest, n.call)
-		}
-		return n, nil
 	case rcCreateChannel:
 		return need{rule: access.RuleOperator, call: "create_channel"}, nil
 	case rcDeleteChannel:
@@ -225,6 +222,22 @@ func (r *router) need(op byte, head []byte) (need, error) {
 		return need{rule: access.RuleOperator, call: "recover"}, nil
 	case rcChangeChannel:
 		return need{rule: access.RuleOperator, call: "change_channel"}, nil
+	case rcPutChunk:
+		n, err := r.need(rcPropose, head)
+		n.call = "put_chunk"
+		return n, err
+	case rcStatFile, rcListFiles:
+		// head: level u8 | channel | path (stat) or prefix (list) | ...
+		d := decoder{b: head}
+		d.byte()
+		channel, path := string(d.bytes()), string(d.bytes())
+		if d.err != nil {
+			return need{}, fmt.Errorf("%w: malformed file call: %v", ErrInvalidRequest, d.err)
+		}
+		if op == rcListFiles {
+			return need{rule: access.RuleRead, channel: channel, call: "list_files"}, nil
+		}
+		return need{rule: access.RuleRead, channel: channel, call: "stat_file", resource: access.FileResource(path)}, nil
 	case rcDrain, rcLeave, rcRemoveNode:
 		return need{rule: access.RuleOperator, call: "node"}, nil
 	case rcIssueToken, rcRevokeToken, rcSettings:
@@ -246,10 +259,11 @@ func (r *router) allowClient(p access.Proof, n need) error {
 		}
 		return access.Allow(cred, n.rule, n.channel, n.call)
 	case access.ProofLink:
-		if n.rule == access.RuleRead && n.hasKey && r.n.check.SignedLink(p.Link, n.channel, access.KVResource(n.key), now) {
-			return nil
+		res := n.resource
+		if res == "" && n.hasKey {
+			res = access.KVResource(n.key)
 		}
-		if n.rule == access.RuleRead && n.file != "" && r.n.check.SignedLink(p.Link, n.channel, access.FileResource(n.file), now) {
+		if n.rule == access.RuleRead && res != "" && r.n.check.SignedLink(p.Link, n.channel, res, now) {
 			return nil
 		}
 	case access.ProofAnonymous:

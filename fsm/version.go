@@ -25,7 +25,7 @@ import (
 //	   SetChannelQuota (0x51): a channel's quota changed;
 //	   CreateRestoredChannel (0x60): a channel created from a backup;
 //	   RecoverChannel (0x61): a channel re-formed after losing a quorum;
-//	   FenceServers (0x62): server ids a meta recovery removed;
+//	   FenceServers (0x62): server ids a meta recovery removed
 //	   PutFile (0x06), DeleteFile (0x07): files in channels
 const Version = 4
 

@@ -45,9 +45,10 @@ type FileBackend interface {
 // Headers of file uploads.
 const (
 	headerSHA256 = "X-Shardnet-Sha256"
-	// MaxFileBytes bounds one upload (what the body deadline is computed
-	// for when no Content-Length comes): 1 TiB.
-	MaxFileBytes = 1 << 40
+	// MaxFileBytes bounds one file: as many chunks as a manifest holds
+	// (fsm.MaxFileChunks of cluster.DefaultChunkSize, 256 GiB). It is also
+	// what the body deadline is computed for when no Content-Length comes.
+	MaxFileBytes = fsm.MaxFileChunks * cluster.DefaultChunkSize
 	// maxFileList bounds a listing page.
 	maxFileList = 1000
 )
@@ -105,6 +106,9 @@ func (s *Server) filePut(ctx context.Context, req *request) (*response, error) {
 		return nil, err
 	}
 	r := req.r
+	if r.ContentLength > MaxFileBytes {
+		return nil, refuse(errBodyTooLarge, "a file is at most %d bytes, not %d", int64(MaxFileBytes), r.ContentLength)
+	}
 	opts := cluster.PutFileOptions{Size: r.ContentLength, ContentType: r.Header.Get("Content-Type")}
 	if opts.ContentType != "" {
 		if _, _, err := mime.ParseMediaType(opts.ContentType); err != nil || len(opts.ContentType) > fsm.MaxContentTypeBytes {

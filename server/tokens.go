@@ -115,8 +115,7 @@ func (s *Server) sign(ctx context.Context, req *request) (*response, error) {
 	if err := decodeStrict(req.body, &b); err != nil {
 		return nil, err
 	}
-	// A link names "kv/<key>" or "files/<path>" (access.KVResource,
-	// access.FileResource).
+	// A link names "kv/<key>" or "files/<path>" (auth.go's signedLink).
 	var resource, link string
 	switch {
 	case b.Key != "" && b.File != "":
@@ -125,12 +124,12 @@ func (s *Server) sign(ctx context.Context, req *request) (*response, error) {
 		if err := fsm.ValidatePath(b.File); err != nil {
 			return nil, err
 		}
-		resource, link = access.FileResource(b.File), "/files/"+api.EscapeKey(b.File)
+		resource, link = "files/"+b.File, "/files/"+api.EscapeKey(b.File)
 	default:
 		if err := validateKey([]byte(b.Key), "key"); err != nil {
 			return nil, err
 		}
-		resource, link = access.KVResource([]byte(b.Key)), "/kv/"+api.EscapeKey(b.Key)
+		resource, link = "kv/"+b.Key, "/kv/"+api.EscapeKey(b.Key)
 	}
 	ttl := defaultLinkTTL
 	if b.TTL != "" {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/shardnet/shardnet/api"
@@ -59,14 +58,14 @@ func backupChannel(ctx context.Context, c *cli, client *api.Client, channel, pat
 		}()
 		w = file
 	}
-	p := startProgress(c, "backup of "+channel, -1)
+	p := newProgress(c.stderr, "backup of "+channel, -1)
 	// The file is checked while it is written: BackupReader yields the
 	// snapshot only, so the header and trailer pass through a tee.
 	br, err := fsm.OpenBackup(io.TeeReader(body, &multiCount{w: w, p: p}))
 	if err == nil {
 		_, err = io.Copy(io.Discard, br)
 	}
-	p.stop()
+	p.done()
 	if err != nil {
 		return fsm.BackupHeader{}, 0, fmt.Errorf("backup of %s: %w", channel, err)
 	}
@@ -87,12 +86,12 @@ func backupChannel(ctx context.Context, c *cli, client *api.Client, channel, pat
 // multiCount writes to w and counts into p.
 type multiCount struct {
 	w io.Writer
-	p *backupProgress
+	p *progress
 }
 
 func (m *multiCount) Write(b []byte) (int, error) {
 	n, err := m.w.Write(b)
-	m.p.n.Add(int64(n))
+	m.p.add(int64(n))
 	return n, err
 }
 
@@ -121,9 +120,9 @@ func runChannelRestore(ctx context.Context, c *cli, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	p := startProgress(c, "restore of "+*name, st.Size())
-	res, err := f.client().Restore(ctx, *name, *replicas, &backupCounter{r: file, p: p}, st.Size())
-	p.stop()
+	p := newProgress(c.stderr, "restore of "+*name, st.Size())
+	res, err := f.client().Restore(ctx, *name, *replicas, &countingReader{r: file, p: p}, st.Size())
+	p.done()
 	if err != nil {
 		return c.fail(err)
 	}
@@ -137,66 +136,6 @@ func runChannelRestore(ctx context.Context, c *cli, args []string) int {
 	}
 	return 0
 }
-
-type backupCounter struct {
-	r io.Reader
-	p *backupProgress
-}
-
-func (r *backupCounter) Read(b []byte) (int, error) {
-	n, err := r.r.Read(b)
-	r.p.n.Add(int64(n))
-	return n, err
-}
-
-// backupProgress prints bytes moved and the rate to stderr every second, once a
-// transfer has lasted a second.
-type backupProgress struct {
-	n     atomic.Int64
-	done  chan struct{}
-	ended chan struct{}
-}
-
-func startProgress(c *cli, what string, total int64) *backupProgress {
-	p := &backupProgress{done: make(chan struct{}), ended: make(chan struct{})}
-	start := time.Now()
-	go func() {
-		defer close(p.ended)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		printed := false
-		line := func() {
-			n := p.n.Load()
-			el := time.Since(start).Seconds()
-			s := fmt.Sprintf("%s: %s", what, mib(n))
-			if total > 0 {
-				s += fmt.Sprintf(" of %s (%.0f%%)", mib(total), 100*float64(n)/float64(total))
-			}
-			fmt.Fprintf(c.stderr, "\r%s, %s/s   ", s, mib(int64(float64(n)/el)))
-			printed = true
-		}
-		for {
-			select {
-			case <-p.done:
-				if printed {
-					line()
-					fmt.Fprintln(c.stderr)
-				}
-				return
-			case <-tick.C:
-				line()
-			}
-		}
-	}()
-	return p
-}
-
-func (p *backupProgress) stop() {
-	close(p.done)
-	<-p.ended
-}
-
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // runBackup: shardnet backup -o DIR.
 func runBackup(ctx context.Context, c *cli, args []string) int {
