@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # bench/backup.sh — backup and restore throughput of one channel with real
 # agents: three `shardnet agent` processes on 127.0.0.1, a channel filled
-# with KEYS keys of VALUE_SIZE bytes (bench/prefill), then
+# with KEYS keys of VALUE_SIZE bytes (bench/prefill) and two files of
+# FILES_MIB MiB each (random bytes, the second a copy of the first: its
+# chunks are stored, and backed up, once), then
 #
 #   1. shardnet channel backup, idle;
 #   2. shardnet channel backup while prefill overwrites the same keys;
 #   3. shardnet channel restore of the first file into a new channel, timed
 #      until the new channel serves (the restore answers only then);
 #
-# and a check that the restored channel holds the keys, and a `shardnet
+# and a check that the restored channel holds the keys and the files
+# (byte-identical through every node), and a `shardnet
 # backup -o DIR` of the whole cluster. It prints one line
 # per step: bytes, seconds, MiB/s. Bounded: every wait has a deadline.
 #
 #   bench/backup.sh                 # 100,000 keys of 1 KiB (~100 MiB)
-#   KEYS=20000 VALUE_SIZE=256 bench/backup.sh
+#   KEYS=20000 VALUE_SIZE=256 FILES_MIB=16 bench/backup.sh   # FILES_MIB=0: no files
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KEYS=${KEYS:-100000}
 VALUE_SIZE=${VALUE_SIZE:-1024}
+FILES_MIB=${FILES_MIB:-64}
 
 install_trap
 make_work
@@ -36,6 +40,15 @@ prefill() {
 }
 log "writing $KEYS keys of $VALUE_SIZE bytes"
 run_tracked "$WORK/logs/prefill.log" prefill || die "prefill failed: $(tail -n 3 "$WORK/logs/prefill.log")"
+if ((FILES_MIB > 0)); then
+	log "uploading two files of $FILES_MIB MiB (one content)"
+	head -c $((FILES_MIB << 20)) /dev/urandom >"$WORK/file.bin"
+	file_sum=$(sha256sum <"$WORK/file.bin" | cut -d' ' -f1)
+	for p in media/a.bin media/copy.bin; do
+		"$BIN" file put bk "$p" "$WORK/file.bin" >"$WORK/logs/file-put.log" 2>&1 ||
+			die "file put failed: $(cat "$WORK/logs/file-put.log")"
+	done
+fi
 
 now() { date +%s.%N; }
 # report WHAT BYTES START END
@@ -78,6 +91,15 @@ for i in 0 1 2; do
 		((n == VALUE_SIZE)) || die "bk2/$k through n$((i + 1)): $n bytes, want $VALUE_SIZE"
 	done
 done
+# The restored channel's files, from each node.
+if ((FILES_MIB > 0)); then
+	for i in 0 1 2; do
+		for p in media/a.bin media/copy.bin; do
+			got=$(SHARDNET_ADDR=$(sn_url "$i") "$BIN" file get bk2 "$p" 2>"$WORK/logs/file-get.log" | sha256sum | cut -d' ' -f1)
+			[ "$got" = "$file_sum" ] || die "bk2/$p through n$((i + 1)): sha256 $got, want $file_sum ($(cat "$WORK/logs/file-get.log"))"
+		done
+	done
+fi
 # The whole cluster: meta.json and one file per channel.
 "$BIN" backup -o "$WORK/all" >"$WORK/logs/backup-all.log" 2>&1 || die "shardnet backup failed: $(cat "$WORK/logs/backup-all.log")"
 for f in meta.json bk.shnbak bk2.shnbak; do [ -s "$WORK/all/$f" ] || die "shardnet backup wrote no $f"; done
@@ -87,7 +109,7 @@ count=$(sn_curl "$(sn_url 0)/v1/channels/bk2" | sed -n 's/.*"keys":\([0-9]*\).*/
 idx=$(sed -n 's/.*"index": *\([0-9]*\).*/\1/p' "$WORK/restore.json" | head -n 1)
 
 echo
-echo "shardnet $SN_COMMIT, $KEYS keys of $VALUE_SIZE bytes, 3 agents on 127.0.0.1, $(nproc) cores"
+echo "shardnet $SN_COMMIT, $KEYS keys of $VALUE_SIZE bytes, 2 files of $FILES_MIB MiB (one content), 3 agents on 127.0.0.1, $(nproc) cores"
 echo "$R1"
 echo "$R2"
 echo "$R3"

@@ -65,7 +65,9 @@ const (
 // Backup returns the header and the snapshot stream of a backup of
 // channel, as of a linearizable read index taken now: from a local replica
 // or through a call to a node that has one. The caller closes the stream
-// and writes the file (fsm.WriteBackup); the header's Index is set.
+// and writes the file (fsm.WriteBackupChunks: the stream is the
+// fsm.ChunkSource of the chunks its files need, backupchunks.go); the
+// header's Index is set.
 func (n *Node) Backup(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error) {
 	var h fsm.BackupHeader
 	var rc io.ReadCloser
@@ -76,7 +78,10 @@ func (n *Node) Backup(ctx context.Context, channel string) (fsm.BackupHeader, io
 		h, rc, err = n.route.backup(ctx, re, channel)
 		return readFailed(err, re)
 	})
-	return h, rc, err
+	if err != nil {
+		return h, nil, err
+	}
+	return h, &backupStream{ReadCloser: rc, n: n, ctx: ctx, channel: channel}, nil
 }
 
 func (n *Node) backupHere(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error) {
@@ -208,12 +213,21 @@ func (n *Node) RestoreChannel(ctx context.Context, name string, replicas int, bo
 	if err != nil {
 		return api.Channel{}, fsm.BackupHeader{}, err
 	}
+	defer br.Close()
 	h := br.Header
+	sp, err := n.spoolChunks(br) // backupchunks.go
+	if err != nil {
+		return api.Channel{}, h, err
+	}
+	defer sp.remove()
 	id, _, size, err := n.storeUpload(br)
 	if err != nil {
 		return api.Channel{}, h, err
 	}
 	defer n.removeUpload(id)
+	if err := sp.finish(); err != nil {
+		return api.Channel{}, h, err
+	}
 	if replicas == 0 {
 		replicas = h.Replicas
 	}
@@ -224,12 +238,16 @@ func (n *Node) RestoreChannel(ctx context.Context, name string, replicas int, bo
 		return ch, h, err
 	}
 	src := fsm.RestoreSource{Node: n.cfg.Name, ID: id, Index: h.Index, Term: h.Term, Bytes: size}
-	n.log.Info("restoring channel", "channel", name, "from", h.Channel, "index", h.Index, "bytes", size)
+	n.log.Info("restoring channel", "channel", name, "from", h.Channel, "index", h.Index, "bytes", size, "chunks", sp.count, "chunk_bytes", sp.nbytes)
 	ch, err := n.createRestored(ctx, req, src)
 	if err != nil {
 		return api.Channel{}, h, err
 	}
-	if err := n.awaitRestored(ctx, name, h.Index); err != nil {
+	err = n.awaitRestored(ctx, name, h.Index)
+	if err == nil {
+		err = n.placeRestoredChunks(ctx, name, sp)
+	}
+	if err != nil {
 		n.log.Error("restored channel did not start; deleting it", "channel", name, "error", err)
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -129,7 +130,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // BackupReader reads a backup file: OpenBackup reads the header, then Read
-// yields the snapshot stream. The last 40 bytes of the input are held back
+// yields the snapshot stream (of a version 2 file, backupchunks.go, it
+// reads the chunk section too, handing each chunk to OnChunk). The last 40 bytes of the input are held back
 // as the trailer; Read returns io.EOF only once the length and the SHA-256
 // in it match what was read (else an error wrapping ErrBadBackup), so a
 // consumer that copies the stream somewhere learns at the end whether what
@@ -147,6 +149,18 @@ type BackupReader struct {
 	first [snapHeaderLen]byte
 	eof   bool
 	err   error
+
+	// OnChunk, when set, takes each chunk of a version 2 file once it was
+	// checked against its id (data is reused after it returns); its error
+	// ends the read. Set it before the first Read.
+	OnChunk func(id [32]byte, data []byte) error
+	// Version 2 (backupchunks.go).
+	v2                 bool
+	raw                io.Reader // the input after the header, buffered
+	in                 io.Reader // raw, hashed and counted
+	frameLeft          int
+	scan               *manifestScan
+	chunks, chunkBytes int64
 }
 
 // OpenBackup reads a backup's magic, version and header from r.
@@ -159,8 +173,9 @@ func OpenBackup(r io.Reader) (*BackupReader, error) {
 	if string(pre[:8]) != backupMagic {
 		return nil, fmt.Errorf("%w: not a shardnet channel backup (magic %q)", ErrBadBackup, pre[:8])
 	}
-	if v := binary.BigEndian.Uint32(pre[8:]); v != backupVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrBadBackup, v, backupVersion)
+	v := binary.BigEndian.Uint32(pre[8:])
+	if v != backupVersion && v != backupVersionChunks {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d and %d", ErrBadBackup, v, backupVersion, backupVersionChunks)
 	}
 	n := binary.BigEndian.Uint32(pre[12:])
 	if n > maxBackupHeader {
@@ -176,13 +191,36 @@ func OpenBackup(r io.Reader) (*BackupReader, error) {
 	b.sum.Write(pre[:])
 	b.sum.Write(js)
 	b.Bytes = int64(len(pre) + len(js))
+	if v == backupVersionChunks {
+		b.v2, b.buf = true, nil
+		b.raw = bufio.NewReaderSize(r, 256<<10)
+		b.in = &hashReader{r: b.raw, sum: b.sum, n: &b.Bytes}
+	}
+	// Version 1 carries no chunks: its snapshot is scanned too, to refuse
+	// one that references any (backupchunks.go).
+	b.scan = startScan()
 	return b, nil
+}
+
+// Close ends a read left unfinished (a version 2 file's manifest scanner
+// runs until then).
+func (b *BackupReader) Close() {
+	if b.scan != nil {
+		_, _ = b.scan.finish()
+	}
 }
 
 // Read yields the snapshot stream (see BackupReader).
 func (b *BackupReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if b.v2 {
+		n, err := b.readV2(p)
+		if err != nil {
+			b.Close()
+		}
+		return n, err
 	}
 	for {
 		if ready := b.have - backupTrailerLen; ready > 0 {
@@ -193,10 +231,12 @@ func (b *BackupReader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if b.err != nil {
+			b.Close()
 			return 0, b.err
 		}
 		if b.eof {
 			b.err = b.verify()
+			b.Close()
 			continue
 		}
 		n, err := b.r.Read(b.buf[b.have:])
@@ -216,6 +256,7 @@ func (b *BackupReader) emit(p []byte) {
 	}
 	b.sum.Write(p)
 	b.body += int64(len(p))
+	b.scan.write(p)
 }
 
 // verify checks the trailer once the input ended: io.EOF when sound.
@@ -237,6 +278,12 @@ func (b *BackupReader) verify() error {
 	}
 	if idx != b.Header.Index {
 		return fmt.Errorf("%w: the header says index %d, the snapshot %d", ErrBadBackup, b.Header.Index, idx)
+	}
+	// A stream the scanner cannot parse is left to the snapshot's own
+	// checks when it is loaded; one that parses and names chunks cannot
+	// be restored whole.
+	if refs, err := b.scan.finish(); err == nil && len(refs) > 0 {
+		return fmt.Errorf("%w: a version 1 backup of a channel with files: it holds none of their %d chunks", ErrBadBackup, len(refs))
 	}
 	return io.EOF
 }

@@ -42,7 +42,10 @@ func (s *Server) backupChannel(ctx context.Context, req *request) (*response, er
 		defer rc.Close()
 		w.WriteHeader(http.StatusOK)
 		start := time.Now()
-		_, n, err := fsm.WriteBackup(w, h, rc)
+		// The cluster's stream reads the chunks its files need; without
+		// one, a channel with files cannot be backed up.
+		src, _ := rc.(fsm.ChunkSource)
+		_, n, err := fsm.WriteBackupChunks(w, h, rc, src)
 		if err != nil {
 			s.log.Error("backup stream failed", "channel", req.ch, "index", h.Index, "bytes", n, "error", err)
 			panic(http.ErrAbortHandler) // the client sees the stream cut

@@ -63,6 +63,23 @@ func (s *Server) files() (FileBackend, error) {
 	return fb, nil
 }
 
+// fileTarget is what every call on one file starts from: the backend's
+// file half, and the channel and path checked.
+func (s *Server) fileTarget(req *request) (FileBackend, string, error) {
+	fb, err := s.files()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := validChannel(req.ch); err != nil {
+		return nil, "", err
+	}
+	path, err := parseFilePath(req.rawKey)
+	if err != nil {
+		return nil, "", err
+	}
+	return fb, path, nil
+}
+
 // parseFilePath unescapes the path part of a file URL and validates it.
 func parseFilePath(raw string) (string, error) {
 	p, err := api.UnescapeKey(raw)
@@ -94,14 +111,7 @@ func parseETag(v string) ([32]byte, error) {
 // through; nothing is committed unless it arrives whole and matches its
 // Content-Length and X-Shardnet-Sha256 or Content-MD5.
 func (s *Server) filePut(ctx context.Context, req *request) (*response, error) {
-	fb, err := s.files()
-	if err != nil {
-		return nil, err
-	}
-	if err := validChannel(req.ch); err != nil {
-		return nil, err
-	}
-	path, err := parseFilePath(req.rawKey)
+	fb, path, err := s.fileTarget(req)
 	if err != nil {
 		return nil, err
 	}
@@ -186,14 +196,7 @@ func runnable(ct string) bool {
 
 // fileGet serves GET and HEAD /v1/channels/{ch}/files/{path}.
 func (s *Server) fileGet(ctx context.Context, req *request) (*response, error) {
-	fb, err := s.files()
-	if err != nil {
-		return nil, err
-	}
-	if err := validChannel(req.ch); err != nil {
-		return nil, err
-	}
-	path, err := parseFilePath(req.rawKey)
+	fb, path, err := s.fileTarget(req)
 	if err != nil {
 		return nil, err
 	}
@@ -244,14 +247,7 @@ func (s *Server) fileGet(ctx context.Context, req *request) (*response, error) {
 // fileDelete serves DELETE /v1/channels/{ch}/files/{path} (If-Match:
 // only that version).
 func (s *Server) fileDelete(ctx context.Context, req *request) (*response, error) {
-	fb, err := s.files()
-	if err != nil {
-		return nil, err
-	}
-	if err := validChannel(req.ch); err != nil {
-		return nil, err
-	}
-	path, err := parseFilePath(req.rawKey)
+	fb, path, err := s.fileTarget(req)
 	if err != nil {
 		return nil, err
 	}

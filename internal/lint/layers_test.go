@@ -16,7 +16,7 @@ const module = "github.com/shardnet/shardnet/"
 var rank = map[string]int{
 	"api":       0,
 	"fsm":       1,
-	"chunk":     1, // the node's chunk store; imports nothing of shardnet
+	"chunk":     0, // the node's chunk store; imports nothing of shardnet
 	"access":    2, // who may call what: used by server and cluster alike
 	"transport": 2, // the node's one cluster port: Raft of every group, calls
 	"shard":     3,
