@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
 )
 
@@ -37,6 +38,14 @@ func (n *Node) metaCurrentSinceStart(ctx context.Context) error {
 	}
 	if f := n.MetaFenced(); f != "" {
 		return fmt.Errorf("%w: %s", ErrNotReady, f)
+	}
+	if n.meta.fsm.ClusterVersion() < fsm.MetaVersion(&fsm.RecoverChannel{}) {
+		// No channel can have been recovered (retired a group) below the
+		// version that brought recoveries; and nodes of the previous
+		// release, which may lead the meta group during an upgrade, take
+		// no meta read index call. The check starts once every node runs
+		// this release.
+		return nil
 	}
 	if err := n.metaSync(ctx); err != nil {
 		return fmt.Errorf("%w (this node started and serves no channel until its copy of the meta state has caught up with the meta group)", err)

@@ -204,6 +204,13 @@ func TestCheckerCatchesStaleReads(t *testing.T) {
 		}
 		return fmt.Errorf("no replica on the follower %s in %+v", c.Nodes[follower].Name, desc.Placement)
 	})
+	// A node serves channels only once its copy of the meta state has
+	// been confirmed current since it started (cluster/metacurrent.go):
+	// one read through the follower before it is cut off does that.
+	c.WaitFor(20*time.Second, func() error {
+		_, _, err := clients[follower].Get(ctx, channel, key, api.GetOptions{Consistency: api.Stale})
+		return err
+	})
 	c.Isolate(follower)
 	defer c.Heal()
 	mustPut()
