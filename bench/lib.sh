@@ -15,16 +15,19 @@ TOKEN=${TOKEN:-bench-token}
 CLUSTER_KEY=${CLUSTER_KEY:-bench-cluster-key}
 GOSSIP_KEY=${GOSSIP_KEY:-$(head -c 32 /dev/urandom | base64)}
 
-# Loopback ports, index 0..2 = node/member 1..3.
-SN_GOSSIP=(17946 17956 17966)
-SN_CLUSTER=(17947 17957 17967)
-SN_HTTP=(18500 18510 18520)
+# Loopback ports, index 0..2 = node/member 1..3. PORT_OFFSET (default 0)
+# moves every port, so that two benchmarks can run side by side.
+PORT_OFFSET=${PORT_OFFSET:-0}
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] || { echo "PORT_OFFSET must be a number, not '$PORT_OFFSET'" >&2; exit 1; }
+SN_GOSSIP=($((17946 + PORT_OFFSET)) $((17956 + PORT_OFFSET)) $((17966 + PORT_OFFSET)))
+SN_CLUSTER=($((17947 + PORT_OFFSET)) $((17957 + PORT_OFFSET)) $((17967 + PORT_OFFSET)))
+SN_HTTP=($((18500 + PORT_OFFSET)) $((18510 + PORT_OFFSET)) $((18520 + PORT_OFFSET)))
 # The nodes' addresses: all 127.0.0.1 unless a script gives each node its
 # own loopback address (failover.sh does, so that one node's traffic can be
 # dropped by address).
 SN_IP=(${SN_IP[@]:-127.0.0.1 127.0.0.1 127.0.0.1})
-ETCD_CLIENT=(12379 12389 12399)
-ETCD_PEER=(12380 12390 12400)
+ETCD_CLIENT=($((12379 + PORT_OFFSET)) $((12389 + PORT_OFFSET)) $((12399 + PORT_OFFSET)))
+ETCD_PEER=($((12380 + PORT_OFFSET)) $((12390 + PORT_OFFSET)) $((12400 + PORT_OFFSET)))
 
 SN_PID=()
 ETCD_PID=()

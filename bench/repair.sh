@@ -35,7 +35,7 @@ REPAIR_DEADLINE=${REPAIR_DEADLINE:-120}
 # Nodes n1..n3 (core) and n4.. (resource), all on 127.0.0.1.
 SN_GOSSIP=() SN_CLUSTER=() SN_HTTP=() SN_IP=()
 for ((i = 0; i < 3 + RES; i++)); do
-	SN_GOSSIP+=($((17946 + 10 * i))) SN_CLUSTER+=($((17947 + 10 * i))) SN_HTTP+=($((18500 + 10 * i)))
+	SN_GOSSIP+=($((17946 + PORT_OFFSET + 10 * i))) SN_CLUSTER+=($((17947 + PORT_OFFSET + 10 * i))) SN_HTTP+=($((18500 + PORT_OFFSET + 10 * i)))
 	SN_IP+=(127.0.0.1)
 done
 SN_EXTRA_FLAGS="-leader-rebalance off ${SN_EXTRA_FLAGS:-}"
