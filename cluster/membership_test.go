@@ -227,6 +227,29 @@ func TestRescale(t *testing.T) {
 	if slices.Contains(nodeIDs(two), "e") {
 		t.Fatalf("scaled to two: %v kept the dead node", nodeIDs(two))
 	}
+	// Operators spread as zones do: one zone, five nodes of which p, q, r
+	// run two each; back to three keeps three operators, whatever was
+	// added last.
+	ops := []fsm.NodeRecord{
+		{ID: "p1", ServerID: "p1@1", Zone: "z", Operator: "p", State: fsm.NodeAlive},
+		{ID: "p2", ServerID: "p2@1", Zone: "z", Operator: "p", State: fsm.NodeAlive},
+		{ID: "q1", ServerID: "q1@1", Zone: "z", Operator: "q", State: fsm.NodeAlive},
+		{ID: "q2", ServerID: "q2@1", Zone: "z", Operator: "q", State: fsm.NodeAlive},
+		{ID: "r1", ServerID: "r1@1", Zone: "z", Operator: "r", State: fsm.NodeAlive},
+	}
+	ch.Placement = []fsm.Replica{{NodeID: "p1", ServerID: "p1@1"}, {NodeID: "q1", ServerID: "q1@1"}, {NodeID: "r1", ServerID: "r1@1", Added: 20},
+		{NodeID: "p2", ServerID: "p2@1", Added: 10}, {NodeID: "q2", ServerID: "q2@1", Added: 10}}
+	kept, err := rescale(ops, []fsm.ChannelRecord{ch}, ch, 3, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range kept {
+		seen[r.NodeID[:1]] = true
+	}
+	if len(kept) != 3 || len(seen) != 3 {
+		t.Fatalf("scaled to three: %v: want three operators (the last added, r1, is the only one of its operator)", nodeIDs(kept))
+	}
 }
 
 // Only a creation replica bootstraps, always with the creation placement;

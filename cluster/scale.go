@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 
 	"github.com/hashicorp/raft"
 
@@ -141,8 +140,9 @@ func (n *Node) channelLeader(ctx context.Context, ch fsm.ChannelRecord) string {
 // hold the channel: alive, with room, by load and zone, and for a
 // dedicated channel only empty nodes. Shrinking drops first the replicas
 // on nodes that are not alive, then those whose zone another kept replica
-// shares (the spread survives), never the leader while another can go,
-// the latest added first. A pure function.
+// shares, then those whose operator another kept replica shares (the
+// spread survives, as the allocator made it), never the leader while
+// another can go, the latest added first. A pure function.
 func rescale(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.ChannelRecord, want int, leader string) ([]fsm.Replica, error) {
 	have := len(ch.Placement)
 	if want > have {
@@ -182,42 +182,51 @@ func rescale(nodes []fsm.NodeRecord, channels []fsm.ChannelRecord, ch fsm.Channe
 	for _, nd := range nodes {
 		byID[nd.ID] = nd
 	}
-	zones := map[string]int{}
+	zones, ops := map[string]int{}, map[string]int{}
 	for _, r := range ch.Placement {
-		zones[byID[r.NodeID].Zone]++
+		nd := byID[r.NodeID]
+		zones[nd.Zone]++
+		ops[nd.Operator]++
 	}
-	order := slices.Clone(ch.Placement)
-	// score: lower goes first.
-	score := func(r fsm.Replica) [3]int {
+	// score: lower goes first. Recomputed after every drop, so that of two
+	// replicas sharing a zone (or an operator) only one goes.
+	score := func(r fsm.Replica) [4]int {
 		nd, ok := byID[r.NodeID]
 		alive := 1
 		if !ok || nd.State != fsm.NodeAlive {
 			alive = 0
 		}
-		shared := 1
+		zoneShared, opShared := 1, 1
 		if zones[nd.Zone] > 1 {
-			shared = 0
+			zoneShared = 0
+		}
+		if ops[nd.Operator] > 1 {
+			opShared = 0
 		}
 		isLeader := 0
 		if r.NodeID == leader {
 			isLeader = 1
 		}
-		return [3]int{alive, shared, isLeader}
+		return [4]int{alive, zoneShared, opShared, isLeader}
 	}
-	sort.SliceStable(order, func(i, j int) bool {
-		si, sj := score(order[i]), score(order[j])
-		if si != sj {
-			return slices.Compare(si[:], sj[:]) < 0
-		}
-		return order[i].Added > order[j].Added
-	})
 	drop := map[string]bool{}
-	for _, r := range order {
-		if len(drop) == have-want {
-			break
+	for len(drop) < have-want {
+		var pick fsm.Replica
+		var best [4]int
+		found := false
+		for _, r := range ch.Placement {
+			if drop[r.ServerID] {
+				continue
+			}
+			sc := score(r)
+			if c := slices.Compare(sc[:], best[:]); !found || c < 0 || (c == 0 && r.Added > pick.Added) {
+				pick, best, found = r, sc, true
+			}
 		}
-		drop[r.ServerID] = true
-		zones[byID[r.NodeID].Zone]--
+		drop[pick.ServerID] = true
+		nd := byID[pick.NodeID]
+		zones[nd.Zone]--
+		ops[nd.Operator]--
 	}
 	return slices.DeleteFunc(slices.Clone(ch.Placement), func(r fsm.Replica) bool { return drop[r.ServerID] }), nil
 }
