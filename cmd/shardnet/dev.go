@@ -138,6 +138,13 @@ func runDev(args []string) int {
 			return 1
 		}
 		agents = append(agents, a)
+		// A node that agreed to leave (shardnet node leave) stops, as its
+		// agent process would; the others run on.
+		go func() {
+			<-a.Node.Leaving()
+			logger.Info("a node left the cluster: stopping it", "node", s.name)
+			_ = a.Close()
+		}()
 	}
 	// Ctrl-C while the cluster comes up stops it too.
 	sigCtx, stopSig := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
