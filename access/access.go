@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardnet/shardnet/api"
@@ -54,39 +55,82 @@ type Credential struct {
 	Token    fsm.TokenRecord // a channel token, when !Operator
 }
 
-// Checker checks credentials against the operator token and a node's copy
-// of the meta state. Its zero value (no operator token) is an open API:
-// Open reports it, and callers check nothing then.
+// Checker checks credentials against the operator tokens and a node's
+// copy of the meta state. With no operator token (and as a zero value)
+// the API is open: Open reports it, and callers check nothing then.
 type Checker struct {
-	hasOperator bool
-	operator    [sha256.Size]byte
+	// operators holds the hashes of the operator tokens; swapped whole by
+	// SetOperatorTokens, so a request sees the old set or the new one.
+	operators atomic.Pointer[[][sha256.Size]byte]
 	// token and settings read the node's copy of the meta state.
 	token    func(id string) (fsm.TokenRecord, bool)
 	settings func(channel string) *fsm.ChannelSettings
 }
 
-// NewChecker makes a checker for the operator token ("" leaves the API
-// open) that looks tokens and channel settings up with the given funcs.
-func NewChecker(operatorToken string, token func(id string) (fsm.TokenRecord, bool), settings func(channel string) *fsm.ChannelSettings) *Checker {
+// NewChecker makes a checker for the operator tokens (one per line; ""
+// leaves the API open) that looks tokens and channel settings up with the
+// given funcs.
+func NewChecker(operatorTokens string, token func(id string) (fsm.TokenRecord, bool), settings func(channel string) *fsm.ChannelSettings) *Checker {
 	c := &Checker{token: token, settings: settings}
-	if operatorToken != "" {
-		c.hasOperator, c.operator = true, sha256.Sum256([]byte(operatorToken))
-	}
+	hashes := operatorHashes(operatorTokens)
+	c.operators.Store(&hashes)
 	return c
+}
+
+// ErrAuthModeChange refuses a reload that would open a closed API or close
+// an open one: both are restarts, decided with the node's other flags.
+var ErrAuthModeChange = errors.New("access: a reload cannot turn authentication on or off; restart the node")
+
+// SetOperatorTokens replaces the operator tokens (one per line) while the
+// node runs: during a rotation the file lists the old token and the new
+// one, both accepted, until every client has the new one.
+func (c *Checker) SetOperatorTokens(tokens string) error {
+	hashes := operatorHashes(tokens)
+	if (len(hashes) == 0) != c.Open() {
+		return ErrAuthModeChange
+	}
+	c.operators.Store(&hashes)
+	return nil
+}
+
+// OperatorTokens is how many operator tokens are accepted.
+func (c *Checker) OperatorTokens() int { return len(c.ops()) }
+
+// ops is the operator tokens' hashes; none for a zero Checker (open).
+func (c *Checker) ops() [][sha256.Size]byte {
+	if p := c.operators.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func operatorHashes(tokens string) [][sha256.Size]byte {
+	var out [][sha256.Size]byte
+	for _, line := range strings.Split(tokens, "\n") {
+		if t := strings.TrimSpace(line); t != "" {
+			out = append(out, sha256.Sum256([]byte(t)))
+		}
+	}
+	return out
 }
 
 // Open reports whether the API is open: no operator token, nothing
 // checked.
-func (c *Checker) Open() bool { return !c.hasOperator }
+func (c *Checker) Open() bool { return len(c.ops()) == 0 }
 
-// Bearer checks a bearer token: the operator token, or a channel token
+// Bearer checks a bearer token: an operator token, or a channel token
 // that exists, is not revoked and not expired (an ErrUnauthorized refusal
 // otherwise). A channel token is checked against this node's copy of the
 // meta state: no Raft round-trip.
 func (c *Checker) Bearer(tok string, now time.Time) (Credential, error) {
-	// Hashes of equal length: not even the length leaks.
+	// Hashes of equal length: not even the length leaks; every operator
+	// token is compared, so neither does which one matched.
 	got := sha256.Sum256([]byte(tok))
-	if c.hasOperator && subtle.ConstantTimeCompare(got[:], c.operator[:]) == 1 {
+	match := 0
+	for _, h := range c.ops() {
+		match |= subtle.ConstantTimeCompare(got[:], h[:])
+	}
+	if match == 1 {
 		return Credential{Operator: true}, nil
 	}
 	id, secret, ok := api.ParseToken(tok)

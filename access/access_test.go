@@ -75,3 +75,41 @@ func TestChecks(t *testing.T) {
 		t.Error("public prefixes: wrong answer")
 	}
 }
+
+// Operator tokens rotate without a restart: old and new both accepted
+// while the file lists both, then only the new one; a reload never opens
+// a closed API nor closes an open one.
+func TestOperatorTokenRotation(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := NewChecker("old", nil, nil)
+	isOperator := func(tok string) bool {
+		cred, err := c.Bearer(tok, now)
+		return err == nil && cred.Operator
+	}
+	if !isOperator("old") || isOperator("new") {
+		t.Fatal("before the rotation only the old token is the operator's")
+	}
+	if err := c.SetOperatorTokens("old\n\n  new  \n"); err != nil {
+		t.Fatal(err)
+	}
+	if !isOperator("old") || !isOperator("new") || c.OperatorTokens() != 2 {
+		t.Fatalf("during the rotation both tokens are the operator's (%d accepted)", c.OperatorTokens())
+	}
+	if err := c.SetOperatorTokens("new\n"); err != nil {
+		t.Fatal(err)
+	}
+	if isOperator("old") || !isOperator("new") {
+		t.Fatal("after the rotation only the new token is the operator's")
+	}
+	if err := c.SetOperatorTokens(" \n"); !errors.Is(err, ErrAuthModeChange) || c.Open() || !isOperator("new") {
+		t.Fatalf("an empty reload must be refused and change nothing: %v", err)
+	}
+	open := NewChecker("", nil, nil)
+	if err := open.SetOperatorTokens("x"); !errors.Is(err, ErrAuthModeChange) || !open.Open() {
+		t.Fatalf("a reload must not close an open API: %v", err)
+	}
+	var zero Checker
+	if !zero.Open() {
+		t.Fatal("a zero checker is open")
+	}
+}

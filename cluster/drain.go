@@ -32,6 +32,10 @@ var ErrNodeState = errors.New("cluster: the node's state does not allow this")
 // its process shuts down gracefully, which leaves gossip.
 func (n *Node) Leaving() <-chan struct{} { return n.leaving }
 
+// SetOperatorTokens replaces the operator tokens (one per line) that route
+// calls are checked against, as the HTTP server's (agent.SetOperatorTokens).
+func (n *Node) SetOperatorTokens(tokens string) error { return n.check.SetOperatorTokens(tokens) }
+
 // NodeDetail describes node id from this node's copy of the meta state:
 // the replicas placed on it, whether a drain is done, what cannot move.
 func (n *Node) NodeDetail(ctx context.Context, id string) (api.NodeDetail, error) {

@@ -239,6 +239,10 @@ func New(cfg Config) *Server {
 // Handler returns the server as an http.Handler.
 func (s *Server) Handler() http.Handler { return s }
 
+// SetOperatorTokens replaces the operator tokens (one per line) that the
+// API accepts, without a restart (access.Checker.SetOperatorTokens).
+func (s *Server) SetOperatorTokens(tokens string) error { return s.check.SetOperatorTokens(tokens) }
+
 // Serve answers API requests on l (the node's public HTTP listener) under
 // the connection limits and timeouts of Config, until Shutdown or Close; it
 // returns nil after them.

@@ -128,7 +128,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.DeadAfter, "dead-after", c.DeadAfter, "how long the meta leader must see a node absent from gossip before the registry calls it dead (until then: suspect); the meta leader's setting counts (default 5m)")
 	fs.IntVar(&c.MaxReplicas, "max-replicas", c.MaxReplicas, "most channel replicas this node hosts (0: 2000)")
 	fs.StringVar(&c.Token, "token", c.Token, "operator token every /v1 call must present (empty: no auth); process listings show it: prefer -token-file or $SHARDNET_TOKEN")
-	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the operator token (default: $SHARDNET_TOKEN)")
+	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the operator token, or several, one per line, all accepted (rotation: reread on SIGHUP); default: $SHARDNET_TOKEN")
 	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "secret nodes prove to each other on the cluster port under -insecure, instead of certificates; process listings show it: prefer -cluster-key-file or $SHARDNET_CLUSTER_KEY")
 	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", c.ClusterKeyFile, "file holding the cluster key (default: $SHARDNET_CLUSTER_KEY)")
 	fs.StringVar(&c.Encrypt, "encrypt", c.Encrypt, "gossip encryption key: base64 of 16, 24 or 32 random bytes (shardnet gossip keygen); it seeds the keyring file in -data-dir, which wins from then on (required unless -insecure or that file exists); process listings show it: prefer -encrypt-file or $SHARDNET_GOSSIP_KEY")
@@ -453,12 +453,15 @@ func runAgent(args []string) int {
 		return 1
 	}
 	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr(), "cluster_tls", certs != nil)
-	// SIGHUP rereads both: the cluster certificates (reloadOnSIGHUP) and
-	// the HTTP API's.
+	// SIGHUP rereads the cluster certificates (reloadOnSIGHUP), the HTTP
+	// API's, and the -token-file (operator token rotation).
 	stopReload := reloadOnSIGHUP(certs, logger)
 	waitForSignal(a.Node.Leaving(), func() {
 		if err := a.ReloadTLS(); err != nil {
 			logger.Error("SIGHUP: the HTTP API keeps its certificate", "error", err)
+		}
+		if cfg.TokenFile != "" {
+			reloadTokenFile(a, cfg.TokenFile, logger)
 		}
 	})
 	stopReload()
@@ -468,6 +471,30 @@ func runAgent(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// reloadTokenFile rereads the operator tokens (one per line) from file and
+// gives them to the running node; on any error the node keeps the tokens
+// it has.
+func reloadTokenFile(a *agent.Agent, file string, logger hclog.Logger) {
+	b, err := os.ReadFile(file)
+	if err == nil && strings.TrimSpace(string(b)) == "" {
+		err = fmt.Errorf("%s is empty", file)
+	}
+	if err == nil {
+		err = a.SetOperatorTokens(string(b))
+	}
+	if err != nil {
+		logger.Error("SIGHUP: the node keeps its operator tokens", "token_file", file, "error", err)
+		return
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) != "" {
+			n++
+		}
+	}
+	logger.Info("SIGHUP: reloaded the operator tokens", "token_file", file, "tokens", n)
 }
 
 // waitForSignal returns on SIGINT or SIGTERM, or once done is closed (the

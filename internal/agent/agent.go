@@ -137,6 +137,18 @@ func (a *Agent) ReloadTLS() error {
 	return nil
 }
 
+// SetOperatorTokens replaces the operator tokens (one per line) the node
+// accepts, on its HTTP API and on the route calls other nodes forward to
+// it, without a restart: a rotation lists the old token and the new one
+// until every client has the new one, then only the new one. Turning
+// authentication on or off is refused (access.ErrAuthModeChange).
+func (a *Agent) SetOperatorTokens(tokens string) error {
+	if err := a.Server.SetOperatorTokens(tokens); err != nil {
+		return err
+	}
+	return a.Node.SetOperatorTokens(tokens)
+}
+
 // Close stops serving new requests, lets running ones finish (bounded),
 // then shuts the node down gracefully.
 func (a *Agent) Close() error {
