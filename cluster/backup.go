@@ -362,32 +362,15 @@ type createRestoredCall struct {
 // createRestored (rcCreateRestored): head the JSON of createRestoredCall;
 // answer the JSON of the api.Channel created.
 func (r *router) createRestored(ctx context.Context, re *shard.RedirectError, req api.CreateChannelRequest, src fsm.RestoreSource) (api.Channel, error) {
-	head, err := json.Marshal(createRestoredCall{Request: req, Source: src})
-	if err != nil {
-		return api.Channel{}, err
-	}
-	ans, err := r.simple(ctx, "create_restored", re.Addr, rcCreateRestored, head)
-	if err != nil {
-		return api.Channel{}, metaWriteFailed(err, re)
-	}
 	var ch api.Channel
-	if err := json.Unmarshal(ans, &ch); err != nil {
-		return api.Channel{}, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
-	}
-	return ch, nil
+	err := r.leaderJSON(ctx, "create_restored", rcCreateRestored, re, createRestoredCall{Request: req, Source: src}, &ch)
+	return ch, err
 }
 
-func (r *router) serveCreateRestored(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
-	var c createRestoredCall
-	if err := json.Unmarshal(head, &c); err != nil {
-		return nil, nil, fmt.Errorf("%w: malformed create-restored call: %v", ErrInvalidRequest, err)
-	}
-	ch, err := r.n.createChannelFrom(ctx, c.Request, &c.Source)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := json.Marshal(ch)
-	return b, nil, err
+func (r *router) serveCreateRestored(ctx context.Context, head []byte, body io.Reader) ([]byte, func(io.Writer) error, error) {
+	return serveJSON("create-restored", func(ctx context.Context, c createRestoredCall) (any, error) {
+		return r.n.createChannelFrom(ctx, c.Request, &c.Source)
+	})(ctx, head, body)
 }
 
 // awaitRestored waits until channel serves a linearizable read at or

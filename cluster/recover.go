@@ -318,30 +318,13 @@ func (n *Node) recoverMeta(ctx context.Context, c recoverCall) (api.Channel, err
 // recoverMeta (rcRecoverMeta): head the JSON of recoverCall; answer the
 // JSON of the api.Channel.
 func (r *router) recoverMeta(ctx context.Context, re *shard.RedirectError, c recoverCall) (api.Channel, error) {
-	head, err := json.Marshal(c)
-	if err != nil {
-		return api.Channel{}, err
-	}
-	ans, err := r.simple(ctx, "recover_meta", re.Addr, rcRecoverMeta, head)
-	if err != nil {
-		return api.Channel{}, metaWriteFailed(err, re)
-	}
 	var ch api.Channel
-	if err := json.Unmarshal(ans, &ch); err != nil {
-		return api.Channel{}, fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
-	}
-	return ch, nil
+	err := r.leaderJSON(ctx, "recover_meta", rcRecoverMeta, re, c, &ch)
+	return ch, err
 }
 
-func (r *router) serveRecoverMeta(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
-	var c recoverCall
-	if err := json.Unmarshal(head, &c); err != nil {
-		return nil, nil, fmt.Errorf("%w: malformed recover call: %v", ErrInvalidRequest, err)
-	}
-	ch, err := r.n.recoverMeta(ctx, c)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := json.Marshal(ch)
-	return b, nil, err
+func (r *router) serveRecoverMeta(ctx context.Context, head []byte, body io.Reader) ([]byte, func(io.Writer) error, error) {
+	return serveJSON("recover", func(ctx context.Context, c recoverCall) (any, error) {
+		return r.n.recoverMeta(ctx, c)
+	})(ctx, head, body)
 }

@@ -483,17 +483,10 @@ func metaWriteFailed(err error, re *shard.RedirectError) error {
 	return err
 }
 
-func (r *router) serveCreateChannel(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
-	var req api.CreateChannelRequest
-	if err := json.Unmarshal(head, &req); err != nil {
-		return nil, nil, fmt.Errorf("%w: malformed create call: %v", ErrInvalidRequest, err)
-	}
-	ch, err := r.n.CreateChannel(ctx, req)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := json.Marshal(ch)
-	return b, nil, err
+func (r *router) serveCreateChannel(ctx context.Context, head []byte, body io.Reader) ([]byte, func(io.Writer) error, error) {
+	return serveJSON("create", func(ctx context.Context, req api.CreateChannelRequest) (any, error) {
+		return r.n.CreateChannel(ctx, req)
+	})(ctx, head, body)
 }
 
 // deleteChannel (rcDeleteChannel): head the channel's name; an empty answer.
@@ -515,14 +508,23 @@ func (r *router) serveDeleteChannel(ctx context.Context, head []byte, _ io.Reade
 // metaJSON sends a meta write whose head is the JSON of req to the node re
 // names (the meta leader) and decodes the JSON answer into out (nil: none).
 func (r *router) metaJSON(ctx context.Context, call string, op byte, re *shard.RedirectError, req, out any) error {
+	err := r.leaderJSON(ctx, call, op, re, req, out)
+	if errors.Is(err, errPreviousVersion) {
+		return &PreviousVersionError{Redirect: re}
+	}
+	return err
+}
+
+// leaderJSON sends req as the JSON head of call op to the meta leader re
+// names and decodes the answer's JSON into out (nil: no answer wanted). A
+// leader of the previous version answers errPreviousVersion as it is:
+// for calls that version never had, there is nothing to forward to.
+func (r *router) leaderJSON(ctx context.Context, call string, op byte, re *shard.RedirectError, req, out any) error {
 	head, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
 	ans, err := r.simple(ctx, call, re.Addr, op, head)
-	if errors.Is(err, errPreviousVersion) {
-		return &PreviousVersionError{Redirect: re}
-	}
 	if err != nil {
 		return metaWriteFailed(err, re)
 	}
@@ -533,6 +535,23 @@ func (r *router) metaJSON(ctx context.Context, call string, op byte, re *shard.R
 		return fmt.Errorf("%w: node %s: %v", shard.ErrOutcomeUnknown, re.NodeID, err)
 	}
 	return nil
+}
+
+// serveJSON is the serving side of a call whose head is the JSON of a T
+// and whose answer is the JSON of what serve returns.
+func serveJSON[T any](what string, serve func(context.Context, T) (any, error)) routeHandler {
+	return func(ctx context.Context, head []byte, _ io.Reader) ([]byte, func(io.Writer) error, error) {
+		var c T
+		if err := json.Unmarshal(head, &c); err != nil {
+			return nil, nil, fmt.Errorf("%w: malformed %s call: %v", ErrInvalidRequest, what, err)
+		}
+		out, err := serve(ctx, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := json.Marshal(out)
+		return b, nil, err
+	}
 }
 
 // tokenCall is the head of the token calls (rcIssueToken, rcRevokeToken)
