@@ -270,8 +270,6 @@ run_etcd() {
 	finish_run etcd "$key" $((good + errs)) "benchmark $mode c=$c to e$((idx + 1))"
 }
 
-# json_num FILE NAME: the number after "NAME": in a one-object JSON file.
-json_num() { grep -o "\"$2\":[0-9.eE+-]*" "$1" | head -n1 | cut -d: -f2; }
 
 # run_sn MODE CONNS IDX KEY: one run of shardnet bench; IDX is the node the
 # load goes to (-target any with that node alone), or "leader" for the
@@ -297,23 +295,23 @@ run_sn() {
 	run_tracked "$out" timeout -k 5 $((DUR_S + 120)) "$BIN" bench "${args[@]}" "$op" ||
 		die "shardnet bench $mode c=$c failed: $(tail -n 5 "$out")"
 	stop_run
-	local requests errs secs
-	requests=$(json_num "$out" requests) errs=$(json_num "$out" errors) secs=$(json_num "$out" duration_s)
-	if [ -z "$requests" ] || [ -z "$secs" ]; then
+	# Its JSON: requests (successful or not), errors, errors_by_status,
+	# duration_s, latency_ms of the successful ones, leader_moved.
+	local requests errs secs p50 p99 bystatus moved
+	read -r requests errs secs p50 p99 < <(jq -r '[.requests, .errors, .duration_s, .latency_ms.p50, .latency_ms.p99] | @tsv' "$out" 2>/dev/null) ||
 		die "shardnet bench $mode c=$c printed no JSON result: $(tail -n 5 "$out")"
-	fi
-	errs=${errs:-0}
 	RPS[$key]=$(awk -v n="$requests" -v e="$errs" -v s="$secs" 'BEGIN {printf "%.0f", (n - e) / s}')
-	P50[$key]=$(awk -v v="$(json_num "$out" p50)" 'BEGIN {printf "%.2f", v}')
-	P99[$key]=$(awk -v v="$(json_num "$out" p99)" 'BEGIN {printf "%.2f", v}')
+	P50[$key]=$(awk -v v="$p50" 'BEGIN {printf "%.2f", v}')
+	P99[$key]=$(awk -v v="$p99" 'BEGIN {printf "%.2f", v}')
 	SECS[$key]=$(awk -v s="$secs" 'BEGIN {printf "%.1f", s}')
 	ERR[$key]=""
 	if [ "$errs" != 0 ]; then
-		ERR[$key]="$errs errors ($(grep -o '"errors_by_status":{[^}]*}' "$out" | cut -d: -f2- | tr -d '{}"' | sed 's/:/×/g'))"
+		bystatus=$(jq -r '.errors_by_status // {} | to_entries | map("\(.key)×\(.value)") | join(" ")' "$out")
+		ERR[$key]="$errs errors ($bystatus)"
 	fi
-	local moved where="each channel's leader"
-	moved=$(grep -o '"leader_moved":\[[^]]*\]' "$out" | cut -d: -f2- | tr -d '[]"') || true
+	moved=$(jq -r '.leader_moved // [] | join(" ")' "$out")
 	[ -z "$moved" ] || ERR[$key]+="${ERR[$key]:+, }leader moved during the run: $moved"
+	local where="each channel's leader"
 	[ "$idx" = leader ] || where="n$((idx + 1))"
 	finish_run shardnet "$key" "$requests" "bench $mode c=$c to $where"
 }
@@ -468,7 +466,7 @@ prefill() {
 main() {
 	install_trap
 	etcd36_build
-	[[ " $TABLES " != *" http "* ]] || ensure_tools
+	ensure_tools
 	make_work
 	build_all
 	if [[ " $TABLES " == *" leader "* ]] || [[ " $TABLES " == *" follower "* ]]; then

@@ -97,12 +97,13 @@ make_work() {
 	mkdir -p "$WORK/logs" "$WORK/bin" "$WORK/raw"
 }
 
-# ensure_tools installs wrk and curl when missing (with apt-get). etcd is
+# ensure_tools installs wrk, curl and jq when missing (with apt-get). etcd is
 # not among them: bench/compare.sh builds etcd 3.6 itself (bench/etcd36.sh).
 ensure_tools() {
 	local need=() sudo=""
 	command -v wrk >/dev/null || need+=(wrk)
 	command -v curl >/dev/null || need+=(curl)
+	command -v jq >/dev/null || need+=(jq)
 	((${#need[@]})) || return 0
 	[ "$(id -u)" = 0 ] || sudo=sudo
 	log "installing ${need[*]} with apt-get"
