@@ -4,7 +4,7 @@ BIN       := bin/shardnet
 # Packages with concurrency run under the race detector, including the
 # end-to-end suite (in-process clusters: the node's loops race there if
 # anywhere).
-UNIT_PKGS := ./fsm/... ./chunk/... ./access/... ./transport/... ./shard/... ./server/... ./api/... ./cluster/... ./internal/agent/... ./internal/e2e/...
+UNIT_PKGS := ./fsm/... ./chunk/... ./access/... ./transport/... ./shard/... ./server/... ./api/... ./cluster/... ./internal/agent/... ./internal/e2e/... ./internal/loadgen/...
 # Long multi-node suites: real TCP and disks, no -race (it slows them past
 # their fault schedules on 2 cores).
 CLUSTER_PKGS := ./internal/chaos/... ./internal/lint/... ./cmd/...
@@ -47,7 +47,7 @@ chaos-docker: ## chaos run on a 5-node docker compose cluster (needs Docker; SHA
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./internal/e2e/ ./shard/... ./transport/...
 
-bench-compare: ## shardnet vs etcd under wrk, and leader-loss trials (DURATION=10s; bench/results/latest.md)
+bench-compare: ## shardnet vs etcd 3.6 (built once, cached): native load generators to leader and follower, then wrk; leader-loss trials (DURATION=5s CONNS="1 16 64 256" REPEAT=1 TABLES; bench/results/latest.md)
 	bash bench/compare.sh
 
 bench-files: ## file upload/download throughput, 1 MiB and 64 MiB at 1 and 16 clients, beside dd and sha256 (bench/results/files-latest.txt)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh — sourced by bench/compare.sh and bench/failover.sh.
 #
 # Starts and stops a 3-member etcd and a 3-node shardnet on loopback, with
@@ -96,12 +97,13 @@ make_work() {
 	mkdir -p "$WORK/logs" "$WORK/bin" "$WORK/raw"
 }
 
-# ensure_tools installs Debian's etcd-server and wrk when missing.
+# ensure_tools installs wrk, curl and jq when missing (with apt-get). etcd is
+# not among them: bench/compare.sh builds etcd 3.6 itself (bench/etcd36.sh).
 ensure_tools() {
 	local need=() sudo=""
-	command -v etcd >/dev/null || need+=(etcd-server)
 	command -v wrk >/dev/null || need+=(wrk)
 	command -v curl >/dev/null || need+=(curl)
+	command -v jq >/dev/null || need+=(jq)
 	((${#need[@]})) || return 0
 	[ "$(id -u)" = 0 ] || sudo=sudo
 	log "installing ${need[*]} with apt-get"
@@ -285,14 +287,17 @@ start_shardnet() {
 
 # ---------------------------------------------------------------- etcd
 
+# start_etcd: three members of the etcd at ETCD_BIN (bench/etcd36.sh's
+# etcd36_build sets it: etcd 3.6 built from the Go module proxy).
 start_etcd() {
 	local i n cluster=""
+	[ -x "${ETCD_BIN:-}" ] || die "ETCD_BIN ('${ETCD_BIN:-}') is no etcd binary: run etcd36_build (bench/etcd36.sh) first"
 	check_ports "${ETCD_CLIENT[@]}" "${ETCD_PEER[@]}"
 	for i in 0 1 2; do cluster+="${cluster:+,}e$((i + 1))=http://127.0.0.1:${ETCD_PEER[i]}"; done
-	log "starting etcd e1..e3 (client ${ETCD_CLIENT[*]})"
+	log "starting etcd e1..e3 ($("$ETCD_BIN" --version | head -n1), client ${ETCD_CLIENT[*]})"
 	for i in 0 1 2; do
 		n=$((i + 1))
-		etcd --name "e$n" --data-dir "$WORK/etcd/e$n" \
+		"$ETCD_BIN" --name "e$n" --data-dir "$WORK/etcd/e$n" \
 			--listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[i]}" \
 			--advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[i]}" \
 			--listen-peer-urls "http://127.0.0.1:${ETCD_PEER[i]}" \

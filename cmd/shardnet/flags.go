@@ -91,9 +91,10 @@ func (f *cmdFlags) parse(args []string, minArgs, maxArgs int) ([]string, int, bo
 	return pos, 0, true
 }
 
-// client returns the API client the flags and the environment select.
-func (f *cmdFlags) client() *api.Client {
-	addr, token := f.addr, f.token
+// target returns the address, token and CA file the flags and the
+// environment select.
+func (f *cmdFlags) target() (addr, token, caFile string) {
+	addr, token, caFile = f.addr, f.token, f.caFile
 	if addr == "" {
 		addr = f.c.getenv("SHARDNET_ADDR")
 	}
@@ -103,11 +104,16 @@ func (f *cmdFlags) client() *api.Client {
 	if token == "" {
 		token = f.c.getenv("SHARDNET_TOKEN")
 	}
-	hc := f.c.httpClient
-	ca := f.caFile
-	if ca == "" {
-		ca = f.c.getenv("SHARDNET_CA_FILE")
+	if caFile == "" {
+		caFile = f.c.getenv("SHARDNET_CA_FILE")
 	}
+	return addr, token, caFile
+}
+
+// client returns the API client the flags and the environment select.
+func (f *cmdFlags) client() *api.Client {
+	addr, token, ca := f.target()
+	hc := f.c.httpClient
 	if ca != "" {
 		var err error
 		if hc, err = api.NewHTTPClient(ca); err != nil {

@@ -45,6 +45,7 @@ var commands = map[string]command{
 	"version":      {"print the version", runVersion},
 	"tls":          {"create the cluster CA and node certificates", runTLS},
 	"backup":       {"back up the meta state and every channel into a directory", runBackup},
+	"bench":        {"send load to the HTTP API; throughput, latency percentiles, errors", runBench},
 	"recover-meta": {"recover the meta group of a stopped node after losing a quorum", runRecoverMeta},
 }
 
