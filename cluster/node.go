@@ -162,8 +162,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)
 	}
 	n.chunks, err = chunk.Open(filepath.Join(cfg.DataDir, "chunks"), chunk.Options{
-		Logger:     cfg.Logger,
-		Registerer: cfg.Registry,
+		// Channels choose their chunk size (fsm.ValidateChunkSize).
+		MaxChunkSize: fsm.MaxChunkSize,
+		Logger:       cfg.Logger,
+		Registerer:   cfg.Registry,
 	})
 	if err != nil {
 		n.trans.Close()
