@@ -147,13 +147,6 @@ func (t *uploadTable) expireLocked(now time.Time) {
 	}
 }
 
-// count is the number of open uploads (tests).
-func (t *uploadTable) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
-}
-
 // record is r's state as its record keeps it; under r.mu.
 func (r *resumable) record(now time.Time) (*uploadRecord, error) {
 	sum, err := r.u.sum.(encoding.BinaryMarshaler).MarshalBinary()
