@@ -115,15 +115,21 @@ type CreateChannelRequest struct {
 	Zones      []string `json:"zones,omitempty"`       // only nodes of these zones
 	Nodes      []string `json:"nodes,omitempty"`       // pin to these node ids
 	QuotaBytes uint64   `json:"quota_bytes,omitempty"` // 0: no quota
+	// ChunkSize is the chunk size of the channel's files: 65536 (64 KiB)
+	// to 67108864 (64 MiB), a multiple of 65536; 0: 4 MiB.
+	ChunkSize uint64 `json:"chunk_size,omitempty"`
 }
 
 // ChangeChannelRequest is the body of PATCH /v1/channels/{ch}: the fields
 // given change, the others stay. Replicas is the new replica count (1..7;
 // odd counts recommended: an even one tolerates no more failures than the
-// odd one below it); QuotaBytes the new quota (0: none).
+// odd one below it); QuotaBytes the new quota (0: none); ChunkSize the
+// chunk size of the files uploaded from now on (as in
+// CreateChannelRequest; 0: the default; files already stored keep theirs).
 type ChangeChannelRequest struct {
 	Replicas   *int    `json:"replicas,omitempty"`
 	QuotaBytes *uint64 `json:"quota_bytes,omitempty"`
+	ChunkSize  *uint64 `json:"chunk_size,omitempty"`
 }
 
 // Progress of a channel's group toward its placement (Channel.Progress).
@@ -180,16 +186,18 @@ type RecoverResponse struct {
 
 // Channel describes a channel: its Raft group, placement and health.
 type Channel struct {
-	Name       string    `json:"name"`
-	GroupID    uint64    `json:"group_id"`
-	Replicas   int       `json:"replicas"`
-	Dedicated  bool      `json:"dedicated,omitempty"`
-	Zones      []string  `json:"zones,omitempty"`
-	Nodes      []string  `json:"nodes,omitempty"`
-	QuotaBytes uint64    `json:"quota_bytes,omitempty"`
-	Placement  []Replica `json:"placement"`
-	Leader     string    `json:"leader"` // node id; "" while there is none
-	Voters     []string  `json:"voters"` // node ids
+	Name       string   `json:"name"`
+	GroupID    uint64   `json:"group_id"`
+	Replicas   int      `json:"replicas"`
+	Dedicated  bool     `json:"dedicated,omitempty"`
+	Zones      []string `json:"zones,omitempty"`
+	Nodes      []string `json:"nodes,omitempty"`
+	QuotaBytes uint64   `json:"quota_bytes,omitempty"`
+	// ChunkSize is the chunk size new files are cut into (bytes).
+	ChunkSize uint64    `json:"chunk_size,omitempty"`
+	Placement []Replica `json:"placement"`
+	Leader    string    `json:"leader"` // node id; "" while there is none
+	Voters    []string  `json:"voters"` // node ids
 	// NonVoters are the replicas being added: they receive the log and
 	// are promoted to voters once caught up (node ids).
 	NonVoters []string `json:"non_voters,omitempty"`

@@ -218,12 +218,9 @@ func (n *Node) scrubChunk(ctx context.Context, id chunk.ID, chunkSize uint64, pe
 // restoreChunk fetches chunk id from the first peer that has it whole and
 // stores it here.
 func (n *Node) restoreChunk(ctx context.Context, id chunk.ID, chunkSize uint64, peers []string) error {
-	bp := chunkBufs.Get().(*[]byte)
-	defer chunkBufs.Put(bp)
+	bp := chunkBuf(int(chunkSize))
+	defer freeChunkBuf(bp)
 	buf := *bp
-	if uint64(cap(buf)) < chunkSize {
-		buf = make([]byte, chunkSize)
-	}
 	var errs []error
 	for _, addr := range peers {
 		data, err := n.route.getChunk(ctx, addr, id, buf[:0:chunkSize])

@@ -136,6 +136,11 @@ func (n *Node) createChannelFrom(ctx context.Context, req api.CreateChannelReque
 	if len(req.Nodes) > 0 && len(req.Nodes) != req.Replicas {
 		return api.Channel{}, fmt.Errorf("%w: %d pinned nodes for %d replicas", ErrInvalidRequest, len(req.Nodes), req.Replicas)
 	}
+	if req.ChunkSize != 0 {
+		if err := fsm.ValidateChunkSize(req.ChunkSize); err != nil {
+			return api.Channel{}, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
+	}
 	if n.meta.raft.State() != raft.Leader {
 		return api.Channel{}, n.metaRedirect()
 	}
@@ -150,7 +155,7 @@ func (n *Node) createChannelFrom(ctx context.Context, req api.CreateChannelReque
 	}
 	rec := fsm.ChannelRecord{
 		Name: req.Name, Replicas: req.Replicas, Dedicated: req.Dedicated, Zones: req.Zones,
-		Nodes: req.Nodes, QuotaBytes: req.QuotaBytes, Placement: placement,
+		Nodes: req.Nodes, QuotaBytes: req.QuotaBytes, ChunkSize: req.ChunkSize, Placement: placement,
 	}
 	var cmd fsm.MetaCommand = &fsm.CreateChannel{Channel: rec}
 	if restore != nil {
@@ -256,7 +261,7 @@ func (n *Node) Channel(ctx context.Context, name string) (api.Channel, error) {
 func (n *Node) describe(ctx context.Context, ch fsm.ChannelRecord, askAll bool) api.Channel {
 	out := api.Channel{
 		Name: ch.Name, GroupID: ch.GroupID, Replicas: ch.Replicas, Dedicated: ch.Dedicated,
-		Zones: ch.Zones, Nodes: ch.Nodes, QuotaBytes: ch.QuotaBytes, CreateIndex: ch.CreateIndex,
+		Zones: ch.Zones, Nodes: ch.Nodes, QuotaBytes: ch.QuotaBytes, ChunkSize: uint64(ChunkSizeOf(ch)), CreateIndex: ch.CreateIndex,
 		Placement: []api.Replica{}, Voters: []string{}, Settings: APISettings(ch.Settings),
 	}
 	var ask []fsm.NodeRecord

@@ -71,6 +71,15 @@ const (
 func (n *Node) Backup(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error) {
 	var h fsm.BackupHeader
 	var rc io.ReadCloser
+	// Before the snapshot: the chunks it references stay until the backup
+	// has sent them (backupholds.go). Nodes before version 5 know no holds.
+	release := func() {}
+	if n.meta.fsm.ClusterVersion() >= holdVersion {
+		var err error
+		if release, err = n.holdCollection(ctx, channel); err != nil {
+			return h, nil, err
+		}
+	}
 	err := n.route.do(ctx, "backup", func(ctx context.Context) (err error) {
 		h, rc, err = n.backupHere(ctx, channel)
 		return err
@@ -79,9 +88,10 @@ func (n *Node) Backup(ctx context.Context, channel string) (fsm.BackupHeader, io
 		return readFailed(err, re)
 	})
 	if err != nil {
+		release()
 		return h, nil, err
 	}
-	return h, &backupStream{ReadCloser: rc, n: n, ctx: ctx, channel: channel}, nil
+	return h, &backupStream{ReadCloser: rc, n: n, ctx: ctx, channel: channel, release: release}, nil
 }
 
 func (n *Node) backupHere(ctx context.Context, channel string) (fsm.BackupHeader, io.ReadCloser, error) {
@@ -99,6 +109,7 @@ func (n *Node) backupHere(ctx context.Context, channel string) (fsm.BackupHeader
 	}
 	if ch, ok := n.meta.fsm.Channel(channel); ok {
 		h.Replicas, h.QuotaBytes, h.Settings, h.CreateIndex = ch.Replicas, ch.QuotaBytes, ch.Settings, ch.CreateIndex
+		h.ChunkSize = ch.ChunkSize
 	}
 	pr, pw := io.Pipe()
 	go func() {
@@ -232,6 +243,11 @@ func (n *Node) RestoreChannel(ctx context.Context, name string, replicas int, bo
 		replicas = h.Replicas
 	}
 	req := api.CreateChannelRequest{Name: name, Replicas: replicas, QuotaBytes: h.QuotaBytes}
+	if fsm.ValidateChunkSize(h.ChunkSize) == nil && n.meta.fsm.ClusterVersion() >= fsm.MetaVersion(&fsm.SetChannelChunkSize{}) {
+		// The backup's files keep theirs (their manifests say it); new
+		// ones take the channel's, as before the backup.
+		req.ChunkSize = h.ChunkSize
+	}
 	if h.Index == 0 {
 		// Nothing was ever applied: no key, nothing to seed.
 		ch, err := n.CreateChannel(ctx, req)

@@ -25,9 +25,12 @@ import (
 // reached) reads every chunk the snapshot's manifests reference from its
 // own chunk store when it holds it whole and right, else from the
 // channel's replicas (the download's get_chunk), and the file carries
-// them after the snapshot. The snapshot is taken first, so a chunk of a
-// file deleted meanwhile may be gone from every replica: the backup then
-// fails rather than write a file a restore could not serve.
+// them after the snapshot. The snapshot is taken first; a chunk of a file
+// deleted meanwhile stays because the backup holds collection on the
+// channel's replicas from before its snapshot until it ends
+// (backupholds.go). Should one be gone from every replica all the same (a
+// replica the hold did not reach, a disk that lost it), the backup fails
+// rather than write a file a restore could not serve.
 //
 // Restore: the entry node spools the chunk section to a file next to the
 // uploaded snapshot while the upload arrives (each chunk checked against
@@ -50,6 +53,14 @@ type backupStream struct {
 	n       *Node
 	ctx     context.Context
 	channel string
+	release func() // the backup's holds on collection (backupholds.go)
+}
+
+// Close ends the snapshot stream and the backup's holds.
+func (b *backupStream) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
 }
 
 // BackupChunk returns chunk id: the local copy when it is whole and

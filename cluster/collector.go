@@ -56,6 +56,7 @@ type CollectStats struct {
 	Referenced int   // of those, referenced by a manifest here
 	Young      int   // unreferenced, within the grace period
 	Pinned     int   // unreferenced, held by a pin or released after the mark
+	Held       int   // unreferenced, not examined: a backup holds collection
 	Collected  int   // deleted
 	Bytes      int64 // bytes deleted
 }
@@ -84,6 +85,7 @@ func (n *Node) runCollector() {
 			return
 		case <-sweep.C:
 			n.leases.expire(time.Now(), n.cfg.ChunkGCGrace)
+			n.uploads.expire(time.Now())
 			continue
 		case <-round.C:
 		}
@@ -95,7 +97,7 @@ func (n *Node) runCollector() {
 			n.log.Warn("chunk collection failed", "error", err)
 		case st.Collected > 0:
 			n.log.Info("chunks collected", "collected", st.Collected, "bytes", st.Bytes, "stored", st.Stored,
-				"young", st.Young, "pinned", st.Pinned)
+				"young", st.Young, "pinned", st.Pinned, "held", st.Held)
 		}
 		round.Reset(n.cfg.ChunkGCInterval)
 	}
@@ -108,6 +110,8 @@ func (n *Node) CollectChunks(ctx context.Context) (CollectStats, error) {
 	defer n.collecting.Unlock()
 	var st CollectStats
 	n.leases.expire(time.Now(), n.cfg.ChunkGCGrace)
+	n.uploads.expire(time.Now())
+	epoch := n.holds.begin() // before the mark (backupholds.go)
 	mark := n.chunks.Mark()
 	refs, err := n.referencedChunks(ctx)
 	if err != nil {
@@ -129,7 +133,7 @@ func (n *Node) CollectChunks(ctx context.Context) (CollectStats, error) {
 	}
 	pace := time.NewTicker(time.Second / collectPerSecond)
 	defer pace.Stop()
-	for _, id := range candidates {
+	for i, id := range candidates {
 		info, err := n.chunks.Stat(id)
 		if errors.Is(err, chunk.ErrNotFound) {
 			continue
@@ -145,6 +149,12 @@ func (n *Node) CollectChunks(ctx context.Context) (CollectStats, error) {
 		case <-ctx.Done():
 			return st, ctx.Err()
 		case <-pace.C:
+		}
+		// Checked last before each deletion: a backup's hold stops
+		// the round (backupholds.go).
+		if n.holds.blocks(epoch, time.Now()) {
+			st.Held = len(candidates) - i
+			return st, nil
 		}
 		switch err := n.chunks.Collect(id, mark); {
 		case err == nil:

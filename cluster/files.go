@@ -31,8 +31,19 @@ import (
 // and fetch a missing or corrupt one from a replica that holds it
 // (rcGetChunk), checking it against its id.
 
-// DefaultChunkSize is a file's chunk size (issue "Files in channels").
-const DefaultChunkSize = 4 << 20
+// DefaultChunkSize is a file's chunk size unless its channel sets another
+// (issue "Files in channels"; ChunkSizeOf).
+const DefaultChunkSize = fsm.DefaultChunkSize
+
+// ChunkSizeOf is the chunk size new files of channel ch are cut into: its
+// setting (fsm.ChannelRecord.ChunkSize), else DefaultChunkSize. A file
+// keeps the chunk size it was uploaded with (its manifest records it).
+func ChunkSizeOf(ch fsm.ChannelRecord) int64 {
+	if ch.ChunkSize > 0 {
+		return int64(ch.ChunkSize)
+	}
+	return DefaultChunkSize
+}
 
 // uploadPipeline is how many chunks of one upload are in flight at once:
 // each holds a chunk-sized buffer, so an upload takes at most this many
@@ -112,7 +123,26 @@ func (n *Node) fileTargets(ctx context.Context, channel string) (fsm.ChannelReco
 	return ch, ts, nil
 }
 
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, DefaultChunkSize); return &b }}
+// chunkPools hold chunk buffers, one pool per chunk size (a few sizes
+// are in use at once: the channels' settings).
+var chunkPools sync.Map // int → *sync.Pool of *[]byte
+
+// chunkBuf returns a buffer of size bytes (a chunk's), from its pool.
+func chunkBuf(size int) *[]byte {
+	p, _ := chunkPools.LoadOrStore(size, &sync.Pool{})
+	if bp, ok := p.(*sync.Pool).Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, size)
+	return &b
+}
+
+// freeChunkBuf gives a buffer of chunkBuf back to its pool.
+func freeChunkBuf(bp *[]byte) {
+	if p, ok := chunkPools.Load(len(*bp)); ok {
+		p.(*sync.Pool).Put(bp)
+	}
+}
 
 // upload is one file being uploaded: the chunks sent so far, the
 // replicas that hold all of them, the running sha256. PutFile runs one
@@ -121,6 +151,7 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, DefaultChunkSize);
 type upload struct {
 	channel, path string
 	ch            fsm.ChannelRecord
+	chunkSize     int64 // the channel's when the upload began
 	targets       []*fileTarget
 	sum           hash.Hash
 	ids           [][32]byte
@@ -139,7 +170,7 @@ func (n *Node) newUpload(ctx context.Context, channel, path string) (*upload, er
 	if err != nil {
 		return nil, err
 	}
-	return &upload{channel: channel, path: path, ch: ch, targets: targets, sum: sha256.New()}, nil
+	return &upload{channel: channel, path: path, ch: ch, chunkSize: ChunkSizeOf(ch), targets: targets, sum: sha256.New()}, nil
 }
 
 // release drops the upload's pins.
@@ -191,11 +222,11 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			break // no majority can hold every chunk any more
 		}
 		slots <- struct{}{}
-		bp := chunkBufs.Get().(*[]byte)
-		buf := (*bp)[:DefaultChunkSize]
+		bp := chunkBuf(int(u.chunkSize))
+		buf := *bp
 		k, rerr := readChunk(body, buf)
 		if rerr != nil {
-			chunkBufs.Put(bp)
+			freeChunkBuf(bp)
 			<-slots
 			wg.Wait()
 			return 0, fmt.Errorf("%w: reading the body after %d bytes: %v", ErrUploadMismatch, u.size+int64(k), rerr)
@@ -203,16 +234,16 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 		short := k < len(buf)
 		ends := final || (length >= 0 && u.size+int64(k) == length)
 		if short && !ends || k == 0 && len(u.ids) > 0 {
-			chunkBufs.Put(bp)
+			freeChunkBuf(bp)
 			<-slots
 			wg.Wait()
 			return k, nil
 		}
 		if len(u.ids) == fsm.MaxFileChunks {
-			chunkBufs.Put(bp)
+			freeChunkBuf(bp)
 			<-slots
 			wg.Wait()
-			return 0, fmt.Errorf("%w: a file is at most %d chunks of %d bytes", ErrUploadMismatch, fsm.MaxFileChunks, DefaultChunkSize)
+			return 0, fmt.Errorf("%w: a file is at most %d chunks of %d bytes", ErrUploadMismatch, fsm.MaxFileChunks, u.chunkSize)
 		}
 		data := buf[:k]
 		u.sum.Write(data)
@@ -226,7 +257,7 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			n.replicateChunk(ctx, u.ch.GroupID, id, data, u.targets, func() { chunkBufs.Put(bp) })
+			n.replicateChunk(ctx, u.ch.GroupID, id, data, u.targets, func() { freeChunkBuf(bp) })
 		}()
 		if short {
 			break
@@ -289,7 +320,7 @@ func (n *Node) commitUpload(ctx context.Context, u *upload, opts PutFileOptions)
 	}
 	m := fsm.Manifest{
 		Path: u.path, Size: uint64(u.size), ContentType: opts.ContentType, SHA256: digest,
-		ChunkSize: DefaultChunkSize, Chunks: u.ids, Holders: u.holders(),
+		ChunkSize: uint64(u.chunkSize), Chunks: u.ids, Holders: u.holders(),
 	}
 	cmd, err := fsm.Encode(&fsm.PutFile{Manifest: m, Cond: opts.Cond, Match: opts.Match, Quota: u.ch.QuotaBytes})
 	if err != nil {
@@ -732,7 +763,7 @@ func (f *FileReader) drop() {
 		f.local, f.ver = nil, nil
 	}
 	if f.bufp != nil {
-		chunkBufs.Put(f.bufp)
+		freeChunkBuf(f.bufp)
 		f.bufp, f.buf = nil, nil
 	}
 	f.cur = -1
@@ -843,11 +874,7 @@ func (f *FileReader) repairLocal(id chunk.ID, cause error) {
 // fetch reads chunk id from the first peer that serves it whole and right,
 // and, on a replica, stores it locally.
 func (f *FileReader) fetch(id chunk.ID) error {
-	bp := chunkBufs.Get().(*[]byte)
-	if cap(*bp) < int(f.m.ChunkSize) {
-		b := make([]byte, f.m.ChunkSize)
-		bp = &b
-	}
+	bp := chunkBuf(int(f.m.ChunkSize))
 	var errs []error
 	for _, addr := range f.peers {
 		data, err := f.n.route.getChunk(f.ctx, addr, id, (*bp)[:0:f.m.ChunkSize])
@@ -861,7 +888,7 @@ func (f *FileReader) fetch(id chunk.ID) error {
 		}
 		return nil
 	}
-	chunkBufs.Put(bp)
+	freeChunkBuf(bp)
 	return fmt.Errorf("%w: chunk %s: %v", ErrChunkUnavailable, id, errors.Join(errs...))
 }
 

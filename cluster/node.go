@@ -61,7 +61,9 @@ type Node struct {
 	uploads uploadTable
 	// leases pin the chunks this replica received for uploads still
 	// sending (collector.go).
-	leases     chunkLeases
+	leases chunkLeases
+	// holds postpone collection while backups run (backupholds.go).
+	holds      collectHolds
 	collecting sync.Mutex // one collection round at a time
 	healing    sync.Mutex // one added replica's anti-entropy pass at a time
 
@@ -139,8 +141,12 @@ func New(cfg Config) (*Node, error) {
 		stop:     make(chan struct{}),
 		leaving:  make(chan struct{}),
 		repair:   repairs{inFlight: map[string]*moveInFlight{}},
-		uploads:  uploadTable{idle: cfg.ChunkGCGrace},
-		metrics:  newMetrics(cfg.Registry),
+		uploads: uploadTable{
+			idle:  cfg.ChunkGCGrace,
+			store: uploadStore{dir: filepath.Join(cfg.DataDir, uploadsDir)},
+			log:   cfg.Logger.Named("uploads"),
+		},
+		metrics: newMetrics(cfg.Registry),
 	}
 	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
 		n.log.Warn("no cluster key and no certificate: the cluster port is unauthenticated; anyone who reaches it can speak Raft to this node (-tls-cert/-tls-key/-tls-ca, or -cluster-key-file)")
@@ -162,12 +168,20 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: start transport: %w", err)
 	}
 	n.chunks, err = chunk.Open(filepath.Join(cfg.DataDir, "chunks"), chunk.Options{
-		Logger:     cfg.Logger,
-		Registerer: cfg.Registry,
+		// Channels choose their chunk size (fsm.ValidateChunkSize).
+		MaxChunkSize: fsm.MaxChunkSize,
+		Logger:       cfg.Logger,
+		Registerer:   cfg.Registry,
 	})
 	if err != nil {
 		n.trans.Close()
 		return nil, fmt.Errorf("cluster: open chunk store: %w", err)
+	}
+	// Before the collector starts: the uploads' chunks are pinned again.
+	if err := n.loadUploads(); err != nil {
+		n.chunks.Close()
+		n.trans.Close()
+		return nil, err
 	}
 	n.route = newRouter(n, n.trans.DialCall, n.trans.DialApp)
 	n.hashSem = make(chan struct{}, hashCompareParallel)

@@ -96,6 +96,11 @@ const (
 	rcGetChunk  byte = 0x39
 	rcStatFile  byte = 0x3A
 	rcListFiles byte = 0x3B
+	// rcHoldCollection: a backup holds chunk collection (backupholds.go).
+	rcHoldCollection byte = 0x3C
+	// rcLeaseChunks: a resumable upload's holders lease its chunks again
+	// (uploadholders.go).
+	rcLeaseChunks byte = 0x3D
 
 	answerOK  byte = 0x10
 	answerErr byte = 0x11

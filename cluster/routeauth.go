@@ -40,11 +40,13 @@ import (
 //     recover_info answers indexes, as replica_info does; change_channel
 //     (scaling) is an operator call; member (is this replica still in
 //     the group?) answers any node.
-//   - files: put_chunk writes as propose does (a client's write of the
+//   - files: put_chunk and lease_chunks write as propose does (a client's write of the
 //     channel, or a node the meta state places on it); stat_file and
 //     list_files read as get and list do (a signed link to the file);
 //     get_chunk answers any node: a chunk id is a capability, learnt only
 //     from a manifest, and the caller checks the bytes against it.
+//   - hold_collection (backupholds.go) is a node's own call, from any
+//     node: a hold only postpones the collector, and lapses.
 //   - drain, leave and remove_node (the node commands, drain.go) are
 //     operator calls, made only for a client.
 //
@@ -59,7 +61,7 @@ var clientOp = map[byte]bool{
 	rcIssueToken: true, rcRevokeToken: true, rcSettings: true,
 	rcBackup: true, rcCreateRestored: true, rcRetire: true, rcRecoverMeta: true,
 	rcChangeChannel: true, rcDrain: true, rcLeave: true, rcRemoveNode: true,
-	rcPutChunk: true, rcStatFile: true, rcListFiles: true,
+	rcPutChunk: true, rcStatFile: true, rcListFiles: true, rcLeaseChunks: true,
 }
 
 // metaWriteOp marks the client ops that write the meta state (or, repair,
@@ -134,7 +136,13 @@ func (r *router) authorize(ctx context.Context, op byte, head []byte, proof acce
 		// A chunk id is a capability: a node learns one only from a
 		// manifest it holds, and the bytes are checked against it.
 		return nil
-	case rcPutChunk:
+	case rcHoldCollection:
+		// A node's own call (a backup it writes): a hold only postpones
+		// collection, and lapses unless renewed.
+		if proof.Kind == access.ProofNone {
+			return nil
+		}
+	case rcPutChunk, rcLeaseChunks:
 		if proof.Kind == access.ProofNone {
 			return r.placedPeer(head, peer) // a replica's own (restore, repair)
 		}
@@ -222,7 +230,7 @@ func (r *router) need(op byte, head []byte) (need, error) {
 		return need{rule: access.RuleOperator, call: "recover"}, nil
 	case rcChangeChannel:
 		return need{rule: access.RuleOperator, call: "change_channel"}, nil
-	case rcPutChunk:
+	case rcPutChunk, rcLeaseChunks:
 		n, err := r.need(rcPropose, head)
 		n.call = "put_chunk"
 		return n, err

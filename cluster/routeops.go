@@ -82,6 +82,10 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveStatFile, "stat_file"
 	case rcListFiles:
 		return r.serveListFiles, "list_files"
+	case rcHoldCollection:
+		return r.serveHoldCollection, "hold_collection"
+	case rcLeaseChunks:
+		return r.serveLeaseChunks, "lease_chunks"
 	}
 	return nil, ""
 }

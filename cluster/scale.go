@@ -31,6 +31,11 @@ func (n *Node) ChangeChannel(ctx context.Context, name string, req api.ChangeCha
 	if err := fsm.CheckVersion(fsm.MetaVersion(&fsm.SetPlacement{}), n.meta.fsm.ClusterVersion()); err != nil {
 		return api.Channel{}, fmt.Errorf("cluster: %w", err)
 	}
+	if req.ChunkSize != nil {
+		if err := fsm.CheckVersion(fsm.MetaVersion(&fsm.SetChannelChunkSize{}), n.meta.fsm.ClusterVersion()); err != nil {
+			return api.Channel{}, fmt.Errorf("cluster: chunk_size: %w", err)
+		}
+	}
 	if err := validChange(req); err != nil {
 		return api.Channel{}, err
 	}
@@ -46,8 +51,13 @@ func (n *Node) ChangeChannel(ctx context.Context, name string, req api.ChangeCha
 }
 
 func validChange(req api.ChangeChannelRequest) error {
-	if req.Replicas == nil && req.QuotaBytes == nil {
-		return fmt.Errorf("%w: nothing to change: give replicas or quota_bytes", ErrInvalidRequest)
+	if req.Replicas == nil && req.QuotaBytes == nil && req.ChunkSize == nil {
+		return fmt.Errorf("%w: nothing to change: give replicas, quota_bytes or chunk_size", ErrInvalidRequest)
+	}
+	if req.ChunkSize != nil && *req.ChunkSize != 0 {
+		if err := fsm.ValidateChunkSize(*req.ChunkSize); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
 	}
 	if req.Replicas != nil && (*req.Replicas < 1 || *req.Replicas > maxChannelReplicas) {
 		return fmt.Errorf("%w: replicas must be 1..%d, not %d", ErrInvalidRequest, maxChannelReplicas, *req.Replicas)
@@ -100,6 +110,16 @@ func (n *Node) changeChannel(ctx context.Context, name string, req api.ChangeCha
 			return api.Channel{}, err
 		}
 	}
+	if req.ChunkSize != nil && *req.ChunkSize != ch.ChunkSize {
+		res, err := n.proposeMeta(ctx, &fsm.SetChannelChunkSize{Channel: name, ChunkSize: *req.ChunkSize})
+		if err != nil {
+			return api.Channel{}, err
+		}
+		if err := placementErr(res.Err, name); err != nil {
+			return api.Channel{}, err
+		}
+		n.log.Info("channel chunk size changed", "channel", name, "from", ChunkSizeOf(ch), "to", *req.ChunkSize)
+	}
 	ch, ok = n.meta.fsm.Channel(name)
 	if !ok {
 		return api.Channel{}, fmt.Errorf("%w: %q", ErrChannelNotFound, name)
@@ -115,7 +135,7 @@ func placementErr(err error, name string) error {
 		return fmt.Errorf("%w: %q", ErrChannelNotFound, name)
 	case errors.Is(err, fsm.ErrPlacementChanged):
 		return fmt.Errorf("%w: channel %q", ErrPlacementChanged, name)
-	case errors.Is(err, fsm.ErrInvalidPlacement):
+	case errors.Is(err, fsm.ErrInvalidPlacement), errors.Is(err, fsm.ErrInvalidChunkSize):
 		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	return err

@@ -3,26 +3,39 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shardnet/shardnet/chunk"
 )
 
 // Resumable uploads (docs/api.md "Resumable uploads", tus-style): an
 // upload is created with its path and length, then its bytes are sent in
 // one or more requests, each starting at the upload's offset, the bytes
 // held durably so far. Only whole chunks count: a request that ends
-// mid-chunk (a connection lost) leaves the offset at the last chunk every
-// holder stored, and the client sends again from there. The upload's state
-// (chunk ids, holders, the running sha256) lives in the memory of the node
-// it was created on, for uploadIdle (or the chunk collector's grace
-// period, if shorter) after its last request: a client
-// resumes there, and after a restart of that node starts again (the
-// chunks already stored are not sent twice to a store, which keeps one
-// copy of equal chunks, but are sent over the network again).
+// mid-chunk (a connection lost) leaves the offset at the last chunk a
+// majority of the replicas stored, and the client sends again from there.
+// The upload lives on the node it was created on, for uploadIdle (or the
+// chunk collector's grace period, if shorter) after its last request.
+//
+// Its state (chunk ids, holders, the running sha256) is in memory and in a
+// record on disk (uploadstore.go), written with fsync before a request's
+// answer tells the client its offset: a node that restarts, even after
+// kill -9, loads the records of the uploads still within their idle time,
+// pins their chunks in its store again before its collector runs, and the
+// clients go on from the offsets they were told. The replicas are found
+// again at the first request after the restart: those the record names
+// as holders of every chunk still are; any other (a replica added
+// meanwhile) is not, and a file whose holders are no longer a majority
+// cannot be resumed.
 
 // Limits of resumable uploads per node.
 const (
@@ -32,7 +45,7 @@ const (
 
 var (
 	// ErrUploadNotFound: no upload with that id on this node (it expired,
-	// completed, was aborted, or the node restarted).
+	// completed or was aborted).
 	ErrUploadNotFound = errors.New("cluster: no such upload on this node")
 	// ErrUploadOffset: a request's offset is not the upload's.
 	ErrUploadOffset = errors.New("cluster: upload offset mismatch")
@@ -54,6 +67,12 @@ type resumable struct {
 	length int64
 	opts   PutFileOptions
 	last   time.Time
+	gid    uint64 // the channel's group when the upload was created
+	// loaded holds the holders its record named, for an upload loaded
+	// after a restart whose replicas are not known again yet (resume);
+	// ready is set once they are (or for an upload created here).
+	loaded []string
+	ready  bool
 }
 
 // uploadTable holds a node's open uploads.
@@ -64,7 +83,9 @@ type uploadTable struct {
 	// uploadIdle, or the chunk collector's grace period if shorter, past
 	// which the replicas no longer hold the chunks it sent them
 	// (collector.go: chunkLeases).
-	idle time.Duration
+	idle  time.Duration
+	store uploadStore
+	log   hclog.Logger
 }
 
 func (t *uploadTable) idleLimit() time.Duration {
@@ -85,27 +106,148 @@ func (t *uploadTable) get(channel, id string) (*resumable, error) {
 	return r, nil
 }
 
+// remove ends upload id: its record and its pins go.
 func (t *uploadTable) remove(id string) {
 	t.mu.Lock()
 	r := t.m[id]
 	delete(t.m, id)
 	t.mu.Unlock()
 	if r != nil {
-		r.u.release()
+		t.drop(r)
 	}
 }
 
-// expire drops uploads idle for longer than idleLimit (under t.mu).
+// drop deletes r's record, then releases its pins: a record that outlived
+// its pins would protect nothing after a restart.
+func (t *uploadTable) drop(r *resumable) {
+	if err := t.store.remove(r.id); err != nil {
+		t.log.Warn("cannot remove the record of an upload", "upload", r.id, "error", err)
+	}
+	r.u.release()
+}
+
+// expire drops the uploads idle for longer than idleLimit.
+func (t *uploadTable) expire(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expireLocked(now)
+}
+
+// expireLocked drops uploads idle for longer than idleLimit (under t.mu).
 func (t *uploadTable) expireLocked(now time.Time) {
 	for id, r := range t.m {
 		if r.mu.TryLock() {
 			if now.Sub(r.last) > t.idleLimit() {
 				delete(t.m, id)
-				r.u.release()
+				t.drop(r)
+				t.log.Debug("resumable upload expired", "upload", id, "channel", r.u.channel, "path", r.u.path)
 			}
 			r.mu.Unlock()
 		}
 	}
+}
+
+// record is r's state as its record keeps it; under r.mu.
+func (r *resumable) record(now time.Time) (*uploadRecord, error) {
+	sum, err := r.u.sum.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: upload %s: %w", r.id, err)
+	}
+	holders := r.loaded
+	if r.ready {
+		holders = r.u.holders()
+	}
+	return &uploadRecord{
+		ID: r.id, Channel: r.u.channel, Path: r.u.path, GroupID: r.gid,
+		Length: r.length, ChunkSize: r.u.chunkSize, ContentType: r.opts.ContentType,
+		SHA256: r.opts.SHA256, Cond: r.opts.Cond, Match: r.opts.Match,
+		Size: r.u.size, Sum: sum, IDs: r.u.ids, Holders: holders, Last: now,
+	}, nil
+}
+
+// save writes r's record durably; under r.mu.
+func (t *uploadTable) save(r *resumable) error {
+	rec, err := r.record(time.Now())
+	if err != nil {
+		return err
+	}
+	return t.store.save(rec)
+}
+
+// loadUploads restores the uploads whose records a previous run of the
+// node left, before the collector's first round: their chunks are pinned
+// again here, and those idle for longer than idleLimit are dropped (the
+// replicas let their chunks go).
+func (n *Node) loadUploads() error {
+	t := &n.uploads
+	recs, dropped, err := t.store.load()
+	if err != nil {
+		return err
+	}
+	for _, d := range dropped {
+		n.log.Warn("removed an upload record that cannot be read", "record", d)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]*resumable{}
+	}
+	now := time.Now()
+	for _, rec := range recs {
+		sum := sha256.New()
+		err := sum.(encoding.BinaryUnmarshaler).UnmarshalBinary(rec.Sum)
+		switch {
+		case err != nil:
+			n.log.Warn("removed an upload record that cannot be read", "upload", rec.ID, "error", err)
+		case now.Sub(rec.Last) > t.idleLimit():
+			n.log.Info("resumable upload expired while the node was down", "upload", rec.ID, "channel", rec.Channel, "path", rec.Path)
+		case len(t.m) >= maxUploads:
+			n.log.Warn("resumable upload dropped: too many open uploads", "upload", rec.ID)
+		default:
+			u := &upload{channel: rec.Channel, path: rec.Path, chunkSize: rec.ChunkSize, sum: sum, ids: rec.IDs, size: rec.Size}
+			for _, id := range rec.IDs {
+				u.releases = append(u.releases, n.chunks.Pin(chunk.ID(id)))
+			}
+			t.m[rec.ID] = &resumable{
+				id: rec.ID, u: u, length: rec.Length, last: rec.Last, gid: rec.GroupID, loaded: rec.Holders,
+				opts: PutFileOptions{Size: rec.Length, ContentType: rec.ContentType, SHA256: rec.SHA256, Cond: rec.Cond, Match: rec.Match},
+			}
+			continue
+		}
+		if err := t.store.remove(rec.ID); err != nil {
+			return err
+		}
+	}
+	if len(t.m) > 0 {
+		n.log.Info("resumable uploads restored", "uploads", len(t.m))
+	}
+	return nil
+}
+
+// resume finds the replicas of an upload loaded after a restart: those its
+// record names as holders hold its chunks; under r.mu.
+func (n *Node) resume(ctx context.Context, r *resumable) error {
+	ch, targets, err := n.fileTargets(ctx, r.u.channel)
+	if errors.Is(err, ErrChannelNotFound) || err == nil && ch.GroupID != r.gid {
+		return fmt.Errorf("%w: %q: its channel %q was deleted", ErrUploadNotFound, r.id, r.u.channel)
+	}
+	if err != nil {
+		return err
+	}
+	held := map[string]bool{}
+	for _, h := range r.loaded {
+		held[h] = true
+	}
+	for _, t := range targets {
+		if !held[t.serverID] {
+			e := fmt.Errorf("replica %s on %s did not hold every chunk of the upload before the node restarted", t.serverID, t.nodeID)
+			t.err.Store(&e)
+			t.failed.Store(true)
+		}
+	}
+	r.u.ch, r.u.targets = ch, targets
+	r.loaded, r.ready = nil, true
+	return nil
 }
 
 // CreateUpload opens a resumable upload of length bytes as path of
@@ -127,7 +269,7 @@ func (n *Node) CreateUpload(ctx context.Context, channel, path string, length in
 		return UploadState{}, err
 	}
 	opts.Size = length
-	r := &resumable{id: hex.EncodeToString(b[:]), u: u, length: length, opts: opts, last: time.Now()}
+	r := &resumable{id: hex.EncodeToString(b[:]), u: u, length: length, opts: opts, last: time.Now(), gid: u.ch.GroupID, ready: true}
 	t := &n.uploads
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -137,6 +279,11 @@ func (n *Node) CreateUpload(ctx context.Context, channel, path string, length in
 	t.expireLocked(time.Now())
 	if len(t.m) >= maxUploads {
 		return UploadState{}, fmt.Errorf("%w (%d)", ErrTooManyUploads, maxUploads)
+	}
+	// Recorded before its id is told: a client that got one can resume
+	// it after a restart.
+	if err := t.save(r); err != nil {
+		return UploadState{}, err
 	}
 	t.m[r.id] = r
 	return UploadState{ID: r.id, Channel: channel, Path: path, Length: length}, nil
@@ -158,7 +305,7 @@ func (n *Node) Upload(channel, id string) (UploadState, error) {
 // AppendUpload sends body, the upload's bytes from offset on. It returns
 // the new offset, and the committed file once the last byte is in. A
 // request cut short still moves the offset to the last whole chunk stored
-// (and returns its error).
+// (and returns its error). The offset returned is on disk (uploadstore.go).
 func (n *Node) AppendUpload(ctx context.Context, channel, id string, offset int64, body io.Reader) (UploadState, *FilePut, error) {
 	r, err := n.uploads.get(channel, id)
 	if err != nil {
@@ -172,11 +319,28 @@ func (n *Node) AppendUpload(ctx context.Context, channel, id string, offset int6
 	// Idle from the end of the request: the replicas' leases on its
 	// chunks run from the last chunk they received.
 	defer func() { r.last = time.Now() }()
-	st := UploadState{ID: id, Channel: channel, Path: r.u.path, Length: r.length}
+	st := UploadState{ID: id, Channel: channel, Path: r.u.path, Length: r.length, Offset: r.u.size}
 	if offset != r.u.size {
-		st.Offset = r.u.size
 		return st, nil, fmt.Errorf("%w: the upload is at %d, the request starts at %d", ErrUploadOffset, r.u.size, offset)
 	}
+	if !r.ready {
+		if err := n.resume(ctx, r); err != nil {
+			if errors.Is(err, ErrUploadNotFound) {
+				n.uploads.remove(id)
+			}
+			return st, nil, err
+		}
+	}
+	// The record's holders as they were on disk: a check or a request
+	// that fails a holder rewrites it.
+	recorded := len(r.u.holders())
+	// A client that leaves does not make the replicas fail the check.
+	n.checkHolders(context.WithoutCancel(ctx), r.u) // uploadholders.go
+	if err := r.u.holdersErr(); err != nil {
+		n.uploads.remove(id) // no majority holds its chunks any more
+		return st, nil, err
+	}
+	before := r.u.size
 	left := r.length - r.u.size
 	lr := &io.LimitedReader{R: body, N: left + 1}
 	// The chunks read whole are stored even if the client leaves
@@ -187,10 +351,18 @@ func (n *Node) AppendUpload(ctx context.Context, channel, id string, offset int6
 	if err == nil && lr.N == 0 {
 		err = fmt.Errorf("%w: more bytes than the upload's length %d", ErrUploadMismatch, r.length)
 	}
-	if err != nil {
-		if r.u.holdersErr() != nil {
-			n.uploads.remove(id) // no majority can hold it any more
+	if err != nil && r.u.holdersErr() != nil {
+		n.uploads.remove(id) // no majority can hold it any more
+		return st, nil, err
+	}
+	if r.u.size != before || len(r.u.holders()) != recorded {
+		// The new offset is told only once it is on disk.
+		if serr := n.uploads.save(r); serr != nil {
+			n.uploads.remove(id)
+			return st, nil, errors.Join(err, serr)
 		}
+	}
+	if err != nil {
 		return st, nil, err
 	}
 	if r.u.size < r.length {

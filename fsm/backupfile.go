@@ -62,6 +62,7 @@ type BackupHeader struct {
 	// The channel's record in the meta state at the time.
 	Replicas    int              `json:"replicas,omitempty"`
 	QuotaBytes  uint64           `json:"quota_bytes,omitempty"`
+	ChunkSize   uint64           `json:"chunk_size,omitempty"`
 	Settings    *ChannelSettings `json:"settings,omitempty"`
 	CreateIndex uint64           `json:"create_index,omitempty"`
 }

@@ -104,14 +104,17 @@ type Replica struct {
 
 // ChannelRecord is one channel: its Raft group and where it is placed.
 type ChannelRecord struct {
-	Name       string    `json:"name"`
-	GroupID    uint64    `json:"group_id"`
-	Replicas   int       `json:"replicas"`
-	Dedicated  bool      `json:"dedicated,omitempty"`
-	Zones      []string  `json:"zones,omitempty"`
-	Nodes      []string  `json:"nodes,omitempty"` // operator pins
-	QuotaBytes uint64    `json:"quota_bytes,omitempty"`
-	Placement  []Replica `json:"placement"`
+	Name       string   `json:"name"`
+	GroupID    uint64   `json:"group_id"`
+	Replicas   int      `json:"replicas"`
+	Dedicated  bool     `json:"dedicated,omitempty"`
+	Zones      []string `json:"zones,omitempty"`
+	Nodes      []string `json:"nodes,omitempty"` // operator pins
+	QuotaBytes uint64   `json:"quota_bytes,omitempty"`
+	// ChunkSize is the chunk size of the channel's new files (0: the
+	// default, DefaultChunkSize; version 5, chunksize.go).
+	ChunkSize uint64    `json:"chunk_size,omitempty"`
+	Placement []Replica `json:"placement"`
 	// Created is the placement the channel was created with, kept by the
 	// first SetPlacement that changes it (nil until then: Placement is
 	// still the creation placement). It is the one configuration every
@@ -361,6 +364,8 @@ func (m *Meta) apply(index uint64, cmd MetaCommand) *MetaResult {
 		}
 		ch.QuotaBytes = c.QuotaBytes
 		ch.ModifyIndex = index
+	case *SetChannelChunkSize:
+		m.applySetChannelChunkSize(index, c, res)
 	}
 	return res
 }

@@ -45,6 +45,10 @@ const (
 	// metaFenceServers (version 4; fence.go): no skippable bit, a node
 	// that skipped it would let fenced servers back in.
 	metaFenceServers byte = 0x62
+	// metaSetChannelChunkSize (version 5; chunksize.go) changes the chunk
+	// size of a channel's new files. No skippable bit: a node that skipped
+	// it would cut uploads it receives into other chunks than its peers.
+	metaSetChannelChunkSize byte = 0x52
 )
 
 var errSkippable = errors.New("fsm: entry may be skipped")
@@ -177,6 +181,8 @@ func DecodeMeta(b []byte) (MetaCommand, error) {
 		c = &SetChannelQuota{}
 	case metaFenceServers:
 		c = &FenceServers{}
+	case metaSetChannelChunkSize:
+		c = &SetChannelChunkSize{}
 	default:
 		if b[0]&0x80 != 0 {
 			return nil, errSkippable

@@ -49,6 +49,10 @@ func (m *Meta) applyCreateChannel(index uint64, ch ChannelRecord, res *MetaResul
 		res.Err = ErrChannelExists
 		return
 	}
+	if ch.ChunkSize != 0 && ValidateChunkSize(ch.ChunkSize) != nil {
+		res.Err = ErrInvalidChunkSize
+		return
+	}
 	ch.GroupID = m.st.NextGroupID
 	m.st.NextGroupID++
 	ch.CreateIndex, ch.ModifyIndex = index, index

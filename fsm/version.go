@@ -27,7 +27,10 @@ import (
 //	   RecoverChannel (0x61): a channel re-formed after losing a quorum;
 //	   FenceServers (0x62): server ids a meta recovery removed
 //	   PutFile (0x06), DeleteFile (0x07): files in channels
-const Version = 4
+//	5  SetChannelChunkSize (0x52), and CreateChannel with a chunk_size:
+//	   a channel's chunk size (chunksize.go); nodes of this version take
+//	   chunks of up to MaxChunkSize
+const Version = 5
 
 // ErrUpgradePending is what a proposal of a command whose version is above
 // the cluster version fails with: nothing was proposed.
@@ -74,15 +77,30 @@ func EntryVersion(entry []byte) int {
 	return Version + 1
 }
 
-// MetaVersion is the version that introduced a meta command's type.
+// MetaVersion is the version that introduced a meta command: its type,
+// or a field it sets (a new channel's chunk size).
 func MetaVersion(c MetaCommand) int {
-	switch c.(type) {
+	switch c := c.(type) {
 	case *MetaHashCheck, *SetClusterVersion:
 		return 2
 	case *IssueToken, *RevokeToken, *SetChannelSettings:
 		return 3
-	case *SetPlacement, *SetChannelQuota, *CreateRestoredChannel, *RecoverChannel, *FenceServers:
+	case *SetPlacement, *SetChannelQuota, *RecoverChannel, *FenceServers:
 		return 4
+	case *SetChannelChunkSize:
+		return 5
+	// A chunk size in a new channel's record: an older node would drop
+	// the field, and its copy of the record, and of the meta state's
+	// hash, would differ from the others'.
+	case *CreateRestoredChannel:
+		if c.Channel.ChunkSize != 0 {
+			return 5
+		}
+		return 4
+	case *CreateChannel:
+		if c.Channel.ChunkSize != 0 {
+			return 5
+		}
 	}
 	return 1
 }

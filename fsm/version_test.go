@@ -42,6 +42,9 @@ func TestCommandVersions(t *testing.T) {
 		{&CreateChannel{}, 1}, {&DeleteChannel{}, 1}, {&MetaHashCheck{}, 2}, {&SetClusterVersion{}, 2},
 		{&IssueToken{}, 3}, {&RevokeToken{}, 3}, {&SetChannelSettings{}, 3},
 		{&SetPlacement{}, 4}, {&SetChannelQuota{}, 4}, {&CreateRestoredChannel{}, 4}, {&RecoverChannel{}, 4}, {&FenceServers{}, 4},
+		{&SetChannelChunkSize{}, 5},
+		{&CreateChannel{Channel: ChannelRecord{ChunkSize: 1 << 20}}, 5},
+		{&CreateRestoredChannel{Channel: ChannelRecord{ChunkSize: 1 << 20}}, 5},
 	} {
 		if got := MetaVersion(c.cmd); got != c.want {
 			t.Errorf("MetaVersion(%T) = %d, want %d", c.cmd, got, c.want)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/fsm"
 )
 
 // health serves GET /v1/health: 200 while the process serves HTTP
@@ -118,6 +119,7 @@ type createBody struct {
 	Zones      []string `json:"zones"`
 	Nodes      []string `json:"nodes"`
 	QuotaBytes uint64   `json:"quota_bytes"`
+	ChunkSize  uint64   `json:"chunk_size"`
 }
 
 // createChannel serves POST /v1/channels: 201 with the channel.
@@ -162,9 +164,14 @@ func createRequest(b createBody) (api.CreateChannelRequest, error) {
 	if err := distinctNames(b.Nodes, "nodes"); err != nil {
 		return api.CreateChannelRequest{}, err
 	}
+	if b.ChunkSize != 0 {
+		if err := fsm.ValidateChunkSize(b.ChunkSize); err != nil {
+			return api.CreateChannelRequest{}, invalid("chunk_size: %v", err)
+		}
+	}
 	return api.CreateChannelRequest{
 		Name: b.Name, Replicas: replicas, Dedicated: b.Dedicated,
-		Zones: b.Zones, Nodes: b.Nodes, QuotaBytes: b.QuotaBytes,
+		Zones: b.Zones, Nodes: b.Nodes, QuotaBytes: b.QuotaBytes, ChunkSize: b.ChunkSize,
 	}, nil
 }
 

@@ -6,10 +6,11 @@ import (
 	"net/http"
 
 	"github.com/shardnet/shardnet/api"
+	"github.com/shardnet/shardnet/fsm"
 )
 
-// changeChannel serves PATCH /v1/channels/{ch}: a new replica count or
-// quota. 200 with the channel as its new placement has it; its group
+// changeChannel serves PATCH /v1/channels/{ch}: a new replica count,
+// quota or chunk size. 200 with the channel as its new placement has it; its group
 // converges to that placement afterwards (GET shows the progress). A body
 // that is not valid changes nothing.
 func (s *Server) changeChannel(ctx context.Context, req *request) (*response, error) {
@@ -20,8 +21,13 @@ func (s *Server) changeChannel(ctx context.Context, req *request) (*response, er
 	if err := decodeStrict(req.body, &b); err != nil {
 		return nil, err
 	}
-	if b.Replicas == nil && b.QuotaBytes == nil {
-		return nil, invalid("nothing to change: give replicas or quota_bytes")
+	if b.Replicas == nil && b.QuotaBytes == nil && b.ChunkSize == nil {
+		return nil, invalid("nothing to change: give replicas, quota_bytes or chunk_size")
+	}
+	if b.ChunkSize != nil && *b.ChunkSize != 0 {
+		if err := fsm.ValidateChunkSize(*b.ChunkSize); err != nil {
+			return nil, invalid("chunk_size: %v", err)
+		}
 	}
 	if b.Replicas != nil && (*b.Replicas < 1 || *b.Replicas > MaxReplicas) {
 		return nil, invalid("replicas must be from 1 to %d, not %d", MaxReplicas, *b.Replicas)

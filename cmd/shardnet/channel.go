@@ -22,7 +22,7 @@ var channelCommands = map[string]command{
 	"backup":   {"write a backup of a channel to a file", runChannelBackup},
 	"restore":  {"create a channel from a backup file", runChannelRestore},
 	"recover":  {"re-form a channel that lost a majority of its replicas from a survivor", runChannelRecover},
-	"scale":    {"change a channel's replica count or quota and wait until its group converges", runChannelScale},
+	"scale":    {"change a channel's replica count, quota or chunk size and wait until its group converges", runChannelScale},
 }
 
 // runChannel: shardnet channel create|ls|get|rm|repair|token|sign|settings|backup|restore|recover|scale
@@ -40,12 +40,14 @@ func runChannelCreate(ctx context.Context, c *cli, args []string) int {
 	f.Var(&zones, "zones", "only place in these zones (comma-separated)")
 	f.Var(&nodes, "nodes", "pin to these node ids (comma-separated); the first one stands first for the first election, so it leads when it is up")
 	f.Uint64Var(&req.QuotaBytes, "quota", 0, "quota in bytes (0: none)")
+	var chunkSize sizeFlag
+	f.Var(&chunkSize, "chunk-size", "chunk size of the channel's files: 64KiB to 64MiB, a multiple of 64KiB (default 4MiB)")
 	wait := f.Duration("wait", 5*time.Second, "wait up to this long for the channel's first leader before printing (0: print at once)")
 	pos, code, ok := f.parse(args, 1, 1)
 	if !ok {
 		return code
 	}
-	req.Name, req.Zones, req.Nodes = pos[0], zones, nodes
+	req.Name, req.Zones, req.Nodes, req.ChunkSize = pos[0], zones, nodes, uint64(chunkSize)
 	client := f.client()
 	ch, err := client.CreateChannel(ctx, req)
 	if err != nil {
@@ -155,6 +157,9 @@ func (c *cli) printChannel(ch api.Channel) {
 	}
 	if ch.QuotaBytes > 0 {
 		rows = append(rows, [2]string{"Quota", fmt.Sprintf("%d bytes", ch.QuotaBytes)})
+	}
+	if ch.ChunkSize > 0 {
+		rows = append(rows, [2]string{"Chunk size", fmt.Sprintf("%d bytes", ch.ChunkSize)})
 	}
 	if st := ch.Settings; st != nil && len(st.PublicPrefixes) > 0 {
 		rows = append(rows, [2]string{"Public", strings.Join(st.PublicPrefixes, ", ")})

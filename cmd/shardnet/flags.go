@@ -196,3 +196,28 @@ func (l *listFlag) Set(s string) error {
 	}
 	return nil
 }
+
+// sizeFlag is a size in bytes: a number, or a number with a KiB, MiB or
+// GiB suffix ("4MiB").
+type sizeFlag uint64
+
+func (s *sizeFlag) String() string { return strconv.FormatUint(uint64(*s), 10) }
+
+func (s *sizeFlag) Set(v string) error {
+	mult := uint64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   uint64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+	if err != nil || n > (1<<63)/mult {
+		return fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", v)
+	}
+	*s = sizeFlag(n * mult)
+	return nil
+}

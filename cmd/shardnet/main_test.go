@@ -259,6 +259,8 @@ func TestChannelScale(t *testing.T) {
 		t.Fatalf("channel scale printed:\n%s", r.out)
 	}
 	expect(t, shardnet(t, env, "", "channel", "scale", "nft", "-quota", "1024"), 0, "Quota:")
+	expect(t, shardnet(t, env, "", "channel", "scale", "nft", "-chunk-size", "1MiB"), 0, "1048576 bytes")
+	expect(t, shardnet(t, env, "", "channel", "scale", "nft", "-chunk-size", "1MB"), 2, "")
 	r = shardnet(t, env, "", "channel", "scale", "nft", "-replicas", "9")
 	expect(t, r, 1, "")
 	if !strings.Contains(r.err, "(invalid_request, HTTP 400)") {

@@ -9,14 +9,17 @@ import (
 	"github.com/shardnet/shardnet/api"
 )
 
-// runChannelScale: shardnet channel scale NAME -replicas N [-quota B]. It
+// runChannelScale: shardnet channel scale NAME -replicas N [-quota B]
+// [-chunk-size S]. It
 // commits the new placement, then follows the group until its voters are
 // that placement (or -timeout passes), printing each change it sees.
 func runChannelScale(ctx context.Context, c *cli, args []string) int {
 	f := c.newFlags("channel scale", "NAME -replicas N",
-		"Change channel NAME's replica count (1 to 7; odd counts recommended) or quota, and wait until its group has converged to the new placement.").withJSON()
+		"Change channel NAME's replica count (1 to 7; odd counts recommended), quota or chunk size (of the files uploaded from now on), and wait until its group has converged to the new placement.").withJSON()
 	replicas := f.Int("replicas", 0, "the new replica count")
 	quota := f.Int64("quota", -1, "the new quota in bytes (0: none; -1: unchanged)")
+	var chunkSize sizeFlag
+	f.Var(&chunkSize, "chunk-size", "the chunk size of files uploaded from now on: 64KiB to 64MiB, a multiple of 64KiB (unset: unchanged)")
 	timeout := f.Duration("timeout", 2*time.Minute, "how long to wait for the group to converge (0: do not wait)")
 	pos, code, ok := f.parse(args, 1, 1)
 	if !ok {
@@ -30,8 +33,12 @@ func runChannelScale(ctx context.Context, c *cli, args []string) int {
 		q := uint64(*quota)
 		req.QuotaBytes = &q
 	}
-	if req.Replicas == nil && req.QuotaBytes == nil {
-		return c.usageError("channel scale: give -replicas or -quota")
+	if chunkSize != 0 {
+		cs := uint64(chunkSize)
+		req.ChunkSize = &cs
+	}
+	if req.Replicas == nil && req.QuotaBytes == nil && req.ChunkSize == nil {
+		return c.usageError("channel scale: give -replicas, -quota or -chunk-size")
 	}
 	client := f.client()
 	ch, err := client.ChangeChannel(ctx, pos[0], req)

@@ -181,7 +181,7 @@ func (m *Memory) RepairReplica(_ context.Context, channel, node string) (uint64,
 	return 0, fmt.Errorf("%w: node %s", shard.ErrNotCorrupt, node)
 }
 
-// ChangeChannel sets a channel's replica count and quota; its one
+// ChangeChannel sets a channel's replica count, quota and chunk size; its one
 // replica stays the placement.
 func (m *Memory) ChangeChannel(_ context.Context, name string, req api.ChangeChannelRequest) (api.Channel, error) {
 	m.mu.Lock()
@@ -195,6 +195,9 @@ func (m *Memory) ChangeChannel(_ context.Context, name string, req api.ChangeCha
 	}
 	if req.QuotaBytes != nil {
 		ch.info.QuotaBytes = *req.QuotaBytes
+	}
+	if req.ChunkSize != nil {
+		ch.info.ChunkSize = *req.ChunkSize
 	}
 	return m.describe(ch), nil
 }
