@@ -37,11 +37,12 @@
 # Measured beside the writes, over each measurement's DURATION:
 #   - CPU of each node (its container's cgroup cpu.stat: usage, and the
 #     share of CFS periods in which the quota throttled it);
-#   - fsyncs per second, two ways: the flushes the disk holding docker's
-#     data completed (/proc/diskstats; the disk is shared with everything
-#     else on the machine), and the synced Raft log batches of all nodes
+#   - fsyncs per second: the synced Raft log batches of all nodes
 #     (shardnet_logstore_append_batches_total: each one pebble batch
-#     committed with Sync, which pebble may merge with a concurrent one).
+#     committed with Sync, which pebble may merge with a concurrent one),
+#     and beside them the writes and flushes the disk holding docker's
+#     data completed (/proc/diskstats; the disk is shared with everything
+#     else on the machine).
 #
 #   ROUNDS=3 DURATION=20s CONNS=64 CPUS=0.15 bash bench/scaleout.sh
 #
@@ -65,6 +66,20 @@ OUT=${OUT:-$BENCH/results/scaleout-latest.md}
 RUN=sn-scaleout-$$
 IMAGE=${IMAGE:-shardnet:$RUN}
 KEEP=${KEEP:-}
+# PRIORITY=1 (the default) puts the nodes' containers in a cgroup of the
+# run (/sn-scaleout-<pid>, --cgroup-parent) and wrk in another, both with
+# cpu.shares SHARES: on a machine where other work runs, the nodes would
+# otherwise get what is left (one weight for all of docker's containers
+# against each busy process), far below their quota, and the run would
+# measure the other work, not the quota. What they take stays bounded: the
+# nodes by their --cpus, wrk by LOAD_QUOTA of a core. cgroup v1 only (this
+# machine's docker); PRIORITY=0, or cgroup v2, runs without.
+PRIORITY=${PRIORITY:-1}
+SHARES=${SHARES:-65536}
+LOAD_QUOTA=${LOAD_QUOTA:-0.5}
+CG_CPU=/sys/fs/cgroup/cpu
+CG_PARENT="" # the containers' --cgroup-parent, when PRIORITY applies
+CG_LOAD=""   # wrk's cpu cgroup directory, when PRIORITY applies
 
 # The nodes: names, roles, zones and the last octet of their addresses.
 NAMES=(n1 n2 n3 r1 r2 r3)
@@ -87,7 +102,7 @@ export SHARDNET_TOKEN=$TOKEN SHARDNET_CLUSTER_KEY=$CLUSTER_KEY SHARDNET_GOSSIP_K
 # Not lib.sh's cleanup: that one also removes iptables rules that
 # another benchmark's blackhole trials may be using.
 scaleout_cleanup() {
-	local rc=$? pid ids i f
+	local rc=$? pid ids i f d
 	trap - EXIT INT TERM
 	set +e
 	for pid in "${WRK_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
@@ -108,6 +123,10 @@ scaleout_cleanup() {
 		docker network rm "$RUN" >/dev/null 2>&1
 		docker volume rm "$RUN-pki" >/dev/null 2>&1
 		docker image rm "$IMAGE" >/dev/null 2>&1
+		# The cgroups the run made (docker made one per controller
+		# under the parent); empty once their processes are gone.
+		[ -z "$CG_LOAD" ] || rmdir "$CG_LOAD" 2>/dev/null
+		[ -z "$CG_PARENT" ] || for d in /sys/fs/cgroup/*/"$CG_PARENT"; do rmdir "$d" 2>/dev/null; done
 	else
 		log "kept containers, network $RUN and volume $RUN-pki (KEEP=1): docker rm -f -v \$(docker ps -aq --filter label=sn-scaleout.run=$RUN)"
 	fi
@@ -141,6 +160,22 @@ build_image() {
 	SN_COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 	make -s -C "$ROOT" docker DOCKER_IMAGE="$IMAGE" >"$WORK/logs/build.log" 2>&1 ||
 		die "make docker failed: $(tail -n 5 "$WORK/logs/build.log")"
+}
+
+# make_cgroups: the run's two cpu cgroups (PRIORITY, above).
+make_cgroups() {
+	[ "$PRIORITY" = 1 ] || return 0
+	if [ ! -f "$CG_CPU/cpu.shares" ] || [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		log "no cgroup v1 cpu hierarchy: running without PRIORITY"
+		return 0
+	fi
+	CG_PARENT=$RUN
+	mkdir -p "$CG_CPU/$CG_PARENT" "$CG_CPU/$RUN-load"
+	CG_LOAD=$CG_CPU/$RUN-load
+	echo "$SHARES" >"$CG_CPU/$CG_PARENT/cpu.shares"
+	echo "$SHARES" >"$CG_LOAD/cpu.shares"
+	awk -v q="$LOAD_QUOTA" 'BEGIN { printf "%d\n", q * 100000 }' >"$CG_LOAD/cpu.cfs_quota_us"
+	log "cgroups: nodes under $CG_CPU/$CG_PARENT, wrk in $CG_LOAD (cpu.shares $SHARES, wrk quota $LOAD_QUOTA core)"
 }
 
 # make_network creates the run's bridge network on a free 172.31.x.0/24.
@@ -183,7 +218,10 @@ start_node() {
 		-tls-cert "/pki/$name.pem" -tls-key "/pki/$name-key.pem" -tls-ca /pki/ca.pem
 		-log-level warn -rate-limit=0)
 	[ "${ROLES[i]}" != core ] || args+=(-serve-data -bootstrap-expect 3)
+	local cgp=()
+	[ -z "$CG_PARENT" ] || cgp=(--cgroup-parent "/$CG_PARENT")
 	CID[i]=$(docker run -d --name "$RUN-$name" --hostname "$name" --label "sn-scaleout.run=$RUN" \
+		"${cgp[@]}" \
 		--network "$RUN" --ip "$(ip "$i")" --cpus "$CPUS" --cpuset-cpus "$NODE_CPUS" \
 		-e SHARDNET_TOKEN -e SHARDNET_CLUSTER_KEY -e SHARDNET_GOSSIP_KEY \
 		-v "$RUN-pki:/pki:ro" "$IMAGE" "${args[@]}") || die "docker run $name failed"
@@ -244,21 +282,21 @@ drop_channels() {
 # cpuacct hierarchies); "0 0 0" when none is found.
 cpu_stat() {
 	local id=${CID[$1]} d
-	for d in "/sys/fs/cgroup/system.slice/docker-$id.scope" "/sys/fs/cgroup/docker/$id"; do
+	for d in "/sys/fs/cgroup/system.slice/docker-$id.scope" "/sys/fs/cgroup/${CG_PARENT:-docker}/$id"; do
 		[ -f "$d/cpu.stat" ] || continue
 		awk '$1=="usage_usec"{u=$2} $1=="nr_periods"{p=$2} $1=="nr_throttled"{t=$2} END{print u+0, p+0, t+0}' "$d/cpu.stat"
 		return 0
 	done
-	d=/sys/fs/cgroup/cpuacct/docker/$id
-	if [ -f "$d/cpuacct.usage" ] && [ -f "/sys/fs/cgroup/cpu/docker/$id/cpu.stat" ]; then
+	d=/sys/fs/cgroup/cpuacct/${CG_PARENT:-docker}/$id
+	if [ -f "$d/cpuacct.usage" ] && [ -f "$CG_CPU/${CG_PARENT:-docker}/$id/cpu.stat" ]; then
 		awk -v ns="$(cat "$d/cpuacct.usage")" '$1=="nr_periods"{p=$2} $1=="nr_throttled"{t=$2} END{printf "%.0f %d %d\n", ns / 1000, p, t}' \
-			"/sys/fs/cgroup/cpu/docker/$id/cpu.stat"
+			"$CG_CPU/${CG_PARENT:-docker}/$id/cpu.stat"
 		return 0
 	fi
 	echo "0 0 0"
 }
 
-# The disk under docker's data (DISK overrides): flushes it completed.
+# disk_name: the disk under docker's data (DISK overrides it).
 disk_name() {
 	local dir src parent
 	dir=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null) || dir=/var/lib/docker
@@ -266,7 +304,11 @@ disk_name() {
 	parent=$(lsblk -no pkname "$src" 2>/dev/null | head -n 1)
 	basename "${parent:-$src}"
 }
-disk_flushes() { awk -v d="$DISK" '$3 == d { print $18 + 0; f = 1 } END { if (!f) print 0 }' /proc/diskstats; }
+# disk_ops: "writes flushes" the disk completed (/proc/diskstats fields 5
+# and 15). A virtio disk without a volatile write cache gets no flush for
+# an fdatasync (the kernel sends none), so its flush count shows only the
+# file system's journal; the writes show the synced data.
+disk_ops() { awk -v d="$DISK" '$3 == d { print $8 + 0, $18 + 0; f = 1 } END { if (!f) print "0 0" }' /proc/diskstats; }
 
 # raft_syncs: synced Raft log batches of the nodes 0..N-1 in use, summed.
 raft_syncs() {
@@ -286,7 +328,7 @@ core_ticks() {
 # busy_pct "B0 T0" "B1 T1": the core's busy share between two core_ticks.
 busy_pct() {
 	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
-		printf "%.0f", y[2] > x[2] ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0 }'
+		printf "%.0f", (y[2] > x[2] ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0) }'
 }
 
 # -------------------------------------------------------------- measuring
@@ -319,7 +361,9 @@ drive() {
 		c=$(((CONNS * n + CHANNELS / 2) / CHANNELS))
 		((c >= 1)) || c=1
 		LEADS+="${LEADS:+ }$node:$n"
-		taskset -c "$LOAD_CPUS" wrk -t1 -c"$c" -d"$secs" --timeout 10s -s "$BENCH/wrk/shardnet.lua" \
+		# wrk enters its cgroup (PRIORITY) before it execs.
+		bash -c '[ -z "$1" ] || echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$CG_LOAD" \
+			taskset -c "$LOAD_CPUS" wrk -t1 -c"$c" -d"$secs" --timeout 10s -s "$BENCH/wrk/shardnet.lua" \
 			"http://$(ip "$i"):8500" -- puts "$TOKEN" "$chans" >"$WORK/raw/$tag-$node.txt" 2>&1 &
 		WRK_PIDS+=($!)
 	done
@@ -330,7 +374,7 @@ drive() {
 }
 
 RES_LINES=()
-declare -A WRITES=() FLUSHES=() SYNCS=()
+declare -A WRITES=() DWRITES=() FLUSHES=() SYNCS=()
 
 # measure ROUND N PREFIX: warm-up, then the measured DURATION, with the
 # counters read around it.
@@ -340,7 +384,7 @@ measure() {
 	local -a c0=() c1=()
 	for ((i = 0; i < n; i++)); do c0[i]=$(cpu_stat "$i"); done
 	local f0 s0 f1 s1
-	f0=$(disk_flushes)
+	f0=$(disk_ops)
 	s0=$(raft_syncs)
 	local k0 k1 l0 l1
 	k0=$(core_ticks "$NODE_CPUS") l0=$(core_ticks "$LOAD_CPUS")
@@ -349,7 +393,7 @@ measure() {
 	t1=$(date +%s%N)
 	k1=$(core_ticks "$NODE_CPUS") l1=$(core_ticks "$LOAD_CPUS")
 	for ((i = 0; i < n; i++)); do c1[i]=$(cpu_stat "$i"); done
-	f1=$(disk_flushes)
+	f1=$(disk_ops)
 	s1=$(raft_syncs)
 	local secs writes errs cpu
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
@@ -363,15 +407,16 @@ measure() {
 		cpu+=$(awk -v a="${c0[i]}" -v b="${c1[i]}" -v s="$secs" -v name="${NAMES[i]}" 'BEGIN {
 			split(a, x, " "); split(b, y, " ")
 			p = y[2] - x[2]
-			printf "%s %.0f%% (thr %.0f%%) ", name, (y[1] - x[1]) / 1e4 / s, p > 0 ? 100 * (y[3] - x[3]) / p : 0 }')
+			printf "%s %.0f%% (thr %.0f%%) ", name, (y[1] - x[1]) / 1e4 / s, (p > 0 ? 100 * (y[3] - x[3]) / p : 0) }')
 	done
-	local fl sy
-	fl=$(awk -v a="$f0" -v b="$f1" -v s="$secs" 'BEGIN { printf "%.0f", (b - a) / s }')
+	local dw fl sy
+	dw=$(awk -v a="$f0" -v b="$f1" -v s="$secs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / s }')
+	fl=$(awk -v a="$f0" -v b="$f1" -v s="$secs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[2] - x[2]) / s }')
 	sy=$(awk -v a="$s0" -v b="$s1" -v s="$secs" 'BEGIN { printf "%.0f", (b - a) / s }')
-	WRITES[$n]+="$writes " FLUSHES[$n]+="$fl " SYNCS[$n]+="$sy "
+	WRITES[$n]+="$writes " DWRITES[$n]+="$dw " FLUSHES[$n]+="$fl " SYNCS[$n]+="$sy "
 	local kb lb
 	kb=$(busy_pct "$k0" "$k1") lb=$(busy_pct "$l0" "$l1")
-	RES_LINES+=("| $round | $n | $writes | $errs | $fl | $sy | $LEADS | ${cpu% } | $kb% / $lb% |")
+	RES_LINES+=("| $round | $n | $writes | $errs | $dw | $fl | $sy | $LEADS | ${cpu% } | $kb% / $lb% |")
 	log "round $round, $n nodes: $writes writes/s ($errs errors), leaders $LEADS; CPU $cpu; cores busy: nodes' $kb%, wrk's $lb%"
 }
 
@@ -382,10 +427,11 @@ make_work
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 build_image
+make_cgroups
 make_network
 make_certs
 DISK=${DISK:-$(disk_name)}
-log "fsyncs counted on /dev/$DISK (/proc/diskstats flushes)"
+log "disk writes and flushes counted on /dev/$DISK (/proc/diskstats)"
 
 for ((round = 1; round <= ROUNDS; round++)); do
 	log "round $round: 3 nodes"
@@ -410,17 +456,17 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo
 	echo "$STARTED, commit $SN_COMMIT; $ROUNDS rounds alternating 3,6; each node a container (--cpus $CPUS --cpuset-cpus $NODE_CPUS),"
 	echo "wrk on the host (taskset -c $LOAD_CPUS), $CONNS connections in all, $DURATION per measurement after $WARMUP of warm-up;"
-	echo "load average $LOAD_START at the start, $LOAD_END at the end; fsyncs: flushes of /dev/$DISK and the nodes' synced Raft log batches."
+	echo "load average $LOAD_START at the start, $LOAD_END at the end; disk: /dev/$DISK (/proc/diskstats; shared with every other process); Raft log syncs: the nodes' shardnet_logstore_append_batches_total."
 	echo
-	echo "| nodes | writes/s (median) | runs | device flushes/s (median) | Raft log syncs/s (median) |"
-	echo "|---|---|---|---|---|"
-	echo "| 3 | $m3 | ${WRITES[3]% } | $(median ${FLUSHES[3]}) | $(median ${SYNCS[3]}) |"
-	echo "| 6 | $m6 | ${WRITES[6]% } | $(median ${FLUSHES[6]}) | $(median ${SYNCS[6]}) |"
+	echo "| nodes | writes/s (median) | runs | disk writes/s | disk flushes/s | Raft log syncs/s (medians) |"
+	echo "|---|---|---|---|---|---|"
+	echo "| 3 | $m3 | ${WRITES[3]% } | $(median ${DWRITES[3]}) | $(median ${FLUSHES[3]}) | $(median ${SYNCS[3]}) |"
+	echo "| 6 | $m6 | ${WRITES[6]% } | $(median ${DWRITES[6]}) | $(median ${FLUSHES[6]}) | $(median ${SYNCS[6]}) |"
 	echo
 	echo "ratio 6/3 of the medians: **$ratio×**"
 	echo
-	echo "| round | nodes | writes/s | errors | flushes/s | Raft syncs/s | channels led | CPU per node (share of one core; throttled periods) | core $NODE_CPUS / core $LOAD_CPUS busy (all processes) |"
-	echo "|---|---|---|---|---|---|---|---|---|"
+	echo "| round | nodes | writes/s | errors | disk writes/s | disk flushes/s | Raft syncs/s | channels led | CPU per node (share of one core; throttled periods) | core $NODE_CPUS / core $LOAD_CPUS busy (all processes) |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${RES_LINES[@]}"
 } | tee "$WORK/result.md"
 mkdir -p "$(dirname "$OUT")"
