@@ -304,11 +304,10 @@ disk_name() {
 	parent=$(lsblk -no pkname "$src" 2>/dev/null | head -n 1)
 	basename "${parent:-$src}"
 }
-# disk_ops: "writes flushes" the disk completed (/proc/diskstats fields 5
-# and 15). A virtio disk without a volatile write cache gets no flush for
-# an fdatasync (the kernel sends none), so its flush count shows only the
-# file system's journal; the writes show the synced data.
-disk_ops() { awk -v d="$DISK" '$3 == d { print $8 + 0, $18 + 0; f = 1 } END { if (!f) print "0 0" }' /proc/diskstats; }
+# disk_ops: "writes flushes" the disk completed (/proc/diskstats: the
+# 5th and the 16th field after the name). The block layer merges flushes
+# that wait at the same time, so a flush can stand for several fsyncs.
+disk_ops() { awk -v d="$DISK" '$3 == d { print $8 + 0, $19 + 0; f = 1 } END { if (!f) print "0 0" }' /proc/diskstats; }
 
 # raft_syncs: synced Raft log batches of the nodes 0..N-1 in use, summed.
 raft_syncs() {
@@ -374,7 +373,7 @@ drive() {
 }
 
 RES_LINES=()
-declare -A WRITES=() DWRITES=() FLUSHES=() SYNCS=()
+declare -A WRITES=() DWRITES=() FLUSHES=() SYNCS=() UPW=()
 
 # measure ROUND N PREFIX: warm-up, then the measured DURATION, with the
 # counters read around it.
@@ -403,7 +402,9 @@ measure() {
 		bad += v["non2xx"] + v["connect"] + v["read"] + v["write"] + v["timeout"]
 	} END { printf "%.0f %d\n", ok, bad }')
 	cpu=""
+	local used=0
 	for ((i = 0; i < n; i++)); do
+		used=$(awk -v u="$used" -v a="${c0[i]}" -v b="${c1[i]}" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", u + y[1] - x[1] }')
 		cpu+=$(awk -v a="${c0[i]}" -v b="${c1[i]}" -v s="$secs" -v name="${NAMES[i]}" 'BEGIN {
 			split(a, x, " "); split(b, y, " ")
 			p = y[2] - x[2]
@@ -414,9 +415,12 @@ measure() {
 	fl=$(awk -v a="$f0" -v b="$f1" -v s="$secs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[2] - x[2]) / s }')
 	sy=$(awk -v a="$s0" -v b="$s1" -v s="$secs" 'BEGIN { printf "%.0f", (b - a) / s }')
 	WRITES[$n]+="$writes " DWRITES[$n]+="$dw " FLUSHES[$n]+="$fl " SYNCS[$n]+="$sy "
-	local kb lb
+	local kb lb upw
+	# CPU per write: all nodes' CPU (µs) over the writes answered.
+	upw=$(awk -v u="$used" -v w="$writes" -v s="$secs" 'BEGIN { printf "%.0f", (w > 0 ? u / (w * s) : 0) }')
+	UPW[$n]+="$upw "
 	kb=$(busy_pct "$k0" "$k1") lb=$(busy_pct "$l0" "$l1")
-	RES_LINES+=("| $round | $n | $writes | $errs | $dw | $fl | $sy | $LEADS | ${cpu% } | $kb% / $lb% |")
+	RES_LINES+=("| $round | $n | $writes | $errs | $upw | $dw | $fl | $sy | $LEADS | ${cpu% } | $kb% / $lb% |")
 	log "round $round, $n nodes: $writes writes/s ($errs errors), leaders $LEADS; CPU $cpu; cores busy: nodes' $kb%, wrk's $lb%"
 }
 
@@ -458,15 +462,15 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "wrk on the host (taskset -c $LOAD_CPUS), $CONNS connections in all, $DURATION per measurement after $WARMUP of warm-up;"
 	echo "load average $LOAD_START at the start, $LOAD_END at the end; disk: /dev/$DISK (/proc/diskstats; shared with every other process); Raft log syncs: the nodes' shardnet_logstore_append_batches_total."
 	echo
-	echo "| nodes | writes/s (median) | runs | disk writes/s | disk flushes/s | Raft log syncs/s (medians) |"
-	echo "|---|---|---|---|---|---|"
-	echo "| 3 | $m3 | ${WRITES[3]% } | $(median ${DWRITES[3]}) | $(median ${FLUSHES[3]}) | $(median ${SYNCS[3]}) |"
-	echo "| 6 | $m6 | ${WRITES[6]% } | $(median ${DWRITES[6]}) | $(median ${FLUSHES[6]}) | $(median ${SYNCS[6]}) |"
+	echo "| nodes | writes/s (median) | runs | CPU µs per write | Raft log syncs/s | disk writes/s | disk flushes/s (medians) |"
+	echo "|---|---|---|---|---|---|---|"
+	echo "| 3 | $m3 | ${WRITES[3]% } | $(median ${UPW[3]}) | $(median ${SYNCS[3]}) | $(median ${DWRITES[3]}) | $(median ${FLUSHES[3]}) |"
+	echo "| 6 | $m6 | ${WRITES[6]% } | $(median ${UPW[6]}) | $(median ${SYNCS[6]}) | $(median ${DWRITES[6]}) | $(median ${FLUSHES[6]}) |"
 	echo
 	echo "ratio 6/3 of the medians: **$ratio×**"
 	echo
-	echo "| round | nodes | writes/s | errors | disk writes/s | disk flushes/s | Raft syncs/s | channels led | CPU per node (share of one core; throttled periods) | core $NODE_CPUS / core $LOAD_CPUS busy (all processes) |"
-	echo "|---|---|---|---|---|---|---|---|---|---|"
+	echo "| round | nodes | writes/s | errors | CPU µs/write | disk writes/s | disk flushes/s | Raft syncs/s | channels led | CPU per node (share of one core; throttled periods) | core $NODE_CPUS / core $LOAD_CPUS busy (all processes) |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${RES_LINES[@]}"
 } | tee "$WORK/result.md"
 mkdir -p "$(dirname "$OUT")"
