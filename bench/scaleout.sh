@@ -68,14 +68,15 @@ IMAGE=${IMAGE:-shardnet:$RUN}
 KEEP=${KEEP:-}
 # PRIORITY=1 (the default) puts the nodes' containers in a cgroup of the
 # run (/sn-scaleout-<pid>, --cgroup-parent) and wrk in another, both with
-# cpu.shares SHARES: on a machine where other work runs, the nodes would
-# otherwise get what is left (one weight for all of docker's containers
+# cpu.shares SHARES (default 262,144, the most cgroup v1 takes, the weight
+# of 256 busy processes): on a machine where other work runs, the nodes
+# would otherwise get what is left (one weight for all of docker's containers
 # against each busy process), far below their quota, and the run would
 # measure the other work, not the quota. What they take stays bounded: the
 # nodes by their --cpus, wrk by LOAD_QUOTA of a core. cgroup v1 only (this
 # machine's docker); PRIORITY=0, or cgroup v2, runs without.
 PRIORITY=${PRIORITY:-1}
-SHARES=${SHARES:-65536}
+SHARES=${SHARES:-262144}
 LOAD_QUOTA=${LOAD_QUOTA:-0.5}
 CG_CPU=/sys/fs/cgroup/cpu
 CG_PARENT="" # the containers' --cgroup-parent, when PRIORITY applies
