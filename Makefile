@@ -12,8 +12,10 @@ CLUSTER_PKGS := ./internal/chaos/... ./internal/lint/... ./cmd/...
 # the race detector's checkptr refuses; it is checkptr-clean nowhere else.
 RACE_FLAGS := -race -gcflags=github.com/boltdb/bolt=-d=checkptr=0
 STATICCHECK_VERSION := v0.8.2
+# The tag `make docker` builds (bench/scaleout.sh builds one of its own).
+DOCKER_IMAGE ?= shardnet:dev
 
-.PHONY: help build run test test-unit test-race test-cluster chaos docker chaos-docker bench bench-compare bench-files lint fmt clean
+.PHONY: help build run test test-unit test-race test-cluster chaos docker chaos-docker bench bench-compare bench-scaleout bench-files lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,10 +38,10 @@ test-cluster: ## multi-node suites on in-process clusters
 chaos: ## long chaos run: faults + linearizability check (SHARDNET_CHAOS_DURATION=5m; SHARDNET_CHAOS_SEED=N replays)
 	SHARDNET_CHAOS_DURATION=$${SHARDNET_CHAOS_DURATION:-5m} $(GO) test -count=1 -timeout 60m -v -run 'TestLinearizableUnderFaults' ./internal/chaos/
 
-docker: ## build the image shardnet:dev (FROM scratch; the static binary is built on the host)
+docker: ## build the image shardnet:dev (FROM scratch; the static binary is built on the host; DOCKER_IMAGE=tag)
 	CGO_ENABLED=0 $(GO) build -trimpath -o deploy/.build/shardnet ./cmd/shardnet
 	mkdir -p deploy/.build/data
-	docker build -t shardnet:dev deploy
+	docker build -t $(DOCKER_IMAGE) deploy
 
 chaos-docker: ## chaos run on a 5-node docker compose cluster (needs Docker; SHARDNET_CHAOS_DURATION=2m)
 	SHARDNET_DOCKER_CHAOS=1 SHARDNET_CHAOS_DURATION=$${SHARDNET_CHAOS_DURATION:-2m} $(GO) test -count=1 -timeout 30m -v -run 'TestDockerLinearizableUnderFaults' ./internal/chaos/
@@ -49,6 +51,9 @@ bench: ## benchmarks (numbers go to docs/benchmarks.md)
 
 bench-compare: ## shardnet vs etcd 3.6 (built once, cached): native load generators to leader and follower, then wrk; leader-loss trials (DURATION=5s CONNS="1 16 64 256" REPEAT=1 TABLES; bench/results/latest.md)
 	bash bench/compare.sh
+
+bench-scaleout: ## writes over 12 channels on 3 then 6 CPU-capped containers, alternating (ROUNDS=3; bench/results/scaleout-latest.md)
+	bash bench/scaleout.sh
 
 bench-files: ## file upload/download throughput, 1 MiB and 64 MiB at 1 and 16 clients, beside dd and sha256 (bench/results/files-latest.txt)
 	bash bench/files.sh
