@@ -50,7 +50,7 @@ bench: ## benchmarks (numbers go to docs/benchmarks.md)
 bench-compare: ## shardnet vs etcd under wrk, and leader-loss trials (DURATION=10s; bench/results/latest.md)
 	bash bench/compare.sh
 
-bench-files: ## file upload/download throughput, 1 MiB and 64 MiB at 1 and 16 clients, beside dd and sha256 (bench/results/files-latest.txt)
+bench-files: ## file upload/download throughput (1 MiB to 1 GiB, 1 to 16 clients), agents' RSS, beside dd, sha256 and SeaweedFS (bench/results/files-latest.txt)
 	bash bench/files.sh
 
 lint: ## gofmt, go vet and staticcheck
