@@ -55,7 +55,7 @@ bench-compare: ## shardnet vs etcd 3.6 (built once, cached): native load generat
 bench-scaleout: ## writes over 12 channels on 3 then 6 CPU-capped containers, alternating (ROUNDS=3; bench/results/scaleout-latest.md)
 	bash bench/scaleout.sh
 
-bench-files: ## file upload/download throughput, 1 MiB and 64 MiB at 1 and 16 clients, beside dd and sha256 (bench/results/files-latest.txt)
+bench-files: ## file upload/download throughput (1 MiB to 1 GiB, 1 to 16 clients), agents' RSS, beside dd, sha256 and SeaweedFS (bench/results/files-latest.txt)
 	bash bench/files.sh
 
 lint: ## gofmt, go vet and staticcheck

@@ -142,9 +142,20 @@ func (c *Client) GetFile(ctx context.Context, channel, path string, opts GetFile
 	return c.send(req)
 }
 
-// StatFile describes a file (HEAD).
+// StatFile describes a file (HEAD), read linearizably.
 func (c *Client) StatFile(ctx context.Context, channel, path string) (FileStat, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, c.base+filePath(channel, path), nil)
+	return c.StatFileAt(ctx, channel, path, "")
+}
+
+// StatFileAt describes a file (HEAD) read at level ("" is linearizable).
+// A HEAD answer has no body, so an error's Code is "http_<status>": a 404
+// does not say whether the file or the channel is missing.
+func (c *Client) StatFileAt(ctx context.Context, channel, path string, level Consistency) (FileStat, error) {
+	u := c.base + filePath(channel, path)
+	if level != "" {
+		u += "?consistency=" + url.QueryEscape(string(level))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 	if err != nil {
 		return FileStat{}, fmt.Errorf("api: stat file %q: %w", path, err)
 	}
@@ -159,9 +170,18 @@ func (c *Client) StatFile(ctx context.Context, channel, path string) (FileStat, 
 	}, nil
 }
 
-// ListFiles lists a page of a channel's files.
+// ListFiles lists a page of a channel's files, read linearizably.
 func (c *Client) ListFiles(ctx context.Context, channel, prefix, after string, limit int) (FileList, error) {
+	return c.ListFilesAt(ctx, channel, prefix, after, limit, "")
+}
+
+// ListFilesAt lists a page of a channel's files read at level ("" is
+// linearizable).
+func (c *Client) ListFilesAt(ctx context.Context, channel, prefix, after string, limit int, level Consistency) (FileList, error) {
 	q := url.Values{}
+	if level != "" {
+		q.Set("consistency", string(level))
+	}
 	if prefix != "" {
 		q.Set("prefix", prefix)
 	}

@@ -32,6 +32,7 @@ ETCD_PEER=($((12380 + PORT_OFFSET)) $((12390 + PORT_OFFSET)) $((12400 + PORT_OFF
 
 SN_PID=()
 ETCD_PID=()
+OTHER_PID=() # processes of other systems a script starts (SeaweedFS)
 BG_PID="" # the one helper (wrk, prefill, failover) running, if any
 WORK=""
 
@@ -49,7 +50,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	unblackhole_all
 	local pids=()
-	for pid in "$BG_PID" "${SN_PID[@]}" "${ETCD_PID[@]}"; do
+	for pid in "$BG_PID" "${SN_PID[@]}" "${ETCD_PID[@]}" "${OTHER_PID[@]}"; do
 		[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
 	done
 	# A node left stopped (SIGSTOP) would not see the TERM below.

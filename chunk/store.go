@@ -268,7 +268,68 @@ func (s *Store) PutExpect(want ID, r io.Reader) error {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-func (s *Store) put(r io.Reader, want *ID) (id ID, err error) {
+// PutHashed stores data, which h has hashed — exactly these bytes, from
+// a Hasher made with KeepLeaves — under h's id, without hashing it again:
+// the node an upload arrives at computes each chunk's id to name it and
+// would otherwise hash every chunk it stores itself twice. Durability is
+// Put's (file and directory synced before it returns). It refuses, storing
+// nothing, an h that did not keep its leaves or whose length is not
+// data's (ErrMismatch).
+func (s *Store) PutHashed(h *Hasher, data []byte) error {
+	if !h.keep || h.Len() != int64(len(data)) {
+		return fmt.Errorf("chunk: put hashed: a hasher of %d bytes (leaves kept: %t) for %d bytes: %w", h.Len(), h.keep, len(data), ErrMismatch)
+	}
+	_, err := s.store(func(f *os.File) (ID, int64, []Digest, error) {
+		if int64(len(data)) > s.opts.MaxChunkSize {
+			return ID{}, 0, nil, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
+		}
+		if _, err := f.Write(data); err != nil {
+			return ID{}, 0, nil, fmt.Errorf("chunk: put: write: %w", diskErr(err))
+		}
+		return h.Sum(), h.Len(), h.Leaves(), nil
+	})
+	return err
+}
+
+func (s *Store) put(r io.Reader, want *ID) (ID, error) {
+	return s.store(func(f *os.File) (ID, int64, []Digest, error) {
+		h := NewHasher()
+		h.KeepLeaves()
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		buf := *bp
+		lr := io.LimitReader(r, s.opts.MaxChunkSize+1)
+		for {
+			n, rerr := lr.Read(buf)
+			if n > 0 {
+				h.Write(buf[:n])
+				if h.Len() > s.opts.MaxChunkSize {
+					return ID{}, 0, nil, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
+				}
+				if _, werr := f.Write(buf[:n]); werr != nil {
+					return ID{}, 0, nil, fmt.Errorf("chunk: put: write: %w", diskErr(werr))
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return ID{}, 0, nil, fmt.Errorf("chunk: put: read: %w", rerr)
+			}
+		}
+		id, size := h.Sum(), h.Len()
+		if want != nil && id != *want {
+			return id, size, nil, fmt.Errorf("chunk: put: %d bytes hash to %s, expected %s: %w", size, id, *want, ErrMismatch)
+		}
+		return id, size, h.Leaves(), nil
+	})
+}
+
+// store is every put's frame: write fills a new temp file and names its
+// content (id, length and leaf hashes); then, unless a chunk of that id
+// and length is held already, the file is synced, renamed to its id's name
+// and its directory synced.
+func (s *Store) store(write func(f *os.File) (ID, int64, []Digest, error)) (id ID, err error) {
 	if s.closed.Load() {
 		return id, ErrClosed
 	}
@@ -296,38 +357,13 @@ func (s *Store) put(r io.Reader, want *ID) (id ID, err error) {
 		}
 	}()
 
-	h := NewHasher()
-	h.KeepLeaves()
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	lr := io.LimitReader(r, s.opts.MaxChunkSize+1)
-	for {
-		n, rerr := lr.Read(buf)
-		if n > 0 {
-			h.Write(buf[:n])
-			if h.Len() > s.opts.MaxChunkSize {
-				return id, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
-			}
-			if _, werr := f.Write(buf[:n]); werr != nil {
-				return id, fmt.Errorf("chunk: put: write: %w", diskErr(werr))
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return id, fmt.Errorf("chunk: put: read: %w", rerr)
-		}
-	}
-	id = h.Sum()
-	size := h.Len()
-	if want != nil && id != *want {
-		return id, fmt.Errorf("chunk: put: %d bytes hash to %s, expected %s: %w", size, id, *want, ErrMismatch)
+	id, size, leaves, err := write(f)
+	if err != nil {
+		return id, err
 	}
 	// The leaves are right for the id whether or not this Put stores
 	// the file: the next verified read of it need not hash it whole.
-	s.leaves.add(id, h.Leaves())
+	s.leaves.add(id, leaves)
 
 	st := s.stripe(id)
 	st.mu.Lock()

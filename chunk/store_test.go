@@ -715,3 +715,46 @@ func TestLeafCacheBounded(t *testing.T) {
 		t.Fatal("a disabled cache kept an entry")
 	}
 }
+
+// TestPutHashed: a chunk stored with the hasher that named it is the same
+// chunk as one stored by Put (same id, same bytes, deduplicated against
+// it), its leaves are cached for verified reads, and a hasher that kept no
+// leaves or hashed another length is refused with nothing stored.
+func TestPutHashed(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	data := randBytes(301, 3*BlockSize+17)
+	h := NewHasher()
+	h.KeepLeaves()
+	h.Write(data)
+	if err := s.PutHashed(h, data); err != nil {
+		t.Fatal(err)
+	}
+	id := Sum(data)
+	if got := readAll(t, s, id); !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes back, want the %d put", len(got), len(data))
+	}
+	if _, ok := s.leaves.get(id); !ok {
+		t.Fatal("no leaves cached for a chunk put with its hasher")
+	}
+	if got, err := verifiedRead(t, s, id, BlockSize-5, 10); err != nil || !bytes.Equal(got, data[BlockSize-5:BlockSize+5]) {
+		t.Fatalf("verified read across a block edge: %v", err)
+	}
+	if b := mustPut(t, s, data); b != id || s.Count() != 1 {
+		t.Fatalf("Put of the same bytes: id %s (want %s), %d chunks held", b, id, s.Count())
+	}
+
+	other := randBytes(302, BlockSize)
+	noLeaves := NewHasher()
+	noLeaves.Write(other)
+	short := NewHasher()
+	short.KeepLeaves()
+	short.Write(other[:BlockSize-1])
+	for name, h := range map[string]*Hasher{"no leaves kept": noLeaves, "another length": short} {
+		if err := s.PutHashed(h, other); !errors.Is(err, ErrMismatch) {
+			t.Errorf("%s: PutHashed = %v, want ErrMismatch", name, err)
+		}
+	}
+	if s.Count() != 1 || len(tmpFiles(t, s)) != 0 {
+		t.Fatalf("refused puts left %d chunks, temp files %v", s.Count(), tmpFiles(t, s))
+	}
+}

@@ -154,9 +154,14 @@ type upload struct {
 	chunkSize     int64 // the channel's when the upload began
 	targets       []*fileTarget
 	sum           hash.Hash
-	ids           [][32]byte
 	size          int64
-	releases      []func() // pins held until the upload ends
+
+	// ids and releases are appended to by sendChunks and filled in by
+	// its chunk goroutines (each computes its chunk's id), under mu;
+	// read without it once sendChunks returned.
+	mu       sync.Mutex
+	ids      [][32]byte
+	releases []func() // pins held until the upload ends
 }
 
 func (n *Node) newUpload(ctx context.Context, channel, path string) (*upload, error) {
@@ -248,16 +253,30 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 		data := buf[:k]
 		u.sum.Write(data)
 		u.size += int64(k)
-		id := chunk.Sum(data)
-		u.ids = append(u.ids, id)
-		// Held against collection from before any replica has it until
-		// the manifest is applied (chunk/DESIGN.md "Pins and garbage collection").
-		u.releases = append(u.releases, n.chunks.Pin(id))
+		u.mu.Lock()
+		i := len(u.ids)
+		u.ids = append(u.ids, chunk.ID{})
+		u.mu.Unlock()
 		wg.Add(1)
+		// The chunk's id (its Merkle tree) is computed here, beside
+		// the reading and the file's sha256 of the next chunks, and
+		// its hasher lets this node store the chunk without hashing
+		// it again (chunk.Store.PutHashed).
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			n.replicateChunk(ctx, u.ch.GroupID, id, data, u.targets, func() { freeChunkBuf(bp) })
+			h := chunk.NewHasher()
+			h.KeepLeaves()
+			h.Write(data)
+			id := h.Sum()
+			u.mu.Lock()
+			u.ids[i] = id
+			// Held against collection from before any replica has it
+			// until the manifest is applied (chunk/DESIGN.md "Pins
+			// and garbage collection").
+			u.releases = append(u.releases, n.chunks.Pin(id))
+			u.mu.Unlock()
+			n.replicateChunk(ctx, u.ch.GroupID, h, data, u.targets, func() { freeChunkBuf(bp) })
 		}()
 		if short {
 			break
@@ -374,12 +393,13 @@ func (n *Node) channelBytes(ch fsm.ChannelRecord) uint64 {
 // has not noticed) must not hold an upload for chunkCallTimeout per chunk.
 const straggleGrace = 10 * time.Second
 
-// replicateChunk stores data (chunk id) on every target at once and
+// replicateChunk stores data (the chunk h hashed) on every target at once and
 // returns once every target answered, or a majority holds the chunk and
 // straggleGrace passed; a target that fails any chunk, or is that late,
 // is no holder of the file (and gets no more of its chunks). free runs
 // once the last send is over (then data may be reused).
-func (n *Node) replicateChunk(ctx context.Context, gid uint64, id chunk.ID, data []byte, targets []*fileTarget, free func()) {
+func (n *Node) replicateChunk(ctx context.Context, gid uint64, h *chunk.Hasher, data []byte, targets []*fileTarget, free func()) {
+	id := h.Sum()
 	type answer struct {
 		t  *fileTarget
 		ok bool
@@ -403,7 +423,7 @@ func (n *Node) replicateChunk(ctx context.Context, gid uint64, id chunk.ID, data
 			defer done()
 			var err error
 			if t.self {
-				err = chunkErr(n.chunks.PutExpect(id, bytes.NewReader(data)))
+				err = chunkErr(n.chunks.PutHashed(h, data))
 			} else {
 				err = n.route.putChunk(ctx, t.addr, gid, id, data)
 			}

@@ -158,16 +158,7 @@ func TestCheckerCatchesStaleReads(t *testing.T) {
 	const channel, key = "stale", "k"
 	ch := c.CreateChannel(channel, 3)
 	clients := clientsOf(c, "")
-	nem := &Nemesis{C: c, GroupID: ch.GroupID}
-	var leader int
-	c.WaitFor(30*time.Second, func() error {
-		if leader = nem.Leader(); leader < 0 {
-			return fmt.Errorf("no leader")
-		}
-		return nil
-	})
-	follower := (leader + 1) % len(c.Nodes)
-
+	leader, follower := leaderAndFollower(t, c, ch.GroupID)
 	rec, stats := NewRecorder(), NewStats()
 	writer := NewClient(0, channel, clients, rec, stats)
 	reader := NewClient(1, channel, clients, rec, stats)
@@ -186,32 +177,10 @@ func TestCheckerCatchesStaleReads(t *testing.T) {
 	}
 
 	first := mustPut()
-	// The follower's own replica has applied the first write before it is
-	// cut off. (A stale read through the follower's node proves less: a
-	// node whose replica is not created yet forwards it to one that is.)
-	c.WaitFor(20*time.Second, func() error {
-		desc, err := clients[leader].Channel(ctx, channel)
-		if err != nil {
-			return err
-		}
-		for _, r := range desc.Placement {
-			if r.NodeID == c.Nodes[follower].Name {
-				if r.Applied < first {
-					return fmt.Errorf("follower's replica at %d, want %d", r.Applied, first)
-				}
-				return nil
-			}
-		}
-		return fmt.Errorf("no replica on the follower %s in %+v", c.Nodes[follower].Name, desc.Placement)
-	})
-	// A node serves channels only once its copy of the meta state has
-	// been confirmed current since it started (cluster/metacurrent.go):
-	// one read through the follower before it is cut off does that.
-	c.WaitFor(20*time.Second, func() error {
+	isolateCaughtUp(t, c, clients, channel, leader, follower, first, func(ctx context.Context) error {
 		_, _, err := clients[follower].Get(ctx, channel, key, api.GetOptions{Consistency: api.Stale})
 		return err
 	})
-	c.Isolate(follower)
 	defer c.Heal()
 	mustPut()
 	mustPut()
@@ -237,6 +206,51 @@ func TestCheckerCatchesStaleReads(t *testing.T) {
 	if _, err := os.Stat(after.Visualization); err != nil {
 		t.Fatalf("no visualization of the failing history: %v", err)
 	}
+}
+
+// leaderAndFollower waits for the leader of group gid and returns its
+// node and another one.
+func leaderAndFollower(t *testing.T, c *testcluster.Cluster, gid uint64) (leader, follower int) {
+	t.Helper()
+	nem := &Nemesis{C: c, GroupID: gid}
+	c.WaitFor(30*time.Second, func() error {
+		if leader = nem.Leader(); leader < 0 {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	return leader, (leader + 1) % len(c.Nodes)
+}
+
+// isolateCaughtUp prepares a stale read: it waits until the follower's own
+// replica of channel has applied index (a stale read through the
+// follower's node proves less otherwise: a node whose replica is not
+// created yet forwards it to one that is), runs touch, one read through
+// the follower (a node serves channels only once its copy of the meta
+// state has been confirmed current since it started,
+// cluster/metacurrent.go), until it succeeds, and cuts the follower off
+// from the other nodes. The caller heals.
+func isolateCaughtUp(t *testing.T, c *testcluster.Cluster, clients []*api.Client, channel string, leader, follower int, index uint64, touch func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c.WaitFor(20*time.Second, func() error {
+		desc, err := clients[leader].Channel(ctx, channel)
+		if err != nil {
+			return err
+		}
+		for _, r := range desc.Placement {
+			if r.NodeID == c.Nodes[follower].Name {
+				if r.Applied < index {
+					return fmt.Errorf("follower's replica at %d, want %d", r.Applied, index)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no replica on the follower %s in %+v", c.Nodes[follower].Name, desc.Placement)
+	})
+	c.WaitFor(20*time.Second, func() error { return touch(ctx) })
+	c.Isolate(follower)
 }
 
 // reportHistory runs porcupine on rec and reports the verdict: a history that

@@ -1,7 +1,7 @@
 // Package chaos owns shardnet's robustness suite: a porcupine model of a
-// channel's KV API (model.go), a recorder and checker of concurrent client
-// histories (history.go), a workload of clients driving the real HTTP API
-// (workload.go), a nemesis that crashes, restarts, partitions and slows the
+// channel's KV API and file manifests (model.go), a recorder and checker of
+// concurrent client histories (history.go), workloads of clients driving
+// the real HTTP API (workload.go for keys, files.go for files), a nemesis that crashes, restarts, partitions and slows the
 // nodes of an in-process cluster (nemesis.go), the replica convergence check
 // (converge.go), and, in its tests, the crash-durability test of real
 // `shardnet agent` processes killed with SIGKILL.

@@ -21,6 +21,7 @@ type Recorder struct {
 	mu      sync.Mutex
 	ops     []porcupine.Operation
 	refused map[string]string // values of writes refused with a 4xx: value → why
+	wrong   []string          // what the clients saw that no history can explain (Problem)
 	notes   []porcupine.Annotation
 	procs   int
 
@@ -70,6 +71,15 @@ func (r *Recorder) Refused(value, why string) {
 	r.mu.Unlock()
 }
 
+// Problem records something a client saw that is wrong whatever the
+// order of operations (a file's bytes that do not hash to its ETag, say):
+// Check reports it with the inconsistencies it finds itself.
+func (r *Recorder) Problem(desc string) {
+	r.mu.Lock()
+	r.wrong = append(r.wrong, desc)
+	r.mu.Unlock()
+}
+
 // Note records an event of the test itself (a fault) between start and end
 // for the visualization.
 func (r *Recorder) Note(start, end int64, desc string) {
@@ -115,10 +125,12 @@ func (r *Recorder) Check(timeout time.Duration, vizPath string) (Result, error) 
 		refused[k] = v
 	}
 	notes := append([]porcupine.Annotation(nil), r.notes...)
+	wrong := append([]string(nil), r.wrong...)
 	r.mu.Unlock()
 
 	res := Result{Ops: len(ops)}
 	ops, res.Problems = annotate(ops, refused)
+	res.Problems = append(res.Problems, wrong...)
 	for _, op := range ops {
 		if op.Output.(Output).Status == StatusUnknown {
 			res.Pending++
@@ -166,7 +178,7 @@ func annotate(ops []porcupine.Operation, refused map[string]string) ([]porcupine
 	for _, op := range ops {
 		in, out := op.Input.(Input), op.Output.(Output)
 		switch {
-		case in.Kind == OpPut || in.Kind == OpCASPut:
+		case in.Kind == OpPut || in.Kind == OpCASPut || in.Kind == OpPutIf:
 			written[in.Value] = true
 			if out.Status == StatusOK {
 				learn(in.Value, out.Index, "its write's answer")
@@ -194,7 +206,7 @@ func annotate(ops []porcupine.Operation, refused map[string]string) ([]porcupine
 	for i, op := range ops {
 		in, o := op.Input.(Input), op.Output.(Output)
 		switch in.Kind {
-		case OpPut, OpCASPut, OpTxn:
+		case OpPut, OpCASPut, OpTxn, OpPutIf:
 			if o.Status != StatusUnknown && o.Index != 0 {
 				in.Index = o.Index
 			} else if s, ok := indexOf[in.Value]; ok && (o.Status == StatusUnknown || o.Status == StatusOK) {

@@ -47,6 +47,9 @@ import (
 // a retryable 503, which the API contract says was never proposed) is not in
 // the history at all: its value must then never be read, which Check
 // verifies before porcupine runs.
+//
+// A channel's files are checked with the same model (files.go): a path is
+// a key, a version of a file a value, a conditional upload an OpPutIf.
 
 // OpKind names an operation of the model.
 type OpKind uint8
@@ -61,6 +64,10 @@ const (
 	// ExpectAbsent, if it does not exist: create_index = 0), put Value and
 	// get the key; otherwise get the key.
 	OpTxn
+	// OpPutIf is a conditional put that answers only whether it held (a
+	// file upload with If-Match: the value Expect, or If-None-Match: *,
+	// ExpectAbsent): StatusFailed is its 412.
+	OpPutIf
 )
 
 func (k OpKind) String() string {
@@ -75,6 +82,8 @@ func (k OpKind) String() string {
 		return "del"
 	case OpTxn:
 		return "txn"
+	case OpPutIf:
+		return "putif"
 	}
 	return fmt.Sprintf("op(%d)", uint8(k))
 }
@@ -111,8 +120,9 @@ type Input struct {
 	Key   string
 	Value string // put, cas, txn: the (unique) value written
 	CAS   uint64 // cas: the expected modify index; 0 = must not exist
-	// txn: the compare: the key's value is Expect, or, with ExpectAbsent,
-	// the key does not exist.
+	// txn, putif: the compare: the key's value is Expect, or, with
+	// ExpectAbsent, the key does not exist. del: with Expect set, only
+	// that value is deleted (a file's If-Match).
 	Expect       string
 	ExpectAbsent bool
 	// Index is the log index of the entry this write became, when known:
@@ -131,6 +141,9 @@ type Output struct {
 	// txn: whether the compare held, and the modify index its get op read.
 	Succeeded bool
 	ReadIndex uint64
+	// del with Expect: a StatusFailed that found another value (412), not
+	// an absent key (404).
+	Precondition bool
 }
 
 // kvState is one key's state; comparable, so porcupine's default == works.
@@ -262,16 +275,37 @@ func step(s kvState, in Input, out Output) (bool, kvState) {
 		next.Exists, next.Value, next.Index = true, in.Value, in.Index
 		return true, next
 
-	case OpDelete:
+	case OpPutIf:
+		holds := (in.ExpectAbsent && !s.Exists) || (!in.ExpectAbsent && s.Exists && s.Value == in.Expect)
 		switch out.Status {
 		case StatusOK:
-			if !s.Exists {
+			if !holds {
 				return false, s
 			}
 		case StatusFailed:
+			return !holds, next
+		case StatusUnknown:
+			if !holds {
+				return true, next
+			}
+		}
+		next.Exists, next.Value, next.Index = true, in.Value, in.Index
+		return true, next
+
+	case OpDelete:
+		holds := s.Exists && (in.Expect == "" || s.Value == in.Expect)
+		switch out.Status {
+		case StatusOK:
+			if !holds {
+				return false, s
+			}
+		case StatusFailed:
+			if out.Precondition {
+				return s.Exists && !holds, next
+			}
 			return !s.Exists, next
 		case StatusUnknown:
-			if !s.Exists {
+			if !holds {
 				return true, next
 			}
 		}
@@ -308,8 +342,12 @@ func describeOp(in Input, out Output) string {
 		res = fmt.Sprintf("failed, saw %s@%d", out.Value, out.ReadIndex)
 	case in.Kind == OpTxn:
 		res = "failed, saw absent"
+	case in.Kind == OpDelete && out.Status == StatusFailed && out.Precondition:
+		res = "precondition failed@" + idx(out.Index)
 	case in.Kind == OpDelete && out.Status == StatusFailed:
 		res = "not found@" + idx(out.Index)
+	case in.Kind == OpPutIf && out.Status == StatusFailed:
+		res = "precondition failed"
 	case out.Status == StatusOK:
 		res = "ok@" + idx(out.Index)
 	}
@@ -321,7 +359,16 @@ func describeOp(in Input, out Output) string {
 	case OpCASPut:
 		return fmt.Sprintf("cas %s=%s if @%d → %s", in.Key, in.Value, in.CAS, res)
 	case OpDelete:
+		if in.Expect != "" {
+			return fmt.Sprintf("del %s if =%s → %s", in.Key, in.Expect, res)
+		}
 		return fmt.Sprintf("del %s → %s", in.Key, res)
+	case OpPutIf:
+		cond := "=" + in.Expect
+		if in.ExpectAbsent {
+			cond = " absent"
+		}
+		return fmt.Sprintf("put %s=%s if%s → %s", in.Key, in.Value, cond, res)
 	case OpTxn:
 		cond := "=" + in.Expect
 		if in.ExpectAbsent {

@@ -34,6 +34,15 @@ func txnPut(index uint64) Output {
 func txnSaw(index uint64, v string, read uint64) Output {
 	return Output{Status: StatusOK, Index: index, Found: v != "", Value: v, ReadIndex: read}
 }
+
+// putIf is a file upload with If-None-Match: * (expect "") or If-Match.
+func putIf(k, expect, v string) Input {
+	return Input{Kind: OpPutIf, Key: k, Value: v, Expect: expect, ExpectAbsent: expect == ""}
+}
+func delIf(k, expect string) Input { return Input{Kind: OpDelete, Key: k, Expect: expect} }
+func precondition(index uint64) Output {
+	return Output{Status: StatusFailed, Index: index, Precondition: true}
+}
 func ok(index uint64) Output     { return Output{Status: StatusOK, Index: index} }
 func failed(index uint64) Output { return Output{Status: StatusFailed, Index: index} }
 func unknown() Output            { return Output{Status: StatusUnknown} }
@@ -191,6 +200,41 @@ func TestModel(t *testing.T) {
 		{"txn failing although the compare holds", []porcupine.Operation{
 			h(0, 0, 10, put("k", "a"), ok(5)),
 			h(1, 20, 30, txn("k", "a", "c"), txnSaw(7, "a", 5)),
+		}, false},
+		{"file: create only if absent, then replace only the version seen", []porcupine.Operation{
+			h(0, 0, 10, putIf("f", "", "a"), ok(5)),
+			h(1, 20, 30, putIf("f", "", "b"), failed(0)),
+			h(1, 40, 50, putIf("f", "a", "c"), ok(7)),
+			h(0, 60, 70, putIf("f", "a", "d"), failed(0)),
+			h(0, 80, 90, get("f"), saw("c", 7)),
+		}, true},
+		{"file: create acknowledged over an existing file", []porcupine.Operation{
+			h(0, 0, 10, put("f", "a"), ok(5)),
+			h(1, 20, 30, putIf("f", "", "b"), ok(6)),
+		}, false},
+		{"file: replace refused although the version matched", []porcupine.Operation{
+			h(0, 0, 10, put("f", "a"), ok(5)),
+			h(1, 20, 30, putIf("f", "a", "b"), failed(0)),
+		}, false},
+		{"file: a replace of unknown outcome may take effect later", []porcupine.Operation{
+			h(0, 0, 10, put("f", "a"), ok(5)),
+			h(1, 20, -1, putIf("f", "a", "b"), unknown()),
+			h(0, 40, 50, get("f"), saw("a", 5)),
+			h(0, 60, 70, get("f"), saw("b", 9)),
+		}, true},
+		{"file: delete only the version seen", []porcupine.Operation{
+			h(0, 0, 10, put("f", "a"), ok(5)),
+			h(0, 20, 30, put("f", "b"), ok(6)),
+			h(1, 40, 50, delIf("f", "a"), precondition(7)),
+			h(1, 60, 70, delIf("f", "b"), ok(8)),
+			h(1, 80, 90, delIf("f", "b"), failed(9)),
+		}, true},
+		{"file: delete refused as another version while it was the one", []porcupine.Operation{
+			h(0, 0, 10, put("f", "a"), ok(5)),
+			h(1, 20, 30, delIf("f", "a"), precondition(6)),
+		}, false},
+		{"file: delete refused as another version of a missing file", []porcupine.Operation{
+			h(1, 20, 30, delIf("f", "a"), precondition(6)),
 		}, false},
 		{"keys are independent", []porcupine.Operation{
 			h(0, 0, 10, put("k", "a"), ok(8)),
