@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // coalescingConn batches the writes yamux makes to the TCP connection.
@@ -25,16 +27,17 @@ type coalescingConn struct {
 	spare []byte // the flusher's previous buffer, reused
 	err   error  // sticky: the first write error, or net.ErrClosed
 
-	batch *batchConn // under a TLS connection: one write per batch
+	batch  *batchConn         // under a TLS connection: one write per batch
+	writes prometheus.Counter // the node's conn_writes_total
 }
 
 // maxPending bounds the bytes waiting for the flusher; Write blocks beyond.
 const maxPending = 512 << 10
 
 // newCoalescingConn wraps c; start runs the flusher (on a goroutine the node
-// waits for) and reports false when it could not.
-func newCoalescingConn(c net.Conn, start func(func()) bool) net.Conn {
-	cc := &coalescingConn{Conn: c}
+// waits for) and reports false when it could not. writes counts the flushes.
+func newCoalescingConn(c net.Conn, start func(func()) bool, writes prometheus.Counter) net.Conn {
+	cc := &coalescingConn{Conn: c, writes: writes}
 	if tc, ok := c.(*tls.Conn); ok {
 		cc.batch, _ = tc.NetConn().(*batchConn)
 	}
@@ -97,6 +100,7 @@ func (c *coalescingConn) flushLoop() {
 
 // write sends out; under TLS, as one write to the TCP connection.
 func (c *coalescingConn) write(out []byte) error {
+	c.writes.Inc()
 	if c.batch == nil {
 		_, err := c.Conn.Write(out)
 		return err

@@ -81,6 +81,10 @@ func TestHeartbeatsTravelInBatches(t *testing.T) {
 	if sent != groups+1 || frames < 1 || frames > 5 {
 		t.Fatalf("%v heartbeats in %v frames, want %d in a few", sent, frames, groups+1)
 	}
+	// And the frames took a few writes to the connection, not one each.
+	if writes := a.metric(t, "shardnet_transport_conn_writes_total"); writes < 1 || writes >= sent {
+		t.Fatalf("%v heartbeats in %v connection writes, want fewer writes", sent, writes)
+	}
 }
 
 // A group about to confirm its leadership for a read sends its heartbeats

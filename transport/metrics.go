@@ -35,6 +35,7 @@ type metrics struct {
 	handshakeFailures prometheus.Counter
 	sessions          prometheus.Gauge
 	heartbeatBatches  prometheus.Counter
+	connWrites        prometheus.Counter
 }
 
 // newMetrics creates the node's collectors and registers them when reg is
@@ -62,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "shardnet", Subsystem: "transport", Name: "heartbeat_batches_sent_total",
 			Help: "Frames that carried batched heartbeats (each heartbeat is also counted in rpcs_sent_total{type=\"heartbeat\"}).",
 		}),
+		connWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "conn_writes_total",
+			Help: "Writes to cluster connections; each carries every frame of every group queued meanwhile (conn.go).",
+		}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "sessions",
 			Help: "Open multiplexed cluster connections, inbound and outbound.",
@@ -73,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.refused[i] = refused.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches} {
+		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

@@ -448,7 +448,7 @@ func (n *Node) serveConn(conn net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Server(newCoalescingConn(conn, n.goFunc), n.ymux)
+	sess, err := yamux.Server(newCoalescingConn(conn, n.goFunc, n.metrics.connWrites), n.ymux)
 	if err != nil { // only a config error
 		_ = conn.Close()
 		n.logger.Error("start session", "error", err)

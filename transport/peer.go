@@ -283,7 +283,7 @@ func (n *Node) dialSession(addr string) (*yamux.Session, string, error) {
 		return nil, "", err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc), n.ymux)
+	sess, err := yamux.Client(newCoalescingConn(conn, n.goFunc, n.metrics.connWrites), n.ymux)
 	if err != nil {
 		_ = conn.Close()
 		return nil, "", fmt.Errorf("start session: %w", err)

@@ -1,6 +1,8 @@
 package logstore
 
 import (
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -35,4 +37,53 @@ func BenchmarkStoreLogsParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkStoreLogsGroups is cross-group batching in the store: groups
+// goroutines, each appending one 256-byte entry per StoreLogs to its own
+// group in a closed loop, as the followers of that many busy Raft groups on
+// one node do. It reports how many appends one WAL fsync made durable
+// (appends/sync) and the syncs per append; ns/op is per append.
+//
+//	go test -run '^$' -bench BenchmarkStoreLogsGroups -benchtime 2s ./shard/logstore/
+func BenchmarkStoreLogsGroups(b *testing.B) {
+	for _, groups := range []int{1, 4, 16, 64} {
+		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+			db, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			data := make([]byte, 256)
+			var next, done atomic.Int64
+			var wg sync.WaitGroup
+			syncs0 := db.pace.syncs.Load()
+			b.SetBytes(int64(len(data)))
+			b.ResetTimer()
+			for g := range groups {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s := db.Group(uint64(g + 1))
+					l := &raft.Log{Term: 1, Type: raft.LogCommand, Data: data}
+					logs := []*raft.Log{l}
+					for next.Add(1) <= int64(b.N) {
+						l.Index++
+						if err := s.StoreLogs(logs); err != nil {
+							b.Error(err)
+							return
+						}
+						done.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			syncs := float64(db.pace.syncs.Load() - syncs0)
+			if syncs > 0 {
+				b.ReportMetric(float64(done.Load())/syncs, "appends/sync")
+				b.ReportMetric(syncs/float64(done.Load()), "syncs/op")
+			}
+		})
+	}
 }

@@ -67,11 +67,11 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.MemTableSize == 0 {
 		opts.MemTableSize = DefaultMemTableSize
 	}
-	m, err := newMetrics(opts.Registerer)
+	pace := &syncPace{}
+	m, err := newMetrics(opts.Registerer, pace)
 	if err != nil {
 		return nil, fmt.Errorf("logstore: open %s: %w", dir, err)
 	}
-	pace := &syncPace{}
 	po := pebbleOptions(opts, m)
 	po.WALMinSyncInterval = pace.interval
 	pdb, err := pebble.Open(dir, po)

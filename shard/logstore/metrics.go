@@ -16,9 +16,10 @@ type metrics struct {
 	appendBatches prometheus.Counter
 	appendSeconds prometheus.Histogram
 	writeStalls   prometheus.Counter
+	walSyncs      prometheus.CounterFunc
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, pace *syncPace) (*metrics, error) {
 	const ns, sub = "shardnet", "logstore"
 	m := &metrics{
 		reg: reg,
@@ -40,6 +41,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "write_stalls_total",
 			Help: "pebble write stalls; each one blocks the appends of every group on the node.",
 		}),
+		// Beside append_batches_total it says how many groups' appends
+		// share one fsync (group commit and pace.go).
+		walSyncs: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "wal_syncs_total",
+			Help: "WAL fsyncs of the log store (all groups); each makes every append committed before it durable.",
+		}, func() float64 { return float64(pace.syncs.Load()) }),
 	}
 	if reg == nil {
 		return m, nil
@@ -62,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.appends, m.appendBatches, m.appendSeconds, m.writeStalls}
+	return []prometheus.Collector{m.appends, m.appendBatches, m.appendSeconds, m.writeStalls, m.walSyncs}
 }
 
 // unregister lets a node close and reopen its log store on the same registry.

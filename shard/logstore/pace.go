@@ -20,7 +20,8 @@ import (
 // append is already waiting for the next sync: then a sync right away would
 // serve it alone, and a short wait lets the others join.
 type syncPace struct {
-	inflight atomic.Int64 // StoreLogs calls between their commit and its sync
+	inflight atomic.Int64  // StoreLogs calls between their commit and its sync
+	syncs    atomic.Uint64 // WAL syncs so far: interval runs once after each
 }
 
 // syncPause is the pause between syncs while appends queue up.
@@ -32,6 +33,7 @@ func (p *syncPace) end()   { p.inflight.Add(-1) }
 // interval is called by pebble right after a sync. The appends that sync
 // covered may not have returned yet, so one in flight is counted as none.
 func (p *syncPace) interval() time.Duration {
+	p.syncs.Add(1)
 	if p.inflight.Load() >= 2 {
 		return syncPause
 	}

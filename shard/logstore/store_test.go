@@ -571,6 +571,31 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// TestLoneAppendsEachWaitForASync: an append that no other group's append
+// shares a sync with has a WAL fsync of its own before StoreLogs returns
+// (acknowledged means durable), and wal_syncs_total counts it. pebble
+// counts a sync just after it wakes the appends it covered, so the
+// counter may trail the last return for a moment.
+func TestLoneAppendsEachWaitForASync(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	db, err := Open(t.TempDir(), Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := db.Group(1)
+	const n = 5
+	before := gathered(t, reg, "shardnet_logstore_wal_syncs_total")
+	for _, l := range entries(1, 1, n) {
+		if err := s.StoreLog(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "a WAL sync per lone append", func() bool {
+		return gathered(t, reg, "shardnet_logstore_wal_syncs_total")-before >= n
+	})
+}
+
 // gathered returns the value of an unlabelled counter, or the sample count of
 // a histogram, as the registry exports it.
 func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
