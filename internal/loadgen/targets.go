@@ -142,16 +142,28 @@ func (r *runner) eps0() endpoint {
 // has a leader, all its replicas follow, and a linearizable read through
 // the first -addr is answered.
 func (r *runner) createChannels(ctx context.Context) error {
+	deadline := time.Now().Add(createTimeout)
 	for _, name := range r.channels {
-		_, err := r.admin.CreateChannel(ctx, api.CreateChannelRequest{Name: name, Replicas: r.cfg.Replicas})
-		if e := api.AsError(err); e != nil && e.Code == api.CodeChannelExists {
-			err = nil
-		}
-		if err != nil {
-			return fmt.Errorf("loadgen: create channel %s: %w", name, err)
+		for {
+			_, err := r.admin.CreateChannel(ctx, api.CreateChannelRequest{Name: name, Replicas: r.cfg.Replicas})
+			if e := api.AsError(err); e != nil && e.Code == api.CodeChannelExists {
+				err = nil
+			}
+			if err == nil {
+				break
+			}
+			// A busy cluster (no meta leader for a moment: 503; 429)
+			// is waited for; any other refusal is the caller's mistake.
+			if e := api.AsError(err); e == nil || (e.Status != 503 && e.Status != 429) || time.Now().After(deadline) {
+				return fmt.Errorf("loadgen: create channel %s: %w", name, err)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("loadgen: create channel %s: %w", name, ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 	}
-	deadline := time.Now().Add(createTimeout)
 	for _, name := range r.channels {
 		for {
 			err := r.serves(ctx, name)
