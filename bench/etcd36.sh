@@ -53,7 +53,7 @@ etcd36_build() {
 	log "etcd $ETCD36_VERSION: not built yet: building it from the Go module proxy ($(go env GOPROXY)) into $dir/bin"
 	log "  server:    go.etcd.io/etcd/server/v3 $ETCD36_VERSION (bench/etcd36/etcd: etcdmain.Main)"
 	log "  benchmark: go.etcd.io/etcd/v3 $ETCD36_BENCH_VERSION tools/benchmark/cmd, linked with go.etcd.io/etcd/client/v3 $(etcd36_version go.etcd.io/etcd/client/v3)"
-	log "  (every module and its checksum are pinned by bench/etcd36/go.sum; a first build downloads ~100 MB of modules and takes minutes)"
+	log "  (every module and its checksum are pinned by bench/etcd36/go.sum; a first build downloads about 85 MB of modules and takes minutes)"
 	# -mod=readonly: the pinned go.sum, never a silent upgrade; GOFLAGS from
 	# the caller (e.g. -buildvcs=false) are kept.
 	local flags="${GOFLAGS:-} -mod=readonly" out=$dir/download.log
