@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # bench/metascale.sh [N] — what the meta group costs its leader with N
-# nodes (default 50): every node is a member of the meta group today (core
-# nodes voters, the others non-voters), so the leader replicates every meta
-# entry, and heartbeats, to all N.
+# nodes (default 50). From cluster version 5 the meta group is the 3 core
+# nodes, and the N-3 resource nodes follow the meta state through a watch
+# on a core node (cluster/metafollow.go); a binary of an earlier version
+# (BIN=...) makes every node a member of the meta group (core nodes voters,
+# the others non-voters), so its leader replicates every meta entry, and
+# heartbeats, to all N.
 #
 # Starts 3 core nodes (-serve-data) and N-3 resource nodes as real
 # `shardnet agent` processes on 127.0.0.1 (ports from $BASE_PORT, default
 # 21000, three per node), waits until the registry shows all N alive and
-# the meta group has all N members, then measures on the meta leader's
-# process:
+# every node knows the meta leader (and, with a binary that serves meta
+# watches, until the core nodes serve N-3 watches: the meta leader removes
+# the resource nodes from the meta group one a step once the cluster
+# version is 5), then measures on the meta leader's process:
 #   - CPU (utime+stime from /proc/PID/stat) over $IDLE seconds idle (30)
 #   - bytes through read/write system calls (/proc/PID/io rchar/wchar:
 #     sockets, and the small meta log writes) over the same seconds
@@ -110,6 +115,26 @@ for ((i = 0; i < N; i++)); do
 		sleep 1
 	done
 done
+# A binary that serves meta watches: wait until every resource node
+# follows by watch (the resource nodes were meta non-voters until the
+# cluster version became 5; the leader removes them one a step).
+watchers() {
+	local i s=0 v
+	for ((i = 0; i < 3; i++)); do
+		v=$(api "$(url "$i")/metrics" 2>/dev/null | awk '$1 == "shardnet_cluster_meta_watchers" { print $2 }')
+		[ -n "$v" ] || { echo none; return; }
+		s=$((s + ${v%.*}))
+	done
+	echo "$s"
+}
+members() { api "$(url "$li")/metrics" 2>/dev/null | awk '$1 == "shardnet_cluster_meta_members" { print $2 }'; }
+if [ "$(watchers)" != none ]; then
+	until [ "$(watchers)" -ge $((N - 3)) ] && [ "$(members)" = 3 ]; do
+		((SECONDS < deadline)) || { log "$(watchers) of $((N - 3)) resource nodes follow by watch, $(members) meta members, after 300 s"; exit 1; }
+		sleep 1
+	done
+	log "all $((N - 3)) resource nodes follow the meta state by watch; the meta group is the 3 core nodes"
+fi
 log "all $N follow the meta group; idle ${IDLE} s"
 sleep 5
 

@@ -27,7 +27,11 @@ import (
 //	   RecoverChannel (0x61): a channel re-formed after losing a quorum;
 //	   FenceServers (0x62): server ids a meta recovery removed
 //	   PutFile (0x06), DeleteFile (0x07): files in channels
-const Version = 4
+//	5  no new command: resource nodes leave the meta group and follow the
+//	   meta state by watch on a core node (cluster/metafollow.go); the
+//	   meta leader removes them from the meta configuration only once
+//	   every node runs a binary that can follow that way
+const Version = 5
 
 // ErrUpgradePending is what a proposal of a command whose version is above
 // the cluster version fails with: nothing was proposed.
