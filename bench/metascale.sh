@@ -96,7 +96,12 @@ while :; do
 done
 log "all $N registered alive"
 
-leader=$(api "$(url 0)/v1/status" | jq -r .meta_leader)
+# The meta leader as core1 sees it; none for a moment while the busy
+# meta group elects: ask again.
+until leader=$(api "$(url 0)/v1/status" 2>/dev/null | jq -r .meta_leader) && [ -n "$leader" ] && [ "$leader" != null ]; do
+	((SECONDS < deadline)) || { log "no meta leader after 300 s"; exit 1; }
+	sleep 1
+done
 case $leader in
 core*) li=$((${leader#core} - 1)) ;;
 *) log "meta leader $leader is not a core node"; exit 1 ;;

@@ -13,7 +13,8 @@ import (
 )
 
 // Reads of the control plane that must not be stale. Every node holds a
-// committed copy of the meta state (resource nodes as non-voters), and
+// committed copy of the meta state (resource nodes through a meta watch,
+// metafollow.go, or as non-voters before cluster version 5), and
 // answers most requests from it. But a copy can trail the meta group: a
 // node that has not heard the commit index yet (after a restart, until the
 // leader's first append), or has not applied it, does not know a channel
