@@ -161,7 +161,11 @@ for ((k = 0; k < K; k++)); do
 			-d "{\"name\":\"m$k\",\"replicas\":3}" "$(url "$li")/v1/channels")
 		grep -q '"name"' "$WORK/create.out" && break
 		# A refusal (the meta group changing its membership: 503) is
-		# counted and the create sent again; its time is not counted.
+		# counted and the create sent again; its time is not counted. A
+		# create whose outcome was unknown (the leadership lost while it
+		# committed, on a saturated machine) may have been done: its
+		# "exists" ends the retries.
+		((try > 1)) && grep -q channel_exists "$WORK/create.out" && break
 		log "create m$k, try $try: $(cat "$WORK/create.out")"
 		((try < 10)) || exit 1
 		refused=$((refused + 1))
