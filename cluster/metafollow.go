@@ -70,7 +70,7 @@ type metaFollow struct {
 	// drop ends the stream open now (nil: none), so that the follow
 	// loop goes on with the next core node.
 	drop atomic.Pointer[func()]
-	path string                 // meta/watch.json
+	path string // meta/watch.json
 	// written is the applied index last written, at when (follow loop).
 	written uint64
 	at      time.Time
