@@ -30,7 +30,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		Fenced: n.MetaFenced(),
 		Chunks: n.chunks.Count(), ChunkBytes: n.chunks.Bytes(),
 	}
-	if _, id := n.meta.raft.LeaderWithID(); id != "" {
+	if _, id := n.metaLeader(); id != "" {
 		st.MetaLeader = shard.NodeOf(id)
 		if nd, ok := n.meta.fsm.Node(st.MetaLeader); ok {
 			st.MetaLeaderHTTP = nd.HTTPAddr
@@ -42,7 +42,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 // Ready reports whether the node can serve: it knows a meta leader and its
 // copy of the meta state has caught up with the commit index.
 func (n *Node) Ready(ctx context.Context) error {
-	if _, id := n.meta.raft.LeaderWithID(); id == "" {
+	if _, id := n.metaLeader(); id == "" {
 		return ErrNoMetaLeader
 	}
 	if !n.metaCaughtUp() {
@@ -70,6 +70,11 @@ func (n *Node) metaSound() error {
 // FSM never sees (docs/raft-notes.md "R2"), so comparing the FSM's own index with the
 // commit index could stay false forever.
 func (n *Node) metaCaughtUp() bool {
+	if n.follow.watching.Load() {
+		// Followed by watch: a live stream has sent everything its
+		// core node applied.
+		return n.follow.live.Load()
+	}
 	commit := n.meta.raft.CommitIndex()
 	return commit > 0 && n.meta.raft.AppliedIndex() >= commit
 }

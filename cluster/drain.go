@@ -64,11 +64,9 @@ func (n *Node) NodeDetail(ctx context.Context, id string) (api.NodeDetail, error
 			out.Blocked = append(out.Blocked, api.BlockedMove{Channel: b.Channel, Reason: b.Why})
 		}
 	}
-	if f := n.meta.raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if shard.NodeOf(s.ID) == id && s.Suffrage == raft.Voter {
-				out.MetaVoter = true
-			}
+	for _, s := range n.metaVoters() {
+		if shard.NodeOf(s.ID) == id {
+			out.MetaVoter = true
 		}
 	}
 	return out, nil

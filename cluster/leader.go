@@ -33,6 +33,9 @@ func (n *Node) runLeaderLoop() {
 		case <-n.lpoke:
 		}
 		if n.meta.raft.State() != raft.Leader {
+			if readyTerm != 0 {
+				n.metrics.metaMembers.Set(0)
+			}
 			readyTerm = 0
 			continue
 		}
@@ -129,10 +132,28 @@ func gossipState(s memberlist.NodeStateType) string {
 // reconcileMetaMembership adds every live node to the meta group as a
 // non-voter and promotes core nodes once caught up, up to five voters
 // (docs/raft-notes.md "R6": AddVoter has no catch-up stage of its own).
+// From cluster version 5 (metaWatchVersion) resource nodes follow the meta
+// state by watch instead (metafollow.go): they are not added, and those a
+// previous version added are removed, one a step.
 func (n *Node) reconcileMetaMembership(members []member) {
 	f := n.meta.raft.GetConfiguration()
 	if f.Error() != nil {
 		return
+	}
+	n.metrics.metaMembers.Set(float64(len(f.Configuration().Servers)))
+	watchOn := n.meta.fsm.ClusterVersion() >= metaWatchVersion
+	if watchOn {
+		for _, s := range f.Configuration().Servers {
+			if nd, ok := n.meta.fsm.Node(shard.NodeOf(s.ID)); !ok || nd.Role != fsm.RoleResource || s.Suffrage == raft.Voter {
+				continue
+			}
+			if err := n.meta.raft.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("remove a resource node from the meta group", "server", s.ID, "error", err)
+			} else {
+				n.log.Info("resource node removed from the meta group: it follows the meta state by watch", "server", s.ID)
+			}
+			return // one change at a time
+		}
 	}
 	servers := map[raft.ServerID]raft.ServerSuffrage{}
 	voters := 0
@@ -158,6 +179,8 @@ func (n *Node) reconcileMetaMembership(members []member) {
 			return
 		case m.state != memberlist.StateAlive:
 			continue
+		case watchOn && m.meta.Role == fsm.RoleResource:
+			continue // it follows by watch
 		case !in:
 			// A wiped disk comes back with a new incarnation: retire the old id.
 			for id := range servers {
@@ -232,7 +255,7 @@ func (n *Node) proposeMeta(ctx context.Context, cmd fsm.MetaCommand) (*fsm.MetaR
 
 // metaRedirect points at the meta leader, or says there is none.
 func (n *Node) metaRedirect() error {
-	addr, id := n.meta.raft.LeaderWithID()
+	addr, id := n.metaLeader()
 	if id == "" {
 		return ErrNoMetaLeader
 	}

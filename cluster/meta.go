@@ -23,9 +23,12 @@ import (
 const metaGroupID = 0
 
 // metaGroup is this node's member of the meta Raft group. Core nodes are
-// voters (up to five) and every other node a non-voter, so each node holds a
-// committed copy of the registry and placements that its reconciler reads
-// locally (see cluster/DESIGN.md "The meta group": the meta log carries control-plane changes only).
+// voters (up to five), or non-voters, so each holds a committed copy of the
+// registry and placements that its reconciler reads locally (see
+// cluster/DESIGN.md "The meta group": the meta log carries control-plane
+// changes only). Resource nodes were non-voters too; from cluster version 5
+// they follow the meta state by watch on a core node instead
+// (metafollow.go), and their meta Raft stays idle.
 type metaGroup struct {
 	raft     *raft.Raft
 	fsm      *fsm.Meta
@@ -79,7 +82,7 @@ func openMeta(n *Node) (*metaGroup, error) {
 	m.fsm.SetOnHash(n.compareMetaHash)
 	g, err := shard.StartGroup(shard.GroupSetup{
 		GroupID: metaGroupID, ServerID: n.serverID, Timing: metaTiming(n.cfg.MetaRaft), Logger: logger,
-		FSM: m.fsm, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 256,
+		FSM: &raftMetaFSM{f: &n.follow, m: m.fsm}, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 256,
 		Transport: n.trans,
 		Placed:    n.metaPlaced,
 		// The meta FSM lives in memory: it must be rebuilt from the snapshot.
@@ -126,6 +129,9 @@ func (n *Node) runMetaLoop() {
 		n.gossip.update(func(m *nodeMeta) {
 			m.ClusterID = n.meta.fsm.ClusterID()
 			m.MetaIndex = n.meta.raft.LastIndex()
+			if n.follow.watching.Load() {
+				m.MetaIndex = n.follow.progress.Load()
+			}
 			m.Fence = n.gossipFence()
 		})
 		n.checkFence()

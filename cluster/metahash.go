@@ -11,15 +11,17 @@ import (
 
 // The meta group's hash check (the channels' is in hashcheck.go): every
 // hash check interval the meta leader proposes an fsm.MetaHashCheck;
-// applying it makes every replica of the meta group, voters and the
-// resource nodes' non-voters alike, hash its copy of the meta state; each
-// node compares its hash with the meta voters' (opHashAt on group 0) and
+// applying it makes every copy of the meta state hash itself: voters,
+// non-voters and the resource nodes that follow it by watch alike (their
+// copies apply the same entries, metafollow.go); each node compares its hash with the meta voters' (opHashAt on group 0) and
 // decides about itself by the same majority rule (tally). A node whose
 // copy differs logs it at error once, counts it
 // (shardnet_cluster_meta_hash_mismatches_total) and answers not ready
 // (GET /v1/health?ready=1: 503) from then on: a load balancer stops
 // sending it clients. It still routes with its copy; a restart rebuilds
-// the copy from the meta log and snapshots, and clears the mark.
+// the copy from the meta log and snapshots, and clears the mark (a node
+// that follows by watch deletes the copy it keeps on disk, so that its
+// restart fetches the state again).
 
 // metaHashDue says whether the meta leader should propose a hash check now,
 // and schedules the next one. Called from the leader loop only.
@@ -49,16 +51,12 @@ func (n *Node) compareMetaHash(index, hash uint64) {
 		return // replayed at boot: too late to compare
 	}
 	n.inHashSlot(metaGroupID, index, func(ctx context.Context) {
-		f := n.meta.raft.GetConfiguration()
-		if f.Error() != nil {
-			return
-		}
+		// A node that follows the meta state by watch knows the voters
+		// from its watch: it compares its copy with theirs as a
+		// non-voter did, its own hash not counting.
 		voters, voter := 0, false
 		var peers []raft.Server
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage != raft.Voter {
-				continue
-			}
+		for _, s := range n.metaVoters() {
 			voters++
 			if s.ID == n.serverID {
 				voter = true

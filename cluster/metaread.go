@@ -13,7 +13,8 @@ import (
 )
 
 // Reads of the control plane that must not be stale. Every node holds a
-// committed copy of the meta state (resource nodes as non-voters), and
+// committed copy of the meta state (resource nodes through a meta watch,
+// metafollow.go, or as non-voters before cluster version 5), and
 // answers most requests from it. But a copy can trail the meta group: a
 // node that has not heard the commit index yet (after a restart, until the
 // leader's first append), or has not applied it, does not know a channel
@@ -38,7 +39,7 @@ import (
 // included, and again whoever it knows then when that fails.
 func (n *Node) metaReadIndex(ctx context.Context) (uint64, error) {
 	for {
-		addr, id := n.meta.raft.LeaderWithID()
+		addr, id := n.metaLeader()
 		var idx uint64
 		var err error
 		switch {
@@ -59,7 +60,7 @@ func (n *Node) metaReadIndex(ctx context.Context) (uint64, error) {
 		// Wait for a meta leader other than the one that failed (any, if
 		// none was known); after leaderWait, ask the same one again.
 		if !n.waitFor(ctx, 10*time.Millisecond, func() bool {
-			now, nid := n.meta.raft.LeaderWithID()
+			now, nid := n.metaLeader()
 			return nid != "" && now != addr
 		}) && ctx.Err() != nil {
 			return 0, err
@@ -118,6 +119,9 @@ func (n *Node) metaSync(ctx context.Context) error {
 	}
 	if err := n.waitMetaApplied(ctx, idx); err != nil {
 		n.metrics.metaSyncs.WithLabelValues("behind").Inc()
+		if errors.Is(err, context.DeadlineExceeded) {
+			n.follow.switchCore()
+		}
 		return fmt.Errorf("%w: it has not applied the meta leader's commit index %d yet: %v", ErrNotReady, idx, err)
 	}
 	n.metrics.metaSyncs.WithLabelValues("ok").Inc()
@@ -148,6 +152,9 @@ func (n *Node) waitMetaApplied(ctx context.Context, idx uint64) error {
 	if n.meta.fsm.Applied() >= idx {
 		return nil
 	}
+	if n.follow.watching.Load() {
+		return n.waitFollowed(ctx, idx)
+	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	wait := func(done func() bool) error {
@@ -174,6 +181,23 @@ func (n *Node) waitMetaApplied(ctx context.Context, idx uint64) error {
 		return err
 	}
 	return wait(func() bool { return n.meta.fsm.Applied() >= target })
+}
+
+// waitFollowed is waitMetaApplied on a node that follows the meta state by
+// watch: the watch's progress says every entry up to it is applied.
+func (n *Node) waitFollowed(ctx context.Context, idx uint64) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for n.follow.progress.Load() < idx {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrNoMetaLeader
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // lastCommand returns the largest index at or below idx of a command entry

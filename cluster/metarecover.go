@@ -260,14 +260,7 @@ func writeFence(dir string, f metaFence) error {
 		return err
 	}
 	path := filepath.Join(dir, fenceFile)
-	if err := os.WriteFile(path+".tmp", b, 0o644); err != nil {
-		return fmt.Errorf("cluster: write %s: %w", path, err)
-	}
-	if fh, err := os.Open(path + ".tmp"); err == nil {
-		_ = fh.Sync()
-		fh.Close()
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
+	if err := writeFileAtomic(path, b, 0o644); err != nil {
 		return fmt.Errorf("cluster: write %s: %w", path, err)
 	}
 	return nil

@@ -26,6 +26,13 @@ type metrics struct {
 	// off dead and draining nodes (repair.go).
 	repairsStarted *prometheus.CounterVec
 	repairSeconds  prometheus.Histogram
+	// The meta watch (metawatch.go, metafollow.go): streams this core
+	// node serves, the snapshots it sent, and the watches this
+	// resource node opened, by outcome.
+	metaWatchers       prometheus.Gauge
+	metaMembers        prometheus.Gauge
+	metaWatchSnapshots prometheus.Counter
+	metaWatchOpened    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -92,10 +99,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "How long a moved replica's group took to run on its new placement (the leader's configuration lists exactly the placed nodes as voters), from the SetPlacement.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
 		}),
+		metaWatchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_watchers",
+			Help: "Resource nodes following the meta state through a watch this core node serves.",
+		}),
+		metaMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_members",
+			Help: "Servers in the meta group's configuration, voters and non-voters, as the meta leader last read it (0 on other nodes).",
+		}),
+		metaWatchSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_watch_snapshots_total",
+			Help: "Whole meta states this core node sent to a watching resource node whose next entry its meta log no longer held.",
+		}),
+		metaWatchOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_watch_opens_total",
+			Help: "Meta watches this resource node opened on a core node, by outcome: ok, refused (the core node answered an error: the cluster runs the previous version, or it cannot serve), failed (unreachable, or the stream broke or went silent).",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.callsRefused, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
-			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges, m.repairsStarted, m.repairSeconds)
+			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges, m.repairsStarted, m.repairSeconds,
+			m.metaWatchers, m.metaMembers, m.metaWatchSnapshots, m.metaWatchOpened)
 	}
 	return m
 }

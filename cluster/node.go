@@ -114,8 +114,10 @@ type Node struct {
 	// metaCurrent is set once this node's copy of the meta state caught
 	// up with the meta group after the node started (metacurrent.go).
 	metaCurrent atomic.Bool
-	wg          sync.WaitGroup
-	stopOnce    sync.Once
+	// follow is a resource node's meta watch (metafollow.go).
+	follow   metaFollow
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // New starts a node: transport, local replicas (without waiting for the
@@ -235,7 +237,12 @@ func New(cfg Config) (*Node, error) {
 		n.trans.Close()
 		return nil, err
 	}
-	n.meta, err = openMeta(n)
+	if cfg.Role == fsm.RoleResource {
+		err = n.loadFollowed()
+	}
+	if err == nil {
+		n.meta, err = openMeta(n)
+	}
 	if err != nil {
 		n.shards.Close()
 		n.chunks.Close()
@@ -264,6 +271,10 @@ func New(cfg Config) (*Node, error) {
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.retryJoin()
+	}
+	if cfg.Role == fsm.RoleResource {
+		n.wg.Add(1)
+		go n.runMetaFollow()
 	}
 	n.log.Info("node started", "id", cfg.Name, "role", cfg.Role, "cluster", n.trans.Addr(),
 		"gossip", n.gossip.addr(), "http", cfg.HTTPAddr, "server_id", n.serverID)
@@ -385,6 +396,13 @@ func (n *Node) MetaRaft() (term uint64, leader raft.ServerID, conf raft.Configur
 	return n.meta.raft.CurrentTerm(), leader, conf
 }
 
+// MetaLogFirstIndex is the first index this node's meta log holds, 0 when
+// it holds none (tests: a log compacted behind a snapshot).
+func (n *Node) MetaLogFirstIndex() uint64 {
+	i, _ := n.meta.logs.FirstIndex()
+	return i
+}
+
 // Close shuts the node down gracefully: leaves gossip, hands over the
 // leadership of its groups, then stops replicas, the meta group and the
 // transport.
@@ -424,6 +442,35 @@ func (n *Node) Kill() error {
 	return err
 }
 
+// writeFileAtomic replaces path with b, synced: a crash leaves the old
+// file or the new one, never half of one.
+func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
 func loadIdentity(dir, name string) (identity, error) {
 	path := filepath.Join(dir, "node.json")
 	b, err := os.ReadFile(path)
@@ -449,16 +496,7 @@ func loadIdentity(dir, name string) (identity, error) {
 	}
 	id := identity{Format: 1, NodeID: name, Incarnation: hex.EncodeToString(rnd[:])}
 	b, _ = json.Marshal(id)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return id, fmt.Errorf("cluster: write identity: %w", err)
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		_ = f.Sync()
-		f.Close()
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileAtomic(path, b, 0o644); err != nil {
 		return id, fmt.Errorf("cluster: write identity: %w", err)
 	}
 	return id, nil

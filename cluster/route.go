@@ -87,6 +87,7 @@ const (
 	rcRetire        byte = 0x36
 	rcRecoverMeta   byte = 0x37
 	rcMember        byte = 0x24 // membership.go
+	rcMetaWatch     byte = 0x20 // metawatch.go
 	rcChangeChannel byte = 0x25 // scale.go
 	rcDrain         byte = 0x2E
 	rcLeave         byte = 0x2F

@@ -47,6 +47,11 @@ import (
 //     from a manifest, and the caller checks the bytes against it.
 //   - hold_collection (backupholds.go) is a node's own call, from any
 //     node: a hold only postpones the collector, and lapses.
+//   - meta_watch (the whole meta state, streamed to a resource node that
+//     follows it: metawatch.go) answers a node the registry holds and
+//     that has not left: what every node received as a meta non-voter
+//     before (a node is registered from gossip, which the gossip key
+//     guards).
 //   - drain, leave and remove_node (the node commands, drain.go) are
 //     operator calls, made only for a client.
 //
@@ -130,6 +135,8 @@ func (r *router) authorize(ctx context.Context, op byte, head []byte, proof acce
 		return nil
 	case rcSnapshot:
 		return r.placedPeer(head, peer)
+	case rcMetaWatch:
+		return r.registeredPeer(peer)
 	case rcRestoreFetch:
 		return r.seedingPeer(head, peer)
 	case rcGetChunk:
@@ -301,6 +308,18 @@ func (r *router) placedPeer(head []byte, peer transport.Peer) error {
 		return nil
 	}
 	return &access.Refusal{Sentinel: access.ErrForbidden, Msg: fmt.Sprintf("node %s holds no replica of channel %q: it may not read its state", peer.Node, rep.Channel)}
+}
+
+// registeredPeer lets a meta watch through from a node the registry holds
+// and that has not left.
+func (r *router) registeredPeer(peer transport.Peer) error {
+	if peer.Node == "" {
+		return nil // -insecure: no identity to check
+	}
+	if nd, ok := r.n.metaFSM.Node(peer.Node); ok && nd.State != fsm.NodeLeft {
+		return nil
+	}
+	return &access.Refusal{Sentinel: access.ErrForbidden, Msg: fmt.Sprintf("node %s is not a registered member of the cluster: it may not follow the meta state", peer.Node)}
 }
 
 // seedingPeer allows a restore's uploaded backup (rcRestoreFetch, head the

@@ -247,6 +247,10 @@ func (cw chunkWriter) Write(p []byte) (int, error) {
 	return done, nil
 }
 
+// Flush sends what was written so far (a meta watch's frames,
+// metawatch.go, must not wait for a full buffer).
+func (cw chunkWriter) Flush() error { return cw.w.Flush() }
+
 // end writes the chunk that ends the body: empty, or the abort marker and
 // err.
 func (cw chunkWriter) end(err error) error {

@@ -66,6 +66,8 @@ func (r *router) handler(op byte) (routeHandler, string) {
 		return r.serveRecoverMeta, "recover_meta"
 	case rcMember:
 		return r.serveMember, "member"
+	case rcMetaWatch:
+		return r.serveMetaWatch, "meta_watch"
 	case rcChangeChannel:
 		return r.serveChangeChannel, "change_channel"
 	case rcDrain:

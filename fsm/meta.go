@@ -497,14 +497,26 @@ func cloneChannel(c *ChannelRecord) ChannelRecord {
 
 // Snapshot captures the state; it is small, so a deep copy is enough.
 func (m *Meta) Snapshot() (raft.FSMSnapshot, error) {
+	b, _, err := m.State() // encoding/json sorts map keys: deterministic bytes
+	if err != nil {
+		return nil, err
+	}
+	return metaSnapshot(b), nil
+}
+
+// State is the state as a snapshot holds it (Snapshot's bytes, which
+// Restore reads) and the index it reflects: what a core node sends a
+// resource node that follows the meta state by watch, and what that node
+// keeps on disk (cluster/metafollow.go).
+func (m *Meta) State() ([]byte, uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.st.Applied = m.applied
-	b, err := json.Marshal(&m.st) // encoding/json sorts map keys: deterministic bytes
+	b, err := json.Marshal(&m.st)
 	if err != nil {
-		return nil, fmt.Errorf("fsm: meta snapshot: %w", err)
+		return nil, 0, fmt.Errorf("fsm: meta state: %w", err)
 	}
-	return metaSnapshot(b), nil
+	return b, m.applied, nil
 }
 
 // Restore replaces the state with a snapshot's.

@@ -29,7 +29,11 @@ import (
 //	   PutFile (0x06), DeleteFile (0x07): files in channels
 //	5  SetChannelChunkSize (0x52), and CreateChannel with a chunk_size:
 //	   a channel's chunk size (chunksize.go); nodes of this version take
-//	   chunks of up to MaxChunkSize
+//	   chunks of up to MaxChunkSize. And, with no command of its own:
+//	   resource nodes leave the meta group and follow the meta state by
+//	   watch on a core node (cluster/metafollow.go); the meta leader
+//	   removes them from the meta configuration only once every node
+//	   runs a binary that can follow that way
 const Version = 5
 
 // ErrUpgradePending is what a proposal of a command whose version is above

@@ -207,12 +207,14 @@ func TestCorruptLeaderHandsOver(t *testing.T) {
 }
 
 // TestCorruptMetaCopyIsNoticed: a node whose copy of the meta state was
-// changed outside the meta log (a voter and a resource node's non-voter)
-// is noticed by the next meta hash check and answers not ready from then
-// on; the sound nodes stay ready.
+// changed outside the meta log (a voter, and a resource node that follows
+// the meta state by watch) is noticed by the next meta hash check and
+// answers not ready from then on; the sound nodes stay ready.
 func TestCorruptMetaCopyIsNoticed(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 1, HashCheckInterval: 300 * time.Millisecond})
 	ctx := ctxT(t)
+	waitWatching(t, c)
+	agreed := metric(t, c, 3, `shardnet_cluster_meta_hash_compares_total{outcome="agree"}`)
 	voter := 0
 	for i := range 3 {
 		if !c.Nodes[i].Agent().Node.IsMetaLeader() {
@@ -226,6 +228,9 @@ func TestCorruptMetaCopyIsNoticed(t *testing.T) {
 		for i := range c.Nodes {
 			if metric(t, c, i, `shardnet_cluster_meta_hash_compares_total{outcome="agree"}`) < 1 {
 				return fmt.Errorf("%s has not passed a meta hash check yet", c.Nodes[i].Name)
+			}
+			if i == 3 && metric(t, c, i, `shardnet_cluster_meta_hash_compares_total{outcome="agree"}`) <= agreed {
+				return fmt.Errorf("%s has not passed a meta hash check fed by watch yet", c.Nodes[i].Name)
 			}
 		}
 		return nil

@@ -27,7 +27,8 @@ const metaGroup = 0
 
 // TestClusterPortRefusesNonVotersAndStrangers: on a real cluster (mutual
 // TLS, the testcluster default), a member that is not a voter of the meta
-// group (res1: resource nodes are meta non-voters) sends the meta group's
+// group (res1: a resource node, which follows the meta state by watch from
+// cluster version 5 and was a meta non-voter before) sends the meta group's
 // voters votes, appends, heartbeats and a TimeoutNow with a far higher
 // term, over its own authenticated connection; it also claims a voter's
 // server id. Every one is refused, and no voter's term or leader moves.
@@ -37,19 +38,22 @@ func TestClusterPortRefusesNonVotersAndStrangers(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 1})
 	res := c.Node("res1")
 	resID := res.Agent().Node.ServerID()
-	// The meta leader adds every live node as a non-voter: wait for res1's
-	// entry, so the check below refuses a member, not a stranger.
+	// Wait until res1 is a registered member that follows the meta state
+	// by watch, in no meta configuration, so the check below refuses a
+	// member, not a stranger.
 	c.WaitFor(30*time.Second, func() error {
+		if res.Agent().Node.MetaFollowing() == "" {
+			return errors.New("res1 does not follow the meta state by watch yet")
+		}
 		for i := range 3 {
-			_, _, conf := c.Nodes[i].Agent().Node.MetaRaft()
-			found := false
-			for _, s := range conf.Servers {
-				if s.ID == resID && s.Suffrage == raft.Nonvoter {
-					found = true
-				}
+			if _, ok := c.Nodes[i].Agent().Node.Meta().Node("res1"); !ok {
+				return fmt.Errorf("%s: res1 is not registered", c.Nodes[i].Name)
 			}
-			if !found {
-				return fmt.Errorf("%s: res1 (%s) is not yet a meta non-voter: %+v", c.Nodes[i].Name, resID, conf.Servers)
+			_, _, conf := c.Nodes[i].Agent().Node.MetaRaft()
+			for _, s := range conf.Servers {
+				if s.ID == resID {
+					return fmt.Errorf("%s: res1 (%s) is still in the meta configuration: %+v", c.Nodes[i].Name, resID, conf.Servers)
+				}
 			}
 		}
 		return nil

@@ -37,6 +37,9 @@ type Options struct {
 	Token    string // operator token; "" disables auth
 	// ChannelRaft overrides the test defaults for channel groups.
 	ChannelRaft shard.RaftTiming
+	// MetaRaft tunes the meta group (zero fields: cluster.MetaRaftTiming),
+	// e.g. to compact its log after a few entries.
+	MetaRaft shard.RaftTiming
 	// LogLevel of the nodes' logs, written through t.Log (default: warn;
 	// SHARDNET_TEST_LOG overrides).
 	LogLevel string
@@ -194,7 +197,7 @@ func (c *Cluster) start(nd *Node) error {
 		Name: nd.Name, Role: nd.Role, DataDir: nd.Dir, BindAddr: "127.0.0.1",
 		GossipPort: nd.gossipPort, ClusterPort: nd.clusterPort,
 		BootstrapExpect: nd.bootstrap, Join: nd.join,
-		ClusterKey: c.key, GossipKey: c.GossipKey, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft,
+		ClusterKey: c.key, GossipKey: c.GossipKey, LocalGossip: true, ChannelRaft: c.opts.ChannelRaft, MetaRaft: c.opts.MetaRaft,
 		Logger: c.log.Named(nd.Name), Faults: nd.faults, MaxInFlight: c.opts.MaxInFlight, LeaderRebalance: c.opts.LeaderRebalance,
 		HashCheckInterval: c.opts.HashCheckInterval,
 		ChunkGCInterval:   c.opts.ChunkGCInterval, ChunkGCGrace: c.opts.ChunkGCGrace,
