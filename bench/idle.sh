@@ -89,10 +89,12 @@ log "idle: ${idle_cpu} % of one core for the three processes; RSS $((rss / 1024)
 if [ -n "${PROFILE_DIR:-}" ]; then
 	mkdir -p "$PROFILE_DIR"
 	log "profiling each node for 20 s into $PROFILE_DIR"
+	prof=()
 	for i in 0 1 2; do
 		sn_curl --max-time 40 -o "$PROFILE_DIR/cpu-n$((i + 1)).prof" "$(sn_url "$i")/debug/pprof/profile?seconds=20" &
+		prof+=($!)
 	done
-	wait
+	wait "${prof[@]}" # not a bare wait: the agents are children too
 	for i in 0 1 2; do
 		sn_curl --max-time 40 -o "$PROFILE_DIR/heap-n$((i + 1)).prof" "$(sn_url "$i")/debug/pprof/heap"
 	done
@@ -118,6 +120,8 @@ for fault in $RESTARTS; do
 	led=$("$W" led -url "$(sn_url 0)" -node "n$((idx + 1))" -since "$since" -timeout 5m) ||
 		die "n2 did not lead its preferred channels again after the $fault"
 	line=$(printf '%s: stopped in %s s; %s; %s' "$fault" "$stop_s" "$serving" "$led")
+	# What the node says of its start (binaries that log it, at -log-level info).
+	grep -E "started the replicas found on disk|meta copy caught up" "$WORK/logs/n$((idx + 1)).log" | tail -n 2 >&2 || true
 	log "$line"
 	restart_lines+=("$line")
 	wait_for "n2 ready" 60 sn_ready "$idx"
