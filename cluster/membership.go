@@ -175,6 +175,15 @@ func (n *Node) runMembership() {
 		mu     sync.Mutex
 		busy   = map[uint64]bool{} // groups with a change under way
 		active sync.WaitGroup
+		// The channels by group and the server book, as of the meta
+		// state's applied index seen: rebuilt only when it moved. Copying
+		// every channel record four times a second was most of an idle
+		// node's own work with 1,000 channels (docs/benchmarks.md "Idle
+		// channels, real agents"); what else the decision reads (who
+		// leads, each group's configuration) is read afresh every tick.
+		seen    uint64
+		byGroup map[uint64]fsm.ChannelRecord
+		reg     serverBook
 	)
 	defer active.Wait()
 	for {
@@ -183,14 +192,20 @@ func (n *Node) runMembership() {
 			return
 		case <-tick.C:
 		}
-		if n.meta.fsm.Applied() == 0 || n.metaSound() != nil {
+		applied := n.meta.fsm.Applied()
+		if applied == 0 || n.metaSound() != nil {
 			continue
 		}
-		byGroup := map[uint64]fsm.ChannelRecord{}
-		for _, ch := range n.meta.fsm.Channels() {
-			byGroup[ch.GroupID] = ch
+		if applied != seen || byGroup == nil {
+			// Applied read first: an entry applied while the copies are
+			// taken makes the next tick take them again.
+			seen = applied
+			byGroup = map[uint64]fsm.ChannelRecord{}
+			for _, ch := range n.meta.fsm.Channels() {
+				byGroup[ch.GroupID] = ch
+			}
+			reg = n.serverBook()
 		}
-		reg := n.serverBook()
 		for _, rep := range n.shards.Replicas() {
 			ch, ok := byGroup[rep.GroupID]
 			if !ok || rep.Raft().State() != raft.Leader {

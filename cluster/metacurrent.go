@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/shardnet/shardnet/fsm"
 	"github.com/shardnet/shardnet/shard"
@@ -50,7 +51,9 @@ func (n *Node) metaCurrentSinceStart(ctx context.Context) error {
 	if err := n.metaSync(ctx); err != nil {
 		return fmt.Errorf("%w (this node started and serves no channel until its copy of the meta state has caught up with the meta group)", err)
 	}
-	n.metaCurrent.Store(true)
+	if n.metaCurrent.CompareAndSwap(false, true) {
+		n.log.Info("meta copy caught up since the start: serving channels", "after", time.Since(n.created).Round(time.Millisecond))
+	}
 	return nil
 }
 

@@ -115,7 +115,10 @@ type Node struct {
 	// up with the meta group after the node started (metacurrent.go).
 	metaCurrent atomic.Bool
 	// follow is a resource node's meta watch (metafollow.go).
-	follow   metaFollow
+	follow metaFollow
+	// created is when New began: the restart's clock (metacurrent.go logs
+	// when the node first serves its channels).
+	created  time.Time
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }
@@ -135,6 +138,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
+		created:  time.Now(),
 		cfg:      cfg,
 		log:      cfg.Logger,
 		serverID: shard.ServerIDFor(cfg.Name, id.Incarnation),
@@ -231,11 +235,17 @@ func New(cfg Config) (*Node, error) {
 		n.trans.Close()
 		return nil, err
 	}
+	// A restart's time to serve is mostly this (docs/benchmarks.md "Idle
+	// channels, real agents"): say how long it took.
+	startedAt := time.Now()
 	if err := n.shards.StartExisting(); err != nil {
 		n.shards.Close()
 		n.chunks.Close()
 		n.trans.Close()
 		return nil, err
+	}
+	if k := len(n.shards.Replicas()); k > 0 {
+		n.log.Info("started the replicas found on disk", "replicas", k, "took", time.Since(startedAt).Round(time.Millisecond))
 	}
 	if cfg.Role == fsm.RoleResource {
 		err = n.loadFollowed()
