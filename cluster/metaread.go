@@ -157,8 +157,15 @@ func (n *Node) waitMetaApplied(ctx context.Context, idx uint64) error {
 	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
+	// errWatching: the node switched to the meta watch during the wait. A
+	// resource node removed from the meta group never hears the commit of
+	// the entry that removed it, so its Raft path would wait in vain.
+	errWatching := errors.New("switched to the meta watch")
 	wait := func(done func() bool) error {
 		for !done() {
+			if n.follow.watching.Load() {
+				return errWatching
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -173,14 +180,17 @@ func (n *Node) waitMetaApplied(ctx context.Context, idx uint64) error {
 	// raft's AppliedIndex: every entry up to it was handed to the state
 	// machine, so this node knows it committed (docs/raft-notes.md "R2": it is
 	// not what the state machine has applied).
-	if err := wait(func() bool { return n.meta.raft.AppliedIndex() >= idx }); err != nil {
-		return err
+	err := wait(func() bool { return n.meta.raft.AppliedIndex() >= idx })
+	if err == nil {
+		var target uint64
+		if target, err = n.meta.lastCommand(idx); err == nil {
+			err = wait(func() bool { return n.meta.fsm.Applied() >= target })
+		}
 	}
-	target, err := n.meta.lastCommand(idx)
-	if err != nil {
-		return err
+	if errors.Is(err, errWatching) {
+		return n.waitFollowed(ctx, idx)
 	}
-	return wait(func() bool { return n.meta.fsm.Applied() >= target })
+	return err
 }
 
 // waitFollowed is waitMetaApplied on a node that follows the meta state by
