@@ -42,6 +42,12 @@ type followerLog struct {
 
 	ackTerm uint64
 	ackSent time.Time
+
+	// Quiet appends (quiet.go): the follower's log matches this leader's
+	// (of matchTerm) through matched, it was told commit index commit, as
+	// of its real answer to an append at appendAt.
+	matchTerm, matched, commit uint64
+	appendAt                   time.Time
 }
 
 var (
@@ -138,6 +144,7 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	}
 	if err == nil {
 		g.noteFollower(target, args.Term, sent, resp)
+		g.noteAppended(target, args, resp)
 	}
 	return g.result(label, target, err)
 }

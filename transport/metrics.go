@@ -36,6 +36,7 @@ type metrics struct {
 	sessions          prometheus.Gauge
 	heartbeatBatches  prometheus.Counter
 	connWrites        prometheus.Counter
+	quietAppends      prometheus.Counter
 }
 
 // newMetrics creates the node's collectors and registers them when reg is
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "shardnet", Subsystem: "transport", Name: "conn_writes_total",
 			Help: "Writes to cluster connections; each carries every frame of every group queued meanwhile (conn.go).",
 		}),
+		quietAppends: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "quiet_appends_total",
+			Help: "AppendEntries without entries that told a follower nothing it did not know, answered by this node instead of sent (quiet.go); not in rpcs_sent_total.",
+		}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "sessions",
 			Help: "Open multiplexed cluster connections, inbound and outbound.",
@@ -78,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.refused[i] = refused.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites} {
+		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites, m.quietAppends} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

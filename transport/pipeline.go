@@ -49,13 +49,20 @@ func newPipeline(g *GroupTransport, target raft.ServerAddress, st *yamux.Stream)
 // pipelineDepth requests await their responses.
 func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	n := p.g.node
-	n.metrics.sent[labelAppendEntries].Inc()
 	f := &appendFuture{start: time.Now(), req: args, resp: resp, ready: make(chan struct{})}
 	select {
 	case <-p.closed:
 		n.metrics.errors[labelAppendEntries].Inc()
 		return nil, raft.ErrPipelineShutdown
 	default:
+	}
+	if quiet, ok := p.g.quietAnswer(p.target, args); ok && !p.st.Session().IsClosed() {
+		// Nothing the follower does not know (quiet.go): answered in
+		// order by decodeLoop, without a frame.
+		*resp, f.local = quiet, true
+		n.metrics.quietAppends.Inc()
+	} else {
+		n.metrics.sent[labelAppendEntries].Inc()
 	}
 	// Queue before writing, so the decoder knows the future before its
 	// response can arrive; AppendEntries has a single caller (Raft's
@@ -68,6 +75,9 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	case <-p.g.closed:
 		n.metrics.errors[labelAppendEntries].Inc()
 		return nil, p.g.errClosed()
+	}
+	if f.local {
+		return f, nil
 	}
 
 	p.writeMu.Lock()
@@ -117,6 +127,13 @@ func (p *pipeline) decodeLoop() {
 		case <-n.done:
 			return
 		}
+		if f.local {
+			close(f.ready)
+			if !p.deliver(f) {
+				return
+			}
+			continue
+		}
 		_ = p.st.SetReadDeadline(time.Now().Add(n.cfg.RPCTimeout))
 		body, err := readResponse(p.st, scratch[:])
 		if len(body) > shrinkAfter {
@@ -127,6 +144,7 @@ func (p *pipeline) decodeLoop() {
 		}
 		if err == nil {
 			p.g.noteFollower(p.target, f.req.Term, f.start, f.resp)
+			p.g.noteAppended(p.target, f.req, f.resp)
 		}
 		if err != nil {
 			n.metrics.errors[labelAppendEntries].Inc()
@@ -137,18 +155,24 @@ func (p *pipeline) decodeLoop() {
 			f.err = fmt.Errorf("transport: pipeline to %s (group %d): %w", p.target, p.g.gid, err)
 		}
 		close(f.ready)
-		// The group or node closing must not leave this goroutine waiting
-		// for a Raft that no longer consumes.
-		select {
-		case p.done <- f:
-		case <-p.closed:
-			return
-		case <-p.g.closed:
-			return
-		case <-n.done:
+		if !p.deliver(f) {
 			return
 		}
 	}
+}
+
+// deliver hands f to Raft; false once the pipeline, group or node closed:
+// their closing must not leave decodeLoop waiting for a Raft that no
+// longer consumes.
+func (p *pipeline) deliver(f *appendFuture) bool {
+	select {
+	case p.done <- f:
+		return true
+	case <-p.closed:
+	case <-p.g.closed:
+	case <-p.g.node.done:
+	}
+	return false
 }
 
 // Consumer implements raft.AppendPipeline.
@@ -172,6 +196,7 @@ type appendFuture struct {
 	resp  *raft.AppendEntriesResponse
 	err   error
 	ready chan struct{}
+	local bool // answered by quietAnswer, never sent
 }
 
 func (f *appendFuture) Error() error {
