@@ -83,6 +83,19 @@
 // TestIdleCost, 1,000 channels × 3 replicas in one process: 82 % of a core
 // with batching against ~160-190 % (extrapolated from 100 channels) without.
 //
+// # Appends that say nothing new are not sent
+//
+// Raft's leader sends each follower an empty AppendEntries every
+// CommitTimeout so that it learns the commit index; in an idle group each
+// repeats what the follower already knows. A pipeline answers such an
+// append itself (quiet.go) when the follower's last real answer of the
+// term showed its log matching through the same entry and it was already
+// sent that commit index, and a real answer of the term came within the
+// last second; an append with news (entries, a higher commit index) always
+// goes out. The local answer counts as contact for the leader lease (by at
+// most that second) and never for a read's confirmation (AckedSince).
+// Measured with 3 agents × 1,000 replicas: 94 % of a core → 58 %.
+//
 // # Failures
 //
 // After a failed dial, heartbeats, RequestVote, RequestPreVote and

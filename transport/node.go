@@ -105,6 +105,7 @@ type Node struct {
 	ln      net.Listener
 	addr    raft.ServerAddress
 	metrics *metrics
+	quiet   quietCount // appends answered locally (quiet.go)
 	ymux    *yamux.Config
 	app     *appListener
 

@@ -61,6 +61,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		// order by decodeLoop, without a frame.
 		*resp, f.local = quiet, true
 		n.metrics.quietAppends.Inc()
+		n.quiet.n.Add(1)
 	} else {
 		n.metrics.sent[labelAppendEntries].Inc()
 	}

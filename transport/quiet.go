@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -84,3 +85,11 @@ func (g *GroupTransport) quietAnswer(target raft.ServerAddress, args *raft.Appen
 		Success:   true,
 	}, true
 }
+
+// quietCount counts the appends answered by quietAnswer on this node, for
+// QuietAppends (the metric has no cheap reader).
+type quietCount struct{ n atomic.Uint64 }
+
+// QuietAppends returns how many appends this node's pipelines answered
+// themselves instead of sending (the quiet_appends_total metric).
+func (n *Node) QuietAppends() uint64 { return n.quiet.n.Load() }
