@@ -143,16 +143,18 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		err = decodeAppendEntriesResponse(body, resp)
 	}
 	if err == nil {
-		g.noteFollower(target, args.Term, sent, resp)
-		g.noteAppended(target, args, resp)
+		g.noteFollower(target, args, sent, resp)
 	}
 	return g.result(label, target, err)
 }
 
-// noteFollower records what a follower's answer to an AppendEntries of
-// term, sent at sent, says: that it followed this term then (any answer at
-// the same term, a log mismatch included), and, on success, its log.
-func (g *GroupTransport) noteFollower(target raft.ServerAddress, term uint64, sent time.Time, resp *raft.AppendEntriesResponse) {
+// noteFollower records what a follower's answer to args, sent at sent,
+// says: that it followed args' term then (any answer at the same term, a
+// log mismatch included); on success, its log; and, for an append that
+// was not a heartbeat, how far its log matches this leader's and the
+// commit index it was told (quiet.go).
+func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.AppendEntriesRequest, sent time.Time, resp *raft.AppendEntriesResponse) {
+	term := args.Term
 	acked := resp.Term == term
 	if !resp.Success && !acked {
 		return
@@ -168,6 +170,9 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, term uint64, se
 	}
 	if acked && (f.ackTerm != term || sent.After(f.ackSent)) {
 		f.ackTerm, f.ackSent = term, sent
+	}
+	if resp.Success && acked && !isHeartbeat(args) {
+		f.noteAppended(args, now)
 	}
 	g.followers[target] = f
 	g.followersMu.Unlock()

@@ -139,7 +139,7 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 		// A heartbeat's answer carries the follower's last log index too:
 		// the rebalancer's "is the target caught up" then stays fresh in
 		// groups that take no writes.
-		g.noteFollower(b.target, args.Term, r.sent, resp)
+		g.noteFollower(b.target, args, r.sent, resp)
 		return nil
 	case <-g.closed:
 		return g.errClosed()

@@ -144,8 +144,7 @@ func (p *pipeline) decodeLoop() {
 			err = decodeAppendEntriesResponse(body, f.resp)
 		}
 		if err == nil {
-			p.g.noteFollower(p.target, f.req.Term, f.start, f.resp)
-			p.g.noteAppended(p.target, f.req, f.resp)
+			p.g.noteFollower(p.target, f.req, f.start, f.resp)
 		}
 		if err != nil {
 			n.metrics.errors[labelAppendEntries].Inc()

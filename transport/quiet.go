@@ -40,26 +40,14 @@ const (
 	quietRefresh = 10 * time.Second
 )
 
-// noteAppended records, after a real successful answer to args from the
-// follower at target, how far its log is known to match this leader's and
-// what commit index it has been told. Called beside noteFollower.
-func (g *GroupTransport) noteAppended(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
-	if !resp.Success || resp.Term != args.Term || isHeartbeat(args) {
-		return
-	}
+// noteAppended records, in the follower's entry, a real successful answer
+// of its term to the append args (noteFollower): the follower's log now
+// matches this leader's through args' last entry, and it took
+// min(LeaderCommitIndex, its last index) as its commit index, its log
+// reaching at least that entry.
+func (f *followerLog) noteAppended(args *raft.AppendEntriesRequest, now time.Time) {
 	matched := args.PrevLogEntry + uint64(len(args.Entries))
-	// The follower takes min(LeaderCommitIndex, its last index) as its
-	// commit index; its log reaches at least matched.
-	commit := min(args.LeaderCommitIndex, matched)
-	now := time.Now()
-	g.followersMu.Lock()
-	if g.followers == nil {
-		g.followers = make(map[raft.ServerAddress]followerLog, 2)
-	}
-	f := g.followers[target]
-	f.matchTerm, f.matched, f.commit, f.appendAt = args.Term, matched, commit, now
-	g.followers[target] = f
-	g.followersMu.Unlock()
+	f.matchTerm, f.matched, f.commit, f.appendAt = args.Term, matched, min(args.LeaderCommitIndex, matched), now
 }
 
 // quietAnswer returns the answer the follower at target would give to args
