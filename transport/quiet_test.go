@@ -53,9 +53,9 @@ func TestQuietAppends(t *testing.T) {
 		return seen.Load() != before
 	}
 	empty := func(term, prev, commit uint64) *raft.AppendEntriesRequest {
-		return &raft.AppendEntriesRequest{Term: term, Leader: []byte("a"), PrevLogEntry: prev, PrevLogTerm: term, LeaderCommitIndex: commit}
+		return &raft.AppendEntriesRequest{Term: term, RPCHeader: raft.RPCHeader{Addr: []byte("a")}, PrevLogEntry: prev, PrevLogTerm: term, LeaderCommitIndex: commit}
 	}
-	entries := &raft.AppendEntriesRequest{Term: 2, Leader: []byte("a"), LeaderCommitIndex: 0,
+	entries := &raft.AppendEntriesRequest{Term: 2, RPCHeader: raft.RPCHeader{Addr: []byte("a")}, LeaderCommitIndex: 0,
 		Entries: []*raft.Log{{Index: 1, Term: 2}, {Index: 2, Term: 2}, {Index: 3, Term: 2}}}
 
 	steps := []struct {
@@ -94,7 +94,7 @@ func TestQuietAppends(t *testing.T) {
 	// Heartbeats always cross the wire (they are the real contact).
 	resp := new(raft.AppendEntriesResponse)
 	before := seen.Load()
-	hb := &raft.AppendEntriesRequest{Term: 3, Leader: []byte("a")}
+	hb := &raft.AppendEntriesRequest{Term: 3, RPCHeader: raft.RPCHeader{Addr: []byte("a")}}
 	if err := ga.AppendEntries("b", b.Addr(), hb, resp); err != nil {
 		t.Fatal(err)
 	}
