@@ -96,6 +96,16 @@
 // most that second) and never for a read's confirmation (AckedSince).
 // Measured with 3 agents × 1,000 replicas: 94 % of a core → 58 %.
 //
+// A pipeline costs three goroutines (its reader, raft's decoder, the
+// follower's stream server) whether or not its group writes. One that sent
+// no entries for 10 s is parked (quiet.go): the quiet append that finds it
+// so is answered "not appended", on which raft closes the pipeline and
+// replicates by plain AppendEntries (answered locally the same way), and
+// AppendEntriesPipeline refuses that follower until an append with entries
+// succeeds. The first write after a pause goes as one plain append; the
+// pipeline opens again after it. With 1,000 idle replicas per node that
+// took a third of the goroutines and 18 KiB of memory per replica.
+//
 // # Failures
 //
 // After a failed dial, heartbeats, RequestVote, RequestPreVote and

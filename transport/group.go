@@ -48,6 +48,9 @@ type followerLog struct {
 	// of its real answer to an append at appendAt.
 	matchTerm, matched, commit uint64
 	appendAt                   time.Time
+	// parked: replicated by plain appends until one with entries
+	// succeeds (quiet.go, "Parked pipelines").
+	parked bool
 }
 
 var (
@@ -132,6 +135,13 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	if err := g.node.expectPeer(id, target); err != nil {
 		return g.result(label, target, err)
 	}
+	if quiet, ok := g.quietAnswer(target, args); ok && g.node.sessionOpen(target) {
+		// A parked follower's plain appends (quiet.go): as the pipeline's.
+		*resp = quiet
+		g.node.metrics.quietAppends.Inc()
+		g.node.quiet.n.Add(1)
+		return nil
+	}
 	if isHeartbeat(args) {
 		if g.node.cfg.HeartbeatBatch > 0 && !g.isUrgent() {
 			return g.result(labelHeartbeat, target, g.node.batcher(target).heartbeat(g, args, resp))
@@ -173,6 +183,9 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.Appe
 	}
 	if resp.Success && acked && !isHeartbeat(args) {
 		f.noteAppended(args, now)
+		if len(args.Entries) > 0 {
+			f.parked = false
+		}
 	}
 	g.followers[target] = f
 	g.followersMu.Unlock()
@@ -464,6 +477,9 @@ func (g *GroupTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 	if g.isClosed() {
 		return nil, g.errClosed()
 	}
+	if g.parked(target) {
+		return nil, raft.ErrPipelineReplicationNotSupported
+	}
 	if err := n.expectPeer(id, target); err != nil {
 		return nil, err
 	}
@@ -483,6 +499,7 @@ func (g *GroupTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 		return nil, g.errClosed()
 	}
 	pl := newPipeline(g, target, st)
+	n.metrics.pipelines.Inc()
 	if !n.goFunc(pl.decodeLoop) {
 		pl.Close()
 		return nil, ErrClosed

@@ -37,6 +37,8 @@ type metrics struct {
 	heartbeatBatches  prometheus.Counter
 	connWrites        prometheus.Counter
 	quietAppends      prometheus.Counter
+	pipelines         prometheus.Gauge
+	pipelinesParked   prometheus.Counter
 }
 
 // newMetrics creates the node's collectors and registers them when reg is
@@ -72,6 +74,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "shardnet", Subsystem: "transport", Name: "quiet_appends_total",
 			Help: "AppendEntries without entries that told a follower nothing it did not know, answered by this node instead of sent (quiet.go); not in rpcs_sent_total.",
 		}),
+		pipelines: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "pipelines",
+			Help: "Open AppendEntries pipelines from this node's leaders to their followers; a follower of a group without writes has none (parked, quiet.go).",
+		}),
+		pipelinesParked: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "pipelines_parked_total",
+			Help: "Pipelines closed because their group sent no entries for a while (quiet.go); the next write opens one again.",
+		}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "sessions",
 			Help: "Open multiplexed cluster connections, inbound and outbound.",
@@ -83,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.refused[i] = refused.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites, m.quietAppends} {
+		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites, m.quietAppends, m.pipelines, m.pipelinesParked} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

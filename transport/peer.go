@@ -57,6 +57,20 @@ func (n *Node) peer(addr string) (*peer, error) {
 	return p, nil
 }
 
+// sessionOpen reports whether the node has a live session to addr (quiet
+// appends are answered only while it does).
+func (n *Node) sessionOpen(addr raft.ServerAddress) bool {
+	n.mu.Lock()
+	p := n.peers[string(addr)]
+	n.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sess != nil && !p.sess.IsClosed()
+}
+
 // session returns the live session to the peer, dialing if needed. Dials
 // are shared: concurrent callers wait for the one in progress, each until its
 // own deadline or ctx. Within dialBackoff of a failed dial it fails at once.

@@ -29,19 +29,24 @@ type pipeline struct {
 	writeMu sync.Mutex
 	fresh   bool // kind byte not yet written
 
+	// entriesAt is when the last append with entries was sent (or the
+	// pipeline opened); only AppendEntries' single caller touches it.
+	entriesAt time.Time
+
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
 func newPipeline(g *GroupTransport, target raft.ServerAddress, st *yamux.Stream) *pipeline {
 	return &pipeline{
-		g:        g,
-		target:   target,
-		st:       st,
-		inflight: make(chan *appendFuture, pipelineDepth),
-		done:     make(chan raft.AppendFuture, pipelineDepth),
-		fresh:    true,
-		closed:   make(chan struct{}),
+		g:         g,
+		target:    target,
+		st:        st,
+		inflight:  make(chan *appendFuture, pipelineDepth),
+		done:      make(chan raft.AppendFuture, pipelineDepth),
+		fresh:     true,
+		closed:    make(chan struct{}),
+		entriesAt: time.Now(),
 	}
 }
 
@@ -56,12 +61,22 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, raft.ErrPipelineShutdown
 	default:
 	}
+	if len(args.Entries) > 0 {
+		p.entriesAt = f.start
+	}
 	if quiet, ok := p.g.quietAnswer(p.target, args); ok && !p.st.Session().IsClosed() {
 		// Nothing the follower does not know (quiet.go): answered in
 		// order by decodeLoop, without a frame.
+		if f.start.Sub(p.entriesAt) >= pipelineIdle {
+			// Idle long enough to park (quiet.go): raft closes the
+			// pipeline on this "no" and goes on with plain appends.
+			quiet.Success = false
+			p.g.park(p.target)
+		} else {
+			n.metrics.quietAppends.Inc()
+			n.quiet.n.Add(1)
+		}
 		*resp, f.local = quiet, true
-		n.metrics.quietAppends.Inc()
-		n.quiet.n.Add(1)
 	} else {
 		n.metrics.sent[labelAppendEntries].Inc()
 	}
@@ -182,6 +197,7 @@ func (p *pipeline) Consumer() <-chan raft.AppendFuture { return p.done }
 // requests get no answer) and stops the decoder.
 func (p *pipeline) Close() error {
 	p.closeOnce.Do(func() {
+		p.g.node.metrics.pipelines.Dec()
 		close(p.closed)
 		p.g.node.untrackStream(p.st)
 		abortStream(p.st)

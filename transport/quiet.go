@@ -35,10 +35,27 @@ import (
 // quietRefresh bounds what a follower that lost its commit index without
 // the connection noticing (a replica restarted in place) waits to learn it
 // again.
+//
+// Parked pipelines. A pipeline costs three goroutines (its reader here,
+// raft's decoder, the follower's stream server) and a stream's buffers,
+// whether or not the group writes: at 1,000 idle groups a third of every
+// node's goroutines. A pipeline that sent no entries for pipelineIdle is
+// parked: the quiet append that finds it so is answered "not appended"
+// (Success false, still of the term), on which raft closes the pipeline
+// and goes back to plain AppendEntries, and AppendEntriesPipeline refuses
+// the follower (raft.ErrPipelineReplicationNotSupported, which raft takes
+// silently) until an append with entries succeeds. The plain appends of
+// an idle group are answered by quietAnswer as the pipeline's were; the
+// first write after a pause goes as one plain append, and the pipeline
+// opens again after its answer. The "no" carries no entries and changes no
+// index: raft only stops pipelining on it.
 const (
 	quietContact = time.Second
 	quietRefresh = 10 * time.Second
 )
+
+// pipelineIdle is a variable for the tests only.
+var pipelineIdle = 10 * time.Second
 
 // noteAppended records, in the follower's entry, a real successful answer
 // of its term to the append args (noteFollower): the follower's log now
@@ -74,10 +91,30 @@ func (g *GroupTransport) quietAnswer(target raft.ServerAddress, args *raft.Appen
 	}, true
 }
 
+// park marks the follower at target as replicated without a pipeline
+// until an append with entries succeeds (noteFollower).
+func (g *GroupTransport) park(target raft.ServerAddress) {
+	g.followersMu.Lock()
+	if f, ok := g.followers[target]; ok {
+		f.parked = true
+		g.followers[target] = f
+	}
+	g.followersMu.Unlock()
+	g.node.metrics.pipelinesParked.Inc()
+}
+
+// parked reports whether AppendEntriesPipeline should refuse the follower
+// at target (park).
+func (g *GroupTransport) parked(target raft.ServerAddress) bool {
+	g.followersMu.Lock()
+	defer g.followersMu.Unlock()
+	return g.followers[target].parked
+}
+
 // quietCount counts the appends answered by quietAnswer on this node, for
 // QuietAppends (the metric has no cheap reader).
 type quietCount struct{ n atomic.Uint64 }
 
-// QuietAppends returns how many appends this node's pipelines answered
-// themselves instead of sending (the quiet_appends_total metric).
+// QuietAppends returns how many appends this node answered itself
+// instead of sending (the quiet_appends_total metric).
 func (n *Node) QuietAppends() uint64 { return n.quiet.n.Load() }

@@ -503,3 +503,80 @@ func TestRaftFollowerBackAfterLongOutage(t *testing.T) {
 		t.Errorf("stopping the leader took %v with a replication wait pending", took)
 	}
 }
+
+// Parked pipelines (quiet.go): the pipelines of groups without writes
+// close, their followers are then replicated by plain appends that stay
+// off the wire while idle, a lone write still reaches every follower at
+// once, and writes open the pipelines again.
+func TestRaftParkedPipelines(t *testing.T) {
+	old := pipelineIdle
+	pipelineIdle = 300 * time.Millisecond
+	t.Cleanup(func() { pipelineIdle = old })
+	gids := []uint64{7, 8}
+	c := newRaftCluster(t, 3, gids, func(cfg *raft.Config) {
+		cfg.CommitTimeout = 20 * time.Millisecond
+	})
+	c.waitLeaders(30 * time.Second)
+	c.applyAll("a", 5)
+	c.waitConverged(5, 20*time.Second)
+	sum := func(name string) float64 {
+		var s float64
+		for _, n := range c.nodes {
+			s += n.metric(t, name)
+		}
+		return s
+	}
+	// Two groups, two followers each: four pipelines, all parked.
+	waitFor(t, 10*time.Second, "every pipeline parked", func() bool {
+		return sum("shardnet_transport_pipelines") == 0 && sum("shardnet_transport_pipelines_parked_total") >= 4
+	})
+	q0, sent0 := sum("shardnet_transport_quiet_appends_total"), sum("shardnet_transport_rpcs_sent_total")
+	time.Sleep(500 * time.Millisecond)
+	if q := sum("shardnet_transport_quiet_appends_total") - q0; q < 10 {
+		t.Fatalf("%v quiet plain appends in 500 ms of two parked groups at a 20 ms commit timeout, want many", q)
+	}
+	// What still crosses the wire is the heartbeats (every 50-100 ms per
+	// follower) and the real append every quietRefresh: far fewer than
+	// the 100-200 appends the commit timeout asks for.
+	if sent := sum("shardnet_transport_rpcs_sent_total") - sent0; sent > 100 {
+		t.Fatalf("%v RPCs sent in 500 ms of two parked groups, want the heartbeats only", sent)
+	}
+	for round := range 3 {
+		start := time.Now()
+		for _, gid := range gids {
+			if err := c.apply(gid, "lone"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := start.Add(scaled(2 * time.Second))
+		for _, gid := range gids {
+			want, _ := c.leader(gid).fsm.state()
+			for _, r := range c.groups[gid] {
+				for {
+					got, _ := r.fsm.state()
+					if slices.Equal(got, want) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("round %d: group %d replica %s has %d entries %v after a lone write to a parked group, leader %d", round, gid, r.id, len(got), time.Since(start), len(want))
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}
+	}
+	// Steady writes open the pipelines again.
+	reopened := false
+	for i := 0; i < 100 && !reopened; i++ {
+		for _, gid := range gids {
+			if err := c.apply(gid, fmt.Sprintf("w%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reopened = sum("shardnet_transport_pipelines") == 4
+	}
+	if !reopened {
+		t.Fatalf("pipelines open under writes: %v, want 4", sum("shardnet_transport_pipelines"))
+	}
+	c.waitConverged(5, 20*time.Second)
+}
