@@ -365,12 +365,17 @@ func (n *Node) renewIncarnations() {
 	if fsm.CheckVersion(fsm.MetaVersion(&fsm.SetPlacement{}), n.meta.fsm.ClusterVersion()) != nil {
 		return
 	}
+	applied := n.meta.fsm.Applied() // before the records, as repairStep
+	if applied == n.renewedAt {
+		return // nothing changed since a pass that had nothing to renew
+	}
 	current := map[string]string{}
 	for _, nd := range n.meta.fsm.Nodes() {
 		if nd.State == fsm.NodeAlive {
 			current[nd.ID] = nd.ServerID
 		}
 	}
+	renewed := false
 	for _, ch := range n.meta.fsm.Channels() {
 		next := slices.Clone(ch.Placement)
 		changed := false
@@ -394,6 +399,10 @@ func (n *Node) renewIncarnations() {
 			return
 		}
 		n.log.Info("placement names the new incarnation of a wiped node", "channel", ch.Name, "placement", serverIDs(next))
+		renewed = true
+	}
+	if !renewed {
+		n.renewedAt = applied
 	}
 }
 
@@ -462,7 +471,13 @@ func (n *Node) memberQuery(gid uint64, server raft.ServerID) (memberAnswer, erro
 	if rf.State() != raft.Leader {
 		return memberKeep, fmt.Errorf("%w: group %d", shard.ErrNotLeader, gid)
 	}
-	if err := rf.VerifyLeader().Error(); err != nil {
+	// Leadership confirmed by answers to messages sent from now on
+	// (shard.ConfirmLeadership): raft's VerifyLeader alone counts answers
+	// to older messages (docs/raft-notes.md "R2"), and a deposed leader
+	// must not tell a replica it is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := rep.ReadIndex(ctx); err != nil {
 		return memberKeep, fmt.Errorf("%w: group %d: %v", shard.ErrNotLeader, gid, err)
 	}
 	f := rf.GetConfiguration()

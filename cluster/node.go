@@ -96,6 +96,9 @@ type Node struct {
 	registryMu sync.Mutex
 	// repair: the meta leader's moves in flight (repair.go).
 	repair repairs
+	// renewedAt is the meta applied index at which renewIncarnations last
+	// found nothing to rewrite (leader loop only).
+	renewedAt uint64
 	// leaving is closed once the node agreed to leave the cluster
 	// (drain.go): its process shuts down (Leaving).
 	leaving     chan struct{}

@@ -263,6 +263,10 @@ type repairs struct {
 	inFlight map[string]*moveInFlight // by channel
 	blocked  map[string]string        // channel → why, as last logged
 	told     bool                     // logged that repairs wait for the cluster version
+	// settled is the meta applied index at which a step had no move in
+	// flight and found none to start: until the meta state moves, the
+	// next step would decide the same from the same records.
+	settled uint64
 }
 
 type moveInFlight struct {
@@ -281,7 +285,15 @@ func (n *Node) repairStep() {
 		}
 		return
 	}
+	applied := n.meta.fsm.Applied() // before the records: an apply meanwhile makes the next step decide again
 	n.settleMoves()
+	n.repair.mu.Lock()
+	if len(n.repair.inFlight) == 0 && n.repair.settled == applied {
+		n.repair.mu.Unlock()
+		return // planMoves reads only the meta records and the moves in flight
+	}
+	n.repair.settled = 0
+	n.repair.mu.Unlock()
 	channels := n.meta.fsm.Channels()
 	n.repair.mu.Lock()
 	busy := map[string]bool{}
@@ -293,6 +305,11 @@ func (n *Node) repairStep() {
 	n.repair.mu.Unlock()
 	moves, blocked := planMoves(n.meta.fsm.Nodes(), channels, busy, perTarget, repairLimits{PerNode: n.cfg.RepairPerNode, Max: n.cfg.RepairMax})
 	n.logBlocked(blocked)
+	if len(moves) == 0 && len(busy) == 0 {
+		n.repair.mu.Lock()
+		n.repair.settled = applied
+		n.repair.mu.Unlock()
+	}
 	for _, mv := range moves {
 		res, err := n.proposeMeta(context.Background(), &fsm.SetPlacement{Channel: mv.Channel, Placement: mv.Placement, Expect: mv.Expect})
 		if err == nil {
