@@ -249,6 +249,14 @@ func (m *Manager) Ensure(spec ReplicaSpec) (*Replica, error) {
 	return r, nil
 }
 
+// logCacheSize is the entries of a group's log raft keeps in memory: a
+// ring of pointers, 8 bytes an entry whether used or not. As many as one
+// full append (MaxAppendEntries): a follower replicates from the entries
+// written moments before, and one further behind reads the log store. The
+// ring of 512 it replaces cost 2 KiB more per replica, idle or not
+// (docs/benchmarks.md "Idle channels, real agents").
+const logCacheSize = 256
+
 func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	gid := spec.GroupID
 	if gid == 0 {
@@ -289,7 +297,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 	store := m.logs.Group(gid)
 	g, err := StartGroup(GroupSetup{
 		GroupID: gid, ServerID: raft.ServerID(rec.ServerID), Timing: m.cfg.Raft, Logger: logger,
-		FSM: ch, Logs: store, Stable: store, Snapshots: snaps, CacheSize: 512,
+		FSM: ch, Logs: store, Stable: store, Snapshots: snaps, CacheSize: logCacheSize,
 		Transport: m.cfg.Transport, Bootstrap: spec.Peers, Placed: m.placed(gid, rec.Channel),
 		BeforeStart: func() error {
 			if known {
