@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/shardnet/shardnet/cluster"
 	"github.com/shardnet/shardnet/internal/agent"
+	"github.com/shardnet/shardnet/internal/procs"
 	"github.com/shardnet/shardnet/server"
 )
 
@@ -62,6 +64,7 @@ type agentConfig struct {
 	ChunkGCGrace    string   `hcl:"chunk_gc_grace,optional"`
 	RepairPerNode   int      `hcl:"repair_per_node,optional"`
 	RepairMax       int      `hcl:"repair_max,optional"`
+	IdleOneProc     bool     `hcl:"idle_one_proc,optional"`
 
 	HTTPMaxConns          int    `hcl:"http_max_conns,optional"`
 	HTTPMaxConnsPerClient int    `hcl:"http_max_conns_per_client,optional"`
@@ -92,6 +95,7 @@ func defaultAgentConfig() agentConfig {
 		HTTPAddr:    "127.0.0.1:8500",
 		LogLevel:    "info",
 		RateLimit:   20000,
+		IdleOneProc: true,
 
 		HTTPMaxConnsPerClient: server.DefaultMaxConnsPerClient,
 		HTTPIdleTimeout:       server.DefaultIdleTimeout.String(),
@@ -149,6 +153,7 @@ func agentFlags(c *agentConfig, configPath *string) *flag.FlagSet {
 	fs.StringVar(&c.LeaderRebalance, "leader-rebalance", c.LeaderRebalance, "how often this node hands the channels it leads back to their preferred leaders, the first nodes of their placements (default 10s; off: never)")
 	fs.IntVar(&c.RepairPerNode, "repair-per-node", c.RepairPerNode, "on the meta leader: most replicas being moved onto one node at once, by automatic repair and drain (0: 2)")
 	fs.IntVar(&c.RepairMax, "repair-max", c.RepairMax, "on the meta leader: most replicas being moved in the cluster at once, by automatic repair and drain (0: 8)")
+	fs.BoolVar(&c.IdleOneProc, "idle-one-proc", c.IdleOneProc, "run on one processor (GOMAXPROCS=1) while the node uses under 25 % of a core, and on all again within a second of using 45 % (docs/operations.md); ignored when $GOMAXPROCS is set")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "requests per second each client IP may send (burst: twice that); 0: unlimited")
 	tlsFlags(fs, c)
 	return fs
@@ -453,6 +458,13 @@ func runAgent(args []string) int {
 		return 1
 	}
 	logger.Info("serving", "http", a.URL(), "gossip", a.Node.GossipAddr(), "cluster", a.Node.ClusterAddr(), "cluster_tls", certs != nil)
+	stopProcs := func() {}
+	if cfg.IdleOneProc && procs.Enabled() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); procs.Run(ctx, procs.Config{Logger: logger.Named("procs")}) }()
+		stopProcs = func() { cancel(); <-done }
+	}
 	// SIGHUP rereads the cluster certificates (reloadOnSIGHUP), the HTTP
 	// API's, and the -token-file (operator token rotation).
 	stopReload := reloadOnSIGHUP(certs, logger)
@@ -465,6 +477,7 @@ func runAgent(args []string) int {
 		}
 	})
 	stopReload()
+	stopProcs()
 	logger.Info("shutting down")
 	if err := a.Close(); err != nil {
 		logger.Error("shutdown", "error", err)

@@ -46,6 +46,33 @@ stake            = 7
 	}
 }
 
+// -idle-one-proc is on unless the file or a flag turns it off; a flag
+// wins over the file.
+func TestIdleOneProcFlag(t *testing.T) {
+	t.Setenv("SHARDNET_CLUSTER_KEY", "ck")
+	t.Setenv("SHARDNET_GOSSIP_KEY", testGossipKey)
+	dir := t.TempDir()
+	off := filepath.Join(dir, "off.hcl")
+	if err := os.WriteFile(off, []byte("idle_one_proc = false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"-name", "n1", "-data-dir", dir}
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"-idle-one-proc=false"}, false},
+		{[]string{"-config", off}, false},
+		{[]string{"-config", off, "-idle-one-proc"}, true},
+	} {
+		cfg, err := loadAgentConfig(append(append([]string{}, base...), c.args...))
+		if err != nil || cfg.IdleOneProc != c.want {
+			t.Errorf("%v: idle-one-proc %v, %v; want %v", c.args, cfg.IdleOneProc, err, c.want)
+		}
+	}
+}
+
 func TestLeaderRebalanceFlag(t *testing.T) {
 	for in, want := range map[string]time.Duration{"": 0, "off": -1, "30s": 30 * time.Second} {
 		got, err := agentConfig{LeaderRebalance: in}.leaderRebalance()
