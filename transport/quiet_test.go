@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,21 +107,8 @@ func TestQuietAppends(t *testing.T) {
 // the groups' idle appends stay off the wire.
 func TestRaftQuietGroups(t *testing.T) {
 	gids := []uint64{7, 8}
-	c := newRaftCluster(t, 3, gids, func(cfg *raft.Config) {
-		// Heartbeats (every 50-100 ms) keep the followers' answers fresh;
-		// the commit timeout sends an empty append every 20-40 ms.
-		cfg.CommitTimeout = 20 * time.Millisecond
-	})
-	c.waitLeaders(30 * time.Second)
-	c.applyAll("a", 5)
-	c.waitConverged(5, 20*time.Second)
-	quiet := func() float64 {
-		var sum float64
-		for _, n := range c.nodes {
-			sum += n.metric(t, "shardnet_transport_quiet_appends_total")
-		}
-		return sum
-	}
+	c := newIdleCluster(t, gids)
+	quiet := func() float64 { return c.metric("shardnet_transport_quiet_appends_total") }
 	q0 := quiet()
 	time.Sleep(500 * time.Millisecond)
 	if q := quiet() - q0; q < 10 {
@@ -131,29 +117,5 @@ func TestRaftQuietGroups(t *testing.T) {
 	// A lone write in each group reaches every follower's state machine
 	// well within quietRefresh: its commit index is news, so the append
 	// carrying it goes out.
-	for round := range 3 {
-		start := time.Now()
-		for _, gid := range gids {
-			if err := c.apply(gid, "lone"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		deadline := start.Add(scaled(2 * time.Second))
-		for _, gid := range gids {
-			want, _ := c.leader(gid).fsm.state()
-			for _, r := range c.groups[gid] {
-				for {
-					got, _ := r.fsm.state()
-					if slices.Equal(got, want) {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("round %d: group %d replica %s has %d entries %v after a lone write, leader %d", round, gid, r.id, len(got), time.Since(start), len(want))
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}
-		}
-		time.Sleep(200 * time.Millisecond) // idle again
-	}
+	c.loneWrites(gids, 3, "an idle group")
 }

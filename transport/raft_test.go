@@ -513,19 +513,8 @@ func TestRaftParkedPipelines(t *testing.T) {
 	pipelineIdle = 300 * time.Millisecond
 	t.Cleanup(func() { pipelineIdle = old })
 	gids := []uint64{7, 8}
-	c := newRaftCluster(t, 3, gids, func(cfg *raft.Config) {
-		cfg.CommitTimeout = 20 * time.Millisecond
-	})
-	c.waitLeaders(30 * time.Second)
-	c.applyAll("a", 5)
-	c.waitConverged(5, 20*time.Second)
-	sum := func(name string) float64 {
-		var s float64
-		for _, n := range c.nodes {
-			s += n.metric(t, name)
-		}
-		return s
-	}
+	c := newIdleCluster(t, gids)
+	sum := c.metric
 	// Two groups, two followers each: four pipelines, all parked.
 	waitFor(t, 10*time.Second, "every pipeline parked", func() bool {
 		return sum("shardnet_transport_pipelines") == 0 && sum("shardnet_transport_pipelines_parked_total") >= 4
@@ -541,30 +530,7 @@ func TestRaftParkedPipelines(t *testing.T) {
 	if sent := sum("shardnet_transport_rpcs_sent_total") - sent0; sent > 100 {
 		t.Fatalf("%v RPCs sent in 500 ms of two parked groups, want the heartbeats only", sent)
 	}
-	for round := range 3 {
-		start := time.Now()
-		for _, gid := range gids {
-			if err := c.apply(gid, "lone"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		deadline := start.Add(scaled(2 * time.Second))
-		for _, gid := range gids {
-			want, _ := c.leader(gid).fsm.state()
-			for _, r := range c.groups[gid] {
-				for {
-					got, _ := r.fsm.state()
-					if slices.Equal(got, want) {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("round %d: group %d replica %s has %d entries %v after a lone write to a parked group, leader %d", round, gid, r.id, len(got), time.Since(start), len(want))
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}
-		}
-	}
+	c.loneWrites(gids, 3, "a parked group")
 	// Steady writes open the pipelines again.
 	reopened := false
 	for i := 0; i < 100 && !reopened; i++ {
@@ -579,4 +545,59 @@ func TestRaftParkedPipelines(t *testing.T) {
 		t.Fatalf("pipelines open under writes: %v, want 4", sum("shardnet_transport_pipelines"))
 	}
 	c.waitConverged(5, 20*time.Second)
+}
+
+// loneWrites makes rounds lone writes in each of gids, one round after the
+// other, and fails unless every replica's state machine holds each within
+// 2 s: the append that carries its commit index must go out even though
+// the group is otherwise idle (what says how idle).
+func (c *raftCluster) loneWrites(gids []uint64, rounds int, what string) {
+	c.t.Helper()
+	for round := range rounds {
+		start := time.Now()
+		for _, gid := range gids {
+			if err := c.apply(gid, "lone"); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+		deadline := start.Add(scaled(2 * time.Second))
+		for _, gid := range gids {
+			want, _ := c.leader(gid).fsm.state()
+			for _, r := range c.groups[gid] {
+				for {
+					got, _ := r.fsm.state()
+					if slices.Equal(got, want) {
+						break
+					}
+					if time.Now().After(deadline) {
+						c.t.Fatalf("round %d: group %d replica %s has %d entries %v after a lone write to %s, leader %d", round, gid, r.id, len(got), time.Since(start), what, len(want))
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // idle again
+	}
+}
+
+// newIdleCluster starts 3 nodes with gids, each group with a 20 ms commit
+// timeout (an empty append every 20-40 ms; heartbeats every 50-100 ms keep
+// the followers' answers fresh), five writes in each, converged.
+func newIdleCluster(t testing.TB, gids []uint64) *raftCluster {
+	c := newRaftCluster(t, 3, gids, func(cfg *raft.Config) {
+		cfg.CommitTimeout = 20 * time.Millisecond
+	})
+	c.waitLeaders(30 * time.Second)
+	c.applyAll("a", 5)
+	c.waitConverged(5, 20*time.Second)
+	return c
+}
+
+// metric sums a metric over the cluster's nodes.
+func (c *raftCluster) metric(name string) float64 {
+	var s float64
+	for _, n := range c.nodes {
+		s += n.metric(c.t, name)
+	}
+	return s
 }
