@@ -292,10 +292,6 @@ func (n *Node) repairStep() {
 		n.repair.mu.Unlock()
 		return // planMoves reads only the meta records and the moves in flight
 	}
-	n.repair.settled = 0
-	n.repair.mu.Unlock()
-	channels := n.meta.fsm.Channels()
-	n.repair.mu.Lock()
 	busy := map[string]bool{}
 	perTarget := map[string]int{}
 	for name, mv := range n.repair.inFlight {
@@ -303,7 +299,7 @@ func (n *Node) repairStep() {
 		perTarget[mv.To.NodeID]++
 	}
 	n.repair.mu.Unlock()
-	moves, blocked := planMoves(n.meta.fsm.Nodes(), channels, busy, perTarget, repairLimits{PerNode: n.cfg.RepairPerNode, Max: n.cfg.RepairMax})
+	moves, blocked := planMoves(n.meta.fsm.Nodes(), n.meta.fsm.Channels(), busy, perTarget, repairLimits{PerNode: n.cfg.RepairPerNode, Max: n.cfg.RepairMax})
 	n.logBlocked(blocked)
 	if len(moves) == 0 && len(busy) == 0 {
 		n.repair.mu.Lock()

@@ -138,8 +138,7 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	if quiet, ok := g.quietAnswer(target, args); ok && g.node.sessionOpen(target) {
 		// A parked follower's plain appends (quiet.go): as the pipeline's.
 		*resp = quiet
-		g.node.metrics.quietAppends.Inc()
-		g.node.quiet.n.Add(1)
+		g.node.countQuiet()
 		return nil
 	}
 	if isHeartbeat(args) {

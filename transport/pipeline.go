@@ -73,8 +73,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 			quiet.Success = false
 			p.g.park(p.target)
 		} else {
-			n.metrics.quietAppends.Inc()
-			n.quiet.n.Add(1)
+			n.countQuiet()
 		}
 		*resp, f.local = quiet, true
 	} else {

@@ -111,6 +111,12 @@ func (g *GroupTransport) parked(target raft.ServerAddress) bool {
 	return g.followers[target].parked
 }
 
+// countQuiet counts one append answered by quietAnswer.
+func (n *Node) countQuiet() {
+	n.metrics.quietAppends.Inc()
+	n.quiet.n.Add(1)
+}
+
 // quietCount counts the appends answered by quietAnswer on this node, for
 // QuietAppends (the metric has no cheap reader).
 type quietCount struct{ n atomic.Uint64 }
