@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 )
 
@@ -87,6 +88,8 @@ type Hasher struct {
 	// needs without hashing it twice.
 	keep   bool
 	leaves []Digest
+	crc    uint32   // CRC-32C of the current block so far, when kept
+	crcs   []uint32 // every complete block's CRC-32C, when kept
 }
 
 // KeepLeaves makes h record the leaf hash of every block, for Leaves. Call
@@ -109,6 +112,16 @@ func (h *Hasher) Leaves() []Digest {
 	return leaves
 }
 
+// sums returns the leaf hashes and CRC-32Cs of the blocks written so far
+// (the short last block included); h must keep its leaves.
+func (h *Hasher) sums() blockSums {
+	sums := blockSums{leaves: h.Leaves(), crcs: append([]uint32(nil), h.crcs...)}
+	if h.inBlock > 0 {
+		sums.crcs = append(sums.crcs, h.crc)
+	}
+	return sums
+}
+
 // NewHasher returns a Hasher for one chunk.
 func NewHasher() *Hasher {
 	h := &Hasher{leaf: sha256.New(), sum: make([]byte, 0, sha256.Size)}
@@ -125,6 +138,8 @@ func (h *Hasher) Reset() {
 	h.stack = h.stack[:0]
 	h.levels = h.levels[:0]
 	h.leaves = h.leaves[:0]
+	h.crc = 0
+	h.crcs = h.crcs[:0]
 }
 
 // Write hashes p as the next bytes of the chunk.
@@ -134,12 +149,17 @@ func (h *Hasher) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		take := min(BlockSize-h.inBlock, len(p))
 		h.leaf.Write(p[:take])
+		if h.keep {
+			h.crc = crc32.Update(h.crc, castagnoli, p[:take])
+		}
 		h.inBlock += take
 		p = p[take:]
 		if h.inBlock == BlockSize {
 			d := h.leafSum()
 			if h.keep {
 				h.leaves = append(h.leaves, d)
+				h.crcs = append(h.crcs, h.crc)
+				h.crc = 0
 			}
 			h.push(d)
 		}

@@ -42,33 +42,33 @@ func (r *Reader) ID() ID { return r.id }
 // Close closes the chunk's file.
 func (r *Reader) Close() error { return r.f.Close() }
 
-// Verified returns a reader of the chunk that checks every block against
-// its leaf hash before it delivers any byte of it: a byte read through it
-// is the chunk's, and a corrupt block fails with ErrCorrupt (a range that
-// does not touch it still reads). The leaves come from the store's cache
-// (filled by Put and by earlier verified reads) or, when missing, from one
-// pass over the whole chunk checked against the id, which fails with
-// ErrCorrupt if any block is corrupt.
+// Verified returns a reader of the chunk that checks every block before
+// it delivers any byte of it: a corrupt block fails with ErrCorrupt (a
+// range that does not touch it still reads). Blocks are checked against
+// sums taken from bytes that hashed to the id (blocksum.go): from the
+// store's cache (filled by Put and by earlier verified reads) or, when
+// missing, from one pass over the whole chunk checked against the id,
+// which fails with ErrCorrupt if any block is corrupt.
 func (r *Reader) Verified() (*Verified, error) {
-	leaves, err := r.s.leavesOf(r.id, r.f, r.Size())
+	sums, err := r.s.sumsOf(r.id, r.f, r.Size())
 	if err != nil {
 		return nil, err
 	}
-	if len(leaves) != NumBlocks(r.Size()) {
-		// A file of the wrong length under the id (cached leaves are
-		// of the chunk's true length).
+	if len(sums.leaves) != NumBlocks(r.Size()) || len(sums.crcs) != len(sums.leaves) {
+		// A file of the wrong length under the id (cached sums are of
+		// the chunk's true length).
 		r.s.corruptRead(r.id, -1)
-		return nil, fmt.Errorf("chunk: read %s: %d bytes on disk, not %d blocks: %w", r.id, r.Size(), len(leaves), ErrCorrupt)
+		return nil, fmt.Errorf("chunk: read %s: %d bytes on disk, not %d blocks: %w", r.id, r.Size(), len(sums.leaves), ErrCorrupt)
 	}
-	return &Verified{r: r, leaves: leaves}, nil
+	return &Verified{r: r, sums: sums}, nil
 }
 
-// Verified reads a chunk block by block, checking each against its leaf
-// hash (Reader.Verified). Its ReadAt serves Range reads; wrap it in an
+// Verified reads a chunk block by block, checking each against its sums
+// (Reader.Verified). Its ReadAt serves Range reads; wrap it in an
 // io.SectionReader to stream. Safe for concurrent ReadAt calls.
 type Verified struct {
-	r      *Reader
-	leaves []Digest
+	r    *Reader
+	sums blockSums
 	// The last block checked for a read smaller than a block, so that
 	// reads of a stream in small buffers (io.Copy's 32 KiB) hash each
 	// block once.
@@ -139,29 +139,29 @@ func (v *Verified) readBlock(i int, dst []byte) error {
 		}
 		return fmt.Errorf("chunk: read %s block %d: %w", v.r.id, i, err)
 	}
-	if LeafHash(dst) != v.leaves[i] {
+	if blockCRC(dst) != v.sums.crcs[i] {
 		v.r.s.corruptRead(v.r.id, i)
 		return fmt.Errorf("chunk: read %s block %d: %w", v.r.id, i, ErrCorrupt)
 	}
 	return nil
 }
 
-// leavesOf returns the verified leaf hashes of the chunk id read from f,
-// from the cache or by hashing it whole.
-func (s *Store) leavesOf(id ID, f io.ReaderAt, size int64) ([]Digest, error) {
-	if leaves, ok := s.leaves.get(id); ok {
-		return leaves, nil
+// sumsOf returns the block sums of the chunk id read from f, from the
+// cache or by hashing it whole and checking the result against the id.
+func (s *Store) sumsOf(id ID, f io.ReaderAt, size int64) (blockSums, error) {
+	if sums, ok := s.leaves.get(id); ok {
+		return sums, nil
 	}
-	leaves, length, err := Leaves(io.NewSectionReader(f, 0, size))
+	sums, length, err := readSums(io.NewSectionReader(f, 0, size))
 	if err != nil {
-		return nil, fmt.Errorf("chunk: read %s: %w", id, err)
+		return blockSums{}, fmt.Errorf("chunk: read %s: %w", id, err)
 	}
-	if IDOf(length, leaves) != id {
+	if IDOf(length, sums.leaves) != id {
 		s.corruptRead(id, -1)
-		return nil, fmt.Errorf("chunk: read %s: %w", id, ErrCorrupt)
+		return blockSums{}, fmt.Errorf("chunk: read %s: %w", id, ErrCorrupt)
 	}
-	s.leaves.add(id, leaves)
-	return leaves, nil
+	s.leaves.add(id, sums)
+	return sums, nil
 }
 
 // corruptRead counts and logs a read that found chunk id corrupt (block -1:
@@ -221,7 +221,7 @@ func (s *Store) Prove(id ID, i int) (block []byte, path []Digest, length int64, 
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if path, err = Prove(v.leaves, i); err != nil {
+	if path, err = Prove(v.sums.leaves, i); err != nil {
 		return nil, nil, 0, err
 	}
 	length = r.Size()

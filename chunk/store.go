@@ -65,7 +65,7 @@ type Store struct {
 	log  hclog.Logger
 	m    *metrics
 
-	leaves *leafCache // verified leaf hashes by id (leafcache.go)
+	leaves *leafCache // verified block sums by id (leafcache.go)
 
 	bytes  atomic.Int64 // bytes of stored chunks
 	count  atomic.Int64 // stored chunks
@@ -279,20 +279,20 @@ func (s *Store) PutHashed(h *Hasher, data []byte) error {
 	if !h.keep || h.Len() != int64(len(data)) {
 		return fmt.Errorf("chunk: put hashed: a hasher of %d bytes (leaves kept: %t) for %d bytes: %w", h.Len(), h.keep, len(data), ErrMismatch)
 	}
-	_, err := s.store(func(f *os.File) (ID, int64, []Digest, error) {
+	_, err := s.store(func(f *os.File) (ID, int64, blockSums, error) {
 		if int64(len(data)) > s.opts.MaxChunkSize {
-			return ID{}, 0, nil, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
+			return ID{}, 0, blockSums{}, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
 		}
 		if _, err := f.Write(data); err != nil {
-			return ID{}, 0, nil, fmt.Errorf("chunk: put: write: %w", diskErr(err))
+			return ID{}, 0, blockSums{}, fmt.Errorf("chunk: put: write: %w", diskErr(err))
 		}
-		return h.Sum(), h.Len(), h.Leaves(), nil
+		return h.Sum(), h.Len(), h.sums(), nil
 	})
 	return err
 }
 
 func (s *Store) put(r io.Reader, want *ID) (ID, error) {
-	return s.store(func(f *os.File) (ID, int64, []Digest, error) {
+	return s.store(func(f *os.File) (ID, int64, blockSums, error) {
 		h := NewHasher()
 		h.KeepLeaves()
 		bp := copyBufs.Get().(*[]byte)
@@ -304,32 +304,32 @@ func (s *Store) put(r io.Reader, want *ID) (ID, error) {
 			if n > 0 {
 				h.Write(buf[:n])
 				if h.Len() > s.opts.MaxChunkSize {
-					return ID{}, 0, nil, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
+					return ID{}, 0, blockSums{}, fmt.Errorf("chunk: put: more than %d bytes: %w", s.opts.MaxChunkSize, ErrTooLarge)
 				}
 				if _, werr := f.Write(buf[:n]); werr != nil {
-					return ID{}, 0, nil, fmt.Errorf("chunk: put: write: %w", diskErr(werr))
+					return ID{}, 0, blockSums{}, fmt.Errorf("chunk: put: write: %w", diskErr(werr))
 				}
 			}
 			if rerr == io.EOF {
 				break
 			}
 			if rerr != nil {
-				return ID{}, 0, nil, fmt.Errorf("chunk: put: read: %w", rerr)
+				return ID{}, 0, blockSums{}, fmt.Errorf("chunk: put: read: %w", rerr)
 			}
 		}
 		id, size := h.Sum(), h.Len()
 		if want != nil && id != *want {
-			return id, size, nil, fmt.Errorf("chunk: put: %d bytes hash to %s, expected %s: %w", size, id, *want, ErrMismatch)
+			return id, size, blockSums{}, fmt.Errorf("chunk: put: %d bytes hash to %s, expected %s: %w", size, id, *want, ErrMismatch)
 		}
-		return id, size, h.Leaves(), nil
+		return id, size, h.sums(), nil
 	})
 }
 
 // store is every put's frame: write fills a new temp file and names its
-// content (id, length and leaf hashes); then, unless a chunk of that id
+// content (id, length and block sums); then, unless a chunk of that id
 // and length is held already, the file is synced, renamed to its id's name
 // and its directory synced.
-func (s *Store) store(write func(f *os.File) (ID, int64, []Digest, error)) (id ID, err error) {
+func (s *Store) store(write func(f *os.File) (ID, int64, blockSums, error)) (id ID, err error) {
 	if s.closed.Load() {
 		return id, ErrClosed
 	}
@@ -357,13 +357,13 @@ func (s *Store) store(write func(f *os.File) (ID, int64, []Digest, error)) (id I
 		}
 	}()
 
-	id, size, leaves, err := write(f)
+	id, size, sums, err := write(f)
 	if err != nil {
 		return id, err
 	}
-	// The leaves are right for the id whether or not this Put stores
-	// the file: the next verified read of it need not hash it whole.
-	s.leaves.add(id, leaves)
+	// The sums are right for the id whether or not this Put stores the
+	// file: the next verified read of it need not hash it whole.
+	s.leaves.add(id, sums)
 
 	st := s.stripe(id)
 	st.mu.Lock()

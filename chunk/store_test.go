@@ -696,21 +696,21 @@ func TestMetricsSharedRegistry(t *testing.T) {
 func TestLeafCacheBounded(t *testing.T) {
 	c := newLeafCache(2)
 	a, b, d := Sum([]byte("a")), Sum([]byte("b")), Sum([]byte("d"))
-	c.add(a, []Digest{{1}})
-	c.add(b, []Digest{{2}})
+	c.add(a, blockSums{leaves: []Digest{{1}}})
+	c.add(b, blockSums{leaves: []Digest{{2}}})
 	c.get(a) // a is now the most recent
-	c.add(d, []Digest{{3}})
+	c.add(d, blockSums{leaves: []Digest{{3}}})
 	if _, ok := c.get(b); ok {
 		t.Fatal("the least recently used entry was kept")
 	}
-	if l, ok := c.get(a); !ok || l[0] != (Digest{1}) {
+	if l, ok := c.get(a); !ok || l.leaves[0] != (Digest{1}) {
 		t.Fatal("a recently used entry was dropped")
 	}
 	if c.ll.Len() != 2 || len(c.m) != 2 {
 		t.Fatalf("cache holds %d/%d entries, bound 2", c.ll.Len(), len(c.m))
 	}
 	off := newLeafCache(-1)
-	off.add(a, nil)
+	off.add(a, blockSums{})
 	if _, ok := off.get(a); ok {
 		t.Fatal("a disabled cache kept an entry")
 	}
