@@ -236,14 +236,15 @@ func (s *Server) fileGet(ctx context.Context, req *request) (*response, error) {
 	s.setLag(h, req.ch, level)
 	resp.content = func(w http.ResponseWriter) {
 		defer fr.Close()
-		// The chunks are read and checked ahead, beside the writes
-		// (readahead.go); stopped before fr closes.
+		// The chunks are read and checked ahead, beside the writes, and
+		// written a block at a time (readahead.go); stopped before fr
+		// closes.
 		ra := newReadAhead(fr, fr.Size())
 		defer ra.Close()
 		// Range (one or several: multipart/byteranges), If-Range,
 		// If-None-Match (304), HEAD and Accept-Ranges, as net/http tests
 		// them; the ETag above is what the conditions compare.
-		http.ServeContent(w, req.r, "", time.Time{}, ra)
+		http.ServeContent(bulkWriter{w}, req.r, "", time.Time{}, ra)
 	}
 	return resp, nil
 }

@@ -3,18 +3,20 @@ package server
 import (
 	"errors"
 	"io"
+	"net/http"
 	"sync"
 )
 
 // Read-ahead for downloads. A file download reads each block of a chunk,
-// checks it against the chunk's id (SHA-256) and writes it to the client:
-// done in turn by one goroutine, the hashing and the socket writes added up
-// (a 1 GiB download through one node: half the CPU in SHA-256, a third in
-// write system calls, ~800 MiB/s). readAhead moves the reading and
-// checking one or two blocks ahead into a goroutine of its own, so that it
-// runs beside the writes on another core. Small reads (a Range of a few
-// bytes, the first MiB of anything) are served directly and start no
-// goroutine.
+// checks it (chunk.Reader.Verified) and writes it to the client: done in
+// turn by one goroutine, the checking and the socket writes added up.
+// readAhead moves the reading and checking one or two blocks ahead into a
+// goroutine of its own, so that it runs beside the writes on another core.
+// Small reads (a Range of a few bytes, the first MiB of anything) are
+// served directly and start no goroutine. And its blocks go to the socket
+// whole, from the buffer they were read and checked in (writeTo, through
+// bulkWriter): http.ServeContent's io.CopyN would otherwise copy them once
+// more, into 32 KiB pieces, one write system call each.
 const (
 	aheadBlock = 1 << 20 // bytes read and checked at a time ahead
 	aheadDepth = 2       // blocks ready ahead of the writer
@@ -56,24 +58,78 @@ func (r *readAhead) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if len(r.cur) == 0 && r.blocks == nil && r.off < r.size && r.direct < aheadAfter {
+		// Straight into p: no goroutine, no copy.
+		n, err := r.src.ReadAt(p[:min(int64(len(p)), r.size-r.off)], r.off)
+		r.off += int64(n)
+		r.direct += int64(n)
+		if n > 0 && errors.Is(err, io.EOF) {
+			err = nil // the next Read says EOF
+		}
+		return n, err
+	}
+	if err := r.fill(int64(len(p))); err != nil {
+		return 0, err
+	}
+	n := copy(p, r.cur)
+	r.advance(n)
+	return n, nil
+}
+
+// writeTo writes the next n bytes (fewer if the file ends first) to w, each
+// block in one Write from the buffer it was checked in.
+func (r *readAhead) writeTo(w io.Writer, n int64) (int64, error) {
+	var written int64
+	for written < n {
+		if err := r.fill(n - written); err != nil {
+			if err == io.EOF {
+				break
+			}
+			return written, err
+		}
+		m, err := w.Write(r.cur[:min(int64(len(r.cur)), n-written)])
+		r.advance(m)
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// fill makes r.cur hold the next bytes, unless it does already: read
+// directly (at most want bytes) until aheadAfter bytes were read since the
+// last seek, then from the read-ahead goroutine's blocks. It returns what
+// stops it: io.EOF at the end, or the source's error after the bytes
+// before it.
+func (r *readAhead) fill(want int64) error {
+	if len(r.cur) > 0 {
+		return nil
+	}
 	if r.blocks == nil {
 		if r.off >= r.size {
-			return 0, io.EOF
+			return io.EOF
 		}
 		if r.direct < aheadAfter {
-			n, err := r.src.ReadAt(p[:min(int64(len(p)), r.size-r.off)], r.off)
-			r.off += int64(n)
+			r.release()
+			bp := aheadPool.Get().(*[]byte)
+			k := min(int64(len(*bp)), want, r.size-r.off, aheadAfter-r.direct)
+			n, err := r.src.ReadAt((*bp)[:k], r.off)
 			r.direct += int64(n)
-			if n > 0 && errors.Is(err, io.EOF) {
-				err = nil // the next Read says EOF
+			r.cur, r.curp = (*bp)[:n], bp
+			if n > 0 {
+				return nil // an error comes again on the next read
 			}
-			return n, err
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the source is shorter than it said
+			}
+			return err
 		}
 		r.start()
 	}
 	for len(r.cur) == 0 {
 		if r.err != nil {
-			return 0, r.err
+			return r.err
 		}
 		r.release()
 		b, ok := <-r.blocks
@@ -83,10 +139,13 @@ func (r *readAhead) Read(p []byte) (int, error) {
 		}
 		r.cur, r.curp, r.err = (*b.bp)[:b.n], b.bp, b.err
 	}
-	n := copy(p, r.cur)
+	return nil
+}
+
+// advance consumes n bytes of r.cur.
+func (r *readAhead) advance(n int) {
 	r.cur = r.cur[n:]
 	r.off += int64(n)
-	return n, nil
 }
 
 // start runs the read-ahead goroutine from r.off.
@@ -167,4 +226,24 @@ func (r *readAhead) Seek(offset int64, whence int) (int64, error) {
 func (r *readAhead) Close() error {
 	r.halt()
 	return nil
+}
+
+// bulkWriter is the http.ResponseWriter http.ServeContent writes a
+// readAhead to. Its ReadFrom, which io.CopyN calls, hands the readAhead's
+// blocks to the response whole (readAhead.writeTo), where net/http's own
+// copy would go through a 32 KiB buffer; any other source (a multipart
+// response's pipe) is copied as usual.
+type bulkWriter struct {
+	http.ResponseWriter
+}
+
+func (b bulkWriter) ReadFrom(src io.Reader) (int64, error) {
+	if lr, ok := src.(*io.LimitedReader); ok {
+		if ra, ok := lr.R.(*readAhead); ok {
+			n, err := ra.writeTo(b.ResponseWriter, lr.N)
+			lr.N -= n
+			return n, err
+		}
+	}
+	return io.Copy(struct{ io.Writer }{b.ResponseWriter}, src)
 }

@@ -3,9 +3,13 @@ package server
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -84,5 +88,73 @@ func TestReadAheadMatchesSource(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Fatalf("%d goroutines after Close, %d before", n, before)
+	}
+}
+
+// countingWriter is a ResponseWriter that records its body and the size of
+// every Write.
+type countingWriter struct {
+	*httptest.ResponseRecorder
+	writes []int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, len(p))
+	return c.ResponseRecorder.Write(p)
+}
+
+// TestBulkWriterServesWholeBlocks: http.ServeContent through bulkWriter
+// sends the same bytes as the source for a whole file, single ranges and
+// multipart ranges, and once reading ahead it writes whole blocks, not
+// net/http's 32 KiB pieces. A source error mid-file cuts the body after
+// exactly the bytes before it.
+func TestBulkWriterServesWholeBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 4*aheadBlock+999)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	serve := func(src io.ReaderAt, rangeHdr string) *countingWriter {
+		ra := newReadAhead(src, int64(len(data)))
+		defer ra.Close()
+		req := httptest.NewRequest(http.MethodGet, "/f", nil)
+		if rangeHdr != "" {
+			req.Header.Set("Range", rangeHdr)
+		}
+		w := &countingWriter{ResponseRecorder: httptest.NewRecorder()}
+		http.ServeContent(bulkWriter{w}, req, "", time.Time{}, ra)
+		return w
+	}
+
+	w := serve(bytes.NewReader(data), "")
+	if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), data) {
+		t.Fatalf("whole file: status %d, %d bytes, equal %t", w.Code, w.Body.Len(), bytes.Equal(w.Body.Bytes(), data))
+	}
+	whole := 0
+	for _, n := range w.writes {
+		if n == aheadBlock {
+			whole++
+		}
+	}
+	if whole < 3 || len(w.writes) > 8 {
+		t.Fatalf("whole file in %d writes (%v), %d of them whole blocks: want a block per write", len(w.writes), w.writes, whole)
+	}
+
+	for _, rg := range [][2]int{{0, 0}, {aheadBlock - 3, aheadBlock + 2}, {100, 3*aheadBlock + 50}, {len(data) - 10, len(data) - 1}} {
+		w := serve(bytes.NewReader(data), fmt.Sprintf("bytes=%d-%d", rg[0], rg[1]))
+		if w.Code != http.StatusPartialContent || !bytes.Equal(w.Body.Bytes(), data[rg[0]:rg[1]+1]) {
+			t.Fatalf("range %v: status %d, %d bytes", rg, w.Code, w.Body.Len())
+		}
+	}
+	w = serve(bytes.NewReader(data), fmt.Sprintf("bytes=5-9,%d-%d", 2*aheadBlock, 2*aheadBlock+10))
+	if w.Code != http.StatusPartialContent || !strings.HasPrefix(w.Header().Get("Content-Type"), "multipart/byteranges") ||
+		!bytes.Contains(w.Body.Bytes(), data[5:10]) || !bytes.Contains(w.Body.Bytes(), data[2*aheadBlock:2*aheadBlock+11]) {
+		t.Fatalf("multipart ranges: status %d, type %q", w.Code, w.Header().Get("Content-Type"))
+	}
+
+	bad := int64(2*aheadBlock + 4321)
+	w = serve(failingAt{bytes.NewReader(data), bad}, "")
+	if !bytes.Equal(w.Body.Bytes(), data[:bad]) {
+		t.Fatalf("failing source: %d bytes sent, want the %d before the failure", w.Body.Len(), bad)
 	}
 }
