@@ -161,6 +161,28 @@ rss_report() {
 			print "" }' "$2"
 }
 
+# cpu_now SHELL_PID: the CPU seconds used so far by every process of RSS_PIDS, then
+# by the waited-for children (the curls) of the shell SHELL_PID, space-
+# separated. Fields 14-17 of /proc/PID/stat are user and system time, then
+# those of the children it waited for, in clock ticks.
+cpu_now() {
+	local pid
+	for pid in "${RSS_PIDS[@]}" "$1"; do
+		sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null || echo
+	done | awk -v t="$(getconf CLK_TCK)" -v n="${#RSS_PIDS[@]}" '
+		NR <= n { printf "%.2f ", ($12 + $13) / t; next }
+		{ printf "%.2f\n", ($14 + $15) / t }'
+}
+# cpu_report WHAT BEFORE AFTER SECONDS: the CPU each process and the
+# clients used during a transfer, as seconds and as a share of one core.
+cpu_report() {
+	awk -v what="cpu $1" -v names="$RSS_NAMES clients" -v b="$2" -v a="$3" -v t="$4" 'BEGIN {
+		split(names, nm, " "); nb = split(b, bb, " "); split(a, aa, " ")
+		printf "%-34s %.2f s:", what, t
+		for (i = 1; i <= nb; i++) printf "  %s %.2f s (%.0f %%)", nm[i], aa[i] - bb[i], (aa[i] - bb[i]) / t * 100
+		print "" }'
+}
+
 # profile_upload takes 10 s CPU profiles of n1 (the entry node) and n2 (a
 # replica) in the background, into $PROF.
 profile_upload() {
@@ -176,7 +198,7 @@ profile_upload() {
 # CLIENTS curls at once (SYSTEM_put), then downloads them likewise
 # (SYSTEM_get); with rss, samples the memory of RSS_PIDS through each.
 phase() {
-	local sys=$1 name=$2 clients=$3 rss=${4:-} files bytes t0 t1 names
+	local sys=$1 name=$2 clients=$3 rss=${4:-} files bytes t0 t1 names cpu0 cpu1 me=$BASHPID
 	[ -d "$WORK/src/$name" ] || return 0
 	mapfile -t names < <(cd "$WORK/src/$name" && ls)
 	files=${#names[@]}
@@ -192,12 +214,15 @@ phase() {
 	report "$sys put $name, $clients clients" "$files" "$bytes" "$t0" "$t1"
 	[ -z "$rss" ] || rss_report "$sys put $name" "$WORK/rss-put-$sys-$name"
 	[ -z "$rss" ] || rss_start "$WORK/rss-get-$sys-$name"
+	[ -z "$rss" ] || cpu0=$(cpu_now "$me")
 	t0=$(now)
 	pool "$clients" down "${names[@]}" || die "$sys: download $name failed"
 	t1=$(now)
+	[ -z "$rss" ] || cpu1=$(cpu_now "$me")
 	[ -z "$rss" ] || rss_stop
 	report "$sys get $name, $clients clients" "$files" "$bytes" "$t0" "$t1"
 	[ -z "$rss" ] || rss_report "$sys get $name" "$WORK/rss-get-$sys-$name"
+	[ -z "$rss" ] || cpu_report "$sys get $name" "$cpu0" "$cpu1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 }
 
 # phases SYSTEM: every set, at its number of clients.
