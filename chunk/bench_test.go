@@ -102,7 +102,7 @@ func BenchmarkPutDuplicate4MiB(b *testing.B) {
 
 // BenchmarkVerifiedRead4MiB streams a chunk through Reader.Verified, from
 // the page cache, with its leaves cached (as after its Put) and without
-// (the first read after a restart: the chunk is hashed twice).
+// (the first read after a restart: the chunk is hashed whole first).
 func BenchmarkVerifiedRead4MiB(b *testing.B) {
 	for _, bc := range []struct {
 		name  string

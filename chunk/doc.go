@@ -25,9 +25,10 @@
 // renames it to its id's name and syncs the directory before it returns,
 // so a chunk under its id is always whole and an acknowledged chunk
 // survives a crash. Open removes what interrupted Puts left. Get serves
-// Range reads from the file; Reader.Verified checks every block against
-// the id before delivering it, and Verify re-hashes a chunk and removes it
-// if corrupt.
+// Range reads from the file; Reader.Verified checks every block before
+// delivering it (against its CRC-32C, taken from bytes that hashed to the
+// id: chunk/DESIGN.md "Verified reads"), and Verify re-hashes a chunk against
+// its id and removes it if corrupt.
 //
 // # Pins and garbage collection
 //

@@ -24,7 +24,7 @@ const DefaultMaxChunkSize = 4 << 20
 // the same margin shard keeps for its Raft logs and state.
 const DefaultMinFreeBytes = 256 << 20
 
-// DefaultLeafCacheChunks is how many chunks' leaf hashes a store keeps for
+// DefaultLeafCacheChunks is how many chunks' block sums a store keeps for
 // verified reads unless told otherwise.
 const DefaultLeafCacheChunks = 4096
 
@@ -44,9 +44,10 @@ type Options struct {
 	// MinFreeBytes is the free space on the store's file system below
 	// which Put refuses with ErrDiskFull (default 256 MiB).
 	MinFreeBytes uint64
-	// LeafCacheChunks is how many chunks' leaf hashes verified reads
-	// keep in memory (2 KiB for a 4 MiB chunk; default 4096, 8 MiB;
-	// negative: none, every verified read hashes its chunk twice).
+	// LeafCacheChunks is how many chunks' block sums (leaf hashes and
+	// CRC-32Cs) verified reads keep in memory (2.3 KiB for a 4 MiB
+	// chunk; default 4096, 9 MiB; negative: none, every verified read
+	// hashes its chunk whole against its id first).
 	LeafCacheChunks int
 	// Logger, narrowed to "chunk" by Open (default: discard).
 	Logger hclog.Logger
