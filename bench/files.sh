@@ -7,7 +7,8 @@
 # the machine's physical limits: dd's synced sequential write, its
 # sequential read from the disk (O_DIRECT) and from the page cache, and
 # sha256sum. The agents' resident memory (VmRSS, read from /proc from
-# outside) is sampled through the 1 GiB phases. Then the same phases
+# outside) and the CPU of the agents and of the clients are sampled through
+# the 1 GiB phases. Then the same phases
 # against SeaweedFS (bench/seaweedfs.sh: a master, three volume servers
 # with replication 002, three copies like RF 3, and a filer, on 127.0.0.1).
 # It prints one line per phase: files, bytes, seconds, MiB/s. Bounded:
@@ -16,6 +17,7 @@
 #   bench/files.sh                        # everything (about 10 GiB of disk at the peak)
 #   SMALL=16 BIG=4 LARGE=0 HUGE=0 bench/files.sh   # fewer and smaller files
 #   SEAWEED=0 bench/files.sh              # shardnet alone
+#   HUGE16=16 bench/files.sh              # and 16 × 1 GiB at 16 clients (48 GiB more disk)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Ports of its own, so that it can run beside the other benchmarks.
@@ -27,15 +29,17 @@ SMALL=${SMALL:-64}    # 1 MiB files at 16 clients (half as many at 1)
 BIG=${BIG:-16}        # 64 MiB files at 16 clients (a quarter at 1); 0: none
 LARGE=${LARGE:-4}     # 256 MiB files at 4 clients; 0: none
 HUGE=${HUGE:-1}       # 1 GiB files at 1 client, memory sampled; 0: none
+HUGE16=${HUGE16:-0}   # 1 GiB files at 16 clients, generated as they are sent (16: the issue's phase; 3 copies need 3 GiB of disk each)
 SEAWEED=${SEAWEED:-1} # 0: shardnet alone
 LIMITS=${LIMITS:-1}   # 0: skip the physical limits (dd, sha256sum), for A/B runs
 SN_BIN=${SN_BIN:-}    # a shardnet binary to measure instead of building this tree's (A/B runs)
 PROF=${PROF:-}        # a directory: CPU profiles of n1 and n2 (10 s) during the 1 GiB upload go there
-[[ "$SMALL$BIG$LARGE$HUGE" =~ ^[0-9]+$ ]] || die "SMALL, BIG, LARGE and HUGE are numbers of files"
-# 16 × 1 GiB at 16 clients would need 16 GiB of sources and 48 GiB of
-# chunks (three copies) on this machine's one disk, and an hour: the
-# 1 GiB files go one at a time, the concurrency of large files is
-# measured with 4 × 256 MiB at 4 clients.
+[[ "$SMALL$BIG$LARGE$HUGE$HUGE16" =~ ^[0-9]+$ ]] || die "SMALL, BIG, LARGE, HUGE and HUGE16 are numbers of files"
+# 16 × 1 GiB at 16 clients (HUGE16=16) needs 48 GiB of chunks (three
+# copies) on the one disk: off by default. Its files are not written to
+# disk first (16 GiB more) but generated as curl sends them (AES-CTR
+# keystream, distinct per file; about 2 s of CPU per GiB, which the phase's
+# CPU line counts among the clients').
 
 install_trap
 make_work
@@ -57,7 +61,7 @@ now() { date +%s.%N; }
 # report WHAT FILES BYTES START END
 report() {
 	awk -v what="$1" -v f="$2" -v b="$3" -v s="$4" -v e="$5" 'BEGIN {
-		t = e - s; printf "%-34s %4d files %11d bytes %7.2f s %8.1f MiB/s\n", what, f, b, t, b / t / 1048576 }'
+		t = e - s; printf "%-34s %4d files %11.0f bytes %7.2f s %8.1f MiB/s\n", what, f, b, t, b / t / 1048576 }'
 }
 
 # make_set NAME COUNT MIB: COUNT files of MIB MiB of random bytes.
@@ -135,7 +139,7 @@ rss_start() {
 						v=${rest%% *}
 						break
 					fi
-				done <"/proc/$pid/status" 2>/dev/null || true
+				done 2>/dev/null <"/proc/$pid/status" || true
 				line+=" $v"
 			done
 			echo "${line# }"
@@ -194,25 +198,49 @@ profile_upload() {
 	done
 }
 
+# gen_set NAME COUNT MIB: a set of COUNT files of MIB MiB generated as they
+# are sent (gen_stream), not stored: its directory holds only GEN.
+gen_set() {
+	(($2 > 0)) || return 0
+	mkdir -p "$WORK/src/$1"
+	echo "$2 $3" >"$WORK/src/$1/GEN"
+}
+# gen_stream MIB SEED: MIB MiB of AES-CTR keystream, the same for a SEED.
+# openssl ends on SIGPIPE when head has had enough: not a failure.
+gen_stream() {
+	{ openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$2" -in /dev/zero 2>/dev/null || true; } | head -c "$(($1 << 20))"
+}
+
 # phase SYSTEM NAME CLIENTS [rss]: uploads every file of set NAME with
 # CLIENTS curls at once (SYSTEM_put), then downloads them likewise
 # (SYSTEM_get); with rss, samples the memory of RSS_PIDS through each.
 phase() {
 	local sys=$1 name=$2 clients=$3 rss=${4:-} files bytes t0 t1 names cpu0 cpu1 me=$BASHPID
 	[ -d "$WORK/src/$name" ] || return 0
-	mapfile -t names < <(cd "$WORK/src/$name" && ls)
+	if [ -e "$WORK/src/$name/GEN" ]; then
+		local count mib
+		read -r count mib <"$WORK/src/$name/GEN"
+		mapfile -t names < <(seq -f 'f%g' 0 $((count - 1)))
+		bytes=$((count * mib << 20))
+		up() { gen_stream "$mib" "$name/$1" | "${sys}_put" - "$name/$1"; }
+	else
+		mapfile -t names < <(cd "$WORK/src/$name" && ls)
+		bytes=$(du -cb "$WORK/src/$name"/* | tail -n 1 | cut -f1)
+		up() { "${sys}_put" "$WORK/src/$name/$1" "$name/$1"; }
+	fi
 	files=${#names[@]}
-	bytes=$(du -cb "$WORK/src/$name"/* | tail -n 1 | cut -f1)
-	up() { "${sys}_put" "$WORK/src/$name/$1" "$name/$1"; }
 	down() { "${sys}_get" "$name/$1"; }
 	[ -z "$rss" ] || rss_start "$WORK/rss-put-$sys-$name"
 	[ -z "$rss" ] || [ -z "$PROF" ] || [ "$sys" != sn ] || profile_upload
+	[ -z "$rss" ] || cpu0=$(cpu_now "$me")
 	t0=$(now)
 	pool "$clients" up "${names[@]}" || die "$sys: upload $name failed"
 	t1=$(now)
+	[ -z "$rss" ] || cpu1=$(cpu_now "$me")
 	[ -z "$rss" ] || rss_stop
 	report "$sys put $name, $clients clients" "$files" "$bytes" "$t0" "$t1"
 	[ -z "$rss" ] || rss_report "$sys put $name" "$WORK/rss-put-$sys-$name"
+	[ -z "$rss" ] || cpu_report "$sys put $name" "$cpu0" "$cpu1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 	[ -z "$rss" ] || rss_start "$WORK/rss-get-$sys-$name"
 	[ -z "$rss" ] || cpu0=$(cpu_now "$me")
 	t0=$(now)
@@ -233,6 +261,7 @@ phases() {
 	phase "$1" 64MiB-x16 16
 	phase "$1" 256MiB-x4 4
 	phase "$1" 1GiB-x1 1 rss
+	phase "$1" 1GiB-x16 16 rss
 }
 
 log "writing the source files"
@@ -242,6 +271,14 @@ make_set 64MiB-x1 $((BIG / 4)) 64
 make_set 64MiB-x16 "$BIG" 64
 make_set 256MiB-x4 "$LARGE" 256
 make_set 1GiB-x1 "$HUGE" 1024
+gen_set 1GiB-x16 "$HUGE16" 1024
+if ((HUGE16)); then
+	# Three copies of every file, and the other phases' chunks beside
+	# them (they leave only when the cluster stops), and 8 GiB to spare.
+	need=$((3 * HUGE16 + 3 * (SMALL + SMALL / 2) / 1024 + 3 * (BIG + BIG / 4) * 64 / 1024 + 3 * LARGE / 4 + 3 * HUGE + 8))
+	free=$(df --output=avail -BG "$WORK" | tail -n 1 | tr -dc 0-9)
+	((free >= need)) || die "HUGE16=$HUGE16 needs about $need GiB free beside $WORK, $free GiB are"
+fi
 
 # The physical limits, on 1 GiB of random bytes: one synced sequential
 # write; a sequential read from the disk itself (O_DIRECT: the page cache,

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/shardnet/shardnet/chunk"
 	"github.com/shardnet/shardnet/fsm"
@@ -49,6 +51,48 @@ func ChunkSizeOf(ch fsm.ChannelRecord) int64 {
 // each holds a chunk-sized buffer, so an upload takes at most this many
 // chunks of memory, whatever the file's size.
 const uploadPipeline = 4
+
+// uploadMemoryBytes bounds the chunk buffers of all the uploads a node
+// receives at once, together: without it each upload holds up to
+// uploadPipeline chunks, so 16 concurrent uploads took 256 MiB of buffers
+// and the node's heap grew by 600 MiB (docs/benchmarks.md "1 GiB files at
+// 16 clients"). 32 chunks of the default 4 MiB; a chunk larger than the
+// budget (none: chunks are at most 64 MiB) would take it whole.
+const uploadMemoryBytes = 128 << 20
+
+// uploadMemory is a node's budget of upload buffer bytes (the zero value
+// is ready to use): an upload takes a chunk's worth before it reads the
+// chunk from its client and gives it back once the chunk is replicated,
+// so uploads beyond the budget wait (their clients see slower progress,
+// not errors) while the disk, their real limit, stays as busy.
+type uploadMemory struct {
+	once  sync.Once
+	sem   *semaphore.Weighted
+	gauge prometheus.Gauge // nil: none (set by New)
+}
+
+func (m *uploadMemory) weight(n int64) int64 { return min(n, uploadMemoryBytes) }
+
+// acquire takes n bytes of the budget, waiting until they are free or ctx
+// ends.
+func (m *uploadMemory) acquire(ctx context.Context, n int64) error {
+	m.once.Do(func() { m.sem = semaphore.NewWeighted(uploadMemoryBytes) })
+	if err := m.sem.Acquire(ctx, m.weight(n)); err != nil {
+		return err
+	}
+	if m.gauge != nil {
+		m.gauge.Add(float64(m.weight(n)))
+	}
+	return nil
+}
+
+// release gives back n bytes taken by acquire.
+func (m *uploadMemory) release(n int64) {
+	if m.gauge != nil {
+		m.gauge.Sub(float64(m.weight(n)))
+	}
+	m.sem.Release(m.weight(n))
+}
 
 // chunkCallTimeout bounds one chunk's transfer to or from one replica.
 const chunkCallTimeout = 2 * time.Minute
@@ -227,11 +271,20 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			break // no majority can hold every chunk any more
 		}
 		slots <- struct{}{}
+		if err := n.uploadMem.acquire(ctx, u.chunkSize); err != nil {
+			<-slots
+			wg.Wait()
+			return 0, fmt.Errorf("cluster: upload: waiting for buffer memory: %w", err)
+		}
 		bp := chunkBuf(int(u.chunkSize))
+		free := func() {
+			freeChunkBuf(bp)
+			n.uploadMem.release(u.chunkSize)
+		}
 		buf := *bp
 		k, rerr := readChunk(body, buf)
 		if rerr != nil {
-			freeChunkBuf(bp)
+			free()
 			<-slots
 			wg.Wait()
 			return 0, fmt.Errorf("%w: reading the body after %d bytes: %v", ErrUploadMismatch, u.size+int64(k), rerr)
@@ -239,13 +292,13 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 		short := k < len(buf)
 		ends := final || (length >= 0 && u.size+int64(k) == length)
 		if short && !ends || k == 0 && len(u.ids) > 0 {
-			freeChunkBuf(bp)
+			free()
 			<-slots
 			wg.Wait()
 			return k, nil
 		}
 		if len(u.ids) == fsm.MaxFileChunks {
-			freeChunkBuf(bp)
+			free()
 			<-slots
 			wg.Wait()
 			return 0, fmt.Errorf("%w: a file is at most %d chunks of %d bytes", ErrUploadMismatch, fsm.MaxFileChunks, u.chunkSize)
@@ -276,7 +329,7 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			// and garbage collection").
 			u.releases = append(u.releases, n.chunks.Pin(id))
 			u.mu.Unlock()
-			n.replicateChunk(ctx, u.ch.GroupID, h, data, u.targets, func() { freeChunkBuf(bp) })
+			n.replicateChunk(ctx, u.ch.GroupID, h, data, u.targets, free)
 		}()
 		if short {
 			break

@@ -33,6 +33,9 @@ type metrics struct {
 	metaMembers        prometheus.Gauge
 	metaWatchSnapshots prometheus.Counter
 	metaWatchOpened    *prometheus.CounterVec
+	// uploadBuffer: bytes of upload chunk buffers in use (files.go
+	// uploadMemory).
+	uploadBuffer prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -115,11 +118,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shardnet", Subsystem: "cluster", Name: "meta_watch_opens_total",
 			Help: "Meta watches this resource node opened on a core node, by outcome: ok, refused (the core node answered an error: the cluster runs the previous version, or it cannot serve), failed (unreachable, or the stream broke or went silent).",
 		}, []string{"outcome"}),
+		uploadBuffer: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shardnet", Subsystem: "cluster", Name: "upload_buffer_bytes",
+			Help: "Bytes of chunk buffers the uploads this node receives hold (at most 128 MiB together; uploads beyond it wait).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.followerReads, m.calls, m.callsServed, m.callsRefused, m.metaElections, m.readIndexRetries, m.leaderHintsDropped, m.metaSyncs, m.metaSyncSeconds,
 			m.metaHashCompares, m.metaHashMismatches, m.hashComparesSkipped, m.memberChanges, m.repairsStarted, m.repairSeconds,
-			m.metaWatchers, m.metaMembers, m.metaWatchSnapshots, m.metaWatchOpened)
+			m.metaWatchers, m.metaMembers, m.metaWatchSnapshots, m.metaWatchOpened, m.uploadBuffer)
 	}
 	return m
 }

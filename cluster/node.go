@@ -59,6 +59,8 @@ type Node struct {
 	chunks *chunk.Store
 	// uploads are the resumable uploads opened here (uploads.go).
 	uploads uploadTable
+	// uploadMem bounds the buffers of the uploads received here (files.go).
+	uploadMem uploadMemory
 	// leases pin the chunks this replica received for uploads still
 	// sending (collector.go).
 	leases chunkLeases
@@ -157,6 +159,7 @@ func New(cfg Config) (*Node, error) {
 		},
 		metrics: newMetrics(cfg.Registry),
 	}
+	n.uploadMem.gauge = n.metrics.uploadBuffer
 	if len(cfg.ClusterKey) == 0 && cfg.TLS == nil {
 		n.log.Warn("no cluster key and no certificate: the cluster port is unauthenticated; anyone who reaches it can speak Raft to this node (-tls-cert/-tls-key/-tls-ca, or -cluster-key-file)")
 	}

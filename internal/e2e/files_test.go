@@ -257,6 +257,23 @@ func TestFilesRoundTrip(t *testing.T) {
 	if _, err := c.Client(0).StatFile(ctx, "media", "cond.txt"); api.AsError(err) == nil || api.AsError(err).Status != http.StatusNotFound {
 		t.Fatalf("stat after delete: %v", err)
 	}
+
+	// Every upload, the refused and cut-off ones too, gave its chunk
+	// buffers back to its node's budget (a chunk still travelling to a
+	// slow third replica may hold one a moment longer).
+	deadline := time.Now().Add(10 * time.Second)
+	for i := range c.Nodes {
+		for {
+			held := testcluster.Metric(t, c.Nodes[i].URL(), "", "shardnet_cluster_upload_buffer_bytes")
+			if held == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d holds %v bytes of upload buffers with no upload running", i, held)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // shortBody ends with an error after its data: a client that went away.
