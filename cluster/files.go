@@ -277,6 +277,12 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			return 0, fmt.Errorf("cluster: upload: waiting for buffer memory: %w", err)
 		}
 		bp := chunkBuf(int(u.chunkSize))
+		// The budget is given back when the chunk is replicated (a
+		// majority held it and the stragglers had their grace); the
+		// buffer itself when every send of it has ended. A replica that
+		// hangs (cut off: up to chunkCallTimeout) keeps only a buffer,
+		// not the budget every other upload waits on; it is no holder
+		// after that, so no later chunk is sent to it.
 		free := func() {
 			freeChunkBuf(bp)
 			n.uploadMem.release(u.chunkSize)
@@ -329,7 +335,8 @@ func (n *Node) sendChunks(ctx context.Context, u *upload, body io.Reader, final 
 			// and garbage collection").
 			u.releases = append(u.releases, n.chunks.Pin(id))
 			u.mu.Unlock()
-			n.replicateChunk(ctx, u.ch.GroupID, h, data, u.targets, free)
+			n.replicateChunk(ctx, u.ch.GroupID, h, data, u.targets, func() { freeChunkBuf(bp) })
+			n.uploadMem.release(u.chunkSize)
 		}()
 		if short {
 			break

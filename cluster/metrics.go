@@ -120,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 		uploadBuffer: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "cluster", Name: "upload_buffer_bytes",
-			Help: "Bytes of chunk buffers the uploads this node receives hold (at most 128 MiB together; uploads beyond it wait).",
+			Help: "Bytes of the upload buffer budget in use: chunks of the uploads this node receives, read and not yet replicated (at most 128 MiB together; uploads beyond it wait).",
 		}),
 	}
 	if reg != nil {

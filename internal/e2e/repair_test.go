@@ -137,9 +137,16 @@ func TestDrainThenLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := c.Nodes[c.Index("res1")].Agent()
-	if err := c.Client(0).LeaveNode(ctx, "res1"); err != nil {
-		t.Fatalf("leave of a drained node: %v", err)
-	}
+	// A leave waits for the meta leader to record it; on a loaded machine
+	// that can outlast the request (503 timeout, retryable): a client
+	// sends it again, as this one does. Anything else fails.
+	c.WaitFor(60*time.Second, func() error {
+		err := c.Client(0).LeaveNode(ctx, "res1")
+		if err != nil && !api.IsRetryable(err) {
+			t.Fatalf("leave of a drained node: %v", err)
+		}
+		return err
+	})
 	select {
 	case <-a.Node.Leaving():
 	case <-time.After(5 * time.Second):
