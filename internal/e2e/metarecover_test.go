@@ -26,7 +26,11 @@ import (
 // leader; one of them, wiped, rejoins as a new incarnation and votes.
 func TestRecoverMetaAfterLosingAQuorum(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Core: 3, Resource: 3})
-	ctx := ctxT(t)
+	// The whole test, not each call: ctxT's 30 s ran out mid-test on a
+	// loaded machine (the test takes 20-80 s), and every later call
+	// then failed at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	pins := []string{c.Nodes[3].Name, c.Nodes[4].Name, c.Nodes[5].Name}
 	for _, name := range []string{"m1", "m2"} {
 		c.WaitFor(30*time.Second, func() (err error) {
