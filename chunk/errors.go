@@ -10,9 +10,10 @@ var (
 	// ErrMismatch: the bytes of a Put hashed to another id than the one
 	// the caller expected. Nothing was stored.
 	ErrMismatch = errors.New("chunk: content does not match the expected id")
-	// ErrCorrupt: a stored chunk no longer hashes to its id (Verify, or a
-	// verifying read). Verify removes it so a good copy can be put back.
-	ErrCorrupt = errors.New("chunk: stored chunk does not hash to its id")
+	// ErrCorrupt: a stored chunk no longer matches its id (Verify's
+	// re-hash, or a verified read whose block fails its checksum).
+	// Verify removes it so a good copy can be put back.
+	ErrCorrupt = errors.New("chunk: stored chunk does not match its id")
 	// ErrTooLarge: a Put longer than the store's maximum chunk size.
 	ErrTooLarge = errors.New("chunk: chunk larger than the maximum chunk size")
 	// ErrDiskFull: free space on the store's file system is below its

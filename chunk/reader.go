@@ -169,7 +169,7 @@ func (s *Store) sumsOf(id ID, f io.ReaderAt, size int64) (blockSums, error) {
 // or the caller that got ErrCorrupt asks for it.
 func (s *Store) corruptRead(id ID, block int) {
 	s.m.verifyFailures.Inc()
-	s.log.Error("stored chunk does not hash to its id", "chunk", id, "block", block)
+	s.log.Error("stored chunk does not match its id (a block fails its checksum, or the chunk its hash)", "chunk", id, "block", block)
 }
 
 // Verify re-reads the chunk id and checks that it hashes to its id. A
