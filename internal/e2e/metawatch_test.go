@@ -120,10 +120,15 @@ func TestResourceNodeFollowsMetaByWatch(t *testing.T) {
 	if _, err := c.Client(2).ChangeChannel(ctx, "w1", api.ChangeChannelRequest{Replicas: &one}); err != nil {
 		t.Fatal(err)
 	}
+	// core1, the reference sameChannel compares with, may not have applied
+	// the change yet (it went through core3): wait for res1 to show it.
+	c.WaitFor(30*time.Second, func() error {
+		if got, _ := c.Nodes[res].Agent().Node.Meta().Channel("w1"); len(got.Placement) != 1 {
+			return fmt.Errorf("res1 sees placement %+v, want one replica", got.Placement)
+		}
+		return nil
+	})
 	sameChannel(t, c, res, "w1", true)
-	if got, _ := c.Nodes[res].Agent().Node.Meta().Channel("w1"); len(got.Placement) != 1 {
-		t.Fatalf("res1 sees placement %+v, want one replica", got.Placement)
-	}
 
 	// Restart: the copy comes back from disk at the index it held, and
 	// the node follows by watch from there.
