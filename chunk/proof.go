@@ -29,24 +29,8 @@ func innerHash(left, right Digest) Digest {
 // of its blocks and its length: what Prove needs. It holds one block in
 // memory.
 func Leaves(r io.Reader) ([]Digest, int64, error) {
-	var (
-		leaves []Digest
-		length int64
-		buf    = make([]byte, BlockSize)
-	)
-	for {
-		n, err := io.ReadFull(r, buf)
-		if n > 0 {
-			leaves = append(leaves, LeafHash(buf[:n]))
-			length += int64(n)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return leaves, length, nil
-		}
-		if err != nil {
-			return nil, length, fmt.Errorf("chunk: read for leaves: %w", err)
-		}
-	}
+	sums, length, err := readSums(r)
+	return sums.leaves, length, err
 }
 
 // RootOf returns the RFC 6962 Merkle tree hash of leaves (MTH). It is the
