@@ -48,6 +48,21 @@ type GroupSetup struct {
 	// (shard/DESIGN.md "Who may send a group Raft RPCs"). Called on the RPC path,
 	// only when the voter check refused: it must not block.
 	Placed func(node string) bool
+	// QuietHeartbeats has the group's leader send each follower a real
+	// heartbeat every QuietHeartbeatEvery of its heartbeat timeout and
+	// answer the ones in between itself while the group is quiet
+	// (transport's "Quiet heartbeats"): for groups that are mostly idle
+	// and whose failover does not wait for heartbeats (failover.go).
+	QuietHeartbeats bool
+}
+
+// QuietHeartbeatEvery is the share of the heartbeat timeout after which a
+// group with QuietHeartbeats sends a follower a real heartbeat: raft's
+// next heartbeat then reaches it 40-60 % into its heartbeat timeout
+// (raft beats every tenth to fifth of it), room for one lost heartbeat
+// before the follower would stand for election.
+func QuietHeartbeatEvery(heartbeatTimeout time.Duration) time.Duration {
+	return heartbeatTimeout * 2 / 5
 }
 
 // Group is a started Raft group and what it was started with.
@@ -91,6 +106,9 @@ func StartGroup(s GroupSetup) (*Group, error) {
 	conf := s.Timing.RaftConfig(s.ServerID, s.Logger)
 	conf.NoSnapshotRestoreOnStart = !s.RestoreOnStart
 	g := &Group{Trans: trans, Logs: cache, HadState: has, Lease: conf.LeaderLeaseTimeout}
+	if s.QuietHeartbeats {
+		trans.SetQuietHeartbeats(QuietHeartbeatEvery(conf.HeartbeatTimeout))
+	}
 	if len(s.Bootstrap) > 0 && !has {
 		err := raft.BootstrapCluster(conf, cache, s.Stable, s.Snapshots, trans, raft.Configuration{Servers: s.Bootstrap})
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {

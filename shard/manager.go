@@ -299,6 +299,7 @@ func (m *Manager) start(spec ReplicaSpec) (*Replica, error) {
 		GroupID: gid, ServerID: raft.ServerID(rec.ServerID), Timing: m.cfg.Raft, Logger: logger,
 		FSM: ch, Logs: store, Stable: store, Snapshots: snaps, CacheSize: logCacheSize,
 		Transport: m.cfg.Transport, Bootstrap: spec.Peers, Placed: m.placed(gid, rec.Channel),
+		QuietHeartbeats: true,
 		BeforeStart: func() error {
 			if known {
 				return nil

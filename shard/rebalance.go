@@ -35,10 +35,11 @@ const (
 	rebalanceParallel     = 8
 	rebalanceBackoff      = time.Minute
 	// rebalanceFresh is how recent the target's last answer to this leader
-	// must be (leaders heartbeat every HeartbeatTimeout/10 to /5,
-	// 500-1000 ms by default, and each answer counts:
-	// transport.GroupTransport.FollowerLastLog).
-	rebalanceFresh = 2 * time.Second
+	// must be (transport.GroupTransport.FollowerLastLog). Only answers that
+	// crossed the wire count: an idle group's follower gets a real
+	// heartbeat every 2-3 s by default (QuietHeartbeatEvery of the 5 s
+	// heartbeat timeout, plus one of raft's 0.5-1 s heartbeat intervals).
+	rebalanceFresh = 4 * time.Second
 	// rebalanceFollowUp is the pause before the next pass when a pass
 	// moved a full batch; see rebalanceLoop.
 	rebalanceFollowUp = time.Second

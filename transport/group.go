@@ -24,6 +24,7 @@ type GroupTransport struct {
 	closeOnce sync.Once
 	heartbeat atomic.Pointer[func(raft.RPC)]
 	urgent    atomic.Int64                           // unix nanos until which heartbeats skip batching (Urgent)
+	quietBeat atomic.Int64                           // SetQuietHeartbeats, nanoseconds; 0: every heartbeat goes out
 	voters    atomic.Pointer[func(node string) bool] // SetVoterCheck (auth.go)
 	replicas  atomic.Pointer[func(node string) bool] // SetReplicaCheck (auth.go)
 
@@ -51,6 +52,12 @@ type followerLog struct {
 	// parked: replicated by plain appends until one with entries
 	// succeeds (quiet.go, "Parked pipelines").
 	parked bool
+
+	// Quiet heartbeats (quiet.go): the follower answered "yes" to a
+	// heartbeat of beatTerm sent at beatAt, the first of that term at
+	// termAt (when this node first heard it follow this term).
+	beatTerm       uint64
+	beatAt, termAt time.Time
 }
 
 var (
@@ -142,6 +149,11 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		return nil
 	}
 	if isHeartbeat(args) {
+		if quiet, ok := g.quietHeartbeat(target, args); ok {
+			*resp = quiet
+			g.node.metrics.quietHeartbeats.Inc()
+			return nil
+		}
 		if g.node.cfg.HeartbeatBatch > 0 && !g.isUrgent() {
 			return g.result(labelHeartbeat, target, g.node.batcher(target).heartbeat(g, args, resp))
 		}
@@ -179,6 +191,13 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.Appe
 	}
 	if acked && (f.ackTerm != term || sent.After(f.ackSent)) {
 		f.ackTerm, f.ackSent = term, sent
+	}
+	if resp.Success && acked && isHeartbeat(args) {
+		if f.beatTerm != term {
+			f.beatTerm, f.termAt, f.beatAt = term, now, sent
+		} else if sent.After(f.beatAt) {
+			f.beatAt = sent
+		}
 	}
 	if resp.Success && acked && !isHeartbeat(args) {
 		f.noteAppended(args, now)

@@ -30,15 +30,13 @@ const maxHeartbeatBatch = 512
 // urgentFor is how long after Urgent a group's heartbeats skip batching.
 const urgentFor = 2 * time.Second
 
-// Urgent makes the group's heartbeats go out at once for a while: its
-// leader is about to confirm leadership for a read (VerifyLeader).
+// Urgent makes the group's heartbeats go out at once and on the wire for a
+// while, neither batched nor answered locally (quiet.go): its leader is
+// about to confirm leadership for a read (VerifyLeader).
 func (g *GroupTransport) Urgent() {
-	if g.node.cfg.HeartbeatBatch <= 0 {
-		return
-	}
 	until := time.Now().Add(urgentFor).UnixNano()
-	if g.urgent.Swap(until) > time.Now().UnixNano() {
-		return // already urgent: nothing of ours is queued
+	if g.urgent.Swap(until) > time.Now().UnixNano() || g.node.cfg.HeartbeatBatch <= 0 {
+		return // already urgent, or unbatched: nothing of ours is queued
 	}
 	g.node.batchersMu.Lock()
 	bs := make([]*hbBatcher, 0, len(g.node.batchers))
@@ -72,7 +70,19 @@ type hbBatcher struct {
 	target  raft.ServerAddress
 	mu      sync.Mutex
 	pending []*hbCall
+	timer   *time.Timer // runs flush at due; nil until the first batch
+	due     time.Time
 }
+
+// quietBatchShare: a heartbeat of a group with quiet heartbeats waits up
+// to this share of its quiet interval for others going the same way (250
+// ms of the channels' 2 s), where other groups' wait Config.HeartbeatBatch.
+// Such a heartbeat is due at the follower within its heartbeat timeout,
+// not within the lease, and an idle node's cost is counted in frames:
+// each is a write and a wake-up on both sides, whatever it carries
+// (docs/benchmarks.md "Quiet heartbeats"). A heartbeat that must be quick
+// shortens the wait of the batch it joins.
+const quietBatchShare = 8
 
 type hbCall struct {
 	g    *GroupTransport
@@ -116,13 +126,23 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 		return g.errClosed()
 	}
 	c := &hbCall{g: g, req: appendAppendEntriesRequest(make([]byte, 0, appendEntriesSizeHint(args)), args), done: make(chan hbResult, 1)}
+	wait := n.cfg.HeartbeatBatch
+	if every := time.Duration(g.quietBeat.Load()); every/quietBatchShare > wait {
+		wait = every / quietBatchShare
+	}
+	due := time.Now().Add(wait)
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
-	switch len(b.pending) {
-	case 1:
-		time.AfterFunc(n.cfg.HeartbeatBatch, b.flush)
-	case maxHeartbeatBatch:
+	switch {
+	case len(b.pending) >= maxHeartbeatBatch:
 		go b.flush()
+	case len(b.pending) == 1 || due.Before(b.due):
+		b.due = due
+		if b.timer == nil {
+			b.timer = time.AfterFunc(wait, b.flush)
+		} else {
+			b.timer.Reset(wait) // a flush it would have run finds nothing: harmless
+		}
 	}
 	b.mu.Unlock()
 	// No timer of its own (one per heartbeat was a visible share of an idle

@@ -37,6 +37,7 @@ type metrics struct {
 	heartbeatBatches  prometheus.Counter
 	connWrites        prometheus.Counter
 	quietAppends      prometheus.Counter
+	quietHeartbeats   prometheus.Counter
 	pipelines         prometheus.Gauge
 	pipelinesParked   prometheus.Counter
 }
@@ -74,6 +75,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "shardnet", Subsystem: "transport", Name: "quiet_appends_total",
 			Help: "AppendEntries without entries that told a follower nothing it did not know, answered by this node instead of sent (quiet.go); not in rpcs_sent_total.",
 		}),
+		quietHeartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shardnet", Subsystem: "transport", Name: "quiet_heartbeats_total",
+			Help: "Heartbeats of idle groups answered by this node as the follower last answered, because a real one went out within the group's quiet interval and the follower's node answers probes (quiet.go); not in rpcs_sent_total.",
+		}),
 		pipelines: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shardnet", Subsystem: "transport", Name: "pipelines",
 			Help: "Open AppendEntries pipelines from this node's leaders to their followers; a follower of a group without writes has none (parked, quiet.go).",
@@ -93,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.refused[i] = refused.WithLabelValues(name)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites, m.quietAppends, m.pipelines, m.pipelinesParked} {
+		for _, c := range []prometheus.Collector{sent, errs, refused, m.handshakeFailures, m.sessions, m.heartbeatBatches, m.connWrites, m.quietAppends, m.quietHeartbeats, m.pipelines, m.pipelinesParked} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("transport: register metrics: %w", err)
 			}

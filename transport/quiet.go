@@ -22,7 +22,9 @@ import (
 //     this leader's through the request's previous entry and ends there,
 //     and it had already been sent a commit index at least the request's;
 //   - the follower really answered a message of this term (a heartbeat,
-//     every HeartbeatTimeout/10 to /5) sent within quietContact;
+//     every HeartbeatTimeout/10 to /5) sent within quietContact; or, in a
+//     group with quiet heartbeats, within its quiet interval, its node
+//     answering probes (inContact);
 //   - a real append went out within quietRefresh;
 //   - the pipeline's connection is still open.
 //
@@ -51,7 +53,7 @@ import (
 // index: raft only stops pipelining on it.
 const (
 	quietContact = time.Second
-	quietRefresh = 10 * time.Second
+	quietRefresh = 30 * time.Second
 )
 
 // pipelineIdle is a variable for the tests only.
@@ -80,7 +82,7 @@ func (g *GroupTransport) quietAnswer(target raft.ServerAddress, args *raft.Appen
 	if !ok || f.matchTerm != args.Term || f.ackTerm != args.Term ||
 		f.matched != args.PrevLogEntry || f.last != f.matched ||
 		f.commit < args.LeaderCommitIndex ||
-		now.Sub(f.ackSent) >= quietContact || now.Sub(f.appendAt) >= quietRefresh {
+		!g.inContact(target, f, now) || now.Sub(f.appendAt) >= quietRefresh {
 		return raft.AppendEntriesResponse{}, false
 	}
 	return raft.AppendEntriesResponse{
@@ -89,6 +91,20 @@ func (g *GroupTransport) quietAnswer(target raft.ServerAddress, args *raft.Appen
 		LastLog:   f.last,
 		Success:   true,
 	}, true
+}
+
+// inContact reports whether the follower f at target counts as in contact
+// for a local answer: it answered a message of its term sent within
+// quietContact, or, with quiet heartbeats, within twice the quiet interval
+// (a real heartbeat goes out once the last is a quiet interval old, and
+// raft's next one comes up to a fifth of its heartbeat timeout later) and
+// its node answers the transport's probes.
+func (g *GroupTransport) inContact(target raft.ServerAddress, f followerLog, now time.Time) bool {
+	if now.Sub(f.ackSent) < quietContact {
+		return true
+	}
+	every := time.Duration(g.quietBeat.Load())
+	return every > 0 && now.Sub(f.ackSent) < 2*every && g.node.PeerHealthy(string(target))
 }
 
 // park marks the follower at target as replicated without a pipeline
@@ -124,3 +140,68 @@ type quietCount struct{ n atomic.Uint64 }
 // QuietAppends returns how many appends this node answered itself
 // instead of sending (the quiet_appends_total metric).
 func (n *Node) QuietAppends() uint64 { return n.quiet.n.Load() }
+
+// Quiet heartbeats. After the empty appends, heartbeats were most of what
+// an idle group costs: raft's leader sends each follower one every
+// HeartbeatTimeout/10 to /5 (500-1000 ms for a channel), and each crosses
+// the wire, wakes the follower's handler and comes back. A follower only
+// needs one within its heartbeat timeout to keep from electing. So a group
+// given a quiet interval (SetQuietHeartbeats) sends a follower a real
+// heartbeat only when its last real one is that old, and answers the ones
+// in between itself, as the follower answered the last one, when all of
+// these hold:
+//   - the follower answered "yes" to a real heartbeat of this term sent
+//     within the quiet interval;
+//   - the follower's node answers the transport's probes (a yamux ping
+//     every 250 ms over the same connection, PeerHealthy: within the last
+//     second) and the connection is open;
+//   - the term has run quietAfterTerm since the follower first answered
+//     in it: failover (shard/failover.go) shortens the followers' timers to
+//     the lease for a few seconds around a leader change, and those must
+//     hear every heartbeat;
+//   - nobody confirms a read on this group (Urgent): a read's round goes
+//     on the wire, and only answers that crossed it count (AckedSince; a
+//     local answer calls no noteFollower).
+//
+// What a local answer does in raft: it counts as contact for the leader
+// lease, as a quiet append's does. The probe bounds that: a leader cut off
+// from a follower's node stops answering for it within a second of the
+// last probe answer, and its lease runs out as before, at most a second
+// later. Anything about the group itself (a follower's replica that
+// restarted, a higher term) shows in the next real heartbeat, at most the
+// quiet interval (plus one of raft's heartbeat intervals) away.
+var quietAfterTerm = 10 * time.Second // a variable for the tests only
+
+// SetQuietHeartbeats makes the group send each follower a real heartbeat
+// at least every every and answer those in between itself (quiet.go,
+// "Quiet heartbeats"); 0, the default, sends every one. every must leave
+// room under the followers' heartbeat timeout for one heartbeat interval
+// and a lost heartbeat.
+func (g *GroupTransport) SetQuietHeartbeats(every time.Duration) {
+	g.quietBeat.Store(int64(every))
+}
+
+// quietHeartbeat returns the answer the follower at target gave its last
+// real heartbeat, and true when args may be answered with it (see above).
+func (g *GroupTransport) quietHeartbeat(target raft.ServerAddress, args *raft.AppendEntriesRequest) (raft.AppendEntriesResponse, bool) {
+	every := time.Duration(g.quietBeat.Load())
+	if every <= 0 || g.isUrgent() {
+		return raft.AppendEntriesResponse{}, false
+	}
+	now := time.Now()
+	g.followersMu.Lock()
+	f, ok := g.followers[target]
+	g.followersMu.Unlock()
+	if !ok || f.beatTerm != args.Term || now.Sub(f.beatAt) >= every || now.Sub(f.termAt) < quietAfterTerm {
+		return raft.AppendEntriesResponse{}, false
+	}
+	if !g.node.PeerHealthy(string(target)) || !g.node.sessionOpen(target) {
+		return raft.AppendEntriesResponse{}, false
+	}
+	return raft.AppendEntriesResponse{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion},
+		Term:      args.Term,
+		LastLog:   f.last,
+		Success:   true,
+	}, true
+}

@@ -119,3 +119,200 @@ func TestRaftQuietGroups(t *testing.T) {
 	// carrying it goes out.
 	c.loneWrites(gids, 3, "an idle group")
 }
+
+// A group with a quiet interval sends a follower a real heartbeat only
+// when its last real one is that old, and answers those in between itself;
+// never in a term's first moments, for a read's confirmation (Urgent), or
+// once the follower's node stops answering probes.
+func TestQuietHeartbeats(t *testing.T) {
+	was := quietAfterTerm
+	t.Cleanup(func() { quietAfterTerm = was })
+	quietAfterTerm = 500 * time.Millisecond
+	const every = 2 * time.Second
+	faults := NewFaults()
+	t.Cleanup(faults.Heal)
+	a := newTestNode(t, "k", func(c *Config) { c.Faults = faults })
+	b := newTestNode(t, "k")
+	ga, _ := a.Group(1)
+	gb, _ := b.Group(1)
+	var seen atomic.Int64
+	serve(t, gb, func(rpc raft.RPC) {
+		seen.Add(1)
+		c := rpc.Command.(*raft.AppendEntriesRequest)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: c.Term, LastLog: 7, Success: true}, nil)
+	})
+	ga.SetQuietHeartbeats(every)
+	target := b.Addr()
+	waitFor(t, 5*time.Second, "b to answer probes", func() bool { return a.PeerHealthy(string(target)) })
+
+	// beat sends a heartbeat of term and reports whether it crossed the
+	// wire; a local answer must be the follower's last one.
+	beat := func(what string, term uint64) (wire bool) {
+		t.Helper()
+		before := seen.Load()
+		resp := new(raft.AppendEntriesResponse)
+		if err := ga.AppendEntries("b", target, heartbeatReq(term), resp); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !resp.Success || resp.Term != term || resp.LastLog != 7 {
+			t.Fatalf("%s: answered %+v", what, resp)
+		}
+		return seen.Load() != before
+	}
+	steps := []struct {
+		what  string
+		term  uint64
+		sleep time.Duration // before the heartbeat
+		wire  bool
+	}{
+		{"the first of term 2", 2, 0, true},
+		{"again at once: the term is young", 2, 0, true},
+		{"the term settled", 2, quietAfterTerm, false},
+		{"and again", 2, 0, false},
+		{"a new term", 3, 0, true},
+		{"the new term is young", 3, 0, true},
+		{"the new term settled", 3, quietAfterTerm, false},
+	}
+	locals := 0
+	for _, s := range steps {
+		time.Sleep(s.sleep)
+		if got := beat(s.what, s.term); got != s.wire {
+			t.Fatalf("%s: crossed the wire %v, want %v", s.what, got, s.wire)
+		} else if !got {
+			locals++
+		}
+	}
+	// A read's confirmation goes out.
+	ga.Urgent()
+	if !beat("for a read", 3) {
+		t.Fatal("a heartbeat confirming a read was answered locally")
+	}
+	// Past the quiet interval (and the read's urgency), a real one again.
+	time.Sleep(every + 100*time.Millisecond)
+	if !beat("after the quiet interval", 3) {
+		t.Fatal("a heartbeat after the quiet interval was answered locally")
+	}
+	if beat("right after a real one", 3) {
+		t.Fatal("a heartbeat right after a real one crossed the wire")
+	}
+	locals++
+	if got := a.metric(t, "shardnet_transport_quiet_heartbeats_total"); got != float64(locals) {
+		t.Fatalf("quiet_heartbeats_total %v, want %d", got, locals)
+	}
+
+	// Cut off: b's answers (the probes' too) stop reaching a. Within a
+	// second or so the probes call b unhealthy, and the next heartbeat,
+	// well inside the quiet interval of the last real one, goes out.
+	last := time.Now()
+	faults.Hold(string(target))
+	waitFor(t, 5*time.Second, "b to stop answering probes", func() bool { return !a.PeerHealthy(string(target)) })
+	if time.Since(last) >= every {
+		t.Skip("the probes took longer than the quiet interval to notice (a slow machine): nothing to test")
+	}
+	before := seen.Load()
+	done := make(chan error, 1)
+	go func() {
+		resp := new(raft.AppendEntriesResponse)
+		done <- ga.AppendEntries("b", target, heartbeatReq(3), resp)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a heartbeat to a node that stopped answering probes was answered at once (err %v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	waitFor(t, 5*time.Second, "the heartbeat to reach b", func() bool { return seen.Load() > before })
+	faults.Release(string(target))
+	<-done
+}
+
+// Raft over quiet heartbeats: idle groups keep their leaders (followers
+// still hear a real heartbeat well within their timeout), most heartbeats
+// stay home, and writes go on as before.
+func TestRaftQuietHeartbeats(t *testing.T) {
+	// Restored after the cluster's cleanups (registered later, run first):
+	// its raft goroutines read it until then.
+	was := quietAfterTerm
+	t.Cleanup(func() { quietAfterTerm = was })
+	quietAfterTerm = 300 * time.Millisecond
+	gids := []uint64{21, 22}
+	c := newIdleCluster(t, gids)
+	for _, gid := range gids {
+		for _, r := range c.groups[gid] {
+			// A tenth to a fifth of the 500 ms heartbeat timeout between
+			// raft's heartbeats; a real one every 200-300 ms.
+			r.trans.SetQuietHeartbeats(200 * time.Millisecond)
+		}
+	}
+	terms := map[uint64]uint64{}
+	for _, gid := range gids {
+		terms[gid] = c.leader(gid).raft.CurrentTerm()
+	}
+	q0 := c.metric("shardnet_transport_quiet_heartbeats_total")
+	time.Sleep(2 * time.Second)
+	if q := c.metric("shardnet_transport_quiet_heartbeats_total") - q0; q < 5 {
+		t.Fatalf("%v quiet heartbeats in 2 s of two idle groups, want several", q)
+	}
+	for _, gid := range gids {
+		l := c.leader(gid)
+		if l == nil || l.raft.CurrentTerm() != terms[gid] {
+			t.Fatalf("group %d changed leaders while idle with quiet heartbeats", gid)
+		}
+	}
+	c.loneWrites(gids, 3, "a group with quiet heartbeats")
+}
+
+// A batched heartbeat of a group with quiet heartbeats waits for others up
+// to an eighth of its quiet interval; a heartbeat of another group that
+// joins its batch brings the batch forward to its own, shorter wait.
+func TestQuietHeartbeatBatchWait(t *testing.T) {
+	const every = 8 * time.Second // batches wait up to 1 s
+	a := newTestNode(t, "k", func(c *Config) { c.HeartbeatBatch = 20 * time.Millisecond })
+	b := newTestNode(t, "k", func(c *Config) { c.HeartbeatBatch = 20 * time.Millisecond })
+	answer := func(rpc raft.RPC) {
+		c := rpc.Command.(*raft.AppendEntriesRequest)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: c.Term, Success: true}, nil)
+	}
+	quiet, _ := a.Group(1)
+	other, _ := a.Group(2)
+	quiet.SetQuietHeartbeats(every)
+	for _, gid := range []uint64{1, 2} {
+		g, _ := b.Group(gid)
+		g.SetHeartbeatHandler(answer)
+	}
+	beat := func(g *GroupTransport, term uint64) error {
+		return g.AppendEntries("b", b.Addr(), heartbeatReq(term), new(raft.AppendEntriesResponse))
+	}
+	// Connect first, so that the timings below are the batches'.
+	if err := beat(other, 1); err != nil {
+		t.Fatal(err)
+	}
+	batches := func() float64 { return a.metric(t, "shardnet_transport_heartbeat_batches_sent_total") }
+
+	start, n0 := time.Now(), batches()
+	if err := beat(quiet, 2); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < every/quietBatchShare-50*time.Millisecond {
+		t.Fatalf("a quiet group's lone heartbeat went out after %v, want about %v", took, every/quietBatchShare)
+	}
+	if got := batches() - n0; got != 1 {
+		t.Fatalf("%v batches for one heartbeat", got)
+	}
+
+	start, n0 = time.Now(), batches()
+	done := make(chan error, 1)
+	go func() { done <- beat(quiet, 3) }() // a new term: not answered locally
+	time.Sleep(50 * time.Millisecond)
+	if err := beat(other, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= every/quietBatchShare-100*time.Millisecond {
+		t.Fatalf("a batch joined by a heartbeat that waits 20 ms went out after %v", took)
+	}
+	if got := batches() - n0; got != 1 {
+		t.Fatalf("the two heartbeats went in %v batches, want one", got)
+	}
+}
