@@ -172,6 +172,7 @@ func New(cfg Config) (*Node, error) {
 		Registerer:    cfg.Registry,
 		Faults:        cfg.Faults,
 		OnPeerDown:    n.peerDown,
+		OnPeerUp:      n.peerUp,
 		// Heartbeats to a peer travel together (idle cost); a read's
 		// leadership check skips the wait (transport/heartbeat.go).
 		HeartbeatBatch: heartbeatBatch,
@@ -300,6 +301,14 @@ func New(cfg Config) (*Node, error) {
 // peerDown is the transport prober's word that the node at addr stopped
 // answering: the groups it leads, the meta group included, elect now rather
 // than after their long idle timeouts (docs/design.md "D13", shard/failover.go).
+// peerUp hears that the node at addr answers probes (again): the channel
+// groups it is the preferred leader of may go back to it.
+func (n *Node) peerUp(addr string) {
+	if n.started.Load() {
+		n.shards.PeerUp(addr)
+	}
+}
+
 func (n *Node) peerDown(addr string) {
 	if !n.started.Load() {
 		return

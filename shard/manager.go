@@ -63,9 +63,11 @@ type Manager struct {
 	records  map[uint64]record
 	closed   bool
 
-	stop     chan struct{} // closed by Close: the background loops end
-	stopOnce sync.Once
-	loops    sync.WaitGroup
+	stop chan struct{} // closed by Close: the background loops end
+	// rebalanceKick wakes the rebalancer (PeerUp); it holds one wake-up.
+	rebalanceKick chan struct{}
+	stopOnce      sync.Once
+	loops         sync.WaitGroup
 }
 
 // Open opens the node's log and state databases and finishes any replica
@@ -100,13 +102,14 @@ func Open(cfg Config) (*Manager, error) {
 		cfg.HashCheckInterval = DefaultHashCheckInterval
 	}
 	m := &Manager{
-		stop:     make(chan struct{}),
-		cfg:      cfg,
-		log:      cfg.Logger,
-		fs:       cfg.FS,
-		metrics:  newMetrics(cfg.Registry),
-		replicas: map[uint64]*Replica{},
-		records:  map[uint64]record{},
+		stop:          make(chan struct{}),
+		rebalanceKick: make(chan struct{}, 1),
+		cfg:           cfg,
+		log:           cfg.Logger,
+		fs:            cfg.FS,
+		metrics:       newMetrics(cfg.Registry),
+		replicas:      map[uint64]*Replica{},
+		records:       map[uint64]record{},
 	}
 	// Each directory's name must survive a power loss: pebble syncs the
 	// files in its directory, not the directory's own entry in its parent.

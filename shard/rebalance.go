@@ -23,10 +23,12 @@ import (
 // within rebalanceMaxLag entries of the leader's). Caught up matters: raft
 // refuses new entries while a transfer runs and catches the target up
 // first, for up to an election timeout. A group moves only once this node
-// has led it for a full pass in the same term (a node that just came back
-// gets a pass to catch up; no move right after an election), at most
-// rebalanceMovesPerPass groups a pass, and a group whose transfer failed
-// waits rebalanceBackoff before the next try. Writes sent during a transfer
+// has led it in the same term for rebalanceSettle (a node that just came
+// back gets a moment to catch up; no move right after an election), at
+// most rebalanceMovesPerPass groups a pass, and a group whose transfer
+// failed waits rebalanceBackoff before the next try. A peer that answers
+// probes again (PeerUp: a restarted node) starts passes every second for
+// rebalanceBurst. Writes sent during a transfer
 // are redirected to the new leader (Replica.afterTransfer), not failed.
 
 const (
@@ -40,49 +42,83 @@ const (
 	// heartbeat every 2-3 s by default (QuietHeartbeatEvery of the 5 s
 	// heartbeat timeout, plus one of raft's 0.5-1 s heartbeat intervals).
 	rebalanceFresh = 4 * time.Second
-	// rebalanceFollowUp is the pause before the next pass when a pass
-	// moved a full batch; see rebalanceLoop.
+	// rebalanceFollowUp is the pause before the next pass when more may
+	// be due; see rebalanceLoop.
 	rebalanceFollowUp = time.Second
+	// rebalanceSettle is how long a node must have led a group in its
+	// term before the group moves (at most LeaderRebalance).
+	rebalanceSettle = 3 * time.Second
+	// rebalanceBurst is how long after a peer answers probes again the
+	// passes come every rebalanceFollowUp.
+	rebalanceBurst = 20 * time.Second
 )
 
 // rebalancer is the state of a node's rebalance passes.
 type rebalancer struct {
 	m       *Manager
-	seen    map[uint64]uint64    // group -> term it was led in at the last pass
+	led     map[uint64]ledSince  // group -> the term this node leads it in, since the first pass that saw it
 	backoff map[uint64]time.Time // group -> no try before
+	settle  time.Duration        // how long a group must have been led in its term before it moves
+}
+
+// ledSince is when a pass first saw this node lead a group in term.
+type ledSince struct {
+	term uint64
+	at   time.Time
+}
+
+func newRebalancer(m *Manager) *rebalancer {
+	return &rebalancer{m: m, led: map[uint64]ledSince{}, backoff: map[uint64]time.Time{},
+		settle: min(m.cfg.LeaderRebalance, rebalanceSettle)}
 }
 
 func (m *Manager) rebalanceLoop() {
 	defer m.loops.Done()
-	b := &rebalancer{m: m, seen: map[uint64]uint64{}, backoff: map[uint64]time.Time{}}
+	b := newRebalancer(m)
 	t := time.NewTimer(m.cfg.LeaderRebalance)
 	defer t.Stop()
-	regular := true
+	var burstUntil time.Time
 	for {
 		select {
 		case <-m.stop:
 			return
+		case <-m.rebalanceKick:
+			// A peer answers probes again: it may be the preferred leader
+			// of hundreds of groups (a restart). Give its replicas a
+			// moment to answer their leaders, then pass every second for
+			// a while instead of waiting up to a full interval.
+			burstUntil = time.Now().Add(rebalanceBurst)
+			t.Reset(rebalanceFollowUp)
+			continue
 		case <-t.C:
 		}
-		// A pass that moved a full batch (a node came back and is the
-		// preferred leader of hundreds of groups: after a restart, a third
-		// of a node's groups) goes on after a short pause with the groups
-		// the last regular pass saw, instead of 32 groups every 10 s: a
-		// node with 1,000 replicas leads its groups again within seconds,
+		// A pass that moved a full batch, or saw groups due to move once
+		// they have been led long enough, goes on after a short pause: a
+		// node with 1,000 replicas that restarts is the preferred leader
+		// of a third of its groups, which it leads again within seconds,
 		// not minutes (docs/benchmarks.md "Idle channels, real agents").
-		full := b.pass(regular)
-		regular = !full
-		t.Reset(nextRebalance(full, m.cfg.LeaderRebalance))
+		more := b.pass(time.Now())
+		t.Reset(nextRebalance(more || time.Now().Before(burstUntil), m.cfg.LeaderRebalance))
 	}
 }
 
-// nextRebalance is the pause before the next pass: rebalanceFollowUp after
-// a full pass (more groups may be due), else the configured interval.
-func nextRebalance(full bool, every time.Duration) time.Duration {
-	if full {
+// nextRebalance is the pause before the next pass: rebalanceFollowUp when
+// more may be due, else the configured interval.
+func nextRebalance(more bool, every time.Duration) time.Duration {
+	if more {
 		return min(every, rebalanceFollowUp)
 	}
 	return every
+}
+
+// PeerUp is called (by the transport's prober) when the node at the
+// cluster address addr answers probes, for the first time or again after
+// it stopped: the rebalancer looks for groups to hand it at once.
+func (m *Manager) PeerUp(addr string) {
+	select {
+	case m.rebalanceKick <- struct{}{}:
+	default:
+	}
 }
 
 type leaderMove struct {
@@ -91,31 +127,39 @@ type leaderMove struct {
 }
 
 // pass moves the groups due to move, returns when their transfers ended,
-// and reports whether it moved a full batch (more may be due). A regular
-// pass remembers the term of every group this node leads; a follow-up pass
-// (regular false) moves only groups led in the same term at the last
-// regular pass, and keeps what that pass saw: a group still needs to have
-// been led for a whole regular pass before it moves.
-func (b *rebalancer) pass(regular bool) bool {
-	now := time.Now()
-	seen := map[uint64]uint64{}
+// and reports whether more may be due soon: it moved a full batch, or a
+// group would have moved had it been led longer in its term. A group
+// moves only once this node has led it in the same term for b.settle
+// (three seconds, or the interval if shorter), as seen by the passes: no
+// move right after an election, and a node that just came back gets a
+// moment to catch up.
+func (b *rebalancer) pass(now time.Time) (more bool) {
+	led := map[uint64]ledSince{}
 	var moves []leaderMove
 	for _, r := range b.m.Replicas() {
 		if r.raft.State() != raft.Leader {
 			continue
 		}
 		term := r.raft.CurrentTerm()
-		seen[r.GroupID] = term
-		if b.seen[r.GroupID] != term || len(moves) == rebalanceMovesPerPass || now.Before(b.backoff[r.GroupID]) {
+		since, ok := b.led[r.GroupID]
+		if !ok || since.term != term {
+			since = ledSince{term: term, at: now}
+		}
+		led[r.GroupID] = since
+		if len(moves) == rebalanceMovesPerPass || now.Before(b.backoff[r.GroupID]) {
 			continue
 		}
-		if to, ok := r.preferredLeader(); ok && !r.disagrees(to.ID) && b.m.cfg.Transport.PeerHealthy(string(to.Address)) && r.caughtUp(to.Address) {
-			moves = append(moves, leaderMove{r: r, to: to})
+		to, ok := r.preferredLeader()
+		if !ok || r.disagrees(to.ID) || !b.m.cfg.Transport.PeerHealthy(string(to.Address)) || !r.caughtUp(to.Address) {
+			continue
 		}
+		if now.Sub(since.at) < b.settle {
+			more = true
+			continue
+		}
+		moves = append(moves, leaderMove{r: r, to: to})
 	}
-	if regular {
-		b.seen = seen
-	}
+	b.led = led
 	for gid, t := range b.backoff {
 		if now.After(t) {
 			delete(b.backoff, gid)
@@ -142,7 +186,7 @@ func (b *rebalancer) pass(regular bool) bool {
 			anyFailed = true
 		}
 	}
-	return len(moves) == rebalanceMovesPerPass && !anyFailed
+	return more || len(moves) == rebalanceMovesPerPass && !anyFailed
 }
 
 // move hands mv's group to its preferred leader and reports whether that

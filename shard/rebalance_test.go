@@ -24,19 +24,22 @@ func TestNextRebalance(t *testing.T) {
 	}
 }
 
-// A follow-up pass keeps the terms the last regular pass saw, so that a
-// group still moves only once it was led for a whole regular pass; a
-// regular pass replaces them.
-func TestRebalanceFollowUpKeepsWhatTheRegularPassSaw(t *testing.T) {
-	b := &rebalancer{m: &Manager{}, seen: map[uint64]uint64{7: 3}, backoff: map[uint64]time.Time{}}
-	if b.pass(false) {
-		t.Fatal("a pass that moved nothing reported a full batch")
+// A pass remembers since when this node leads each group in its term,
+// keeps that across passes while the term stays, and forgets groups it no
+// longer leads.
+func TestRebalanceRemembersWhenItLed(t *testing.T) {
+	b := newRebalancer(&Manager{cfg: Config{LeaderRebalance: 10 * time.Second}})
+	if b.settle != rebalanceSettle {
+		t.Fatalf("settle %v, want %v", b.settle, rebalanceSettle)
 	}
-	if b.seen[7] != 3 {
-		t.Fatalf("after a follow-up pass seen = %v, want what the regular pass saw", b.seen)
+	b.led[7] = ledSince{term: 3, at: time.Now()}
+	if b.pass(time.Now()) {
+		t.Fatal("a pass over no led group reported more due")
 	}
-	b.pass(true)
-	if len(b.seen) != 0 {
-		t.Fatalf("after a regular pass over no led group seen = %v, want empty", b.seen)
+	if len(b.led) != 0 {
+		t.Fatalf("after a pass over no led group led = %v, want empty", b.led)
+	}
+	if s := newRebalancer(&Manager{cfg: Config{LeaderRebalance: 300 * time.Millisecond}}).settle; s != 300*time.Millisecond {
+		t.Fatalf("settle %v with a 300 ms interval, want the interval", s)
 	}
 }

@@ -17,8 +17,9 @@ import (
 // set, a heartbeat waits up to that long for the other heartbeats going to
 // the same peer and they travel as one typeHeartbeats frame; the peer runs
 // each group's heartbeat handler in turn and answers them in one frame.
-// Every heartbeat still makes the round trip: nothing is answered locally,
-// so the leader lease and VerifyLeader keep their meaning.
+// A heartbeat of a group with quiet heartbeats waits longer (quietBatchShare)
+// and may be answered locally instead (quiet.go); any other makes the round
+// trip.
 //
 // A heartbeat that confirms leadership for a read (VerifyLeader) must not
 // wait: GroupTransport.Urgent, called before VerifyLeader, sends the group's

@@ -91,6 +91,10 @@ type Config struct {
 	// OnPeerDown, if set, is called (on its own goroutine) when the prober
 	// finds a peer that answered before unresponsive. See PeerHealthy.
 	OnPeerDown func(addr string)
+	// OnPeerUp, if set, is called (on its own goroutine) when the prober
+	// finds a peer answering that was not healthy before: probed for the
+	// first time, or back after OnPeerDown.
+	OnPeerUp func(addr string)
 
 	// Faults, if set, injects network faults into this node's outbound
 	// sessions (tests only; see Faults). Nil changes nothing.

@@ -101,11 +101,16 @@ func (p *peer) probeTick() {
 	}
 	was := p.healthy
 	p.healthy = !p.lastOK.IsZero() && now.Sub(p.lastOK) < probeDownAfter && !p.refused.After(p.lastOK)
-	down := was && !p.healthy
+	down, up := was && !p.healthy, !was && p.healthy
 	p.mu.Unlock()
 	if down {
 		p.n.logger.Warn("peer stopped answering probes", "peer", p.addr)
 		if cb := p.n.cfg.OnPeerDown; cb != nil {
+			p.n.goFunc(func() { cb(p.addr) })
+		}
+	}
+	if up {
+		if cb := p.n.cfg.OnPeerUp; cb != nil {
 			p.n.goFunc(func() { cb(p.addr) })
 		}
 	}

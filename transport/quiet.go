@@ -29,8 +29,9 @@ import (
 //   - the pipeline's connection is still open.
 //
 // What the local answer may and may not do. Raft counts it as contact with
-// the follower (the leader lease): quietContact bounds by how much a leader
-// cut off from its followers outlives its lease. It carries no entries, so
+// the follower (the leader lease): quietContact (with quiet heartbeats, the
+// probes' second) bounds by how much a leader cut off from its followers
+// outlives its lease. It carries no entries, so
 // it moves no match index and commits nothing. It is not counted by
 // AckedSince (noteFollower is not called), so a read is never confirmed by
 // it: ConfirmLeadership waits for answers that crossed the wire.

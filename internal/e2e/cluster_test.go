@@ -437,6 +437,62 @@ func TestLeadershipReturnsToThePlacement(t *testing.T) {
 	}
 }
 
+// A node that comes back is handed the groups it prefers within seconds,
+// not at the rebalancer's next regular pass: its peers' probes see it
+// answer again (PeerUp), and the passes then come every second. The
+// interval here is far longer than the test waits.
+func TestLeadershipReturnsWhenThePeerIsBack(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3, LeaderRebalance: 10 * time.Minute})
+	preferred := map[string]string{}
+	ctx := ctxT(t)
+	for i := range 6 {
+		name := fmt.Sprintf("back-%d", i)
+		c.CreateChannel(name, 3)
+		ch, err := c.Client(1).Channel(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		preferred[name] = ch.Placement[0].NodeID
+	}
+	away := 0
+	for _, want := range preferred {
+		if want == c.Nodes[0].Name {
+			away++
+		}
+	}
+	if away == 0 {
+		t.Fatalf("no channel prefers %s: the test moves nothing (placements %v)", c.Nodes[0].Name, preferred)
+	}
+	// A new channel's first leader is its preferred one.
+	c.WaitFor(30*time.Second, func() error {
+		for name, want := range preferred {
+			if got := c.WaitLeader(name); got != want {
+				return fmt.Errorf("channel %s led by %s, its placement prefers %s", name, got, want)
+			}
+		}
+		return nil
+	})
+	c.Stop(0)
+	for name, want := range preferred {
+		if want == c.Nodes[0].Name {
+			if got := c.WaitLeader(name); got == want {
+				t.Fatalf("channel %s still led by stopped node %s", name, got)
+			}
+		}
+	}
+	c.Start(0)
+	start := time.Now()
+	c.WaitFor(45*time.Second, func() error {
+		for name, want := range preferred {
+			if got := c.WaitLeader(name); got != want {
+				return fmt.Errorf("channel %s led by %s, its placement prefers %s", name, got, want)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d channels led by %s again %v after its start", away, c.Nodes[0].Name, time.Since(start).Round(time.Millisecond))
+}
+
 // The meta leader's node stops hard: a surviving core node stands for the
 // meta election at once (the prober's report, as for channel groups), and
 // channel creation works again through the survivors.
