@@ -106,6 +106,44 @@ func TestQuietLeaderCutOffServesNoRead(t *testing.T) {
 	g.checkRead(t, err)
 }
 
+// TestQuietHeartbeatsLeaderCutOffServesNoRead: as above, with the
+// heartbeats of the idle group answered locally too (quiet heartbeats,
+// once its term has run 10 s): cut off, the old leader's transport goes on
+// answering its heartbeats for as long as the probes of its followers'
+// nodes last, and raft's VerifyLeader would count those answers; its
+// linearizable read must still be refused or see the new leader's write.
+func TestQuietHeartbeatsLeaderCutOffServesNoRead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a term to run 10 s")
+	}
+	timing := RaftTiming{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second,
+		LeaderLeaseTimeout: 2 * time.Second, CommitTimeout: 20 * time.Millisecond}
+	g := startFaultyGroup(t, 13, timing)
+	nodes, faults, l, f1, f2, addr := g.nodes, g.faults, g.l, g.f1, g.f2, g.addr
+	old := g.reps[l]
+	waitFor(t, 30*time.Second, func() error {
+		if nodes[l].trans.QuietHeartbeats() < 5 {
+			return errors.New("the idle group's heartbeats are not answered locally yet")
+		}
+		return nil
+	})
+	if old.Raft().State() != raft.Leader {
+		t.Skip("the leader changed while the term settled (a slow machine): nothing to test")
+	}
+	faults[l].Hold(addr(f1))
+	faults[l].Hold(addr(f2))
+	faults[l].Delay(addr(f1), time.Minute)
+	faults[l].Delay(addr(f2), time.Minute)
+	faults[f1].Block(addr(l))
+	faults[f2].Block(addr(l))
+
+	g.takeOver(t)
+
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	g.checkRead(t, old.ReadBarrier(rctx, Linearizable))
+}
+
 // faultyGroup is a group of three replicas on nodes whose transports take
 // faults, its leader l having acknowledged k=before and confirmed a read.
 type faultyGroup struct {

@@ -152,6 +152,7 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		if quiet, ok := g.quietHeartbeat(target, args); ok {
 			*resp = quiet
 			g.node.metrics.quietHeartbeats.Inc()
+			g.node.quiet.beats.Add(1)
 			return nil
 		}
 		if g.node.cfg.HeartbeatBatch > 0 && !g.isUrgent() {

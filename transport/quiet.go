@@ -128,6 +128,10 @@ func (g *GroupTransport) parked(target raft.ServerAddress) bool {
 	return g.followers[target].parked
 }
 
+// QuietHeartbeats returns how many heartbeats this node answered itself
+// instead of sending (the quiet_heartbeats_total metric).
+func (n *Node) QuietHeartbeats() uint64 { return n.quiet.beats.Load() }
+
 // countQuiet counts one append answered by quietAnswer.
 func (n *Node) countQuiet() {
 	n.metrics.quietAppends.Inc()
@@ -136,7 +140,7 @@ func (n *Node) countQuiet() {
 
 // quietCount counts the appends answered by quietAnswer on this node, for
 // QuietAppends (the metric has no cheap reader).
-type quietCount struct{ n atomic.Uint64 }
+type quietCount struct{ n, beats atomic.Uint64 }
 
 // QuietAppends returns how many appends this node answered itself
 // instead of sending (the quiet_appends_total metric).

@@ -13,8 +13,13 @@ import (
 	"github.com/shardnet/shardnet/internal/testcluster"
 )
 
+// ctxT is the context of a test's calls: it ends with the test, or after
+// 90 s (scaled for CI) so that a call that hangs fails the test instead of
+// the package's timeout. It bounds the whole test, not each call: it must
+// outlast the test's own waits, which a 30 s bound did not on a loaded CI
+// machine (TestLeadershipReturnsToThePlacement's last writes failed on it).
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testcluster.Scaled(90*time.Second))
 	t.Cleanup(cancel)
 	return ctx
 }

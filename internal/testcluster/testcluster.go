@@ -428,12 +428,19 @@ func (c *Cluster) WaitFor(timeout time.Duration, cond func() error) {
 	WaitFor(c.t, timeout, cond)
 }
 
+// Scaled stretches a test's deadline by SHARDNET_TEST_TIMEOUT_SCALE (slow,
+// shared CI machines).
+func Scaled(d time.Duration) time.Duration {
+	if s, err := strconv.ParseFloat(os.Getenv("SHARDNET_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
+		return time.Duration(float64(d) * s)
+	}
+	return d
+}
+
 // WaitFor polls cond until it returns nil or the scaled deadline passes.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	if s, err := strconv.ParseFloat(os.Getenv("SHARDNET_TEST_TIMEOUT_SCALE"), 64); err == nil && s > 0 {
-		timeout = time.Duration(float64(timeout) * s)
-	}
+	timeout = Scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	wait := 10 * time.Millisecond
 	for {
