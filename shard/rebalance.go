@@ -39,8 +39,9 @@ const (
 	// rebalanceFresh is how recent the target's last answer to this leader
 	// must be (transport.GroupTransport.FollowerLastLog). Only answers that
 	// crossed the wire count: an idle group's follower gets a real
-	// heartbeat every 2-3 s by default (QuietHeartbeatEvery of the 5 s
-	// heartbeat timeout, plus one of raft's 0.5-1 s heartbeat intervals).
+	// heartbeat every 1.75-2.4 s by default (QuietHeartbeatEvery of the
+	// 5 s heartbeat timeout, plus one of raft's 0.5-1 s heartbeat
+	// intervals and a batch's wait).
 	rebalanceFresh = 4 * time.Second
 	// rebalanceFollowUp is the pause before the next pass when more may
 	// be due; see rebalanceLoop.

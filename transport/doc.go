@@ -86,11 +86,12 @@
 // # Quiet heartbeats
 //
 // A group given a quiet interval (GroupTransport.SetQuietHeartbeats; the
-// channel groups, 2 s of their 5 s heartbeat timeout) sends a follower a
+// channel groups, 1.25 s of their 5 s heartbeat timeout) sends a follower a
 // real heartbeat only when the last real one is that old, and answers
 // raft's heartbeats in between itself, as the follower last answered,
 // while the follower's node answers the probes below and the term has run
-// 10 s (quiet.go). Its heartbeats that do go out wait up to 250 ms for
+// 10 s (quiet.go). Its heartbeats that do go out wait up to an eighth of
+// that interval (156 ms) for
 // others to the same peer (a quiet group's follower needs one within its
 // heartbeat timeout, not within the lease). An idle node's cost is counted
 // in frames more than in heartbeats: each frame is a write and wake-ups on

@@ -76,8 +76,8 @@ type hbBatcher struct {
 }
 
 // quietBatchShare: a heartbeat of a group with quiet heartbeats waits up
-// to this share of its quiet interval for others going the same way (250
-// ms of the channels' 2 s), where other groups' wait Config.HeartbeatBatch.
+// to this share of its quiet interval for others going the same way (156
+// ms of the channels' 1.25 s), where other groups' wait Config.HeartbeatBatch.
 // Such a heartbeat is due at the follower within its heartbeat timeout,
 // not within the lease, and an idle node's cost is counted in frames:
 // each is a write and a wake-up on both sides, whatever it carries

@@ -239,8 +239,9 @@ func TestRaftQuietHeartbeats(t *testing.T) {
 	for _, gid := range gids {
 		for _, r := range c.groups[gid] {
 			// A tenth to a fifth of the 500 ms heartbeat timeout between
-			// raft's heartbeats; a real one every 200-300 ms.
-			r.trans.SetQuietHeartbeats(200 * time.Millisecond)
+			// raft's heartbeats; a real one every 175-225 ms (a quarter of
+			// the timeout, as shard.QuietHeartbeatEvery).
+			r.trans.SetQuietHeartbeats(125 * time.Millisecond)
 		}
 	}
 	terms := map[uint64]uint64{}
