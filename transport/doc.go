@@ -96,7 +96,7 @@
 // heartbeat timeout, not within the lease). An idle node's cost is counted
 // in frames more than in heartbeats: each frame is a write and wake-ups on
 // both sides. Measured with 3 agents × 1,000 idle replicas: frames written
-// per node 334 → 112 a second, CPU 36.7 % of a core → 27.5 % (medians of
+// per node 334 → 112 a second, CPU 37.0 % of a core → 25.8 % (medians of
 // three alternating runs, docs/benchmarks.md "Quiet heartbeats"). A read's confirmation (Urgent)
 // always crosses the wire, and only answers that did count for it.
 //
