@@ -76,7 +76,7 @@ func TestQuietLeaderCutOffServesNoRead(t *testing.T) {
 	timing := RaftTiming{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second,
 		LeaderLeaseTimeout: 2 * time.Second, CommitTimeout: 20 * time.Millisecond}
 	g := startFaultyGroup(t, 12, timing)
-	nodes, faults, l, f1, f2, addr := g.nodes, g.faults, g.l, g.f1, g.f2, g.addr
+	nodes, l := g.nodes, g.l
 	old := g.reps[l]
 	waitFor(t, 5*time.Second, func() error {
 		if nodes[l].trans.QuietAppends() < 5 {
@@ -85,14 +85,7 @@ func TestQuietLeaderCutOffServesNoRead(t *testing.T) {
 		return nil
 	})
 
-	// Cut off: the followers' answers to the old leader wait (Hold), its
-	// new messages are delayed, and nothing of the others reaches it.
-	faults[l].Hold(addr(f1))
-	faults[l].Hold(addr(f2))
-	faults[l].Delay(addr(f1), time.Minute)
-	faults[l].Delay(addr(f2), time.Minute)
-	faults[f1].Block(addr(l))
-	faults[f2].Block(addr(l))
+	g.cutOff()
 	cut := nodes[l].trans.QuietAppends()
 
 	g.takeOver(t)
@@ -119,23 +112,20 @@ func TestQuietHeartbeatsLeaderCutOffServesNoRead(t *testing.T) {
 	timing := RaftTiming{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second,
 		LeaderLeaseTimeout: 2 * time.Second, CommitTimeout: 20 * time.Millisecond}
 	g := startFaultyGroup(t, 13, timing)
-	nodes, faults, l, f1, f2, addr := g.nodes, g.faults, g.l, g.f1, g.f2, g.addr
-	old := g.reps[l]
+	// The leader may move to the placement's first replica meanwhile (the
+	// rebalancer): wait for a leader whose heartbeats are answered locally,
+	// whichever it is.
 	waitFor(t, 30*time.Second, func() error {
-		if nodes[l].trans.QuietHeartbeats() < 5 {
-			return errors.New("the idle group's heartbeats are not answered locally yet")
+		for i, r := range g.reps {
+			if r.Raft().State() == raft.Leader && g.nodes[i].trans.QuietHeartbeats() >= 5 {
+				g.l, g.f1, g.f2 = i, (i+1)%3, (i+2)%3
+				return nil
+			}
 		}
-		return nil
+		return errors.New("no leader's heartbeats are answered locally yet")
 	})
-	if old.Raft().State() != raft.Leader {
-		t.Skip("the leader changed while the term settled (a slow machine): nothing to test")
-	}
-	faults[l].Hold(addr(f1))
-	faults[l].Hold(addr(f2))
-	faults[l].Delay(addr(f1), time.Minute)
-	faults[l].Delay(addr(f2), time.Minute)
-	faults[f1].Block(addr(l))
-	faults[f2].Block(addr(l))
+	old := g.reps[g.l]
+	g.cutOff()
 
 	g.takeOver(t)
 
@@ -169,6 +159,16 @@ func startFaultyGroup(t *testing.T, gid uint64, timing RaftTiming) *faultyGroup 
 		t.Fatal(err)
 	}
 	return g
+}
+
+// cutOff cuts the leader off: the followers' answers to it wait (Hold),
+// its new messages are delayed, and nothing of the others reaches it.
+func (g *faultyGroup) cutOff() {
+	for _, f := range []int{g.f1, g.f2} {
+		g.faults[g.l].Hold(g.addr(f))
+		g.faults[g.l].Delay(g.addr(f), time.Minute)
+		g.faults[f].Block(g.addr(g.l))
+	}
 }
 
 // takeOver makes f1 stand (as the prober makes it: TimeoutNow, which voters

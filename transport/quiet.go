@@ -77,21 +77,33 @@ func (g *GroupTransport) quietAnswer(target raft.ServerAddress, args *raft.Appen
 		return raft.AppendEntriesResponse{}, false
 	}
 	now := time.Now()
-	g.followersMu.Lock()
-	f, ok := g.followers[target]
-	g.followersMu.Unlock()
+	f, ok := g.follower(target)
 	if !ok || f.matchTerm != args.Term || f.ackTerm != args.Term ||
 		f.matched != args.PrevLogEntry || f.last != f.matched ||
 		f.commit < args.LeaderCommitIndex ||
 		!g.inContact(target, f, now) || now.Sub(f.appendAt) >= quietRefresh {
 		return raft.AppendEntriesResponse{}, false
 	}
+	return answerAs(args, f.last), true
+}
+
+// follower returns what this replica knows of the follower at target.
+func (g *GroupTransport) follower(target raft.ServerAddress) (followerLog, bool) {
+	g.followersMu.Lock()
+	defer g.followersMu.Unlock()
+	f, ok := g.followers[target]
+	return f, ok
+}
+
+// answerAs is the "yes" a follower of args' term whose log ends at last
+// gives to args.
+func answerAs(args *raft.AppendEntriesRequest, last uint64) raft.AppendEntriesResponse {
 	return raft.AppendEntriesResponse{
 		RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion},
 		Term:      args.Term,
-		LastLog:   f.last,
+		LastLog:   last,
 		Success:   true,
-	}, true
+	}
 }
 
 // inContact reports whether the follower f at target counts as in contact
@@ -194,19 +206,12 @@ func (g *GroupTransport) quietHeartbeat(target raft.ServerAddress, args *raft.Ap
 		return raft.AppendEntriesResponse{}, false
 	}
 	now := time.Now()
-	g.followersMu.Lock()
-	f, ok := g.followers[target]
-	g.followersMu.Unlock()
+	f, ok := g.follower(target)
 	if !ok || f.beatTerm != args.Term || now.Sub(f.beatAt) >= every || now.Sub(f.termAt) < quietAfterTerm {
 		return raft.AppendEntriesResponse{}, false
 	}
 	if !g.node.PeerHealthy(string(target)) || !g.node.sessionOpen(target) {
 		return raft.AppendEntriesResponse{}, false
 	}
-	return raft.AppendEntriesResponse{
-		RPCHeader: raft.RPCHeader{ProtocolVersion: args.ProtocolVersion},
-		Term:      args.Term,
-		LastLog:   f.last,
-		Success:   true,
-	}, true
+	return answerAs(args, f.last), true
 }
