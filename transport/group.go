@@ -218,9 +218,7 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.Appe
 // leader resumed after a pause could count acknowledgements from before a
 // new leader was elected (docs/architecture.md "A read").
 func (g *GroupTransport) AckedSince(addr raft.ServerAddress, term uint64, since time.Time) bool {
-	g.followersMu.Lock()
-	f, ok := g.followers[addr]
-	g.followersMu.Unlock()
+	f, ok := g.follower(addr)
 	return ok && f.ackTerm == term && !f.ackSent.Before(since)
 }
 
@@ -230,9 +228,7 @@ func (g *GroupTransport) AckedSince(addr raft.ServerAddress, term uint64, since 
 // entries) and how long ago that answer came; ok is false if none did
 // since this replica started.
 func (g *GroupTransport) FollowerLastLog(addr raft.ServerAddress) (last uint64, age time.Duration, ok bool) {
-	g.followersMu.Lock()
-	f, ok := g.followers[addr]
-	g.followersMu.Unlock()
+	f, ok := g.follower(addr)
 	if !ok {
 		return 0, 0, false
 	}

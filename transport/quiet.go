@@ -135,9 +135,8 @@ func (g *GroupTransport) park(target raft.ServerAddress) {
 // parked reports whether AppendEntriesPipeline should refuse the follower
 // at target (park).
 func (g *GroupTransport) parked(target raft.ServerAddress) bool {
-	g.followersMu.Lock()
-	defer g.followersMu.Unlock()
-	return g.followers[target].parked
+	f, _ := g.follower(target)
+	return f.parked
 }
 
 // QuietHeartbeats returns how many heartbeats this node answered itself
