@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -28,6 +29,19 @@ import (
 // maxLeaseBody bounds a lease_chunks call's body: a file's chunk ids.
 const maxLeaseBody = fsm.MaxFileChunks * 32
 
+// holderCheckWait bounds how long a holder check tries a replica whose
+// call failed before it counts the replica out, and holderCheckPause is the
+// pause between tries. A lease is idempotent, so a call is simply made
+// again: a replica whose node has just restarted may refuse for a moment
+// (its replica not open yet, or this node's transport still inside the
+// backoff of a dial that failed while it was down), and losing a holder
+// for the rest of the upload over that would leave the file on fewer
+// replicas than it could have.
+const (
+	holderCheckWait  = 3 * time.Second
+	holderCheckPause = 200 * time.Millisecond
+)
+
 // checkHolders renews the holders' leases on u's chunks and fails the
 // holders that lack one; the caller checks u.holdersErr after it.
 func (n *Node) checkHolders(ctx context.Context, u *upload) {
@@ -51,7 +65,7 @@ func (n *Node) checkHolders(ctx context.Context, u *upload) {
 			if t.self {
 				missing = n.leaseChunks(u.ch.GroupID, ids, false)
 			} else {
-				missing, err = n.route.leaseChunks(ctx, t.addr, u.ch.GroupID, ids)
+				missing, err = n.route.leaseChunksRetry(ctx, t.addr, u.ch.GroupID, ids)
 			}
 			if err == nil && missing > 0 {
 				err = fmt.Errorf("it lacks %d of the %d chunks sent so far", missing, len(u.ids))
@@ -110,6 +124,26 @@ func (r *router) leaseChunks(ctx context.Context, addr string, gid uint64, ids [
 		return 0, fmt.Errorf("cluster: lease chunks from %s: malformed answer", addr)
 	}
 	return int(missing), nil
+}
+
+// leaseChunksRetry is leaseChunks made again, within holderCheckWait,
+// while it fails without an answer from the replica or with its refusal
+// (not hosting the group yet).
+func (r *router) leaseChunksRetry(ctx context.Context, addr string, gid uint64, ids []byte) (int, error) {
+	until := time.Now().Add(holderCheckWait)
+	for {
+		missing, err := r.leaseChunks(ctx, addr, gid, ids)
+		var cf *callFailedError
+		again := errors.As(err, &cf) || errors.Is(err, shard.ErrNotHosted)
+		if !again || time.Now().Add(holderCheckPause).After(until) {
+			return missing, err
+		}
+		select {
+		case <-ctx.Done():
+			return missing, err
+		case <-time.After(holderCheckPause):
+		}
+	}
 }
 
 func (r *router) serveLeaseChunks(_ context.Context, head []byte, body io.Reader) ([]byte, func(io.Writer) error, error) {

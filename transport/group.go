@@ -49,6 +49,11 @@ type followerLog struct {
 	// of its real answer to an append at appendAt.
 	matchTerm, matched, commit uint64
 	appendAt                   time.Time
+	// appendEpoch is the session (peer.epoch) that append went out on, 0
+	// after an exchange with the follower failed: a follower restarted
+	// behind a new session has lost the commit index it was told
+	// (quiet.go).
+	appendEpoch uint64
 	// parked: replicated by plain appends until one with entries
 	// succeeds (quiet.go, "Parked pipelines").
 	parked bool
@@ -58,6 +63,7 @@ type followerLog struct {
 	// termAt (when this node first heard it follow this term).
 	beatTerm       uint64
 	beatAt, termAt time.Time
+	beatEpoch      uint64 // the session beatAt's heartbeat went out on
 }
 
 var (
@@ -136,13 +142,14 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	// carry entries or the commit index wait for it (doc.go).
 	label, wait := labelAppendEntries, g.node.replicationWait()
 	sent := time.Now()
+	var epoch uint64 // the session the exchange goes on (quiet.go)
 	if isHeartbeat(args) {
 		label = labelHeartbeat
 	}
 	if err := g.node.expectPeer(id, target); err != nil {
 		return g.result(label, target, err)
 	}
-	if quiet, ok := g.quietAnswer(target, args); ok && g.node.sessionOpen(target) {
+	if quiet, ok := g.quietAnswer(target, args); ok {
 		// A parked follower's plain appends (quiet.go): as the pipeline's.
 		*resp = quiet
 		g.node.countQuiet()
@@ -160,22 +167,24 @@ func (g *GroupTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		}
 		label, wait = labelHeartbeat, 0
 	}
-	body, err := g.call(target, typeAppendEntries, label, wait, appendEntriesSizeHint(args), func(b []byte) []byte { return appendAppendEntriesRequest(b, args) })
+	body, err := g.callOn(target, typeAppendEntries, label, wait, appendEntriesSizeHint(args), func(b []byte) []byte { return appendAppendEntriesRequest(b, args) }, &epoch)
 	if err == nil {
 		err = decodeAppendEntriesResponse(body, resp)
 	}
 	if err == nil {
-		g.noteFollower(target, args, sent, resp)
+		g.noteFollower(target, args, sent, epoch, resp)
+	} else {
+		g.forgetFollower(target)
 	}
 	return g.result(label, target, err)
 }
 
-// noteFollower records what a follower's answer to args, sent at sent,
-// says: that it followed args' term then (any answer at the same term, a
-// log mismatch included); on success, its log; and, for an append that
-// was not a heartbeat, how far its log matches this leader's and the
-// commit index it was told (quiet.go).
-func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.AppendEntriesRequest, sent time.Time, resp *raft.AppendEntriesResponse) {
+// noteFollower records what a follower's answer to args, sent at sent over
+// the session of epoch, says: that it followed args' term then (any answer
+// at the same term, a log mismatch included); on success, its log; and,
+// for an append that was not a heartbeat, how far its log matches this
+// leader's and the commit index it was told (quiet.go).
+func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.AppendEntriesRequest, sent time.Time, epoch uint64, resp *raft.AppendEntriesResponse) {
 	term := args.Term
 	acked := resp.Term == term
 	if !resp.Success && !acked {
@@ -195,18 +204,31 @@ func (g *GroupTransport) noteFollower(target raft.ServerAddress, args *raft.Appe
 	}
 	if resp.Success && acked && isHeartbeat(args) {
 		if f.beatTerm != term {
-			f.beatTerm, f.termAt, f.beatAt = term, now, sent
+			f.beatTerm, f.termAt, f.beatAt, f.beatEpoch = term, now, sent, epoch
 		} else if sent.After(f.beatAt) {
-			f.beatAt = sent
+			f.beatAt, f.beatEpoch = sent, epoch
 		}
 	}
 	if resp.Success && acked && !isHeartbeat(args) {
-		f.noteAppended(args, now)
+		f.noteAppended(args, epoch, now)
 		if len(args.Entries) > 0 {
 			f.parked = false
 		}
 	}
 	g.followers[target] = f
+	g.followersMu.Unlock()
+}
+
+// forgetFollower makes the quiet answers (quiet.go) wait for the
+// follower's next real answer: an exchange with it failed, and its replica
+// may have restarted in place (closed and opened again on a node that
+// stayed up) and lost the commit index it was told.
+func (g *GroupTransport) forgetFollower(target raft.ServerAddress) {
+	g.followersMu.Lock()
+	if f, ok := g.followers[target]; ok && (f.appendEpoch != 0 || f.beatEpoch != 0) {
+		f.appendEpoch, f.beatEpoch = 0, 0
+		g.followers[target] = f
+	}
 	g.followersMu.Unlock()
 }
 
@@ -318,17 +340,24 @@ const (
 )
 
 func (g *GroupTransport) call(target raft.ServerAddress, typ uint8, label int, wait time.Duration, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
+	return g.callOn(target, typ, label, wait, sizeHint, encode, nil)
+}
+
+// callOn is call that also sets *epoch, when epoch is not nil, to the
+// epoch of the session the exchange went on (0 if it was no longer live).
+func (g *GroupTransport) callOn(target raft.ServerAddress, typ uint8, label int, wait time.Duration, sizeHint int, encode func([]byte) []byte, epoch *uint64) ([]byte, error) {
 	g.node.metrics.sent[label].Inc()
 	if g.isClosed() {
 		return nil, g.errClosed()
 	}
-	return g.node.roundTrip(target, g, g.gid, typ, wait, sizeHint, encode)
+	return g.node.roundTrip(target, g, g.gid, typ, wait, sizeHint, encode, epoch)
 }
 
 // roundTrip is call's exchange; owner, when set, is the group the stream is
 // tracked for (its Close aborts the exchange), else the node's own calls
-// (batched heartbeats) stop only when the node closes.
-func (n *Node) roundTrip(target raft.ServerAddress, owner *GroupTransport, gid uint64, typ uint8, wait time.Duration, sizeHint int, encode func([]byte) []byte) ([]byte, error) {
+// (batched heartbeats) stop only when the node closes. A non-nil epoch is
+// set as callOn says.
+func (n *Node) roundTrip(target raft.ServerAddress, owner *GroupTransport, gid uint64, typ uint8, wait time.Duration, sizeHint int, encode func([]byte) []byte, epoch *uint64) ([]byte, error) {
 	stop, errClosed := n.done, func() error { return ErrClosed }
 	if owner != nil {
 		stop, errClosed = owner.closed, owner.errClosed
@@ -348,6 +377,9 @@ func (n *Node) roundTrip(target raft.ServerAddress, owner *GroupTransport, gid u
 	if fresh && wait > 0 {
 		// It may have waited for the peer: the exchange gets its own timeout.
 		deadline = time.Now().Add(n.cfg.RPCTimeout)
+	}
+	if epoch != nil {
+		*epoch = p.epochOf(st.Session())
 	}
 	if owner != nil {
 		if !n.trackStream(st, owner) {
@@ -513,7 +545,7 @@ func (g *GroupTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 		_ = st.Close()
 		return nil, g.errClosed()
 	}
-	pl := newPipeline(g, target, st)
+	pl := newPipeline(g, target, st, p.epochOf(st.Session()))
 	n.metrics.pipelines.Inc()
 	if !n.goFunc(pl.decodeLoop) {
 		pl.Close()

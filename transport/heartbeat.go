@@ -92,9 +92,10 @@ type hbCall struct {
 }
 
 type hbResult struct {
-	body []byte
-	sent time.Time // when the batch went out
-	err  error
+	body  []byte
+	sent  time.Time // when the batch went out
+	epoch uint64    // the session it went out on, as noteFollower takes it
+	err   error
 }
 
 func (n *Node) batcher(target raft.ServerAddress) *hbBatcher {
@@ -152,6 +153,7 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 	select {
 	case r := <-c.done:
 		if r.err != nil {
+			g.forgetFollower(b.target)
 			return r.err
 		}
 		if err := decodeAppendEntriesResponse(r.body, resp); err != nil {
@@ -160,7 +162,7 @@ func (b *hbBatcher) heartbeat(g *GroupTransport, args *raft.AppendEntriesRequest
 		// A heartbeat's answer carries the follower's last log index too:
 		// the rebalancer's "is the target caught up" then stays fresh in
 		// groups that take no writes.
-		g.noteFollower(b.target, args, r.sent, resp)
+		g.noteFollower(b.target, args, r.sent, r.epoch, resp)
 		return nil
 	case <-g.closed:
 		return g.errClosed()
@@ -182,6 +184,7 @@ func (b *hbBatcher) flush() {
 		size += 2*binary.MaxVarintLen64 + len(c.req)
 	}
 	sent := time.Now()
+	var epoch uint64
 	body, err := b.n.roundTrip(b.target, nil, 0, typeHeartbeats, 0, size, func(buf []byte) []byte {
 		buf = binary.AppendUvarint(buf, uint64(len(calls)))
 		for _, c := range calls {
@@ -189,7 +192,7 @@ func (b *hbBatcher) flush() {
 			buf = appendBytes(buf, c.req)
 		}
 		return buf
-	})
+	}, &epoch)
 	var answers [][]byte
 	var failed []error
 	if err == nil {
@@ -202,7 +205,7 @@ func (b *hbBatcher) flush() {
 		case failed[i] != nil:
 			c.done <- hbResult{err: failed[i]}
 		default:
-			c.done <- hbResult{body: answers[i], sent: sent}
+			c.done <- hbResult{body: answers[i], sent: sent, epoch: epoch}
 		}
 	}
 }

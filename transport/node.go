@@ -109,7 +109,8 @@ type Node struct {
 	ln      net.Listener
 	addr    raft.ServerAddress
 	metrics *metrics
-	quiet   quietCount // appends answered locally (quiet.go)
+	quiet   quietCount    // appends answered locally (quiet.go)
+	epochs  atomic.Uint64 // the last session epoch given (peer.epoch)
 	ymux    *yamux.Config
 	app     *appListener
 

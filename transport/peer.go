@@ -31,7 +31,11 @@ type peer struct {
 	// session to another node than expected is refused.
 	node, expect string
 	lastErrAt    time.Time
-	waiters      int // callers in await
+	// epoch names the live session: a number no earlier session to any
+	// peer had (quiet.go: the quiet answers trust what a follower said
+	// over this session only).
+	epoch   uint64
+	waiters int // callers in await
 
 	// Prober state (probe.go).
 	lastUsed atomic.Int64 // unix nanos of the last RPC or PeerHealthy call
@@ -57,18 +61,34 @@ func (n *Node) peer(addr string) (*peer, error) {
 	return p, nil
 }
 
-// sessionOpen reports whether the node has a live session to addr (quiet
-// appends are answered only while it does).
-func (n *Node) sessionOpen(addr raft.ServerAddress) bool {
+// sessionEpoch returns the epoch of the node's live session to addr, 0 if
+// it has none. A follower whose node restarted is reached over a new
+// session, so what it said over the old one no longer answers for it
+// (quiet.go).
+func (n *Node) sessionEpoch(addr raft.ServerAddress) uint64 {
 	n.mu.Lock()
 	p := n.peers[string(addr)]
 	n.mu.Unlock()
 	if p == nil {
-		return false
+		return 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.sess != nil && !p.sess.IsClosed()
+	if p.sess == nil || p.sess.IsClosed() {
+		return 0
+	}
+	return p.epoch
+}
+
+// epochOf returns the epoch of sess if it is still the peer's live
+// session, else 0.
+func (p *peer) epochOf(sess *yamux.Session) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sess != sess || sess.IsClosed() {
+		return 0
+	}
+	return p.epoch
 }
 
 // session returns the live session to the peer, dialing if needed. Dials
@@ -226,6 +246,7 @@ func (p *peer) dial(ch chan struct{}) {
 	} else {
 		p.lastErr = nil
 		p.sess = sess
+		p.epoch = n.epochs.Add(1)
 		p.node = node
 		p.idle = nil
 	}

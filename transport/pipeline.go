@@ -20,6 +20,7 @@ type pipeline struct {
 	g      *GroupTransport
 	target raft.ServerAddress
 	st     *yamux.Stream
+	epoch  uint64 // st's session (peer.epoch), 0 if it was no longer live
 
 	// inflight holds the futures whose responses are still to be read; its
 	// capacity bounds the requests in flight (back-pressure on Raft).
@@ -37,11 +38,12 @@ type pipeline struct {
 	closed    chan struct{}
 }
 
-func newPipeline(g *GroupTransport, target raft.ServerAddress, st *yamux.Stream) *pipeline {
+func newPipeline(g *GroupTransport, target raft.ServerAddress, st *yamux.Stream, epoch uint64) *pipeline {
 	return &pipeline{
 		g:         g,
 		target:    target,
 		st:        st,
+		epoch:     epoch,
 		inflight:  make(chan *appendFuture, pipelineDepth),
 		done:      make(chan raft.AppendFuture, pipelineDepth),
 		fresh:     true,
@@ -64,7 +66,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	if len(args.Entries) > 0 {
 		p.entriesAt = f.start
 	}
-	if quiet, ok := p.g.quietAnswer(p.target, args); ok && !p.st.Session().IsClosed() {
+	if quiet, ok := p.g.quietAnswer(p.target, args); ok && p.epoch != 0 && !p.st.Session().IsClosed() {
 		// Nothing the follower does not know (quiet.go): answered in
 		// order by decodeLoop, without a frame.
 		if f.start.Sub(p.entriesAt) >= pipelineIdle {
@@ -158,9 +160,10 @@ func (p *pipeline) decodeLoop() {
 			err = decodeAppendEntriesResponse(body, f.resp)
 		}
 		if err == nil {
-			p.g.noteFollower(p.target, f.req, f.start, f.resp)
+			p.g.noteFollower(p.target, f.req, f.start, p.epoch, f.resp)
 		}
 		if err != nil {
+			p.g.forgetFollower(p.target)
 			n.metrics.errors[labelAppendEntries].Inc()
 			var remote *RemoteError
 			if !errors.As(err, &remote) {

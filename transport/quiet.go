@@ -26,7 +26,14 @@ import (
 //     group with quiet heartbeats, within its quiet interval, its node
 //     answering probes (inContact);
 //   - a real append went out within quietRefresh;
-//   - the pipeline's connection is still open.
+//   - that append's answer came over the session to the follower's node
+//     that is live now (peer.epoch), and no exchange with the follower
+//     failed since (forgetFollower). A follower whose node restarted has
+//     lost the commit index it was told (raft learns it again from the
+//     leader only), and is reached over a new session: its next append
+//     goes on the wire, else its applied index would wait quietRefresh
+//     for the leader's next real append, and a read index served there
+//     with it.
 //
 // What the local answer may and may not do. Raft counts it as contact with
 // the follower (the leader lease): quietContact (with quiet heartbeats, the
@@ -36,8 +43,9 @@ import (
 // AckedSince (noteFollower is not called), so a read is never confirmed by
 // it: ConfirmLeadership waits for answers that crossed the wire.
 // quietRefresh bounds what a follower that lost its commit index without
-// the connection noticing (a replica restarted in place) waits to learn it
-// again.
+// the session or an exchange noticing (a replica closed and opened again
+// between two of the leader's messages, its node staying up) waits to
+// learn it again.
 //
 // Parked pipelines. A pipeline costs three goroutines (its reader here,
 // raft's decoder, the follower's stream server) and a stream's buffers,
@@ -65,9 +73,10 @@ var pipelineIdle = 10 * time.Second
 // matches this leader's through args' last entry, and it took
 // min(LeaderCommitIndex, its last index) as its commit index, its log
 // reaching at least that entry.
-func (f *followerLog) noteAppended(args *raft.AppendEntriesRequest, now time.Time) {
+func (f *followerLog) noteAppended(args *raft.AppendEntriesRequest, epoch uint64, now time.Time) {
 	matched := args.PrevLogEntry + uint64(len(args.Entries))
 	f.matchTerm, f.matched, f.commit, f.appendAt = args.Term, matched, min(args.LeaderCommitIndex, matched), now
+	f.appendEpoch = epoch
 }
 
 // quietAnswer returns the answer the follower at target would give to args
@@ -81,6 +90,7 @@ func (g *GroupTransport) quietAnswer(target raft.ServerAddress, args *raft.Appen
 	if !ok || f.matchTerm != args.Term || f.ackTerm != args.Term ||
 		f.matched != args.PrevLogEntry || f.last != f.matched ||
 		f.commit < args.LeaderCommitIndex ||
+		f.appendEpoch == 0 || f.appendEpoch != g.node.sessionEpoch(target) ||
 		!g.inContact(target, f, now) || now.Sub(f.appendAt) >= quietRefresh {
 		return raft.AppendEntriesResponse{}, false
 	}
@@ -170,7 +180,7 @@ func (n *Node) QuietAppends() uint64 { return n.quiet.n.Load() }
 //     within the quiet interval;
 //   - the follower's node answers the transport's probes (a yamux ping
 //     every 250 ms over the same connection, PeerHealthy: within the last
-//     second) and the connection is open;
+//     second) and that heartbeat went out on the session live now;
 //   - the term has run quietAfterTerm since the follower first answered
 //     in it: failover (shard/failover.go) shortens the followers' timers to
 //     the lease for a few seconds around a leader change, and those must
@@ -209,7 +219,7 @@ func (g *GroupTransport) quietHeartbeat(target raft.ServerAddress, args *raft.Ap
 	if !ok || f.beatTerm != args.Term || now.Sub(f.beatAt) >= every || now.Sub(f.termAt) < quietAfterTerm {
 		return raft.AppendEntriesResponse{}, false
 	}
-	if !g.node.PeerHealthy(string(target)) || !g.node.sessionOpen(target) {
+	if !g.node.PeerHealthy(string(target)) || f.beatEpoch == 0 || f.beatEpoch != g.node.sessionEpoch(target) {
 		return raft.AppendEntriesResponse{}, false
 	}
 	return answerAs(args, f.last), true

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,6 +101,77 @@ func TestQuietAppends(t *testing.T) {
 	if seen.Load() == before {
 		t.Fatal("a heartbeat did not cross the wire")
 	}
+}
+
+// A quiet answer trusts what the follower said over the session live now
+// and since its last failed exchange: a follower whose node restarted (a
+// new session) or whose replica failed an exchange (closed, perhaps opened
+// again in place) has lost the commit index it was told, and the next
+// append goes on the wire.
+func TestQuietAppendsTrustOneSession(t *testing.T) {
+	a, b := newTestNode(t, "k"), newTestNode(t, "k")
+	ga, _ := a.Group(1)
+	gb, _ := b.Group(1)
+	var seen atomic.Int64
+	var refuse atomic.Bool
+	serve(t, gb, func(rpc raft.RPC) {
+		seen.Add(1)
+		c := rpc.Command.(*raft.AppendEntriesRequest)
+		if refuse.Load() {
+			rpc.Respond(nil, errors.New("replica closed"))
+			return
+		}
+		// A heartbeat is answered with the follower's last entry, as
+		// raft's follower does; the log here ends at 3.
+		last := c.PrevLogEntry + uint64(len(c.Entries))
+		if isHeartbeat(c) {
+			last = 3
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: c.Term, LastLog: last, Success: true}, nil)
+	})
+	send := func(what string, req *raft.AppendEntriesRequest) (wire bool, err error) {
+		t.Helper()
+		before := seen.Load()
+		resp := new(raft.AppendEntriesResponse)
+		err = ga.AppendEntries("b", b.Addr(), req, resp)
+		if err == nil && (!resp.Success || !isHeartbeat(req) && resp.LastLog != req.PrevLogEntry+uint64(len(req.Entries))) {
+			t.Fatalf("%s: answered %+v", what, resp)
+		}
+		return seen.Load() != before, err
+	}
+	must := func(what string, req *raft.AppendEntriesRequest, wire bool) {
+		t.Helper()
+		got, err := send(what, req)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got != wire {
+			t.Fatalf("%s: crossed the wire %v, want %v", what, got, wire)
+		}
+	}
+	empty := &raft.AppendEntriesRequest{Term: 2, RPCHeader: raft.RPCHeader{Addr: []byte("a")}, PrevLogEntry: 3, PrevLogTerm: 2, LeaderCommitIndex: 3}
+	entries := &raft.AppendEntriesRequest{Term: 2, RPCHeader: raft.RPCHeader{Addr: []byte("a")}, LeaderCommitIndex: 3,
+		Entries: []*raft.Log{{Index: 1, Term: 2}, {Index: 2, Term: 2}, {Index: 3, Term: 2}}}
+	must("entries", entries, true)
+	must("nothing new", empty, false)
+
+	// The follower's node "restarts": the session ends and a heartbeat
+	// (or a probe) dials a new one; the follower answers it, but the next
+	// append must still reach it.
+	a.dropPeer(string(b.Addr()))
+	must("a heartbeat", &raft.AppendEntriesRequest{Term: 2, RPCHeader: raft.RPCHeader{Addr: []byte("a")}}, true)
+	must("the first append over a new session", empty, true)
+	must("the next one", empty, false)
+
+	// An exchange fails (the follower's replica closed): whatever it said
+	// before no longer answers for it.
+	refuse.Store(true)
+	if _, err := send("refused", entries); err == nil {
+		t.Fatal("a refused append succeeded")
+	}
+	refuse.Store(false)
+	must("the first append after a failed exchange", empty, true)
+	must("quiet again", empty, false)
 }
 
 // Raft over quiet appends: followers of idle groups still learn the commit

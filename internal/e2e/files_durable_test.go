@@ -166,6 +166,9 @@ func TestFilesUploadPinsSurviveRestart(t *testing.T) {
 	c.WaitFor(30*time.Second, func() error {
 		roundAt = time.Now()
 		_, err := node.CollectChunks(ctx)
+		if err != nil {
+			t.Logf("collection round on the restarted node: %v", err)
+		}
 		return err
 	})
 	if !node.Chunks().Has(ids[0]) {
@@ -197,6 +200,9 @@ func TestFilesUploadPinsSurviveRestart(t *testing.T) {
 	c.WaitFor(30*time.Second, func() error {
 		roundAt = time.Now()
 		_, err := other.CollectChunks(ctx)
+		if err != nil {
+			t.Logf("collection round on the restarted replica: %v", err)
+		}
 		return err
 	})
 	if !other.Chunks().Has(ids[0]) {

@@ -239,3 +239,59 @@ func readsNeverGoBack(t *testing.T, slowLeader bool) {
 		t.Fatalf("ran out of time: %v", err)
 	}
 }
+
+// A follower restarted (as kill -9 would) in an idle channel knows the
+// commit index again at once: hashicorp/raft learns it from the leader's
+// next append only, and the leader answers the appends of an idle group
+// itself (transport/quiet.go, "Quiet appends") as long as nothing new
+// would cross the wire. Such an answer trusts what the follower said over
+// the session its node had then; a restarted node is reached over a new
+// session, so the leader's next append goes on the wire. Before that rule
+// the follower waited for the leader's next real append (up to 30 s):
+// its linearizable reads went to the leader, its collection rounds and
+// anti-entropy were skipped. The write just before the kill makes that
+// wait the longest.
+func TestRestartedFollowerLearnsTheCommitIndexAtOnce(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Core: 3})
+	c.CreateChannel("idle", 3)
+	leader := c.Index(c.WaitLeader("idle"))
+	follower := (leader + 1) % 3
+	ctx := ctxT(t)
+	if _, err := c.Client(leader).Put(ctx, "idle", "k", []byte("v"), api.PutOptions{}); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	idx := replicaOf(t, c, leader, "idle").Raft().CommitIndex()
+	c.WaitFor(10*time.Second, func() error {
+		if got := replicaOf(t, c, follower, "idle").Raft().CommitIndex(); got < idx {
+			return fmt.Errorf("the follower's commit index is %d, want %d", got, idx)
+		}
+		return nil
+	})
+	// Idle long enough for the group's pipelines to park and its
+	// heartbeats to go quiet (transport/quiet.go), as an idle channel's do.
+	time.Sleep(12 * time.Second)
+	c.Kill(follower)
+	c.Start(follower)
+	var rep *shard.Replica
+	c.WaitFor(30*time.Second, func() error {
+		r, ok := c.Nodes[follower].Agent().Node.Shards().ReplicaByChannel("idle")
+		if !ok {
+			return fmt.Errorf("%s has not opened its replica yet", c.Nodes[follower].Name)
+		}
+		rep = r
+		return nil
+	})
+	opened := time.Now()
+	limit := testcluster.Scaled(8 * time.Second)
+	for rep.Raft().CommitIndex() < idx || rep.FSM().Applied() < idx {
+		if time.Since(opened) > limit {
+			t.Fatalf("the restarted follower knows commit index %d and applied %d, %v after it opened; the write before the kill is at %d",
+				rep.Raft().CommitIndex(), rep.FSM().Applied(), time.Since(opened), idx)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the restarted follower applied the last write %v after it opened", time.Since(opened).Round(time.Millisecond))
+	if v, err := getString(c, follower, "idle", "k", api.Linearizable, 10*time.Second); err != nil || v != "v" {
+		t.Fatalf("linearizable read through the restarted follower: %q, %v", v, err)
+	}
+}
