@@ -30,17 +30,41 @@ import (
 const maxLeaseBody = fsm.MaxFileChunks * 32
 
 // holderCheckWait bounds how long a holder check tries a replica whose
-// call failed before it counts the replica out, and holderCheckPause is the
-// pause between tries. A lease is idempotent, so a call is simply made
-// again: a replica whose node has just restarted may refuse for a moment
-// (its replica not open yet, or this node's transport still inside the
-// backoff of a dial that failed while it was down), and losing a holder
-// for the rest of the upload over that would leave the file on fewer
-// replicas than it could have.
+// lease call failed before it counts the replica out, and
+// holderCheckPause is the pause between tries. A lease is idempotent, so
+// the call is simply made again: a replica whose node has just restarted
+// may refuse for a moment (its replica not open yet, or this node's
+// transport still inside the backoff of a dial that failed while it was
+// down), and losing a holder for the rest of the upload over that would
+// leave the file on fewer replicas than it could have. A replica that is
+// really down costs the upload these 3 s once: it is no holder after.
+// (put_chunk is not tried again: a file's chunks go to the replicas a
+// majority of which must hold each, and a new file pays no wait for a
+// replica that is down.)
 const (
 	holderCheckWait  = 3 * time.Second
 	holderCheckPause = 200 * time.Millisecond
 )
+
+// retryHolderCall runs call until it succeeds, fails otherwise than
+// without the replica's answer or with its "not hosted" refusal, or
+// holderCheckWait has passed; it returns call's last error.
+func retryHolderCall(ctx context.Context, call func() error) error {
+	until := time.Now().Add(holderCheckWait)
+	for {
+		err := call()
+		var cf *callFailedError
+		again := errors.As(err, &cf) || errors.Is(err, shard.ErrNotHosted)
+		if !again || ctx.Err() != nil || time.Now().Add(holderCheckPause).After(until) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(holderCheckPause):
+		}
+	}
+}
 
 // checkHolders renews the holders' leases on u's chunks and fails the
 // holders that lack one; the caller checks u.holdersErr after it.
@@ -65,7 +89,10 @@ func (n *Node) checkHolders(ctx context.Context, u *upload) {
 			if t.self {
 				missing = n.leaseChunks(u.ch.GroupID, ids, false)
 			} else {
-				missing, err = n.route.leaseChunksRetry(ctx, t.addr, u.ch.GroupID, ids)
+				err = retryHolderCall(ctx, func() (err error) {
+					missing, err = n.route.leaseChunks(ctx, t.addr, u.ch.GroupID, ids)
+					return err
+				})
 			}
 			if err == nil && missing > 0 {
 				err = fmt.Errorf("it lacks %d of the %d chunks sent so far", missing, len(u.ids))
@@ -124,26 +151,6 @@ func (r *router) leaseChunks(ctx context.Context, addr string, gid uint64, ids [
 		return 0, fmt.Errorf("cluster: lease chunks from %s: malformed answer", addr)
 	}
 	return int(missing), nil
-}
-
-// leaseChunksRetry is leaseChunks made again, within holderCheckWait,
-// while it fails without an answer from the replica or with its refusal
-// (not hosting the group yet).
-func (r *router) leaseChunksRetry(ctx context.Context, addr string, gid uint64, ids []byte) (int, error) {
-	until := time.Now().Add(holderCheckWait)
-	for {
-		missing, err := r.leaseChunks(ctx, addr, gid, ids)
-		var cf *callFailedError
-		again := errors.As(err, &cf) || errors.Is(err, shard.ErrNotHosted)
-		if !again || time.Now().Add(holderCheckPause).After(until) {
-			return missing, err
-		}
-		select {
-		case <-ctx.Done():
-			return missing, err
-		case <-time.After(holderCheckPause):
-		}
-	}
 }
 
 func (r *router) serveLeaseChunks(_ context.Context, head []byte, body io.Reader) ([]byte, func(io.Writer) error, error) {
