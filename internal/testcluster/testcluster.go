@@ -7,6 +7,7 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -137,8 +138,8 @@ func New(t testing.TB, opts Options) *Cluster {
 	if level == "" {
 		level = "warn"
 	}
-	w := &testWriter{t: t}
-	t.Cleanup(func() { w.closed.Store(true) })
+	w := &testWriter{t: t, all: os.Getenv("SHARDNET_TEST_LOG") != ""}
+	t.Cleanup(w.close)
 	c := &Cluster{t: t, opts: opts, key: []byte("test-cluster-key"), GossipKey: []byte("test-gossip-key-32-bytes-of-aes!"),
 		log: hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.LevelFromString(level), Output: w})}
 	dir := t.TempDir()
@@ -492,14 +493,47 @@ func FreePort(t testing.TB) int {
 	return 0
 }
 
+// testWriter writes the nodes' logs through t.Log (printed when the test
+// fails). Unless SHARDNET_TEST_LOG is set (all), it leaves out raft's
+// routine warnings about a peer it cannot reach: a test that kills or
+// cuts off a node makes hundreds of them a second, and a failure's own
+// message, printed among them, was lost when CI showed only the head and
+// tail of a long output.
 type testWriter struct {
-	t      testing.TB
-	closed atomic.Bool
+	t       testing.TB
+	all     bool
+	closed  atomic.Bool
+	dropped atomic.Int64
+}
+
+// peerNoise are the raft warnings testWriter leaves out.
+var peerNoise = []string{
+	"failed to heartbeat to",
+	"failed to appendEntries to",
+	"failed to pipeline appendEntries",
+	"failed to make requestVote RPC",
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
-	if !w.closed.Load() {
-		w.t.Log(string(p))
+	if w.closed.Load() {
+		return len(p), nil
 	}
+	if !w.all {
+		for _, s := range peerNoise {
+			if bytes.Contains(p, []byte(s)) {
+				w.dropped.Add(1)
+				return len(p), nil
+			}
+		}
+	}
+	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// close ends the logging at the test's end and says what was left out.
+func (w *testWriter) close() {
+	w.closed.Store(true)
+	if n := w.dropped.Load(); n > 0 && w.t.Failed() {
+		w.t.Logf("testcluster: %d warnings of raft about unreachable peers left out (SHARDNET_TEST_LOG=warn shows them)", n)
+	}
 }
