@@ -386,6 +386,12 @@ func (r *router) serveDrain(ctx context.Context, head []byte, _ io.Reader) ([]by
 
 // leave (rcLeave): to the node that leaves; no head, an empty answer.
 func (r *router) leave(ctx context.Context, re *shard.RedirectError) error {
+	// The node answers once its copy of the meta state shows it left
+	// (leaveHere: a meta sync, then up to leaveRecordWait): a call given
+	// only internalCallLimit timed out on a busy machine while the leave
+	// went on (TestDrainUnderLoad in CI).
+	ctx, cancel := context.WithTimeout(ctx, internalCallLimit+leaveRecordWait+time.Second)
+	defer cancel()
 	_, err := r.simple(ctx, "leave", re.Addr, rcLeave, nil)
 	if errors.Is(err, errPreviousVersion) {
 		return fmt.Errorf("%w: node %s runs a version without node leave; stop it instead", ErrNodeState, re.NodeID)
