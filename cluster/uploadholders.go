@@ -55,7 +55,7 @@ func retryHolderCall(ctx context.Context, call func() error) error {
 		err := call()
 		var cf *callFailedError
 		again := errors.As(err, &cf) || errors.Is(err, shard.ErrNotHosted)
-		if !again || ctx.Err() != nil || time.Now().Add(holderCheckPause).After(until) {
+		if !again || time.Now().Add(holderCheckPause).After(until) {
 			return err
 		}
 		select {
