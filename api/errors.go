@@ -134,6 +134,11 @@ func IsNoLeader(err error) bool { return hasCode(err, CodeNoLeader) }
 // not have been applied (docs/design.md "D3").
 func IsOutcomeUnknown(err error) bool { return hasCode(err, CodeOutcomeUnknown) }
 
+// IsTimeout reports a 503 timeout: the request ran out of time, its
+// outcome unknown. An idempotent request (a read, a drain, a leave) may be
+// sent again; a write may have been applied.
+func IsTimeout(err error) bool { return hasCode(err, CodeTimeout) }
+
 // IsRetryable reports an error after which the same request may be sent
 // again without risk: 429, or a 503 other than outcome_unknown.
 func IsRetryable(err error) bool {

@@ -137,6 +137,17 @@ func (n *Node) LeaveNode(ctx context.Context, id string) error {
 }
 
 func (n *Node) leaveHere(ctx context.Context) error {
+	if d, ok := ctx.Deadline(); ok {
+		// Answer "not ready, try again" while the caller still listens:
+		// a call that ends at its deadline is a timeout to the client,
+		// which cannot tell it from a leave still under way (CI).
+		if left := time.Until(d); left < leaveAnswerMargin {
+			return fmt.Errorf("%w: %v left of the call is too little to wait for the meta leader's record; send the leave again", ErrNotReady, left.Round(time.Millisecond))
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-leaveAnswerMargin))
+		defer cancel()
+	}
 	if err := n.metaSync(ctx); err != nil {
 		return fmt.Errorf("%w: cannot check what this node holds: %v", ErrNotReady, err)
 	}
@@ -169,6 +180,11 @@ func (n *Node) leaveHere(ctx context.Context) error {
 // record it: gossip carries the announcement in well under a second on a
 // LAN, and the leader loop runs every leaderLoopEvery.
 const leaveRecordWait = 10 * time.Second
+
+// leaveAnswerMargin is how long before the caller's deadline a leave that
+// was not recorded gives up and answers so: a caller with less than that
+// left is answered not_ready at once.
+const leaveAnswerMargin = time.Second
 
 // waitLeftRecorded waits until this node's copy of the meta state shows it
 // left, ctx ends or wait passes.
@@ -390,7 +406,7 @@ func (r *router) leave(ctx context.Context, re *shard.RedirectError) error {
 	// (leaveHere: a meta sync, then up to leaveRecordWait): a call given
 	// only internalCallLimit timed out on a busy machine while the leave
 	// went on (TestDrainUnderLoad in CI).
-	ctx, cancel := context.WithTimeout(ctx, internalCallLimit+leaveRecordWait+time.Second)
+	ctx, cancel := context.WithTimeout(ctx, internalCallLimit+leaveRecordWait+leaveAnswerMargin+time.Second)
 	defer cancel()
 	_, err := r.simple(ctx, "leave", re.Addr, rcLeave, nil)
 	if errors.Is(err, errPreviousVersion) {

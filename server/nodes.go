@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // The node commands of an operator: describe, drain, leave, remove
@@ -54,12 +55,18 @@ func (s *Server) drainNode(drain bool) handlerFunc {
 	}
 }
 
+// leaveTimeout bounds a leave: the forward to the leaving node, its meta
+// sync, and its wait of up to 10 s for the meta leader's record.
+const leaveTimeout = 20 * time.Second
+
 func (s *Server) leaveNode(ctx context.Context, req *request) (*response, error) {
 	id, err := nodeID(req)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := s.opContext(ctx)
+	// A leave outlasts the request timeout by design: the leaving node
+	// answers once the meta leader recorded it (cluster.LeaveNode).
+	ctx, cancel := context.WithTimeout(ctx, max(s.timeout, leaveTimeout))
 	defer cancel()
 	if err := s.b.LeaveNode(ctx, id); err != nil {
 		return nil, fmt.Errorf("node %s leave: %w", id, err)

@@ -107,6 +107,9 @@ func runNodeDrain(ctx context.Context, c *cli, args []string) int {
 	return 0
 }
 
+// leaveRetryFor bounds how long `node leave` sends a leave again.
+const leaveRetryFor = time.Minute
+
 func runNodeLeave(ctx context.Context, c *cli, args []string) int {
 	f := c.newFlags("node leave", "[ID]",
 		"Make a node leave the cluster gracefully: it must hold no replica (drain it first); it leaves gossip, its process stops, and the registry shows it left. Without ID: the node you talk to.")
@@ -125,8 +128,24 @@ func runNodeLeave(ctx context.Context, c *cli, args []string) int {
 		}
 		id = st.NodeID
 	}
-	if err := client.LeaveNode(ctx, id); err != nil {
-		return c.fail(err)
+	// A leave is idempotent: one the meta leader did not record in time
+	// (503 not_ready) or whose answer was lost (503 timeout) is sent
+	// again, for up to leaveRetryFor.
+	until := time.Now().Add(leaveRetryFor)
+	for {
+		err := client.LeaveNode(ctx, id)
+		if err == nil {
+			break
+		}
+		if !(api.IsRetryable(err) || api.IsTimeout(err)) || time.Now().After(until) || ctx.Err() != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stderr, "%s: %s; sending the leave again\n", id, oneLine(err.Error()))
+		select {
+		case <-ctx.Done():
+			return c.fail(err)
+		case <-time.After(time.Second):
+		}
 	}
 	fmt.Fprintf(c.stdout, "Node %s is leaving.\n", id)
 	return 0
