@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardnet/shardnet/fsm"
@@ -68,6 +69,9 @@ type Config struct {
 
 	// LocalGossip selects memberlist's fast loopback timings (dev mode, tests).
 	LocalGossip bool
+	// tweakGossip, set by this package's tests, changes memberlist's
+	// configuration before it starts.
+	tweakGossip func(*memberlist.Config)
 	// ChannelRaft tunes every channel group; zero values take defaults.
 	ChannelRaft shard.RaftTiming
 	// MetaRaft tunes the meta group; zero values take defaults.

@@ -100,6 +100,9 @@ func newGossip(cfg *Config, self nodeMeta, poke chan struct{}) (*gossip, error) 
 	} else {
 		g.log.Warn("no gossip key: gossip is neither encrypted nor authenticated; anyone who reaches the gossip port can join it (-encrypt-file, $SHARDNET_GOSSIP_KEY)")
 	}
+	if cfg.tweakGossip != nil {
+		cfg.tweakGossip(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.GossipPort, err)
@@ -136,6 +139,17 @@ func (g *gossip) update(f func(*nodeMeta)) {
 			g.log.Debug("gossip update", "error", err)
 		}
 	}
+}
+
+// pushTo exchanges the full gossip state with the member at addr over
+// TCP (memberlist's Join does so with a member it already knows), so that
+// a change of this node's metadata reaches that member now, not with the
+// broadcasts' odds or at the next periodic sync.
+func (g *gossip) pushTo(addr string) error {
+	if _, err := g.ml.Join([]string{addr}); err != nil {
+		return fmt.Errorf("cluster: gossip push to %s: %w", addr, err)
+	}
+	return nil
 }
 
 // snapshot returns every member we know, sorted by id.

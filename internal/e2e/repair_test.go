@@ -156,13 +156,18 @@ func TestDrainThenLeave(t *testing.T) {
 	// that can outlast the wait (503 not_ready) or, the answer lost, the
 	// request (503 timeout): a leave is idempotent, so a client sends it
 	// again (docs/api.md), as this one does. Anything else fails.
+	leaveAt := time.Now()
 	c.WaitFor(60*time.Second, func() error {
 		err := c.Client(0).LeaveNode(ctx, "res1")
 		if err != nil && !api.IsRetryable(err) && !api.IsTimeout(err) {
 			t.Fatalf("leave of a drained node: %v", err)
 		}
+		if err != nil {
+			t.Logf("leave after %v: %v", time.Since(leaveAt).Round(time.Millisecond), err)
+		}
 		return err
 	})
+	t.Logf("res1 left in %v", time.Since(leaveAt).Round(time.Millisecond))
 	select {
 	case <-a.Node.Leaving():
 	case <-time.After(5 * time.Second):
