@@ -46,6 +46,12 @@
 #
 #   ROUNDS=3 DURATION=20s CONNS=64 CPUS=0.15 bash bench/scaleout.sh
 #
+# DATA_TMPFS=1 puts each node's data directory on a tmpfs instead of the
+# shared disk: a control that tells the disk's share of the result from the
+# nodes' (an fsync on tmpfs costs next to nothing).
+# With PROFILE_DIR set, each measurement also takes a CPU profile of node 1
+# (cpu-r<round>-n<nodes>-n1.prof; go tool pprof reads it).
+#
 # Needs docker, wrk, taskset, curl, jq.
 # Every container, network and volume is named sn-scaleout-<pid>-... and
 # removed on exit (KEEP=1 keeps them, and the work directory, for a look).
@@ -219,10 +225,11 @@ start_node() {
 		-tls-cert "/pki/$name.pem" -tls-key "/pki/$name-key.pem" -tls-ca /pki/ca.pem
 		-log-level warn -rate-limit=0)
 	[ "${ROLES[i]}" != core ] || args+=(-serve-data -bootstrap-expect 3)
-	local cgp=()
+	local cgp=() data=()
 	[ -z "$CG_PARENT" ] || cgp=(--cgroup-parent "/$CG_PARENT")
+	[ -z "${DATA_TMPFS:-}" ] || data=(--tmpfs "/data:uid=65532,gid=65532,mode=0700,size=1g")
 	CID[i]=$(docker run -d --name "$RUN-$name" --hostname "$name" --label "sn-scaleout.run=$RUN" \
-		"${cgp[@]}" \
+		"${cgp[@]}" "${data[@]}" \
 		--network "$RUN" --ip "$(ip "$i")" --cpus "$CPUS" --cpuset-cpus "$NODE_CPUS" \
 		-e SHARDNET_TOKEN -e SHARDNET_CLUSTER_KEY -e SHARDNET_GOSSIP_KEY \
 		-v "$RUN-pki:/pki:ro" "$IMAGE" "${args[@]}") || die "docker run $name failed"
@@ -310,14 +317,17 @@ disk_name() {
 # that wait at the same time, so a flush can stand for several fsyncs.
 disk_ops() { awk -v d="$DISK" '$3 == d { print $8 + 0, $19 + 0; f = 1 } END { if (!f) print "0 0" }' /proc/diskstats; }
 
-# raft_syncs: synced Raft log batches of the nodes 0..N-1 in use, summed.
-raft_syncs() {
-	local i sum=0 v
-	for i in "${!SN_IP[@]}"; do
-		v=$(sn_curl "$(sn_url "$i")/metrics" | awk '/^shardnet_logstore_append_batches_total /{printf "%.0f", $2}')
-		sum=$((sum + ${v:-0}))
-	done
-	echo "$sum"
+# node_counters: three counters of the nodes 0..N-1 in use, each summed
+# over the nodes and its series: "synced Raft log batches, transport
+# socket writes, Raft RPCs sent" (shardnet_logstore_append_batches_total,
+# shardnet_transport_conn_writes_total, shardnet_transport_rpcs_sent_total).
+node_counters() {
+	local i
+	for i in "${!SN_IP[@]}"; do sn_curl "$(sn_url "$i")/metrics"; done | awk '
+		/^shardnet_logstore_append_batches_total / { s += $NF }
+		/^shardnet_transport_conn_writes_total / { w += $NF }
+		/^shardnet_transport_rpcs_sent_total[{ ]/ { r += $NF }
+		END { printf "%.0f %.0f %.0f\n", s, w, r }'
 }
 
 # core_ticks N: "busy total" jiffies of CPU core N (/proc/stat).
@@ -373,6 +383,15 @@ drive() {
 	((rc == 0)) || die "wrk failed: $(cat "$WORK/raw/$tag"-*.txt | tail -n 5)"
 }
 
+# duration_secs D: whole seconds of a wrk duration such as 20s or 2m.
+duration_secs() {
+	case $1 in
+	*m) echo $((${1%m} * 60)) ;;
+	*s) echo "${1%s}" ;;
+	*) echo "$1" ;;
+	esac
+}
+
 RES_LINES=()
 declare -A WRITES=() DWRITES=() FLUSHES=() SYNCS=() UPW=()
 
@@ -385,16 +404,26 @@ measure() {
 	for ((i = 0; i < n; i++)); do c0[i]=$(cpu_stat "$i"); done
 	local f0 s0 f1 s1
 	f0=$(disk_ops)
-	s0=$(raft_syncs)
+	s0=$(node_counters)
 	local k0 k1 l0 l1
 	k0=$(core_ticks "$NODE_CPUS") l0=$(core_ticks "$LOAD_CPUS")
+	local prof=""
+	if [ -n "${PROFILE_DIR:-}" ]; then
+		# A CPU profile of node 1 over the measurement (less a second),
+		# to compare where a write's CPU goes at 3 and at 6 nodes.
+		mkdir -p "$PROFILE_DIR"
+		local ps=$(($(duration_secs "$DURATION") - 1))
+		sn_curl --max-time $((ps + 15)) -o "$PROFILE_DIR/cpu-$tag-n1.prof" "$(sn_url 0)/debug/pprof/profile?seconds=$ps" &
+		prof=$!
+	fi
 	t0=$(date +%s%N)
 	drive "$prefix" "$DURATION" "$tag"
 	t1=$(date +%s%N)
+	[ -z "$prof" ] || wait "$prof" || log "the profile of node 1 failed"
 	k1=$(core_ticks "$NODE_CPUS") l1=$(core_ticks "$LOAD_CPUS")
 	for ((i = 0; i < n; i++)); do c1[i]=$(cpu_stat "$i"); done
 	f1=$(disk_ops)
-	s1=$(raft_syncs)
+	s1=$(node_counters)
 	local secs writes errs cpu
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
 	read -r writes errs < <(cat "$WORK/raw/$tag"-*.txt | awk '/^BENCH/ {
@@ -414,14 +443,20 @@ measure() {
 	local dw fl sy
 	dw=$(awk -v a="$f0" -v b="$f1" -v s="$secs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / s }')
 	fl=$(awk -v a="$f0" -v b="$f1" -v s="$secs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[2] - x[2]) / s }')
-	sy=$(awk -v a="$s0" -v b="$s1" -v s="$secs" 'BEGIN { printf "%.0f", (b - a) / s }')
+	sy=$(awk -v a="$s0" -v b="$s1" -v s="$secs" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / s }')
+	# Per write answered: what the nodes' transports wrote to their
+	# sockets and the Raft RPCs they sent (how well a pair's stream
+	# batches the groups it carries).
+	local tw
+	tw=$(awk -v a="$s0" -v b="$s1" -v s="$secs" -v w="$writes" 'BEGIN { split(a, x, " "); split(b, y, " "); n = w * s
+		printf "%.2f / %.2f", (n > 0 ? (y[2] - x[2]) / n : 0), (n > 0 ? (y[3] - x[3]) / n : 0) }')
 	WRITES[$n]+="$writes " DWRITES[$n]+="$dw " FLUSHES[$n]+="$fl " SYNCS[$n]+="$sy "
 	local kb lb upw
 	# CPU per write: all nodes' CPU (µs) over the writes answered.
 	upw=$(awk -v u="$used" -v w="$writes" -v s="$secs" 'BEGIN { printf "%.0f", (w > 0 ? u / (w * s) : 0) }')
 	UPW[$n]+="$upw "
 	kb=$(busy_pct "$k0" "$k1") lb=$(busy_pct "$l0" "$l1")
-	RES_LINES+=("| $round | $n | $writes | $errs | $upw | $dw | $fl | $sy | $LEADS | ${cpu% } | $kb% / $lb% |")
+	RES_LINES+=("| $round | $n | $writes | $errs | $upw | $dw | $fl | $sy | $tw | $LEADS | ${cpu% } | $kb% / $lb% |")
 	log "round $round, $n nodes: $writes writes/s ($errs errors), leaders $LEADS; CPU $cpu; cores busy: nodes' $kb%, wrk's $lb%"
 }
 
@@ -470,8 +505,8 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo
 	echo "ratio 6/3 of the medians: **$ratio×**"
 	echo
-	echo "| round | nodes | writes/s | errors | CPU µs/write | disk writes/s | disk flushes/s | Raft syncs/s | channels led | CPU per node (share of one core; throttled periods) | core $NODE_CPUS / core $LOAD_CPUS busy (all processes) |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| round | nodes | writes/s | errors | CPU µs/write | disk writes/s | disk flushes/s | Raft syncs/s | socket writes / RPCs per write | channels led | CPU per node (share of one core; throttled periods) | core $NODE_CPUS / core $LOAD_CPUS busy (all processes) |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${RES_LINES[@]}"
 } | tee "$WORK/result.md"
 mkdir -p "$(dirname "$OUT")"
