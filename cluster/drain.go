@@ -196,12 +196,21 @@ func (n *Node) waitLeftRecorded(ctx context.Context, wait time.Duration) bool {
 	defer push.Stop()
 	var pushing atomic.Bool
 	pushOnce := func() {
-		if pushing.CompareAndSwap(false, true) {
-			go func() {
-				defer pushing.Store(false)
-				n.pushLeaving()
-			}()
+		if !pushing.CompareAndSwap(false, true) {
+			return
 		}
+		select {
+		case <-n.stop:
+			pushing.Store(false)
+			return
+		default:
+		}
+		n.wg.Add(1) // a push may outlast the wait; Stop waits for it
+		go func() {
+			defer n.wg.Done()
+			defer pushing.Store(false)
+			n.pushLeaving()
+		}()
 	}
 	pushOnce()
 	for {

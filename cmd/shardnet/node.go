@@ -137,7 +137,7 @@ func runNodeLeave(ctx context.Context, c *cli, args []string) int {
 		if err == nil {
 			break
 		}
-		if !(api.IsRetryable(err) || api.IsTimeout(err)) || time.Now().After(until) || ctx.Err() != nil {
+		if !(api.IsRetryable(err) || api.IsTimeout(err)) || time.Now().After(until) {
 			return c.fail(err)
 		}
 		fmt.Fprintf(c.stderr, "%s: %s; sending the leave again\n", id, oneLine(err.Error()))
